@@ -1,0 +1,34 @@
+//! Throwaway PostgreSQL 15 clusters and PgBouncer processes on 127.0.0.1.
+//!
+//! Every server lives in its own temporary directory with its own port and unix socket
+//! directory, so parallel tests never collide. Dropping the handle stops the server and
+//! deletes the directory, also while a test panics; a watchdog process does the same if
+//! the test process dies without unwinding (SIGKILL, abort).
+
+mod cluster;
+mod pgbouncer;
+mod process;
+
+pub use cluster::{Cluster, ClusterBuilder};
+pub use pgbouncer::{Pgbouncer, PgbouncerBuilder};
+
+/// Errors are plain strings: the test kit fails tests, it does not recover.
+pub type Result<T> = std::result::Result<T, String>;
+
+/// Directory holding `initdb`, `pg_ctl`, `postgres`, `psql`, `pg_dump`.
+/// `BLUEGREEN_PG_BIN` overrides the Debian default.
+pub fn pg_bin_dir() -> std::path::PathBuf {
+    std::env::var_os("BLUEGREEN_PG_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into())
+}
+
+/// Path of one PostgreSQL program.
+pub fn pg_bin(name: &str) -> std::path::PathBuf {
+    pg_bin_dir().join(name)
+}
+
+/// True when PgBouncer is installed (tests that need it skip otherwise, with a message).
+pub fn pgbouncer_available() -> bool {
+    pgbouncer::binary().is_some()
+}
