@@ -1,1 +1,21 @@
-//! Connections.
+//! Connections as an operator gives them: libpq URIs or key=value strings, with the PG*
+//! environment variables and `~/.pgpass` filling the gaps, TLS through rustls with libpq's
+//! sslmode rules, and passwords kept out of everything that can be printed.
+//!
+//! Both the SQL client (tokio-postgres) and the walsender client (crate `wire`) start from
+//! one [`ConnSpec`], so a connection string means the same thing to every stage.
+
+mod connect;
+mod error;
+mod ident;
+mod parse;
+mod pgpass;
+mod redact;
+mod spec;
+mod tls;
+
+pub use connect::connect;
+pub use error::Error;
+pub use ident::{qualified, quote_ident, quote_literal};
+pub use redact::redact;
+pub use spec::{ConnSpec, Env, Host, SslMode};

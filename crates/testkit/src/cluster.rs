@@ -150,7 +150,10 @@ impl Cluster {
                 Err(e) => last = e,
             }
         }
-        Err(format!("could not start after 8 tries: {last}\n{}", cluster.log()))
+        Err(format!(
+            "could not start after 8 tries: {last}\n{}",
+            cluster.log()
+        ))
     }
 
     fn pg_ctl(&self, args: &[&str], log: Option<&str>) -> Result<()> {
@@ -235,18 +238,30 @@ impl Cluster {
     /// A psql command for `db` with connection settings and the password in its environment.
     pub fn psql_command(&self, db: &str) -> Command {
         let mut cmd = Command::new(pg_bin("psql"));
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(["-U", SUPERUSER, "-d", db])
-            .env("PGPASSWORD", self.password)
-            .env("PGSSLMODE", "disable")
-            .env("PGCONNECT_TIMEOUT", "10");
+        cmd.args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
+        .arg("-p")
+        .arg(self.port.to_string())
+        .args(["-U", SUPERUSER, "-d", db])
+        .env("PGPASSWORD", self.password)
+        .env("PGSSLMODE", "disable")
+        .env("PGCONNECT_TIMEOUT", "10");
         cmd
     }
 
     pub fn create_database(&self, name: &str) {
-        self.sql("postgres", &format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")));
+        self.sql(
+            "postgres",
+            &format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\"")),
+        );
     }
 
     /// Stops the server (fast shutdown), keeping its data: for "target down" tests.
@@ -261,9 +276,15 @@ impl Cluster {
 
     /// Changes settings and restarts (for parameters that need a restart, like wal_level).
     pub fn restart_with(&self, settings: &[(&str, &str)]) -> Result<()> {
-        let conf: String = settings.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+        let conf: String = settings
+            .iter()
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect();
         append(&self.data_dir().join("postgresql.conf"), &conf)?;
-        self.pg_ctl(&["restart", "-w", "-t", "60", "-m", "fast", "-l"], Some("server.log"))
+        self.pg_ctl(
+            &["restart", "-w", "-t", "60", "-m", "fast", "-l"],
+            Some("server.log"),
+        )
     }
 }
 
@@ -335,14 +356,23 @@ fn template() -> Result<&'static Path> {
 fn write_self_signed_cert(dir: &Path) -> Result<()> {
     let p = |f: &str| dir.join(f);
     run(Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
         .args(["-subj", "/CN=bluegreen testkit CA"])
         .arg("-keyout")
         .arg(p("ca.key"))
         .arg("-out")
         .arg(p("ca.crt")))?;
     run(Command::new("openssl")
-        .args(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost"])
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
         .arg("-keyout")
         .arg(p("server.key"))
         .arg("-out")

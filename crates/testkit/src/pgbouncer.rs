@@ -8,17 +8,23 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::process::{free_port, give_to_server_user, run, server_command, sh_quote, spawn_watchdog};
+use crate::process::{
+    free_port, give_to_server_user, run, server_command, sh_quote, spawn_watchdog,
+};
 use crate::{pg_bin, Result};
 
 pub const ADMIN_USER: &str = "bgadmin";
 pub const ADMIN_PASSWORD: &str = "bgadmin-pw";
 
 pub(crate) fn binary() -> Option<PathBuf> {
-    ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer", "/usr/local/bin/pgbouncer"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/sbin/pgbouncer",
+        "/usr/bin/pgbouncer",
+        "/usr/local/bin/pgbouncer",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 #[derive(Debug, Clone)]
@@ -239,7 +245,8 @@ impl Drop for Pgbouncer {
                 unsafe { libc::kill(pid, libc::SIGTERM) };
                 let start = Instant::now();
                 // SAFETY: signal 0 only checks that the process exists.
-                while unsafe { libc::kill(pid, 0) } == 0 && start.elapsed() < Duration::from_secs(5) {
+                while unsafe { libc::kill(pid, 0) } == 0 && start.elapsed() < Duration::from_secs(5)
+                {
                     std::thread::sleep(Duration::from_millis(20));
                 }
             }

@@ -31,7 +31,10 @@ pub fn give_to_server_user(dir: &Path) -> Result<()> {
     if !is_root() {
         return Ok(());
     }
-    run(Command::new("chown").args(["-R", &format!("{SERVER_USER}:")]).arg(dir)).map(|_| ())
+    run(Command::new("chown")
+        .args(["-R", &format!("{SERVER_USER}:")])
+        .arg(dir))
+    .map(|_| ())
 }
 
 /// Runs a command to completion; a non-zero exit becomes an error carrying its output.

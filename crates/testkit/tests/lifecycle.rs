@@ -27,7 +27,9 @@ fn gone_within(port: u16, dir: &std::path::Path, limit: Duration) -> bool {
 fn cluster_is_logical_and_answers() {
     let pg = Cluster::new();
     assert_eq!(pg.sql("postgres", "SHOW wal_level"), "logical");
-    assert!(pg.sql("postgres", "SELECT version()").contains("PostgreSQL 15"));
+    assert!(pg
+        .sql("postgres", "SELECT version()")
+        .contains("PostgreSQL 15"));
     pg.create_database("Fancy \"db\"");
     assert_eq!(pg.sql("Fancy \"db\"", "SELECT 1"), "1");
 }
@@ -35,7 +37,10 @@ fn cluster_is_logical_and_answers() {
 #[test]
 fn two_clusters_do_not_collide() {
     let a = Cluster::new();
-    let b = Cluster::builder().setting("work_mem", "'7MB'").start().unwrap();
+    let b = Cluster::builder()
+        .setting("work_mem", "'7MB'")
+        .start()
+        .unwrap();
     assert_ne!(a.port(), b.port());
     assert_eq!(b.sql("postgres", "SHOW work_mem"), "7MB");
     assert_eq!(a.sql("postgres", "SHOW work_mem"), "4MB");
@@ -72,7 +77,12 @@ fn child_holds_a_cluster() {
 fn cluster_is_removed_after_sigkill() {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_holds_a_cluster", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "child_holds_a_cluster",
+            "--ignored",
+            "--nocapture",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -113,14 +123,25 @@ fn pgbouncer_pools_and_reroutes() {
             .arg(pb.url("app", "postgres", blue.password()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u16>()
+            .unwrap()
     };
     assert_eq!(port_via_pooler(), blue.port());
     assert!(pb.admin("SHOW DATABASES").unwrap().contains("app"));
-    pb.reroute("app", "127.0.0.1", green.port(), "postgres").unwrap();
+    pb.reroute("app", "127.0.0.1", green.port(), "postgres")
+        .unwrap();
     assert_eq!(port_via_pooler(), green.port());
-    let (port, dir) = (pb.port(), pb.databases_file().parent().unwrap().to_path_buf());
+    let (port, dir) = (
+        pb.port(),
+        pb.databases_file().parent().unwrap().to_path_buf(),
+    );
     drop(pb);
     assert!(gone_within(port, &dir, Duration::from_secs(10)));
 }

@@ -1,0 +1,106 @@
+//! A tokio-postgres client from a [`ConnSpec`], with failures sorted into the kinds an
+//! operator can act on.
+
+use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+use crate::error::Error;
+use crate::spec::{ConnSpec, Host, SslMode};
+
+/// Opens a client and drives its connection on the tokio runtime.
+pub async fn connect(spec: &ConnSpec) -> Result<Client, Error> {
+    let mut cfg = Config::new();
+    match &spec.host {
+        Host::Tcp(h) => cfg.host(h),
+        Host::Unix(d) => cfg.host_path(d),
+    };
+    if let Some(addr) = &spec.hostaddr {
+        let ip = addr
+            .parse()
+            .map_err(|_| Error::Invalid(format!("hostaddr \"{addr}\" is not an IP address")))?;
+        cfg.hostaddr(ip);
+    }
+    cfg.port(spec.port)
+        .user(&spec.user)
+        .dbname(&spec.dbname)
+        .application_name(spec.application_name.as_deref().unwrap_or("bluegreen"));
+    if let Some(pw) = &spec.password {
+        cfg.password(pw);
+    }
+    if let Some(t) = spec.connect_timeout {
+        cfg.connect_timeout(t);
+    }
+    if let Some(o) = &spec.options {
+        cfg.options(o);
+    }
+    cfg.ssl_mode(match spec.sslmode {
+        SslMode::Disable => PgSslMode::Disable,
+        SslMode::Prefer => PgSslMode::Prefer,
+        _ => PgSslMode::Require,
+    });
+
+    let client = match spec.tls_config()? {
+        None => {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(|e| classify(spec, e))?;
+            tokio::spawn(conn);
+            client
+        }
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+            let (client, conn) = cfg.connect(tls).await.map_err(|e| classify(spec, e))?;
+            tokio::spawn(conn);
+            client
+        }
+    };
+    Ok(client)
+}
+
+/// Sorts a connect failure by what the operator must fix.
+pub fn classify(spec: &ConnSpec, e: tokio_postgres::Error) -> Error {
+    let target = spec.target();
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            return Error::Auth {
+                user: spec.user.clone(),
+                target,
+                cause: db.message().to_string(),
+            };
+        }
+        if *code == SqlState::INVALID_CATALOG_NAME {
+            return Error::NoDatabase {
+                dbname: spec.dbname.clone(),
+                target,
+            };
+        }
+        return Error::Server {
+            target,
+            sqlstate: code.code().to_string(),
+            message: db.message().to_string(),
+        };
+    }
+    let text = crate::redact(&e.to_string());
+    let source = std::error::Error::source(&e)
+        .map(|s| crate::redact(&s.to_string()))
+        .unwrap_or_default();
+    let cause = if source.is_empty() || text.contains(&source) {
+        text.clone()
+    } else {
+        format!("{text}: {source}")
+    };
+    let lower = cause.to_lowercase();
+    if lower.contains("password missing") || lower.contains("password authentication") {
+        return Error::Auth {
+            user: spec.user.clone(),
+            target,
+            cause: "the server asked for a password and none was given".into(),
+        };
+    }
+    if lower.contains("tls") || lower.contains("ssl") || lower.contains("certificate") {
+        return Error::Tls { target, cause };
+    }
+    Error::Unreachable { target, cause }
+}

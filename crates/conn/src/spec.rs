@@ -1,0 +1,298 @@
+//! The resolved connection: every field libpq would have settled on, ready to dial.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::parse::{self, Params};
+use crate::pgpass;
+
+/// Where the server listens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Host {
+    /// Host name or IP address.
+    Tcp(String),
+    /// Directory holding the unix socket `.s.PGSQL.<port>`.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Tcp(h) => f.write_str(h),
+            Host::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl fmt::Debug for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// libpq's sslmode values (`allow` is not offered: it only ever downgrades).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    Disable,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(s: &str) -> Result<SslMode, Error> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            "allow" => {
+                return Err(Error::Invalid(
+                    "sslmode \"allow\" is not supported: use prefer, require, verify-ca or verify-full".into(),
+                ))
+            }
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown sslmode \"{other}\": use disable, prefer, require, verify-ca or verify-full"
+                )))
+            }
+        })
+    }
+}
+
+/// The process environment as parsing sees it; tests pass their own.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+    fn home(&self) -> Option<PathBuf>;
+    fn os_user(&self) -> Option<String>;
+}
+
+struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+    fn home(&self) -> Option<PathBuf> {
+        std::env::var_os("HOME").map(PathBuf::from)
+    }
+    fn os_user(&self) -> Option<String> {
+        // SAFETY: getpwuid returns a pointer into static storage or null; we copy the name out at once.
+        unsafe {
+            let pw = libc::getpwuid(libc::geteuid());
+            if pw.is_null() {
+                return None;
+            }
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        }
+    }
+}
+
+/// A fully resolved connection. `Debug` and [`ConnSpec::redacted`] never show the password.
+#[derive(Clone)]
+pub struct ConnSpec {
+    pub host: Host,
+    /// `hostaddr`: the address dialled instead of resolving `host` (which still names the
+    /// server for TLS and ~/.pgpass).
+    pub hostaddr: Option<String>,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub sslmode: SslMode,
+    pub sslrootcert: Option<PathBuf>,
+    pub application_name: Option<String>,
+    pub connect_timeout: Option<Duration>,
+    /// `options`: command-line options sent to the server at startup (e.g. `-c statement_timeout=0`).
+    pub options: Option<String>,
+}
+
+impl fmt::Debug for ConnSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl ConnSpec {
+    /// Parses a libpq URI or key=value string; PG* variables, defaults and ~/.pgpass fill
+    /// whatever it leaves out.
+    pub fn parse(s: &str) -> Result<ConnSpec, Error> {
+        Self::parse_with(s, &ProcessEnv)
+    }
+
+    pub fn parse_with(s: &str, env: &dyn Env) -> Result<ConnSpec, Error> {
+        let p = parse::parse(s)?;
+        Self::resolve(p, env)
+    }
+
+    fn resolve(p: Params, env: &dyn Env) -> Result<ConnSpec, Error> {
+        let get = |key: &str, var: &str| p.get(key).map(str::to_owned).or_else(|| env.var(var));
+
+        let host = match get("host", "PGHOST") {
+            Some(h) if h.contains(',') => {
+                return Err(Error::Invalid(format!(
+                    "several hosts (\"{h}\") are not supported: give the one server to migrate"
+                )))
+            }
+            Some(h) if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
+            Some(h) => Host::Tcp(h),
+            None if Path::new(DEFAULT_SOCKET_DIR).is_dir() => Host::Unix(DEFAULT_SOCKET_DIR.into()),
+            None => Host::Tcp("localhost".into()),
+        };
+        let port = match get("port", "PGPORT") {
+            None => 5432,
+            Some(v) => v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "invalid port \"{v}\": give a number from 1 to 65535"
+                ))
+            })?,
+        };
+        let user = get("user", "PGUSER")
+            .or_else(|| env.os_user())
+            .ok_or_else(|| Error::Invalid("no user given: set user= or PGUSER".into()))?;
+        let dbname = get("dbname", "PGDATABASE").unwrap_or_else(|| user.clone());
+        let sslmode = match get("sslmode", "PGSSLMODE") {
+            Some(m) => SslMode::parse(&m)?,
+            None => SslMode::Prefer,
+        };
+        let connect_timeout = match get("connect_timeout", "PGCONNECT_TIMEOUT") {
+            None => None,
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(n) if n <= 0 => None,
+                // libpq treats 1 as 2 seconds: one second is too short to be meant.
+                Ok(n) => Some(Duration::from_secs(n.max(2) as u64)),
+                Err(_) => {
+                    return Err(Error::Invalid(format!(
+                        "invalid connect_timeout \"{v}\": give whole seconds"
+                    )))
+                }
+            },
+        };
+        let sslrootcert = get("sslrootcert", "PGSSLROOTCERT")
+            .map(PathBuf::from)
+            .or_else(|| {
+                env.home()
+                    .map(|h| h.join(".postgresql/root.crt"))
+                    .filter(|p| p.exists())
+            });
+        let mut spec = ConnSpec {
+            host,
+            hostaddr: get("hostaddr", "PGHOSTADDR"),
+            port,
+            user,
+            password: get("password", "PGPASSWORD"),
+            dbname,
+            sslmode,
+            sslrootcert,
+            application_name: get("application_name", "PGAPPNAME")
+                .or_else(|| p.get("fallback_application_name").map(str::to_owned)),
+            connect_timeout,
+            options: get("options", "PGOPTIONS"),
+        };
+        if spec.password.is_none() {
+            let file = get("passfile", "PGPASSFILE")
+                .map(PathBuf::from)
+                .or_else(|| env.home().map(|h| h.join(".pgpass")));
+            if let Some(file) = file {
+                spec.password = pgpass::lookup(&file, &spec);
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The connection without its password, for logs, errors and reports.
+    pub fn redacted(&self) -> String {
+        let mut s = format!(
+            "host={} port={} user={} dbname={} sslmode={}",
+            self.host,
+            self.port,
+            self.user,
+            self.dbname,
+            self.sslmode.as_str()
+        );
+        if let Some(a) = &self.hostaddr {
+            s.push_str(&format!(" hostaddr={a}"));
+        }
+        if self.password.is_some() {
+            s.push_str(" password=***");
+        }
+        s
+    }
+
+    /// `host:port` (or the socket path) for messages.
+    pub fn target(&self) -> String {
+        match &self.host {
+            Host::Tcp(h) => format!("{h}:{} (database \"{}\")", self.port, self.dbname),
+            Host::Unix(d) => format!(
+                "{}/.s.PGSQL.{} (database \"{}\")",
+                d.display(),
+                self.port,
+                self.dbname
+            ),
+        }
+    }
+
+    /// The same server, another database.
+    pub fn with_dbname(&self, dbname: &str) -> ConnSpec {
+        ConnSpec {
+            dbname: dbname.into(),
+            ..self.clone()
+        }
+    }
+
+    /// Environment for libpq programs we run (pg_dump, psql): the connection goes on the
+    /// command line as a password-free string, the password only in PGPASSWORD, so it never
+    /// shows in a process title.
+    pub fn libpq_env(&self) -> (String, Vec<(&'static str, String)>) {
+        let mut kv = vec![
+            (
+                "host",
+                match &self.host {
+                    Host::Tcp(h) => h.clone(),
+                    Host::Unix(d) => d.display().to_string(),
+                },
+            ),
+            ("port", self.port.to_string()),
+            ("user", self.user.clone()),
+            ("dbname", self.dbname.clone()),
+            ("sslmode", self.sslmode.as_str().to_string()),
+        ];
+        if let Some(a) = &self.hostaddr {
+            kv.push(("hostaddr", a.clone()));
+        }
+        if let Some(r) = &self.sslrootcert {
+            kv.push(("sslrootcert", r.display().to_string()));
+        }
+        let dsn = kv
+            .iter()
+            .map(|(k, v)| format!("{k}={}", parse::quote_value(v)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut env = Vec::new();
+        if let Some(p) = &self.password {
+            env.push(("PGPASSWORD", p.clone()));
+        }
+        (dsn, env)
+    }
+}
+
+/// Debian's libpq default socket directory.
+const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";

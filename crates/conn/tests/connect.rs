@@ -1,0 +1,250 @@
+//! Connection strings against real servers: every sslmode, each failure kind, PG* variables,
+//! ~/.pgpass, and the password never showing in anything printable.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use conn::{ConnSpec, Env, Error, Host, SslMode};
+use testkit::Cluster;
+
+struct FakeEnv {
+    vars: HashMap<&'static str, String>,
+    home: Option<PathBuf>,
+}
+
+impl Env for FakeEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+    fn home(&self) -> Option<PathBuf> {
+        self.home.clone()
+    }
+    fn os_user(&self) -> Option<String> {
+        Some("osuser".into())
+    }
+}
+
+fn env(vars: &[(&'static str, &str)]) -> FakeEnv {
+    FakeEnv {
+        vars: vars.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        home: None,
+    }
+}
+
+async fn one(spec: &ConnSpec) -> Result<i32, Error> {
+    let c = conn::connect(spec).await?;
+    Ok(c.query_one("SELECT 1", &[]).await.unwrap().get(0))
+}
+
+#[test]
+fn environment_fills_gaps_and_string_wins() {
+    let e = env(&[
+        ("PGHOST", "envhost"),
+        ("PGPORT", "6543"),
+        ("PGUSER", "envuser"),
+        ("PGDATABASE", "envdb"),
+        ("PGSSLMODE", "require"),
+        ("PGPASSWORD", "envpw"),
+    ]);
+    let s = ConnSpec::parse_with("dbname=strdb", &e).unwrap();
+    assert_eq!(s.host, Host::Tcp("envhost".into()));
+    assert_eq!(
+        (s.port, s.user.as_str(), s.dbname.as_str()),
+        (6543, "envuser", "strdb")
+    );
+    assert_eq!(s.sslmode, SslMode::Require);
+    assert_eq!(s.password.as_deref(), Some("envpw"));
+
+    let s = ConnSpec::parse_with("host=/tmp/sock", &env(&[])).unwrap();
+    assert_eq!(s.host, Host::Unix("/tmp/sock".into()));
+    assert_eq!(
+        (s.user.as_str(), s.dbname.as_str(), s.port),
+        ("osuser", "osuser", 5432)
+    );
+    assert_eq!(s.sslmode, SslMode::Prefer);
+}
+
+#[test]
+fn bad_values_are_named() {
+    let e = env(&[]);
+    for (input, needle) in [
+        ("port=99999", "invalid port"),
+        ("sslmode=allow", "allow"),
+        ("sslmode=bogus", "unknown sslmode"),
+        ("connect_timeout=soon", "connect_timeout"),
+        ("host=a,b", "several hosts"),
+        ("colour=blue", "unknown option \"colour\""),
+    ] {
+        let err = ConnSpec::parse_with(input, &e).unwrap_err().to_string();
+        assert!(err.contains(needle), "{input}: {err}");
+    }
+}
+
+#[test]
+fn pgpass_is_used_only_when_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join(".pgpass");
+    std::fs::write(
+        &file,
+        "# comment\nother:5432:*:u:wrong\ndb.example:5432:*:u:pa\\:ss\nlocalhost:*:*:*:sock\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e = FakeEnv {
+        vars: HashMap::new(),
+        home: Some(home.path().into()),
+    };
+    let s = ConnSpec::parse_with("host=db.example user=u dbname=x", &e).unwrap();
+    assert_eq!(s.password.as_deref(), Some("pa:ss"));
+    let s = ConnSpec::parse_with("host=/run/pg user=any", &e).unwrap();
+    assert_eq!(
+        s.password.as_deref(),
+        Some("sock"),
+        "a socket matches localhost"
+    );
+    let s = ConnSpec::parse_with("host=db.example user=u password=given", &e).unwrap();
+    assert_eq!(
+        s.password.as_deref(),
+        Some("given"),
+        "explicit password wins"
+    );
+
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = ConnSpec::parse_with("host=db.example user=u dbname=x", &e).unwrap();
+    assert_eq!(s.password, None, "world-readable pgpass is ignored");
+}
+
+#[test]
+fn password_never_printed() {
+    let secret = "Sup3r-S3cret";
+    for input in [
+        format!("postgresql://u:{secret}@h/db"),
+        format!("host=h user=u password='{secret}'"),
+    ] {
+        let s = ConnSpec::parse_with(&input, &env(&[])).unwrap();
+        assert_eq!(s.password.as_deref(), Some(secret));
+        for shown in [s.redacted(), format!("{s:?}"), s.target(), s.libpq_env().0] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(!conn::redact(&input).contains(secret));
+    }
+    let err = ConnSpec::parse_with(&format!("host=h password='{secret}"), &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains(secret), "{err}");
+}
+
+#[tokio::test]
+async fn plain_connection_and_failure_kinds() {
+    let pg = Cluster::new();
+    let e = env(&[]);
+    let good = ConnSpec::parse_with(&pg.url("postgres"), &e).unwrap();
+    assert_eq!(one(&good).await.unwrap(), 1);
+
+    let mut wrong = good.clone();
+    wrong.password = Some("not-the-password".into());
+    let err = one(&wrong).await.unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+    assert!(!err.to_string().contains("not-the-password"));
+    assert!(err.hint().contains("password"));
+
+    let mut none = good.clone();
+    none.password = None;
+    assert!(matches!(one(&none).await.unwrap_err(), Error::Auth { .. }));
+
+    let missing = good.with_dbname("no_such_db");
+    let err = one(&missing).await.unwrap_err();
+    assert!(matches!(err, Error::NoDatabase { .. }), "{err}");
+    assert!(err.to_string().contains("no_such_db"));
+
+    let closed = testkit_free_port();
+    let s = ConnSpec::parse_with(
+        &format!("host=127.0.0.1 port={closed} user=u password=p connect_timeout=2"),
+        &e,
+    )
+    .unwrap();
+    let err = one(&s).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains(&closed.to_string()));
+
+    // TLS asked of a server without it.
+    let s = ConnSpec::parse_with(&format!("{} sslmode=require", kv(&pg)), &e).unwrap();
+    assert!(matches!(one(&s).await.unwrap_err(), Error::Tls { .. }));
+    let s = ConnSpec::parse_with(&format!("{} sslmode=prefer", kv(&pg)), &e).unwrap();
+    assert_eq!(one(&s).await.unwrap(), 1, "prefer falls back to plain");
+}
+
+#[tokio::test]
+async fn tls_modes() {
+    let pg = Cluster::builder().tls().start().unwrap();
+    let ca = pg.ca_cert().unwrap();
+    let e = env(&[]);
+    let is_ssl = |spec: ConnSpec| async move {
+        let c = conn::connect(&spec).await?;
+        let row = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        Ok::<bool, Error>(row.get(0))
+    };
+    let base = kv(&pg);
+    for mode in ["prefer", "require"] {
+        let s = ConnSpec::parse_with(&format!("{base} sslmode={mode}"), &e).unwrap();
+        assert!(is_ssl(s).await.unwrap(), "{mode}");
+    }
+    let full = format!("{base} sslmode=verify-full sslrootcert={}", ca.display());
+    assert!(is_ssl(ConnSpec::parse_with(&full, &e).unwrap())
+        .await
+        .unwrap());
+
+    // The certificate names localhost and 127.0.0.1, not this host: verify-ca accepts,
+    // verify-full refuses.
+    let other_name = format!(
+        "host=wrong.example hostaddr=127.0.0.1 port={} user=postgres password={} dbname=postgres sslrootcert={}",
+        pg.port(),
+        pg.password(),
+        ca.display()
+    );
+    let s = ConnSpec::parse_with(&format!("{other_name} sslmode=verify-ca"), &e).unwrap();
+    assert!(is_ssl(s).await.unwrap());
+    let s = ConnSpec::parse_with(&format!("{other_name} sslmode=verify-full"), &e).unwrap();
+    let err = is_ssl(s).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+
+    // verify-full without a CA says how to give one.
+    let s = ConnSpec::parse_with(&format!("{base} sslmode=verify-full"), &e).unwrap();
+    let err = is_ssl(s).await.unwrap_err();
+    assert!(err.to_string().contains("sslrootcert"), "{err}");
+
+    // A CA that did not sign the server's certificate.
+    let stranger = Cluster::builder().tls().start().unwrap();
+    let s = ConnSpec::parse_with(
+        &format!(
+            "{base} sslmode=verify-ca sslrootcert={}",
+            stranger.ca_cert().unwrap().display()
+        ),
+        &e,
+    )
+    .unwrap();
+    assert!(matches!(is_ssl(s).await.unwrap_err(), Error::Tls { .. }));
+}
+
+fn kv(pg: &Cluster) -> String {
+    format!(
+        "host=127.0.0.1 port={} user=postgres password={} dbname=postgres",
+        pg.port(),
+        pg.password()
+    )
+}
+
+fn testkit_free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
