@@ -1,0 +1,27 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("reading {what}: {source}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("schema \"{0}\" does not exist on the source")]
+    NoSuchSchema(String),
+}
+
+impl Error {
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Error::Query { .. } => {
+                "check that the role may read the system catalogs and the server is healthy"
+            }
+            Error::NoSuchSchema(_) => {
+                "list the source's schemas with \\dn in psql and pass existing ones to --schema"
+            }
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! What blocks a migration, each with the statement or step that fixes it.
+
+use conn::quote_ident;
+
+use crate::plan::{Finding, Plan, Severity};
+
+/// Replication slots a run needs at once: its own slot plus verify's temporary one.
+pub const SLOTS_NEEDED: i32 = 2;
+/// WAL senders a run needs at once: the sync stream plus verify's snapshot exporter.
+pub const SENDERS_NEEDED: i32 = 2;
+
+fn blocker(code: &str, subject: &str, message: String, fix: String) -> Finding {
+    Finding {
+        severity: Severity::Blocker,
+        code: code.into(),
+        subject: subject.into(),
+        message,
+        fix,
+    }
+}
+
+fn warning(code: &str, subject: &str, message: String, fix: String) -> Finding {
+    Finding {
+        severity: Severity::Warning,
+        ..blocker(code, subject, message, fix)
+    }
+}
+
+/// Everything the plan shows that must be fixed or known before a migration starts.
+/// `existing_on_target`: planned tables already present on the target;
+/// `target_can_apply`: privileges that stand in for superuser when applying changes;
+/// `same_cluster`: source and target are one database.
+pub fn judge(
+    plan: &Plan,
+    existing_on_target: &[String],
+    target_can_apply: bool,
+    same_cluster: bool,
+) -> Vec<Finding> {
+    let mut f = Vec::new();
+    let (s, t) = (&plan.source, &plan.target);
+
+    if same_cluster {
+        f.push(blocker(
+            "same-database",
+            "target",
+            "source and target are the same database".into(),
+            "point --target at the new server".into(),
+        ));
+    }
+    if s.wal_level != "logical" {
+        f.push(blocker(
+            "wal-level",
+            "source",
+            format!(
+                "wal_level is {}; logical decoding needs logical",
+                s.wal_level
+            ),
+            "ALTER SYSTEM SET wal_level = logical; then restart the source server".into(),
+        ));
+    }
+    let free_slots = s.max_replication_slots - s.used_replication_slots;
+    if free_slots < SLOTS_NEEDED {
+        f.push(blocker(
+            "replication-slots",
+            "source",
+            format!(
+                "{free_slots} free replication slot(s) of {}; a run needs {SLOTS_NEEDED}",
+                s.max_replication_slots
+            ),
+            format!(
+                "ALTER SYSTEM SET max_replication_slots = {}; then restart the source server (or drop unused slots)",
+                s.used_replication_slots + SLOTS_NEEDED
+            ),
+        ));
+    }
+    let free_senders = s.max_wal_senders - s.used_wal_senders;
+    if free_senders < SENDERS_NEEDED {
+        f.push(blocker(
+            "wal-senders",
+            "source",
+            format!(
+                "{free_senders} free WAL sender(s) of {}; a run needs {SENDERS_NEEDED}",
+                s.max_wal_senders
+            ),
+            format!(
+                "ALTER SYSTEM SET max_wal_senders = {}; then restart the source server",
+                s.used_wal_senders + SENDERS_NEEDED
+            ),
+        ));
+    }
+    if !s.superuser && !s.replication {
+        f.push(blocker(
+            "source-replication-role",
+            "source",
+            format!("role {} may not open a replication connection", s.role),
+            format!("ALTER ROLE {} REPLICATION;", quote_ident(&s.role)),
+        ));
+    }
+    if !s.superuser {
+        f.push(blocker(
+            "source-publication-rights",
+            "source",
+            format!(
+                "role {} is not superuser; PostgreSQL {} allows only superusers to publish whole schemas (which new tables and TimescaleDB chunks need)",
+                s.role, s.version
+            ),
+            format!(
+                "ALTER ROLE {} SUPERUSER; for the migration, or connect as a superuser",
+                quote_ident(&s.role)
+            ),
+        ));
+    }
+    let mut unreadable: Vec<&str> = plan
+        .tables
+        .iter()
+        .filter(|t| !t.selectable)
+        .map(|t| t.schema.as_str())
+        .collect();
+    unreadable.dedup();
+    for schema in unreadable {
+        f.push(blocker(
+            "source-select",
+            schema,
+            format!("role {} cannot read every table in schema {schema}", s.role),
+            format!(
+                "GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {};",
+                quote_ident(schema),
+                quote_ident(&s.role)
+            ),
+        ));
+    }
+    if t.version_num / 10000 < s.version_num / 10000 {
+        f.push(blocker(
+            "target-version",
+            "target",
+            format!(
+                "target runs PostgreSQL {}, older than the source's {}",
+                t.version, s.version
+            ),
+            "migrate to a server of the same or a newer major version".into(),
+        ));
+    }
+    if !t.superuser && !t.can_create {
+        f.push(blocker(
+            "target-create-rights",
+            "target",
+            format!(
+                "role {} may not create schemas in database {}",
+                t.role, t.database
+            ),
+            format!(
+                "GRANT CREATE ON DATABASE {} TO {};",
+                quote_ident(&t.database),
+                quote_ident(&t.role)
+            ),
+        ));
+    }
+    if !t.superuser && !target_can_apply {
+        let role = quote_ident(&t.role);
+        f.push(blocker(
+            "target-apply-rights",
+            "target",
+            format!(
+                "role {} may not apply changes exactly once (session_replication_role, replication origins)",
+                t.role
+            ),
+            format!(
+                "GRANT SET ON PARAMETER session_replication_role TO {role}; GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_session_setup(text), pg_replication_origin_xact_setup(pg_lsn, timestamptz), pg_replication_origin_progress(text, boolean), pg_replication_origin_drop(text) TO {role};"
+            ),
+        ));
+    }
+    if !existing_on_target.is_empty() {
+        let shown: Vec<&str> = existing_on_target
+            .iter()
+            .take(5)
+            .map(String::as_str)
+            .collect();
+        f.push(blocker(
+            "target-not-empty",
+            "target",
+            format!(
+                "the target already has {} of the planned tables ({}{})",
+                existing_on_target.len(),
+                shown.join(", "),
+                if existing_on_target.len() > 5 { ", …" } else { "" }
+            ),
+            "migrate into an empty database: create a fresh one, or drop those schemas on the target".into(),
+        ));
+    }
+
+    for table in &plan.tables {
+        if table.kind == "partitioned" {
+            continue;
+        }
+        let name = table.display_name();
+        let no_identity = match table.replica_identity.as_str() {
+            "nothing" => true,
+            "default" => table.primary_key.is_none(),
+            _ => false,
+        };
+        if no_identity {
+            f.push(blocker(
+                "no-replica-identity",
+                &name,
+                format!(
+                    "no primary key and replica identity {}: UPDATE and DELETE on this table fail on the source once it is published",
+                    table.replica_identity
+                ),
+                format!("ALTER TABLE {} REPLICA IDENTITY FULL;", table.qualified()),
+            ));
+        }
+        if table.unlogged {
+            f.push(blocker(
+                "unlogged-table",
+                &name,
+                "unlogged tables are not written to WAL, so their changes cannot be streamed"
+                    .into(),
+                format!("ALTER TABLE {} SET LOGGED;", table.qualified()),
+            ));
+        }
+    }
+    if plan.large_objects > 0 {
+        f.push(blocker(
+            "large-objects",
+            "source",
+            format!(
+                "{} large object(s): logical replication does not carry them",
+                plan.large_objects
+            ),
+            "move them into bytea columns before migrating".into(),
+        ));
+    }
+    for ft in &plan.foreign_tables {
+        f.push(warning(
+            "foreign-table",
+            ft,
+            "foreign table: its definition is migrated, its data stays on the remote server".into(),
+            "make sure the foreign server is reachable from the target and recreate its user mappings there".into(),
+        ));
+    }
+    for e in plan.extensions.iter().filter(|e| !e.available_on_target) {
+        f.push(blocker(
+            "extension-missing",
+            &e.name,
+            format!(
+                "extension {} {} is installed on the source but not available on the target",
+                e.name, e.version
+            ),
+            format!(
+                "install the package that provides {} {} on the target server",
+                e.name, e.version
+            ),
+        ));
+    }
+    f
+}

@@ -1,0 +1,359 @@
+//! Catalog queries. Each returns plain data; judging it is `findings`' job.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Client;
+
+use crate::error::Error;
+use crate::plan::{Column, Dimension, Extension, Hypertable, Sequence, Server, Table};
+
+fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |source| Error::Query { what, source }
+}
+
+pub async fn server(client: &Client, connection: String) -> Result<Server, Error> {
+    let r = client
+        .query_one(
+            "SELECT current_setting('server_version'),
+                    current_setting('server_version_num')::int,
+                    current_database()::text,
+                    pg_database_size(current_database()),
+                    current_user::text,
+                    r.rolsuper, r.rolreplication,
+                    has_database_privilege(current_database(), 'CREATE'),
+                    current_setting('wal_level'),
+                    current_setting('max_replication_slots')::int,
+                    (SELECT count(*) FROM pg_replication_slots)::int,
+                    current_setting('max_wal_senders')::int,
+                    (SELECT count(*) FROM pg_stat_replication)::int,
+                    (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text
+               FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(q("server settings"))?;
+    Ok(Server {
+        connection,
+        version: r.get(0),
+        version_num: r.get(1),
+        database: r.get(2),
+        database_bytes: r.get(3),
+        role: r.get(4),
+        superuser: r.get(5),
+        replication: r.get(6),
+        can_create: r.get(7),
+        wal_level: r.get(8),
+        max_replication_slots: r.get(9),
+        used_replication_slots: r.get(10),
+        max_wal_senders: r.get(11),
+        used_wal_senders: r.get(12),
+        timescaledb: r.get(13),
+    })
+}
+
+/// Who this server is: postmaster start time (to the microsecond), port and database.
+/// Used to refuse migrating a database onto itself; the system identifier would not do,
+/// since clones of one base backup share it, and reading it needs privileges.
+pub async fn identity(client: &Client) -> Option<String> {
+    client
+        .query_one(
+            "SELECT pg_postmaster_start_time()::text || '/' || current_setting('port')
+                    || '/' || current_database()",
+            &[],
+        )
+        .await
+        .ok()
+        .map(|r| r.get(0))
+}
+
+/// Application schemas: everything but system schemas, extension-owned schemas, TimescaleDB's
+/// internals and bluegreen's own state schema.
+pub async fn schemas(client: &Client) -> Result<Vec<String>, Error> {
+    let rows = client
+        .query(
+            r"SELECT n.nspname::text FROM pg_namespace n
+               WHERE n.nspname NOT IN ('information_schema', 'bluegreen', 'toolkit_experimental')
+                 AND n.nspname NOT LIKE 'pg\_%'
+                 AND n.nspname NOT LIKE '\_timescaledb%'
+                 AND n.nspname NOT LIKE 'timescaledb\_%'
+                 AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                  WHERE d.classid = 'pg_namespace'::regclass
+                                    AND d.objid = n.oid AND d.deptype = 'e')
+               ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(q("schemas"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, Error> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text, c.oid, c.relkind::text,
+                    c.relpersistence = 'u',
+                    pg_total_relation_size(c.oid),
+                    CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,
+                    c.relreplident::text,
+                    (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                       FROM pg_index i, unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                       JOIN pg_attribute a ON a.attnum = k.attnum
+                      WHERE i.indrelid = c.oid AND a.attrelid = c.oid AND i.indisprimary),
+                    (SELECT array_agg(a.attname::text ORDER BY k.ord)
+                       FROM pg_index i, unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, ord)
+                       JOIN pg_attribute a ON a.attnum = k.attnum
+                      WHERE i.indrelid = c.oid AND a.attrelid = c.oid AND i.indisreplident),
+                    (SELECT pn.nspname || '.' || pc.relname
+                       FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhparent
+                       JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+                      WHERE h.inhrelid = c.oid AND c.relispartition),
+                    pg_get_userbyid(c.relowner)::text,
+                    has_table_privilege(c.oid, 'SELECT')
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)
+              ORDER BY pg_total_relation_size(c.oid) DESC, 1, 2",
+            &[&schemas],
+        )
+        .await
+        .map_err(q("tables"))?;
+    let mut tables: Vec<Table> = rows
+        .iter()
+        .map(|r| {
+            let kind: String = r.get(3);
+            Table {
+                schema: r.get(0),
+                name: r.get(1),
+                oid: r.get(2),
+                kind: if kind == "p" { "partitioned" } else { "table" }.into(),
+                unlogged: r.get(4),
+                bytes: r.get(5),
+                estimated_rows: r.get(6),
+                primary_key: r.get(8),
+                replica_identity: match r.get::<_, String>(7).as_str() {
+                    "f" => "full",
+                    "i" => "index",
+                    "n" => "nothing",
+                    _ => "default",
+                }
+                .into(),
+                identity_columns: Vec::new(),
+                columns: Vec::new(),
+                partition_of: r.get(10),
+                owner: r.get(11),
+                selectable: r.get(12),
+                on_target: false,
+            }
+        })
+        .collect();
+    let index_cols: Vec<Option<Vec<String>>> = rows.iter().map(|r| r.get(9)).collect();
+
+    let mut columns = columns(client, &tables.iter().map(|t| t.oid).collect::<Vec<_>>()).await?;
+    for (t, ri_index) in tables.iter_mut().zip(index_cols) {
+        t.columns = columns.remove(&t.oid).unwrap_or_default();
+        t.identity_columns = match t.replica_identity.as_str() {
+            "full" => t.columns.iter().map(|c| c.name.clone()).collect(),
+            "index" => ri_index.unwrap_or_default(),
+            "default" => t.primary_key.clone().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+    }
+    Ok(tables)
+}
+
+async fn columns(client: &Client, oids: &[u32]) -> Result<HashMap<u32, Vec<Column>>, Error> {
+    // needs_text: arrays whose element is user-defined or not a plain base type, and
+    // composites, carry type OIDs in binary COPY that differ between databases.
+    let rows = client
+        .query(
+            "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod),
+                    a.atttypid, a.attnotnull, a.attgenerated <> '',
+                    CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+                    bt.typtype = 'c'
+                    OR (bt.typelem <> 0 AND bt.typlen = -1
+                        AND (bt.typelem >= 16384 OR et.typtype IN ('c', 'd', 'e')))
+               FROM pg_attribute a
+               JOIN pg_type t ON t.oid = a.atttypid
+               JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+               LEFT JOIN pg_type et ON et.oid = bt.typelem
+              WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attrelid, a.attnum",
+            &[&oids],
+        )
+        .await
+        .map_err(q("columns"))?;
+    let mut out: HashMap<u32, Vec<Column>> = HashMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().push(Column {
+            name: r.get(1),
+            type_name: r.get(2),
+            type_oid: r.get(3),
+            not_null: r.get(4),
+            generated: r.get(5),
+            identity: r.get(6),
+            needs_text: r.get(7),
+        });
+    }
+    Ok(out)
+}
+
+/// Names (`schema.name`) of relations of one kind (`m` materialized views, `f` foreign tables).
+pub async fn relations_of_kind(
+    client: &Client,
+    schemas: &[String],
+    kind: &str,
+) -> Result<Vec<String>, Error> {
+    let rows = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind::text = $2 AND n.nspname = ANY($1) ORDER BY 1",
+            &[&schemas, &kind],
+        )
+        .await
+        .map_err(q("relations"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn sequences(client: &Client, schemas: &[String]) -> Result<Vec<Sequence>, Error> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text,
+                    CASE WHEN has_sequence_privilege(c.oid, 'SELECT')
+                         THEN pg_sequence_last_value(c.oid) END,
+                    (SELECT tn.nspname || '.' || tc.relname || '.' || a.attname
+                       FROM pg_depend d
+                       JOIN pg_class tc ON tc.oid = d.refobjid
+                       JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+                       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                        AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+                      LIMIT 1)
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind = 'S' AND n.nspname = ANY($1)
+              ORDER BY 1, 2",
+            &[&schemas],
+        )
+        .await
+        .map_err(q("sequences"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Sequence {
+            schema: r.get(0),
+            name: r.get(1),
+            last_value: r.get(2),
+            owned_by: r.get(3),
+        })
+        .collect())
+}
+
+pub async fn large_objects(client: &Client) -> Result<i64, Error> {
+    client
+        .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
+        .await
+        .map(|r| r.get(0))
+        .map_err(q("large objects"))
+}
+
+/// Extensions installed on the source (plpgsql is always there), checked against the target.
+pub async fn extensions(source: &Client, target: &Client) -> Result<Vec<Extension>, Error> {
+    let installed = source
+        .query(
+            "SELECT extname::text, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(q("source extensions"))?;
+    let available: HashMap<String, Option<String>> = target
+        .query(
+            "SELECT name::text, installed_version FROM pg_available_extensions",
+            &[],
+        )
+        .await
+        .map_err(q("target extensions"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(installed
+        .iter()
+        .map(|r| {
+            let name: String = r.get(0);
+            Extension {
+                version: r.get(1),
+                available_on_target: available.contains_key(&name),
+                installed_on_target: available.get(&name).cloned().flatten(),
+                name,
+            }
+        })
+        .collect())
+}
+
+/// Tables (`schema.name`) that already exist on the target in the planned schemas.
+pub async fn existing_tables(client: &Client, schemas: &[String]) -> Result<Vec<String>, Error> {
+    relations_of_kind(client, schemas, "r").await.map(|mut v| {
+        v.sort();
+        v
+    })
+}
+
+/// Whether the target role may apply changes the way sync does (session_replication_role
+/// and replication origins) without being superuser.
+pub async fn can_apply(client: &Client) -> Result<bool, Error> {
+    client
+        .query_one(
+            "SELECT has_parameter_privilege('session_replication_role', 'SET')
+                AND has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE')
+                AND has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE')
+                AND has_function_privilege('pg_replication_origin_xact_setup(pg_lsn, timestamptz)', 'EXECUTE')",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(q("apply privileges"))
+}
+
+/// TimescaleDB hypertables and their dimensions, read through timescaledb_information.
+pub async fn hypertables(client: &Client) -> Result<Vec<Hypertable>, Error> {
+    let tables = client
+        .query(
+            "SELECT hypertable_schema::text, hypertable_name::text, num_chunks::bigint,
+                    compression_enabled
+               FROM timescaledb_information.hypertables ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(q("hypertables"))?;
+    let dims = client
+        .query(
+            "SELECT hypertable_schema::text, hypertable_name::text, column_name::text,
+                    dimension_type::text,
+                    coalesce(time_interval::text, integer_interval::text),
+                    num_partitions::int
+               FROM timescaledb_information.dimensions ORDER BY 1, 2, dimension_number",
+            &[],
+        )
+        .await
+        .map_err(q("hypertable dimensions"))?;
+    Ok(tables
+        .iter()
+        .map(|t| {
+            let (schema, name): (String, String) = (t.get(0), t.get(1));
+            let dimensions = dims
+                .iter()
+                .filter(|d| d.get::<_, String>(0) == schema && d.get::<_, String>(1) == name)
+                .map(|d| Dimension {
+                    column: d.get(2),
+                    kind: d.get(3),
+                    interval: d.get(4),
+                    partitions: d.get(5),
+                })
+                .collect();
+            Hypertable {
+                schema,
+                name,
+                dimensions,
+                chunks: t.get(2),
+                compression: t.get(3),
+            }
+        })
+        .collect())
+}

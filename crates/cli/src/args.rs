@@ -1,0 +1,83 @@
+//! Command-line flags. Every flag can also be set in the `--config` TOML file; flags win.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes (as diff(1), for every command):
+  0  clean: nothing blocks, nothing differs
+  1  findings: blockers or differences were found (listed in the output)
+  2  trouble: bad flags or config, unreachable server, failed login, missing database, …
+
+Connection strings are libpq URIs (postgresql://user@host:5432/db?sslmode=require) or
+key=value strings (host=… port=… dbname=…). PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
+PGSSLMODE, PGSSLROOTCERT and ~/.pgpass fill what a string leaves out. Prefer PGPASSWORD or
+~/.pgpass to a password on the command line; bluegreen blanks passwords out of its process
+title, but other tools may read the command line before it does.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bluegreen",
+    version,
+    about = "Migrate a live PostgreSQL (+TimescaleDB) database to another server with zero data loss, prove it equal, and flip PgBouncer",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Source ("blue") connection: libpq URI or key=value string.
+    #[arg(long, global = true, value_name = "CONN")]
+    pub source: Option<String>,
+
+    /// Target ("green") connection: libpq URI or key=value string.
+    #[arg(long, global = true, value_name = "CONN")]
+    pub target: Option<String>,
+
+    /// TOML file holding any of these settings (flags beat the file).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines (the default).
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read both servers and print what the migration will do and what blocks it.
+    ///
+    /// Lists versions, replication settings and rights on the source, create rights and
+    /// emptiness of the target, every table with size, rows and key, sequences, extensions,
+    /// TimescaleDB hypertables, and each blocker with the statement that fixes it.
+    /// Exit 0: nothing blocks. Exit 1: blockers (listed). Exit 2: trouble.
+    #[command(after_help = EXIT_CODES)]
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Print the plan as JSON (stable shape, see README) instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Schema to migrate (repeatable); default: every application schema of the source.
+    #[arg(long = "schema", value_name = "NAME")]
+    pub schemas: Vec<String>,
+}

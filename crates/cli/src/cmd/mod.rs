@@ -1,0 +1,32 @@
+//! One module per command; each returns an [`Outcome`] or [`Trouble`].
+
+mod plan;
+
+use crate::args::Command;
+use crate::config::Settings;
+use crate::trouble::Trouble;
+use crate::Outcome;
+
+pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Trouble> {
+    match command {
+        Command::Plan(args) => plan::run(args, &settings).await,
+    }
+}
+
+/// Connects to both sides at once; trouble names the side that failed.
+pub async fn connect_both(
+    settings: &Settings,
+) -> Result<
+    (
+        (conn::ConnSpec, tokio_postgres::Client),
+        (conn::ConnSpec, tokio_postgres::Client),
+    ),
+    Trouble,
+> {
+    let source = settings.spec("source")?;
+    let target = settings.spec("target")?;
+    let (s, t) = tokio::join!(conn::connect(&source), conn::connect(&target));
+    let s = s.map_err(|e| Trouble::conn("source", e))?;
+    let t = t.map_err(|e| Trouble::conn("target", e))?;
+    Ok(((source, s), (target, t)))
+}

@@ -1,0 +1,48 @@
+//! `bluegreen`: moves a live PostgreSQL database to another server and flips PgBouncer.
+//! Exit codes follow diff(1) for every command: 0 clean, 1 findings, 2 trouble.
+
+mod args;
+mod cmd;
+mod config;
+mod logging;
+mod proctitle;
+mod render;
+mod trouble;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::trouble::Trouble;
+
+/// What a command concluded, as diff(1) would say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to report (exit 0).
+    Clean,
+    /// Blockers or differences found (exit 1).
+    Findings,
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let settings = match config::Settings::resolve(&cli) {
+        Ok(s) => s,
+        Err(t) => return t.report(),
+    };
+    logging::init(settings.log_format);
+    proctitle::scrub(&settings.secrets());
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Trouble::new(format!("cannot start the runtime: {e}"), "").report(),
+    };
+    match runtime.block_on(cmd::run(cli.command, settings)) {
+        Ok(Outcome::Clean) => ExitCode::from(0),
+        Ok(Outcome::Findings) => ExitCode::from(1),
+        Err(t) => t.report(),
+    }
+}

@@ -1,0 +1,208 @@
+//! Human-readable reports.
+
+use std::fmt::Write;
+
+use catalog::{Plan, Server, Severity};
+
+pub fn bytes(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn count(n: i64) -> String {
+    match n {
+        n if n >= 10_000_000 => format!("{:.0}M", n as f64 / 1e6),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 10_000 => format!("{:.0}k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+fn server_line(side: &str, s: &Server) -> String {
+    let mut role = s.role.clone();
+    if s.superuser {
+        role.push_str(" (superuser)");
+    } else if s.replication {
+        role.push_str(" (replication)");
+    }
+    format!(
+        "{side}: {}\n  PostgreSQL {}, database {} ({}), role {role}\n  wal_level {}, replication slots {}/{} used, WAL senders {}/{} used{}\n",
+        s.connection,
+        s.version,
+        s.database,
+        bytes(s.database_bytes),
+        s.wal_level,
+        s.used_replication_slots,
+        s.max_replication_slots,
+        s.used_wal_senders,
+        s.max_wal_senders,
+        s.timescaledb
+            .as_ref()
+            .map(|v| format!(", TimescaleDB {v}"))
+            .unwrap_or_default()
+    )
+}
+
+pub fn plan(p: &Plan) -> String {
+    let mut o = String::new();
+    o.push_str(&server_line("source", &p.source));
+    o.push_str(&server_line("target", &p.target));
+    let _ = writeln!(o, "\nschemas: {}", p.schemas.join(", "));
+
+    let total: i64 = p.tables.iter().map(|t| t.bytes).sum();
+    let rows: i64 = p.tables.iter().filter_map(|t| t.estimated_rows).sum();
+    let _ = writeln!(
+        o,
+        "\ntables: {} ({}, ~{} rows)",
+        p.tables.len(),
+        bytes(total),
+        count(rows)
+    );
+    let _ = writeln!(o, "  {:>10}  {:>7}  {:<40}  TABLE", "SIZE", "ROWS", "KEY");
+    for t in &p.tables {
+        let key = match (&t.primary_key, t.replica_identity.as_str()) {
+            (Some(pk), "default") => format!("primary key ({})", pk.join(", ")),
+            (_, "full") => "replica identity full".to_string(),
+            (_, "index") => format!("replica identity index ({})", t.identity_columns.join(", ")),
+            (_, ri) => format!("NONE (replica identity {ri})"),
+        };
+        let mut notes = Vec::new();
+        if t.kind == "partitioned" {
+            notes.push("partitioned".to_string());
+        }
+        if let Some(parent) = &t.partition_of {
+            notes.push(format!("partition of {parent}"));
+        }
+        if t.unlogged {
+            notes.push("unlogged".into());
+        }
+        if t.columns.iter().any(|c| c.needs_text) {
+            notes.push("text COPY for user-type arrays".into());
+        }
+        let _ = writeln!(
+            o,
+            "  {:>10}  {:>7}  {:<40}  {}{}",
+            bytes(t.bytes),
+            t.estimated_rows.map(count).unwrap_or_else(|| "?".into()),
+            key,
+            t.display_name(),
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", notes.join("; "))
+            }
+        );
+    }
+    let _ = writeln!(o, "\nsequences: {}", p.sequences.len());
+    for s in &p.sequences {
+        let _ = writeln!(
+            o,
+            "  {}.{} = {}{}",
+            s.schema,
+            s.name,
+            s.last_value
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "unused".into()),
+            s.owned_by
+                .as_ref()
+                .map(|c| format!("  (owned by {c})"))
+                .unwrap_or_default()
+        );
+    }
+    if !p.materialized_views.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nmaterialized views (refreshed on the target, not copied): {}",
+            p.materialized_views.join(", ")
+        );
+    }
+    let _ = writeln!(o, "\nextensions:");
+    if p.extensions.is_empty() {
+        let _ = writeln!(o, "  none besides plpgsql");
+    }
+    for e in &p.extensions {
+        let _ = writeln!(
+            o,
+            "  {} {}  (target: {})",
+            e.name,
+            e.version,
+            match (&e.installed_on_target, e.available_on_target) {
+                (Some(v), _) => format!("installed {v}"),
+                (None, true) => "available".into(),
+                (None, false) => "MISSING".into(),
+            }
+        );
+    }
+    if p.source.timescaledb.is_some() {
+        let _ = writeln!(o, "\nhypertables: {}", p.hypertables.len());
+        for h in &p.hypertables {
+            let dims: Vec<String> = h
+                .dimensions
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {}{}",
+                        d.kind.to_lowercase(),
+                        d.column,
+                        d.interval
+                            .as_ref()
+                            .map(|i| format!(" every {i}"))
+                            .or(d.partitions.map(|n| format!(" in {n} partitions")))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "  {}.{}: {} ({} chunks{})",
+                h.schema,
+                h.name,
+                dims.join(", "),
+                h.chunks,
+                if h.compression {
+                    ", compression on"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    if p.large_objects > 0 {
+        let _ = writeln!(o, "\nlarge objects: {}", p.large_objects);
+    }
+    for (sev, title) in [
+        (Severity::Blocker, "blockers"),
+        (Severity::Warning, "warnings"),
+    ] {
+        let list: Vec<_> = p.findings.iter().filter(|f| f.severity == sev).collect();
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "\n{title}: {}", list.len());
+        for f in list {
+            let _ = writeln!(o, "  [{}] {}: {}", f.code, f.subject, f.message);
+            let _ = writeln!(o, "      fix: {}", f.fix);
+        }
+    }
+    let blockers = p.blockers().count();
+    let _ = writeln!(
+        o,
+        "\n{}",
+        if blockers == 0 {
+            "result: nothing blocks this migration".to_string()
+        } else {
+            format!("result: {blockers} blocker(s); fix them and run plan again")
+        }
+    );
+    o
+}

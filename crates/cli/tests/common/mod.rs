@@ -1,0 +1,60 @@
+//! Running the real `bluegreen` binary against testkit servers.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+use testkit::Cluster;
+
+pub fn bluegreen(args: &[&str]) -> Output {
+    bluegreen_env(args, &[])
+}
+
+pub fn bluegreen_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("PGPASSWORD")
+        .env_remove("PGHOST")
+        .env_remove("PGUSER")
+        .env_remove("PGDATABASE")
+        .env(
+            "HOME",
+            std::env::temp_dir().join("bluegreen-test-empty-home"),
+        )
+        .output()
+        .expect("run bluegreen")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A source cluster holding the factory_telemetry fixture at a tiny scale, and an empty target.
+pub fn fixture_pair() -> (Cluster, Cluster) {
+    let source = Cluster::new();
+    let target = Cluster::new();
+    source.create_database("factory_telemetry");
+    target.create_database("factory_telemetry");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) =
+            tokio_postgres::connect(&source.url("factory_telemetry"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        fixtures::load(&client, 0.002).await.unwrap();
+    });
+    source.sql("factory_telemetry", "ANALYZE");
+    (source, target)
+}
