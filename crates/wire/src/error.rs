@@ -77,7 +77,15 @@ impl std::error::Error for DbError {}
 pub enum Error {
     /// The server answered with an ErrorResponse.
     #[error("server error: {0}")]
-    Db(DbError),
+    Db(Box<DbError>),
+    /// Connection settings or TLS setup (from crate `conn`).
+    #[error(transparent)]
+    Conn(#[from] conn::Error),
+    #[error("cannot reach {target}: {source}")]
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("I/O error talking to the server: {0}")]
     Io(#[from] std::io::Error),
     #[error("TLS: {0}")]
@@ -104,7 +112,7 @@ pub enum Error {
 
 impl From<DbError> for Error {
     fn from(e: DbError) -> Self {
-        Error::Db(e)
+        Error::Db(Box::new(e))
     }
 }
 
@@ -119,7 +127,11 @@ impl Error {
 
     /// SQLSTATE of a server error.
     pub fn code(&self) -> Option<&str> {
-        self.db().map(|e| e.code.as_str())
+        match self {
+            Error::Db(e) => Some(e.code.as_str()),
+            Error::Conn(e) => e.sqlstate(),
+            _ => None,
+        }
     }
 }
 

@@ -1,19 +1,27 @@
 //! A walsender client for logical replication and an I/O-free pgoutput decoder.
 //!
 //! Layers, bottom up: [`lsn`], [`pgoutput`] and [`relcache`] decode bytes; [`codec`],
-//! [`command`], [`startup`] and [`feedback`] are the protocol without I/O; the connection
-//! and the CopyBoth stream put them on a socket.
+//! [`command`], [`startup`] and [`feedback`] are the protocol without I/O;
+//! [`connection`] and [`stream`] put them on a socket; [`peek`] prints a slot's changes.
 
 pub mod codec;
 pub mod command;
+pub mod connection;
 pub mod error;
 pub mod feedback;
 pub mod lsn;
 pub mod pgoutput;
 pub mod relcache;
 pub mod startup;
+pub mod stream;
+mod transport;
 
-pub use error::{DbError, Error};
+pub use command::{PgOutputOptions, SnapshotAction};
+pub use connection::{
+    CreatedSlot, ExportedSnapshot, QueryResult, ReplicationConnection, SystemIdentity,
+};
+pub use error::{sqlstate, DbError, Error};
 pub use lsn::Lsn;
 pub use pgoutput::{DecodeError, LogicalMessage};
 pub use relcache::{Decoded, Decoder, RelationCache};
+pub use stream::{Event, FeedbackHandle, ReplicationStream, StreamConfig};

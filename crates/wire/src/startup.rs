@@ -62,6 +62,7 @@ impl Startup {
         &self,
         database: &str,
         application_name: Option<&str>,
+        options: Option<&str>,
         out: &mut BytesMut,
     ) -> Result<(), Error> {
         let mut params = vec![
@@ -72,6 +73,9 @@ impl Startup {
         ];
         if let Some(app) = application_name {
             params.push(("application_name", app));
+        }
+        if let Some(opts) = options {
+            params.push(("options", opts));
         }
         frontend::startup_message(params, out)
             .map_err(|e| Error::InvalidArgument(format!("startup parameters: {e}")))
@@ -101,7 +105,7 @@ impl Startup {
         let io = |e: std::io::Error| Error::Protocol(e.to_string());
         match (&mut self.state, msg) {
             (_, Message::ErrorResponse(body)) => {
-                return Err(Error::Db(codec::db_error(body.fields())?))
+                return Err(Error::from(codec::db_error(body.fields())?))
             }
             (_, Message::NoticeResponse(body)) => {
                 let notice = codec::db_error(body.fields())?;
@@ -223,7 +227,8 @@ mod tests {
     fn startup_message_asks_for_a_logical_replication_session() {
         let s = Startup::new("alice", None);
         let mut out = BytesMut::new();
-        s.startup_message("db1", Some("bg"), &mut out).unwrap();
+        s.startup_message("db1", Some("bg"), None, &mut out)
+            .unwrap();
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("user\0alice\0database\0db1\0replication\0database\0"));
         assert!(text.contains("application_name\0bg\0"));

@@ -1,0 +1,433 @@
+//! The CopyBoth stream after START_REPLICATION.
+//!
+//! A background task owns the socket: it reads, answers keepalives and sends status updates
+//! on a timer even while the consumer is busy (otherwise a slow apply would trip
+//! wal_sender_timeout). It hands data to the consumer through a channel bounded both in
+//! messages and in bytes; when the channel is full the task stops reading the socket, so a
+//! slow consumer slows the server instead of growing memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
+
+use crate::codec::{self, Backend, ReplicationMessage, XLogData};
+use crate::connection::ReplicationConnection;
+use crate::error::Error;
+use crate::feedback::Feedback;
+use crate::lsn::Lsn;
+use crate::pgoutput::{LogicalMessage, Relation};
+use crate::relcache::Decoder;
+
+/// Tuning of the stream.
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// Status update period when nothing else triggers one.
+    pub status_interval: Duration,
+    /// Messages buffered between the socket and the consumer.
+    pub channel_capacity: usize,
+    /// Bytes of message payload buffered between the socket and the consumer. A single
+    /// larger message still passes (alone).
+    pub buffer_bytes: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            status_interval: Duration::from_secs(10),
+            channel_capacity: 1024,
+            buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One decoded pgoutput message with its WAL coordinates.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub wal_start: Lsn,
+    pub wal_end: Lsn,
+    /// Server clock when sent, microseconds since 2000-01-01.
+    pub send_time: i64,
+    pub message: LogicalMessage,
+    /// See [`crate::Decoded::relations`].
+    pub relations: Vec<Arc<Relation>>,
+}
+
+impl Event {
+    pub fn relation(&self) -> Option<&Arc<Relation>> {
+        self.relations.first()
+    }
+}
+
+struct Envelope {
+    data: XLogData,
+    // Released when the consumer takes the message: that is what bounds buffered bytes.
+    _budget: OwnedSemaphorePermit,
+}
+
+enum Command {
+    Status(oneshot::Sender<()>),
+    Shutdown,
+}
+
+#[derive(Default)]
+struct Shared {
+    confirmed: AtomicU64,
+    reported_flush: AtomicU64,
+    server_wal_end: AtomicU64,
+    /// Why the task stopped, for the consumer's next `recv`.
+    error: Mutex<Option<Error>>,
+}
+
+/// Confirms progress and asks for status updates; clone it into the task that knows when
+/// data is durable.
+#[derive(Clone)]
+pub struct FeedbackHandle {
+    shared: Arc<Shared>,
+    cmd: mpsc::Sender<Command>,
+}
+
+impl FeedbackHandle {
+    /// Everything up to `lsn` (a Commit's `end_lsn`, or a non-transactional message's lsn) is
+    /// durable at the consumer; the slot may release WAL before it. Never moves backwards.
+    pub fn confirm(&self, lsn: Lsn) {
+        self.shared.confirmed.fetch_max(lsn.0, Ordering::SeqCst);
+    }
+
+    pub fn confirmed(&self) -> Lsn {
+        Lsn(self.shared.confirmed.load(Ordering::SeqCst))
+    }
+
+    /// The flush position in the last status update sent.
+    pub fn reported_flush(&self) -> Lsn {
+        Lsn(self.shared.reported_flush.load(Ordering::SeqCst))
+    }
+
+    /// Highest WAL position the server has told us about (keepalives and data): with
+    /// `confirmed` it gives the lag.
+    pub fn server_wal_end(&self) -> Lsn {
+        Lsn(self.shared.server_wal_end.load(Ordering::SeqCst))
+    }
+
+    /// Sends a status update now and waits until it is written.
+    pub async fn send_status(&self) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::Status(tx))
+            .await
+            .map_err(|_| Error::StreamGone)?;
+        rx.await.map_err(|_| Error::StreamGone)
+    }
+}
+
+/// A running logical replication stream.
+pub struct ReplicationStream {
+    rx: mpsc::Receiver<Envelope>,
+    feedback: FeedbackHandle,
+    task: Option<JoinHandle<Option<ReplicationConnection>>>,
+    decoder: Decoder,
+}
+
+impl ReplicationStream {
+    pub(crate) fn spawn(conn: ReplicationConnection, start: Lsn, config: StreamConfig) -> Self {
+        let shared = Arc::new(Shared::default());
+        shared.server_wal_end.store(start.0, Ordering::SeqCst);
+        let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
+        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let budget = config.buffer_bytes.clamp(1, u32::MAX as usize);
+        let worker = Worker {
+            conn,
+            tx,
+            cmd_rx,
+            shared: Arc::clone(&shared),
+            budget: Arc::new(Semaphore::new(budget)),
+            budget_max: budget,
+            feedback: Feedback::new(),
+            config,
+        };
+        let task = tokio::spawn(worker.run());
+        ReplicationStream {
+            rx,
+            feedback: FeedbackHandle {
+                shared,
+                cmd: cmd_tx,
+            },
+            task: Some(task),
+            decoder: Decoder::new(),
+        }
+    }
+
+    /// The next message. Cancel-safe. Errors are final: the server's ErrorResponse
+    /// (e.g. a missing publication, a terminated walsender), [`Error::StreamEndedByServer`],
+    /// [`Error::Closed`], or a decode error.
+    pub async fn recv(&mut self) -> Result<Event, Error> {
+        let Some(env) = self.rx.recv().await else {
+            let err = self
+                .feedback
+                .shared
+                .error
+                .lock()
+                .ok()
+                .and_then(|mut e| e.take());
+            return Err(err.unwrap_or(Error::StreamGone));
+        };
+        let Envelope { data, _budget } = env;
+        drop(_budget);
+        let decoded = self.decoder.decode(&data.data)?;
+        Ok(Event {
+            wal_start: data.wal_start,
+            wal_end: data.wal_end,
+            send_time: data.send_time,
+            message: decoded.message,
+            relations: decoded.relations,
+        })
+    }
+
+    /// See [`FeedbackHandle::confirm`].
+    pub fn confirm(&self, lsn: Lsn) {
+        self.feedback.confirm(lsn);
+    }
+
+    pub fn feedback(&self) -> FeedbackHandle {
+        self.feedback.clone()
+    }
+
+    /// See [`FeedbackHandle::send_status`].
+    pub async fn send_status(&self) -> Result<(), Error> {
+        self.feedback.send_status().await
+    }
+
+    /// The relations seen so far.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Stops cleanly: a last status update with the confirmed position, CopyDone, then reads
+    /// to the end of the stream (discarding unconfirmed data, which the slot will send again).
+    /// Gives the connection back for further commands (e.g. dropping a slot).
+    pub async fn shutdown(mut self) -> Result<ReplicationConnection, Error> {
+        // Handled even while the task waits for channel space.
+        let _ = self.feedback.cmd.send(Command::Shutdown).await;
+        let task = self.task.take().ok_or(Error::StreamGone)?;
+        let conn = task
+            .await
+            .map_err(|e| Error::Protocol(format!("stream task failed: {e}")))?;
+        let err = self
+            .feedback
+            .shared
+            .error
+            .lock()
+            .ok()
+            .and_then(|mut e| e.take());
+        match (conn, err) {
+            (Some(conn), _) => Ok(conn),
+            (None, Some(e)) => Err(e),
+            (None, None) => Err(Error::StreamGone),
+        }
+    }
+}
+
+impl Drop for ReplicationStream {
+    fn drop(&mut self) {
+        // Dropping without shutdown: end the task (and with it the connection) promptly.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+struct Worker {
+    conn: ReplicationConnection,
+    tx: mpsc::Sender<Envelope>,
+    cmd_rx: mpsc::Receiver<Command>,
+    shared: Arc<Shared>,
+    budget: Arc<Semaphore>,
+    budget_max: usize,
+    feedback: Feedback,
+    config: StreamConfig,
+}
+
+enum Exit {
+    Shutdown,
+    ConsumerGone,
+}
+
+/// What one backend message asks of the worker.
+enum Step {
+    Deliver(XLogData),
+    ReplyNow,
+    Nothing,
+}
+
+impl Worker {
+    async fn run(mut self) -> Option<ReplicationConnection> {
+        match self.stream().await {
+            Ok(Exit::Shutdown) => match self.finish().await {
+                Ok(()) => Some(self.conn),
+                Err(e) => {
+                    self.fail(e);
+                    None
+                }
+            },
+            Ok(Exit::ConsumerGone) => None,
+            Err(e) => {
+                self.fail(e);
+                None
+            }
+        }
+    }
+
+    fn fail(&self, e: Error) {
+        tracing::debug!(error = %e, "replication stream stopped");
+        if let Ok(mut slot) = self.shared.error.lock() {
+            *slot = Some(e);
+        }
+    }
+
+    async fn stream(&mut self) -> Result<Exit, Error> {
+        let period = self.config.status_interval;
+        let mut ticker = interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pending: Option<XLogData> = None;
+        loop {
+            // Work through what is buffered, as long as the consumer has room.
+            while pending.is_none() {
+                let Some(msg) = self.conn.t.try_message()? else {
+                    break;
+                };
+                match self.step(msg)? {
+                    Step::Deliver(x) => pending = Some(x),
+                    Step::ReplyNow => self.send_status(false).await?,
+                    Step::Nothing => {}
+                }
+            }
+            let weight = pending
+                .as_ref()
+                .map_or(0, |x| x.data.len().clamp(1, self.budget_max) as u32);
+            tokio::select! {
+                cmd = self.cmd_rx.recv() => match cmd {
+                    Some(Command::Status(ack)) => {
+                        self.send_status(false).await?;
+                        let _ = ack.send(());
+                    }
+                    Some(Command::Shutdown) => return Ok(Exit::Shutdown),
+                    None => return Ok(Exit::ConsumerGone),
+                },
+                _ = ticker.tick() => self.send_status(false).await?,
+                slot = reserve(self.tx.clone(), Arc::clone(&self.budget), weight), if pending.is_some() => {
+                    let Some((permit, budget)) = slot else {
+                        return Ok(Exit::ConsumerGone);
+                    };
+                    if let Some(data) = pending.take() {
+                        permit.send(Envelope { data, _budget: budget });
+                    }
+                }
+                read = self.conn.t.fill(), if pending.is_none() => read?,
+            }
+        }
+    }
+
+    fn step(&mut self, msg: Backend) -> Result<Step, Error> {
+        match msg {
+            Backend::Message(Message::CopyData(body)) => {
+                match codec::parse_replication(body.into_bytes())? {
+                    ReplicationMessage::XLogData(x) => {
+                        self.feedback.on_data(&x);
+                        self.note_wal_end(x.wal_end);
+                        Ok(Step::Deliver(x))
+                    }
+                    ReplicationMessage::Keepalive(k) => {
+                        let confirmed = Lsn(self.shared.confirmed.load(Ordering::SeqCst));
+                        self.feedback.on_keepalive(&k, confirmed);
+                        self.note_wal_end(k.wal_end);
+                        Ok(if k.reply_requested {
+                            Step::ReplyNow
+                        } else {
+                            Step::Nothing
+                        })
+                    }
+                }
+            }
+            Backend::Message(Message::ErrorResponse(body)) => {
+                Err(Error::from(codec::db_error(body.fields())?))
+            }
+            Backend::Message(Message::NoticeResponse(body)) => {
+                let n = codec::db_error(body.fields())?;
+                self.conn.note(n);
+                Ok(Step::Nothing)
+            }
+            Backend::Message(Message::ParameterStatus(_)) => Ok(Step::Nothing),
+            Backend::Message(Message::CopyDone) => Err(Error::StreamEndedByServer),
+            other => Err(Error::Protocol(format!(
+                "unexpected {} in the replication stream",
+                codec::describe(&other)
+            ))),
+        }
+    }
+
+    fn note_wal_end(&self, lsn: Lsn) {
+        self.shared
+            .server_wal_end
+            .fetch_max(lsn.0, Ordering::SeqCst);
+    }
+
+    async fn send_status(&mut self, reply_requested: bool) -> Result<(), Error> {
+        let confirmed = Lsn(self.shared.confirmed.load(Ordering::SeqCst));
+        let status = self.feedback.status(confirmed, reply_requested);
+        status.encode(codec::pg_now(), &mut self.conn.t.wbuf);
+        self.conn.t.flush().await?;
+        self.shared
+            .reported_flush
+            .fetch_max(status.flush.0, Ordering::SeqCst);
+        tracing::trace!(write = %status.write, flush = %status.flush, "status update sent");
+        Ok(())
+    }
+
+    /// Clean end of COPY: report, CopyDone, read until the server's CopyDone,
+    /// CommandComplete and ReadyForQuery.
+    async fn finish(&mut self) -> Result<(), Error> {
+        self.send_status(false).await?;
+        frontend::copy_done(&mut self.conn.t.wbuf);
+        self.conn.t.flush().await?;
+        let mut copy_done = false;
+        loop {
+            match self.conn.t.read_message().await? {
+                Backend::Message(Message::CopyData(_)) if !copy_done => {}
+                Backend::Message(Message::CopyDone) => copy_done = true,
+                Backend::Message(Message::CommandComplete(_)) if copy_done => {}
+                Backend::Message(Message::ReadyForQuery(_)) if copy_done => return Ok(()),
+                Backend::Message(Message::NoticeResponse(body)) => {
+                    let n = codec::db_error(body.fields())?;
+                    self.conn.note(n);
+                }
+                Backend::Message(Message::ParameterStatus(_)) => {}
+                Backend::Message(Message::ErrorResponse(body)) => {
+                    return Err(Error::from(codec::db_error(body.fields())?))
+                }
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected {} while ending the replication stream",
+                        codec::describe(&other)
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Room for one message in the channel and its bytes in the budget; `None` when the
+/// consumer is gone.
+async fn reserve(
+    tx: mpsc::Sender<Envelope>,
+    budget: Arc<Semaphore>,
+    weight: u32,
+) -> Option<(mpsc::OwnedPermit<Envelope>, OwnedSemaphorePermit)> {
+    let bytes = budget.acquire_many_owned(weight).await.ok()?;
+    let permit = tx.reserve_owned().await.ok()?;
+    Some((permit, bytes))
+}
