@@ -285,7 +285,8 @@ impl ReplicationConnection {
     }
 
     /// START_REPLICATION on a logical slot; the connection becomes the stream. `start` may be
-    /// 0/0 to resume where the slot's confirmed_flush_lsn stands.
+    /// 0/0 to resume where the slot's confirmed_flush_lsn stands. Use a fresh connection for
+    /// each stream: PostgreSQL 15 ends a second START_REPLICATION on the same session at once.
     pub async fn start_replication(
         mut self,
         slot: &str,

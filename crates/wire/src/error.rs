@@ -102,8 +102,9 @@ pub enum Error {
     ConnectTimeout(Duration),
     #[error("the server closed the connection unexpectedly")]
     Closed,
-    /// The server left CopyBoth on its own (shutdown or walsender stop), not at our request.
-    #[error("the server ended the replication stream (CopyDone) without being asked to")]
+    /// The server left CopyBoth on its own (shutdown, or a second START_REPLICATION on one
+    /// connection, which PostgreSQL 15 ends at once), not at our request.
+    #[error("the server ended the replication stream without being asked to")]
     StreamEndedByServer,
     /// The stream's background task is gone (it failed earlier or was shut down).
     #[error("the replication stream is no longer running")]

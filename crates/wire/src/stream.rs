@@ -362,7 +362,12 @@ impl Worker {
                 Ok(Step::Nothing)
             }
             Backend::Message(Message::ParameterStatus(_)) => Ok(Step::Nothing),
-            Backend::Message(Message::CopyDone) => Err(Error::StreamEndedByServer),
+            // CopyDone: server shutdown. CommandComplete without CopyDone: PostgreSQL 15 does
+            // not reset its walsender's end-of-streaming flags, so a second START_REPLICATION
+            // on one connection ends at once (use a new connection per stream).
+            Backend::Message(Message::CopyDone | Message::CommandComplete(_)) => {
+                Err(Error::StreamEndedByServer)
+            }
             other => Err(Error::Protocol(format!(
                 "unexpected {} in the replication stream",
                 codec::describe(&other)
