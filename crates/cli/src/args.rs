@@ -69,6 +69,25 @@ pub enum Command {
     /// Exit 0: nothing blocks. Exit 1: blockers (listed). Exit 2: trouble.
     #[command(after_help = EXIT_CODES)]
     Plan(PlanArgs),
+
+    /// Copy schema, data and sequences from one consistent snapshot; resumable.
+    ///
+    /// Creates the run's publication and logical slot on the source; the slot's exported
+    /// snapshot is the one instant for schema (pg_dump pre-data), all table data (parallel
+    /// chunks, binary COPY piped without decoding) and sequences; indexes and constraints
+    /// are built afterwards, in parallel. Every chunk commits on the target together with
+    /// its record in the `bluegreen` schema: after a crash, run the same command again and
+    /// it skips what is done. Refuses to start while `plan` finds blockers.
+    /// Exit 0: copied. Exit 1: blockers (nothing touched). Exit 2: trouble.
+    #[command(after_help = EXIT_CODES)]
+    Copy(CopyArgs),
+
+    /// Remove everything a run created: slot and publication on the source, state on the target.
+    ///
+    /// Ends any session streaming from the run's slot first. Tables already copied stay
+    /// on the target unless --drop-data. Safe to run twice; give --source, --target or both.
+    #[command(after_help = EXIT_CODES)]
+    Abort(AbortArgs),
 }
 
 #[derive(Debug, Args)]
@@ -80,4 +99,54 @@ pub struct PlanArgs {
     /// Schema to migrate (repeatable); default: every application schema of the source.
     #[arg(long = "schema", value_name = "NAME")]
     pub schemas: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Run name: names the slot and publication (bluegreen_<run>) and the state rows.
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
+    /// Parallel workers for data and for index builds (default: number of CPU cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Target size of one data chunk, in MB of table heap.
+    #[arg(long, default_value_t = 64, value_name = "MB")]
+    pub chunk_mb: i64,
+
+    /// Where the target schema comes from: `dump` (pg_dump at the run's snapshot; the
+    /// target must not have the tables) or `existing` (already created on the target, e.g.
+    /// with hypertables; every table must exist and be empty).
+    #[arg(long, value_enum, default_value = "dump", value_name = "FROM")]
+    pub target_schema: TargetSchemaArg,
+
+    /// Do not carry object owners over (the target's connecting role owns everything).
+    #[arg(long)]
+    pub no_owner: bool,
+
+    /// Do not carry GRANTs over.
+    #[arg(long)]
+    pub no_privileges: bool,
+
+    /// Schema to migrate (repeatable); default: every application schema of the source.
+    #[arg(long = "schema", value_name = "NAME")]
+    pub schemas: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TargetSchemaArg {
+    Dump,
+    Existing,
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// Run to remove.
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
+    /// Also drop the schemas the run copied on the target.
+    #[arg(long)]
+    pub drop_data: bool,
 }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use catalog::{Plan, Server, Severity};
+use catalog::{Finding, Plan, Server, Severity};
 
 pub fn bytes(n: i64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -180,20 +180,7 @@ pub fn plan(p: &Plan) -> String {
     if p.large_objects > 0 {
         let _ = writeln!(o, "\nlarge objects: {}", p.large_objects);
     }
-    for (sev, title) in [
-        (Severity::Blocker, "blockers"),
-        (Severity::Warning, "warnings"),
-    ] {
-        let list: Vec<_> = p.findings.iter().filter(|f| f.severity == sev).collect();
-        if list.is_empty() {
-            continue;
-        }
-        let _ = writeln!(o, "\n{title}: {}", list.len());
-        for f in list {
-            let _ = writeln!(o, "  [{}] {}: {}", f.code, f.subject, f.message);
-            let _ = writeln!(o, "      fix: {}", f.fix);
-        }
-    }
+    o.push_str(&findings(&p.findings));
     let blockers = p.blockers().count();
     let _ = writeln!(
         o,
@@ -203,6 +190,66 @@ pub fn plan(p: &Plan) -> String {
         } else {
             format!("result: {blockers} blocker(s); fix them and run plan again")
         }
+    );
+    o
+}
+
+/// Blockers, then warnings, each with its fix.
+pub fn findings(list: &[Finding]) -> String {
+    let mut o = String::new();
+    for (sev, title) in [
+        (Severity::Blocker, "blockers"),
+        (Severity::Warning, "warnings"),
+    ] {
+        let of_kind: Vec<_> = list.iter().filter(|f| f.severity == sev).collect();
+        if of_kind.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "\n{title}: {}", of_kind.len());
+        for f in of_kind {
+            let _ = writeln!(o, "  [{}] {}: {}", f.code, f.subject, f.message);
+            let _ = writeln!(o, "      fix: {}", f.fix);
+        }
+    }
+    o
+}
+
+pub fn copy_summary(s: &copy::Summary) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "run {}: copied at LSN {}{}",
+        s.run,
+        s.consistent_lsn,
+        if s.resumed { " (resumed)" } else { "" }
+    );
+    let _ = writeln!(
+        o,
+        "  {:>9}  {:>10}  {:>8}  TABLE",
+        "ROWS", "BYTES", "SECONDS"
+    );
+    let (mut rows, mut total) = (0, 0);
+    for t in &s.tables {
+        rows += t.rows;
+        total += t.bytes;
+        let _ = writeln!(
+            o,
+            "  {:>9}  {:>10}  {:>8.2}  {}.{}",
+            t.rows,
+            bytes(t.bytes),
+            t.seconds,
+            t.table_schema,
+            t.table_name
+        );
+    }
+    let _ = writeln!(
+        o,
+        "total: {} tables, {rows} rows, {} of COPY data, {} sequences, {} post-data items (indexes, constraints, triggers, …), {:.1} s",
+        s.tables.len(),
+        bytes(total),
+        s.sequences,
+        s.post_data_items,
+        s.seconds
     );
     o
 }

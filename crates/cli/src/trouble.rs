@@ -26,6 +26,11 @@ impl Trouble {
         Trouble::new(format!("{side}: {e}"), e.hint())
     }
 
+    pub fn copy(e: copy::Error) -> Trouble {
+        let hint = e.hint();
+        Trouble::new(e.to_string(), hint)
+    }
+
     /// Prints to stderr and returns exit code 2.
     pub fn report(self) -> ExitCode {
         tracing::debug!(cause = %self.cause, "trouble");

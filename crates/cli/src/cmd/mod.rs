@@ -1,5 +1,7 @@
 //! One module per command; each returns an [`Outcome`] or [`Trouble`].
 
+mod abort;
+mod copy;
 mod plan;
 
 use crate::args::Command;
@@ -10,6 +12,8 @@ use crate::Outcome;
 pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Trouble> {
     match command {
         Command::Plan(args) => plan::run(args, &settings).await,
+        Command::Copy(args) => copy::run(args, &settings).await,
+        Command::Abort(args) => abort::run(args, &settings).await,
     }
 }
 

@@ -39,21 +39,41 @@ pub fn stderr(o: &Output) -> String {
 
 /// A source cluster holding the factory_telemetry fixture at a tiny scale, and an empty target.
 pub fn fixture_pair() -> (Cluster, Cluster) {
+    fixture_pair_at(0.002)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The fixture's schema without data, as an operator would have created it on a target.
+pub fn create_fixture_schema(pg: &Cluster) {
+    runtime().block_on(async {
+        let (client, conn) =
+            tokio_postgres::connect(&pg.url("factory_telemetry"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        fixtures::create_schema(&client).await.unwrap();
+    });
+}
+
+/// Like [`fixture_pair`] at a given scale (1 ≈ 100 MB).
+pub fn fixture_pair_at(scale: f64) -> (Cluster, Cluster) {
     let source = Cluster::new();
     let target = Cluster::new();
     source.create_database("factory_telemetry");
     target.create_database("factory_telemetry");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let (client, conn) =
             tokio_postgres::connect(&source.url("factory_telemetry"), tokio_postgres::NoTls)
                 .await
                 .unwrap();
         tokio::spawn(conn);
-        fixtures::load(&client, 0.002).await.unwrap();
+        fixtures::load(&client, scale).await.unwrap();
     });
     source.sql("factory_telemetry", "ANALYZE");
     (source, target)

@@ -1,0 +1,323 @@
+//! `bluegreen copy` and `abort` against real servers: exact contents, sequences, indexes and
+//! constraints; SIGKILL and resume; bad input refused with nothing touched.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{bluegreen, code, fixture_pair_at, stderr, stdout};
+use testkit::Cluster;
+
+const DB: &str = "factory_telemetry";
+
+fn copy_args<'a>(source: &'a str, target: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["copy", "--source", source, "--target", target];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Every table's rows as sorted text (the row's whole text form, generated columns included).
+fn contents(pg: &Cluster, table: &str) -> String {
+    pg.sql(DB, &format!("SELECT t::text FROM {table} t ORDER BY 1"))
+}
+
+fn assert_same_everything(source: &Cluster, target: &Cluster) {
+    for table in fixtures::TABLES {
+        let (s, t) = (contents(source, table), contents(target, table));
+        assert!(!s.is_empty(), "{table} is empty on the source");
+        assert!(s == t, "{table} differs: {} vs {} bytes", s.len(), t.len());
+    }
+    let seqs = "SELECT string_agg(sequencename || '=' || coalesce(last_value::text, 'unused'), ',' ORDER BY sequencename)
+                  FROM pg_sequences WHERE schemaname = 'factory_telemetry'";
+    assert_eq!(source.sql(DB, seqs), target.sql(DB, seqs), "sequences");
+    for list in [
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'factory_telemetry'",
+        "SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+           FROM pg_constraint WHERE connamespace = 'factory_telemetry'::regnamespace",
+        "SELECT tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal",
+        "SELECT matviewname || ' ' || ispopulated FROM pg_matviews",
+    ] {
+        let catalog_query = format!("SELECT string_agg(x, E'\\n' ORDER BY x) FROM ({list}) s(x)");
+        let (s, t) = (
+            source.sql(DB, &catalog_query),
+            target.sql(DB, &catalog_query),
+        );
+        assert!(!s.is_empty(), "{catalog_query}");
+        assert_eq!(s, t, "{catalog_query}");
+    }
+}
+
+fn source_artifacts(source: &Cluster) -> String {
+    source.sql(
+        DB,
+        "SELECT (SELECT count(*) FROM pg_replication_slots) || ' slots, '
+             || (SELECT count(*) FROM pg_publication) || ' publications'",
+    )
+}
+
+fn target_artifacts(target: &Cluster) -> String {
+    target.sql(
+        DB,
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname IN ('bluegreen', 'factory_telemetry'))
+             || ' schemas, ' || (SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace) || ' public relations'",
+    )
+}
+
+#[test]
+fn copy_is_exact_and_abort_removes_the_run() {
+    let (source, target) = fixture_pair_at(0.02);
+    source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+
+    let o = bluegreen(&copy_args(&s, &t, &["--jobs", "2", "--chunk-mb", "1"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("factory_telemetry.metric_hist"),
+        "{}",
+        stdout(&o)
+    );
+    assert_same_everything(&source, &target);
+
+    // The run is recorded, its slot sits at the consistent point, the chunks are all done.
+    assert_eq!(
+        target.sql(DB, "SELECT phase FROM bluegreen.runs WHERE run = 'main'"),
+        "copied"
+    );
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FILTER (WHERE state <> 'done') FROM bluegreen.chunks"
+        ),
+        "0"
+    );
+    assert!(
+        target.sql(
+            DB,
+            "SELECT count(*) > 1 FROM bluegreen.chunks WHERE table_name = 'metric_hist'"
+        ) == "t",
+        "metric_hist split into block ranges"
+    );
+    assert_eq!(
+        source.sql(
+            DB,
+            "SELECT slot_name || ' ' || plugin FROM pg_replication_slots"
+        ),
+        "bluegreen_main pgoutput"
+    );
+    assert_eq!(
+        source.sql(DB, "SELECT pubname FROM pg_publication"),
+        "bluegreen_main"
+    );
+
+    // A second copy of a finished run changes nothing.
+    let o = bluegreen(&copy_args(&s, &t, &[]));
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_same_everything(&source, &target);
+
+    // Abort removes slot, publication and state; the data stays; twice is fine.
+    for _ in 0..2 {
+        let o = bluegreen(&["abort", "--source", &s, "--target", &t]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
+        assert_eq!(
+            target.sql(
+                DB,
+                "SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen'"
+            ),
+            "0"
+        );
+    }
+    assert_same_everything(&source, &target);
+    let o = bluegreen(&["abort", "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
+fn sigkill_during_data_then_rerun_is_exact() {
+    let (source, target) = fixture_pair_at(0.3);
+    source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args(copy_args(&s, &t, &["--jobs", "1", "--chunk-mb", "1"]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut killed_at = None;
+    while started.elapsed() < Duration::from_secs(60) {
+        let counts = target
+            .psql(
+                DB,
+                "SELECT count(*) FILTER (WHERE state = 'done') || ' ' || count(*) FILTER (WHERE state = 'pending')
+                   FROM bluegreen.chunks",
+            )
+            .unwrap_or_default();
+        let n: Vec<i64> = counts
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if n.len() == 2 && n[0] >= 2 && n[1] >= 2 {
+            child.kill().unwrap();
+            killed_at = Some(counts);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait().unwrap();
+    let killed_at = killed_at.expect("the copy reached its data phase");
+    eprintln!("killed with done/pending chunks {killed_at}");
+    assert_eq!(
+        target.sql(DB, "SELECT phase FROM bluegreen.runs"),
+        "data",
+        "killed in the data phase"
+    );
+
+    let o = bluegreen(&copy_args(&s, &t, &["--jobs", "2"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("(resumed)"), "{}", stdout(&o));
+    assert_same_everything(&source, &target);
+    // Tables the first process finished keep its snapshot; the rest were read at the
+    // resume snapshot: every table has exactly one.
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM (SELECT table_name FROM bluegreen.chunks
+                GROUP BY 1 HAVING count(DISTINCT snapshot_lsn) <> 1) x"
+        ),
+        "0"
+    );
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0);
+    assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
+}
+
+#[test]
+fn bad_input_is_refused_with_nothing_touched() {
+    let (source, target) = fixture_pair_at(0.002);
+    let (s, t) = (source.url(DB), target.url(DB));
+    let untouched = |what: &str| {
+        assert_eq!(
+            source_artifacts(&source),
+            "0 slots, 0 publications",
+            "{what}"
+        );
+        assert_eq!(
+            target_artifacts(&target),
+            "0 schemas, 0 public relations",
+            "{what}"
+        );
+    };
+
+    // A table plan marks as blocking: exit 1 with the fix.
+    let o = bluegreen(&copy_args(&s, &t, &[]));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("REPLICA IDENTITY FULL"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("nothing was touched"));
+    untouched("blocking table");
+    source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+
+    // --target-schema existing without the schema on the target.
+    let o = bluegreen(&copy_args(&s, &t, &["--target-schema", "existing"]));
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("schema factory_telemetry is missing on the target"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).contains("hint: create the target's schema first"),
+        "{}",
+        stderr(&o)
+    );
+    untouched("missing schema");
+
+    // A bad run name.
+    let o = bluegreen(&copy_args(&s, &t, &["--run", "Bad-Name"]));
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("run name"), "{}", stderr(&o));
+    untouched("bad run name");
+
+    // The target already has a conflicting object: pre-data fails after the slot exists;
+    // the slot, publication and state are removed again.
+    target.sql(
+        DB,
+        "CREATE SCHEMA factory_telemetry; CREATE TYPE factory_telemetry.clash AS (a int);",
+    );
+    source.sql(DB, "CREATE TYPE factory_telemetry.clash AS (a int)");
+    let o = bluegreen(&copy_args(&s, &t, &[]));
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen'"
+        ),
+        "0"
+    );
+    target.sql(DB, "DROP SCHEMA factory_telemetry CASCADE");
+
+    // A non-empty target table (schema created by the operator).
+    common::create_fixture_schema(&target);
+    target.sql(
+        DB,
+        "INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('X', 'x')",
+    );
+    let o = bluegreen(&copy_args(&s, &t, &["--target-schema", "existing"]));
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("already has rows"), "{}", stderr(&o));
+    assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen'"
+        ),
+        "0"
+    );
+}
+
+#[test]
+fn source_without_logical_wal_is_refused() {
+    let source = Cluster::builder()
+        .setting("wal_level", "replica")
+        .start()
+        .unwrap();
+    let target = Cluster::new();
+    source.create_database(DB);
+    target.create_database(DB);
+    source.sql(DB, "CREATE TABLE t (id int PRIMARY KEY)");
+    let o = bluegreen(&copy_args(&source.url(DB), &target.url(DB), &[]));
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("wal_level = logical"), "{}", stdout(&o));
+    assert_eq!(source.sql(DB, "SELECT count(*) FROM pg_publication"), "0");
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen'"
+        ),
+        "0"
+    );
+}

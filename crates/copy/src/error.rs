@@ -1,0 +1,72 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Bad input found before anything was touched on either server.
+    #[error("{what}")]
+    Refused { what: String, fix: String },
+
+    /// The plan has blockers; nothing was touched.
+    #[error("{} blocker(s) stop the copy", .0.len())]
+    Blocked(Vec<catalog::Finding>),
+
+    #[error("{side}: {source}")]
+    Conn {
+        side: &'static str,
+        #[source]
+        source: conn::Error,
+    },
+
+    #[error("source replication connection: {0}")]
+    Wire(#[from] wire::Error),
+
+    #[error(transparent)]
+    State(#[from] state::Error),
+
+    #[error("{side}: {what}: {}", pg_message(source))]
+    Sql {
+        side: &'static str,
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("pg_dump: {0}")]
+    PgDump(String),
+
+    #[error("worker failed: {0}")]
+    Worker(String),
+}
+
+impl Error {
+    pub fn hint(&self) -> String {
+        match self {
+            Error::Refused { fix, .. } => fix.clone(),
+            Error::Blocked(_) => "fix each blocker as shown (bluegreen plan lists them), then run copy again".into(),
+            Error::Conn { source, .. } => source.hint().into(),
+            Error::Wire(_) => "check that the source role has REPLICATION and that max_wal_senders/max_replication_slots have room; then run copy again to resume".into(),
+            Error::State(_) | Error::Sql { .. } => "fix the cause above and run the same copy again: committed chunks are kept, the rest is redone".into(),
+            Error::PgDump(_) => "check that pg_dump of the source's major version is installed (BLUEGREEN_PG_BIN points at its directory)".into(),
+            Error::Worker(_) => "run the same copy again to resume".into(),
+        }
+    }
+}
+
+/// The server's own message (with detail) rather than tokio-postgres' generic "db error".
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("{} ({d})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => conn::redact(&e.to_string()),
+    }
+}
+
+pub(crate) fn sql(
+    side: &'static str,
+    what: impl Into<String>,
+) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Sql { side, what, source }
+}

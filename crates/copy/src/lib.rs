@@ -1,0 +1,504 @@
+//! The copy stage: the target gets schema, data and sequences exactly as the source had them
+//! at one instant — the instant from which the run's slot streams — then its indexes and
+//! constraints. Every step is recorded in the target's `bluegreen` schema, so a killed copy
+//! resumes where it stopped.
+
+mod chunking;
+mod data;
+mod error;
+pub mod names;
+mod postdata;
+mod progress;
+mod schema;
+mod source;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use catalog::Plan;
+use conn::{qualified, quote_ident, ConnSpec};
+use state::{Chunk, NewRun, Phase, PostDataItem, Run, TableSummary};
+use tokio_postgres::Client;
+
+pub use error::Error;
+pub use progress::Counters;
+
+use crate::data::Snapshot;
+use crate::error::sql;
+use crate::schema::{DumpScope, Section};
+
+/// Where the target's schema comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetSchema {
+    /// pg_dump's pre-data and post-data at the run's snapshot (the target starts empty).
+    #[default]
+    Dump,
+    /// The operator created it (e.g. with hypertables): every planned table must exist on
+    /// the target and be empty; only data, sequences and materialized views are copied.
+    Existing,
+}
+
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    pub run: String,
+    pub jobs: usize,
+    pub chunk_bytes: i64,
+    pub target_schema: TargetSchema,
+    pub no_owner: bool,
+    pub no_privileges: bool,
+}
+
+/// What a finished copy reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub run: String,
+    pub resumed: bool,
+    pub consistent_lsn: String,
+    pub tables: Vec<TableSummary>,
+    pub sequences: usize,
+    pub post_data_items: i64,
+    pub seconds: f64,
+}
+
+fn conn_err(side: &'static str) -> impl FnOnce(conn::Error) -> Error {
+    move |source| Error::Conn { side, source }
+}
+
+/// Copies (or resumes copying) the planned schemas from source to target.
+pub async fn copy(
+    plan: &Plan,
+    source: &ConnSpec,
+    target: &ConnSpec,
+    opts: &CopyOptions,
+    counters: Arc<Counters>,
+) -> Result<Summary, Error> {
+    let started = Instant::now();
+    names::validate_run(&opts.run)?;
+    let run = opts.run.as_str();
+    let mut tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+    let src = conn::connect(source).await.map_err(conn_err("source"))?;
+    let existing = if state::exists(&tgt).await? {
+        Run::get(&tgt, run).await?
+    } else {
+        None
+    };
+    refuse_bad_input(plan, &tgt, existing.as_ref(), opts).await?;
+    let resumed = existing
+        .as_ref()
+        .is_some_and(|r| r.phase != Phase::Creating);
+
+    // Fresh start (or a start that died before its snapshot was recorded): publication,
+    // slot and schema, all at the slot's snapshot.
+    let mut exporter = None;
+    let mut snapshot = None;
+    if existing.as_ref().is_none_or(|r| r.phase == Phase::Creating) {
+        match start_run(plan, &src, &mut tgt, source, opts, existing.is_some()).await {
+            Ok((exp, snap)) => {
+                exporter = Some(exp);
+                snapshot = Some(snap);
+            }
+            Err(e) => {
+                // Nothing half-done stays behind: the slot, the publication and the state row go.
+                if let Err(undo) = abort(run, Some(source), Some(target), false).await {
+                    tracing::warn!(error = %undo, "could not remove what the failed start created; run bluegreen abort");
+                }
+                return Err(e);
+            }
+        }
+    }
+    let run_row = Run::get(&tgt, run)
+        .await?
+        .ok_or_else(|| Error::Worker("the run's state row vanished".into()))?;
+
+    if run_row.phase == Phase::Data {
+        let snap = match snapshot.clone() {
+            Some(s) => s,
+            None => {
+                // Resuming: the run's own snapshot died with the process that held it. Tables
+                // copied in part start over from a fresh one; its LSN is recorded per chunk so
+                // streaming applies each table's changes from its own instant.
+                let (exp, snap) = fresh_snapshot(source, run).await?;
+                exporter = Some(exp);
+                for (schema, table) in Chunk::partial_ctid_tables(&tgt, run).await? {
+                    let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
+                    tx.batch_execute(&format!("TRUNCATE {}", qualified(&schema, &table)))
+                        .await
+                        .map_err(sql("target", format!("truncate {schema}.{table}")))?;
+                    Chunk::reset_table(&tx, run, &schema, &table).await?;
+                    tx.commit().await.map_err(sql("target", "commit"))?;
+                    tracing::info!(table = %format!("{schema}.{table}"), "copied in part before the crash: starting it over");
+                }
+                snap
+            }
+        };
+        counters.set_phase("data");
+        let summary = Chunk::summary(&tgt, run).await?;
+        counters.chunks_total.store(
+            summary.iter().map(|t| t.chunks as u64).sum(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        counters.chunks_done.store(
+            summary.iter().map(|t| t.done as u64).sum(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        counters.est_bytes_total.store(
+            summary.iter().map(|t| t.est_bytes.max(0) as u64).sum(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let t0 = Instant::now();
+        data::run_workers(opts.jobs, plan, source, target, run, &snap, &counters).await?;
+        state::audit(
+            &tgt,
+            run,
+            "data",
+            Some(t0.elapsed().as_secs_f64()),
+            serde_json::json!({ "snapshot_lsn": snap.lsn }),
+        )
+        .await?;
+
+        // Sequences at the same instant, and the phase moves on in the same transaction.
+        let values = sequence_values(source, plan, &snap.name).await?;
+        let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
+        for (name, value, called) in &values {
+            tx.execute(
+                "SELECT setval($1::text::regclass, $2, $3)",
+                &[name, value, called],
+            )
+            .await
+            .map_err(sql("target", format!("set sequence {name}")))?;
+        }
+        Run::set_phase(&tx, run, Phase::PostData).await?;
+        tx.commit()
+            .await
+            .map_err(sql("target", "commit sequences"))?;
+    }
+    // Every snapshot import is done: let the exporting connection go.
+    if let Some(exp) = exporter.take() {
+        exp.into_connection().close().await;
+    }
+
+    let run_row = Run::get(&tgt, run).await?.unwrap_or(run_row);
+    if run_row.phase == Phase::PostData {
+        counters.set_phase("indexes and constraints");
+        let t0 = Instant::now();
+        let preamble = run_row
+            .post_data
+            .as_deref()
+            .map(|s| schema::split_post_data(s).preamble)
+            .unwrap_or_default();
+        counters.items_total.store(
+            PostDataItem::count(&tgt, run).await? as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        postdata::build(opts.jobs, target, run, &preamble, &counters).await?;
+        counters.set_phase("analyze");
+        analyze(plan, target, opts.jobs).await?;
+        Run::set_phase(&tgt, run, Phase::Copied).await?;
+        state::audit(
+            &tgt,
+            run,
+            "post-data",
+            Some(t0.elapsed().as_secs_f64()),
+            serde_json::json!({}),
+        )
+        .await?;
+    }
+    counters.set_phase("done");
+    let run_row = Run::get(&tgt, run).await?.unwrap_or(run_row);
+    Ok(Summary {
+        run: run.to_string(),
+        resumed,
+        consistent_lsn: run_row.consistent_lsn.unwrap_or_default(),
+        tables: Chunk::summary(&tgt, run).await?,
+        sequences: plan.sequences.len(),
+        post_data_items: PostDataItem::count(&tgt, run).await?,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Everything that would make the copy fail or lose data, found before anything is touched.
+async fn refuse_bad_input(
+    plan: &Plan,
+    tgt: &Client,
+    existing: Option<&Run>,
+    opts: &CopyOptions,
+) -> Result<(), Error> {
+    // Tables this run created itself, and in Existing mode tables the operator created, do
+    // not count against an empty target.
+    let expected_on_target = existing.is_some() || opts.target_schema == TargetSchema::Existing;
+    let blockers: Vec<_> = plan
+        .blockers()
+        .filter(|f| !(expected_on_target && f.code == "target-not-empty"))
+        .cloned()
+        .collect();
+    if !blockers.is_empty() {
+        return Err(Error::Blocked(blockers));
+    }
+    if let Some(run) = existing {
+        if run.schemas != plan.schemas {
+            return Err(Error::Refused {
+                what: format!(
+                    "run {} copies schemas {:?}, not {:?}",
+                    run.run, run.schemas, plan.schemas
+                ),
+                fix: "resume with the run's own --schema list, or abort it and start a new run"
+                    .into(),
+            });
+        }
+        return Ok(());
+    }
+    if opts.target_schema == TargetSchema::Existing {
+        for s in &plan.schemas {
+            let found = tgt
+                .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[s])
+                .await
+                .map_err(sql("target", "look up schemas"))?;
+            if found.is_none() {
+                return Err(Error::Refused {
+                    what: format!("schema {s} is missing on the target"),
+                    fix: "create the target's schema first (run the application's migrations), or copy it from the source with --target-schema dump".into(),
+                });
+            }
+        }
+        for t in plan.tables.iter().filter(|t| t.kind == "table") {
+            let name = t.qualified();
+            let exists: bool = tgt
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .await
+                .map_err(sql("target", "look up tables"))?
+                .get(0);
+            if !exists {
+                return Err(Error::Refused {
+                    what: format!("table {} is missing on the target", t.display_name()),
+                    fix: "create it on the target, or copy the schema from the source with --target-schema dump".into(),
+                });
+            }
+            let has_rows: bool = tgt
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {name})"), &[])
+                .await
+                .map_err(sql("target", "look for rows"))?
+                .get(0);
+            if has_rows {
+                return Err(Error::Refused {
+                    what: format!("table {} on the target already has rows", t.display_name()),
+                    fix: format!("empty it (TRUNCATE {name};) or migrate into an empty database"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the run's publication and slot, dumps the schema at the slot's snapshot, applies
+/// pre-data, and records chunks and post-data items: one target transaction, so the run is
+/// either fully planned or still `creating` (and a rerun starts it over).
+async fn start_run(
+    plan: &Plan,
+    src: &Client,
+    tgt: &mut Client,
+    source: &ConnSpec,
+    opts: &CopyOptions,
+    restarting: bool,
+) -> Result<(wire::ExportedSnapshot, Snapshot), Error> {
+    let run = opts.run.as_str();
+    let (slot, publication) = (names::slot(run), names::publication(run));
+    if restarting {
+        // An earlier start died before its snapshot was recorded: remove what it made.
+        source::drop_slot(src, &slot).await?;
+        source::drop_publication(src, &publication).await?;
+    } else {
+        state::migrate(tgt).await?;
+        // Recorded before anything exists on the source, so abort can always find it.
+        Run::insert(
+            &*tgt,
+            &NewRun {
+                run,
+                source: &source.redacted(),
+                slot_name: &slot,
+                publication: &publication,
+                schemas: &plan.schemas,
+            },
+        )
+        .await?;
+    }
+    source::create_publication(src, &publication, &plan.schemas).await?;
+    let repl = wire::ReplicationConnection::connect(source).await?;
+    let exported = repl.create_slot_exporting(&slot, false).await?;
+    let snap = Snapshot {
+        name: exported.snapshot_name().to_string(),
+        lsn: exported.consistent_point().to_string(),
+    };
+    tracing::info!(slot = %slot, lsn = %snap.lsn, "slot created; copying at its snapshot");
+
+    let scope = DumpScope {
+        schemas: plan.schemas.clone(),
+        extensions: plan.extensions.iter().map(|e| e.name.clone()).collect(),
+        no_owner: opts.no_owner,
+        no_privileges: opts.no_privileges,
+    };
+    let version = plan.source.version_num;
+    let (pre, post) = tokio::try_join!(
+        schema::dump(source, version, &snap.name, &scope, Section::PreData),
+        schema::dump(source, version, &snap.name, &scope, Section::PostData),
+    )?;
+    let mut post_data = schema::split_post_data(&post);
+    if opts.target_schema == TargetSchema::Existing {
+        post_data
+            .items
+            .retain(|i| i.kind == "MATERIALIZED VIEW DATA");
+    }
+
+    let snap_client = conn::connect(source).await.map_err(conn_err("source"))?;
+    snap_client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            conn::quote_literal(&snap.name)
+        ))
+        .await
+        .map_err(sql("source", "import the run's snapshot"))?;
+    let chunks = chunking::plan_chunks(&snap_client, plan, opts.chunk_bytes).await?;
+
+    let t0 = Instant::now();
+    let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
+    if opts.target_schema == TargetSchema::Dump {
+        tx.batch_execute(&pre)
+            .await
+            .map_err(sql("target", "apply the schema (pre-data)"))?;
+        // pg_dump's preamble empties search_path for this session; our own statements are
+        // all schema-qualified, but put it back for anything else that runs here.
+        tx.batch_execute("RESET search_path")
+            .await
+            .map_err(sql("target", "reset search_path"))?;
+    }
+    Run::set_snapshot(&tx, run, &snap.lsn, &post).await?;
+    Chunk::insert_all(&tx, run, &chunks).await?;
+    PostDataItem::insert_all(&tx, run, &post_data.items).await?;
+    Run::set_phase(&tx, run, Phase::Data).await?;
+    state::audit(
+        &tx,
+        run,
+        "schema",
+        Some(t0.elapsed().as_secs_f64()),
+        serde_json::json!({ "slot": slot, "publication": publication, "consistent_lsn": snap.lsn,
+                            "chunks": chunks.len(), "post_data_items": post_data.items.len() }),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(sql("target", "commit the schema"))?;
+    Ok((exported, snap))
+}
+
+/// A snapshot for resuming: a temporary slot exports it, and its consistent point is the
+/// LSN that the chunks copied under it are recorded at.
+async fn fresh_snapshot(
+    source: &ConnSpec,
+    run: &str,
+) -> Result<(wire::ExportedSnapshot, Snapshot), Error> {
+    let repl = wire::ReplicationConnection::connect(source).await?;
+    let exported = repl
+        .create_slot_exporting(&names::resume_slot(run), true)
+        .await?;
+    let snap = Snapshot {
+        name: exported.snapshot_name().to_string(),
+        lsn: exported.consistent_point().to_string(),
+    };
+    tracing::info!(lsn = %snap.lsn, "resuming from a fresh snapshot");
+    Ok((exported, snap))
+}
+
+/// Each planned sequence's state under the snapshot: (qualified name, last_value, is_called).
+async fn sequence_values(
+    source: &ConnSpec,
+    plan: &Plan,
+    snapshot: &str,
+) -> Result<Vec<(String, i64, bool)>, Error> {
+    let c = conn::connect(source).await.map_err(conn_err("source"))?;
+    c.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+        conn::quote_literal(snapshot)
+    ))
+    .await
+    .map_err(sql("source", "import the snapshot for sequences"))?;
+    let mut out = Vec::new();
+    for s in &plan.sequences {
+        let name = qualified(&s.schema, &s.name);
+        let row = c
+            .query_one(&format!("SELECT last_value, is_called FROM {name}"), &[])
+            .await
+            .map_err(sql("source", format!("read sequence {name}")))?;
+        out.push((name, row.get(0), row.get(1)));
+    }
+    Ok(out)
+}
+
+/// Fresh statistics for the planner on the target, a few tables at a time.
+async fn analyze(plan: &Plan, target: &ConnSpec, jobs: usize) -> Result<(), Error> {
+    let names: Vec<String> = plan.tables.iter().map(|t| t.qualified()).collect();
+    let per = names.len().div_ceil(jobs.max(1)).max(1);
+    let mut set = tokio::task::JoinSet::new();
+    for group in names.chunks(per) {
+        let (target, list) = (target.clone(), group.join(", "));
+        set.spawn(async move {
+            let c = conn::connect(&target).await.map_err(conn_err("target"))?;
+            c.batch_execute(&format!("ANALYZE {list}"))
+                .await
+                .map_err(sql("target", "analyze"))
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.map_err(|e| Error::Worker(e.to_string()))??;
+    }
+    Ok(())
+}
+
+/// What `abort` removed.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub slot: bool,
+    pub publication: bool,
+    pub state: bool,
+    pub schemas_dropped: Vec<String>,
+}
+
+/// Removes what a run created: slot and publication on the source (ending any session that
+/// streams from the slot), the run's state on the target, and with `drop_data` the schemas
+/// it copied. Safe to run again; either side may be given alone.
+pub async fn abort(
+    run: &str,
+    source: Option<&ConnSpec>,
+    target: Option<&ConnSpec>,
+    drop_data: bool,
+) -> Result<Removed, Error> {
+    names::validate_run(run)?;
+    let mut removed = Removed::default();
+    if let Some(source) = source {
+        let src = conn::connect(source).await.map_err(conn_err("source"))?;
+        removed.slot = source::drop_slot(&src, &names::slot(run)).await?;
+        source::drop_slot(&src, &names::resume_slot(run)).await?;
+        removed.publication = source::drop_publication(&src, &names::publication(run)).await?;
+    }
+    if let Some(target) = target {
+        let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+        if state::exists(&tgt).await? {
+            if let Some(r) = Run::get(&tgt, run).await? {
+                if drop_data {
+                    for s in &r.schemas {
+                        tgt.batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {} CASCADE",
+                            quote_ident(s)
+                        ))
+                        .await
+                        .map_err(sql("target", format!("drop schema {s}")))?;
+                        removed.schemas_dropped.push(s.clone());
+                    }
+                }
+                removed.state = Run::delete(&tgt, run).await?;
+            }
+            if Run::count(&tgt).await? == 0 {
+                state::drop_schema(&tgt).await?;
+            }
+        }
+    }
+    Ok(removed)
+}

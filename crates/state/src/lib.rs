@@ -1,0 +1,54 @@
+//! The `bluegreen` schema on the target: where every run keeps what it has done, so a
+//! restarted process, `status`, and extra workers all read the same rows. Nothing important
+//! lives only in process memory or local files.
+//!
+//! Writes that record progress take a [`GenericClient`], so callers put them in the same
+//! transaction as the work they record (a chunk's rows and its `done` mark commit together).
+
+mod chunks;
+mod migrate;
+mod post_data;
+mod runs;
+
+pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};
+pub use migrate::{drop_schema, exists, known_version, migrate, SCHEMA};
+pub use post_data::{NewItem, PostDataItem};
+pub use runs::{NewRun, Phase, Run};
+
+use thiserror::Error;
+pub use tokio_postgres::GenericClient;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("state schema: {what}: {source}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("state schema version {found} is newer than this bluegreen knows ({known}); use a newer bluegreen")]
+    TooNew { found: i32, known: i32 },
+    #[error("unknown value {0:?} in the state schema")]
+    Corrupt(String),
+}
+
+pub(crate) fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    move |source| Error::Query { what, source }
+}
+
+/// Appends a step to the run's audit log.
+pub async fn audit(
+    c: &impl GenericClient,
+    run: &str,
+    step: &str,
+    seconds: Option<f64>,
+    detail: serde_json::Value,
+) -> Result<(), Error> {
+    c.execute(
+        "INSERT INTO bluegreen.audit (run, step, seconds, detail) VALUES ($1, $2, $3, $4)",
+        &[&run, &step, &seconds, &detail],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("audit"))
+}

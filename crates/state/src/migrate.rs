@@ -1,0 +1,123 @@
+//! Creates and upgrades the state schema. Each migration runs once, in order, under an
+//! advisory lock so concurrent processes do not race.
+
+use tokio_postgres::Client;
+
+use crate::{q, Error};
+
+pub const SCHEMA: &str = "bluegreen";
+
+/// Migrations in order; index + 1 is the version each one brings the schema to.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE bluegreen.runs (
+    run            text PRIMARY KEY,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    phase          text NOT NULL,
+    source         text NOT NULL,
+    slot_name      text NOT NULL,
+    publication    text NOT NULL,
+    consistent_lsn pg_lsn,
+    schemas        text[] NOT NULL,
+    post_data      text
+);
+CREATE TABLE bluegreen.chunks (
+    run          text NOT NULL REFERENCES bluegreen.runs ON DELETE CASCADE,
+    table_schema text NOT NULL,
+    table_name   text NOT NULL,
+    chunk        int  NOT NULL,
+    kind         text NOT NULL CHECK (kind IN ('ctid', 'whole')),
+    lower_bound  bigint,
+    upper_bound  bigint,
+    est_bytes    bigint NOT NULL,
+    text_format  boolean NOT NULL DEFAULT false,
+    state        text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
+    snapshot_lsn pg_lsn,
+    rows         bigint,
+    bytes        bigint,
+    seconds      double precision,
+    done_at      timestamptz,
+    PRIMARY KEY (run, table_schema, table_name, chunk)
+);
+CREATE TABLE bluegreen.post_data (
+    run     text NOT NULL REFERENCES bluegreen.runs ON DELETE CASCADE,
+    item    int  NOT NULL,
+    stage   int  NOT NULL,
+    kind    text NOT NULL,
+    name    text NOT NULL,
+    sql     text NOT NULL,
+    state   text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done')),
+    seconds double precision,
+    PRIMARY KEY (run, item)
+);
+CREATE TABLE bluegreen.audit (
+    id      bigserial PRIMARY KEY,
+    run     text NOT NULL,
+    at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    step    text NOT NULL,
+    seconds double precision,
+    detail  jsonb
+);
+"#];
+
+/// Version this build knows.
+pub fn known_version() -> i32 {
+    MIGRATIONS.len() as i32
+}
+
+/// True when the state schema exists on this database.
+pub async fn exists(c: &Client) -> Result<bool, Error> {
+    c.query_one(
+        "SELECT to_regclass('bluegreen.schema_version') IS NOT NULL",
+        &[],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(q("look up the state schema"))
+}
+
+/// Creates the schema or brings it to the version this build knows.
+pub async fn migrate(c: &mut Client) -> Result<(), Error> {
+    let tx = c.transaction().await.map_err(q("begin"))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('bluegreen.migrate'))",
+        &[],
+    )
+    .await
+    .map_err(q("lock"))?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS bluegreen;
+         CREATE TABLE IF NOT EXISTS bluegreen.schema_version (version int NOT NULL);",
+    )
+    .await
+    .map_err(q("create schema"))?;
+    let found: Option<i32> = tx
+        .query_one("SELECT max(version) FROM bluegreen.schema_version", &[])
+        .await
+        .map_err(q("read version"))?
+        .get(0);
+    let found = found.unwrap_or(0);
+    if found > known_version() {
+        return Err(Error::TooNew {
+            found,
+            known: known_version(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(sql).await.map_err(q("migrate"))?;
+        tx.execute(
+            "INSERT INTO bluegreen.schema_version VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await
+        .map_err(q("record version"))?;
+    }
+    tx.commit().await.map_err(q("commit migration"))
+}
+
+/// Drops the whole state schema (when the last run is removed).
+pub async fn drop_schema(c: &Client) -> Result<(), Error> {
+    c.batch_execute("DROP SCHEMA IF EXISTS bluegreen CASCADE")
+        .await
+        .map_err(q("drop state schema"))
+}

@@ -1,0 +1,110 @@
+//! Post-data items (indexes, constraints, triggers, …), each built and marked done in one
+//! target transaction, in stages: keys and indexes, then foreign keys and the rest, then
+//! materialized view refreshes.
+
+use crate::{q, Error, GenericClient};
+
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub stage: i32,
+    pub kind: String,
+    pub name: String,
+    pub sql: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostDataItem {
+    pub item: i32,
+    pub stage: i32,
+    pub kind: String,
+    pub name: String,
+    pub sql: String,
+}
+
+impl PostDataItem {
+    pub async fn insert_all(
+        c: &impl GenericClient,
+        run: &str,
+        items: &[NewItem],
+    ) -> Result<(), Error> {
+        let stmt = c
+            .prepare(
+                "INSERT INTO bluegreen.post_data (run, item, stage, kind, name, sql)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            )
+            .await
+            .map_err(q("prepare post-data insert"))?;
+        for (i, it) in items.iter().enumerate() {
+            c.execute(
+                &stmt,
+                &[&run, &(i as i32), &it.stage, &it.kind, &it.name, &it.sql],
+            )
+            .await
+            .map_err(q("insert post-data item"))?;
+        }
+        Ok(())
+    }
+
+    /// Stages that still have pending items, in order.
+    pub async fn pending_stages(c: &impl GenericClient, run: &str) -> Result<Vec<i32>, Error> {
+        let rows = c
+            .query(
+                "SELECT DISTINCT stage FROM bluegreen.post_data
+                  WHERE run = $1 AND state = 'pending' ORDER BY 1",
+                &[&run],
+            )
+            .await
+            .map_err(q("pending post-data stages"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Claims the next pending item of `stage` for the calling transaction.
+    pub async fn claim(
+        c: &impl GenericClient,
+        run: &str,
+        stage: i32,
+    ) -> Result<Option<PostDataItem>, Error> {
+        let row = c
+            .query_opt(
+                "SELECT item, stage, kind, name, sql FROM bluegreen.post_data
+                  WHERE run = $1 AND stage = $2 AND state = 'pending'
+                  ORDER BY item LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&run, &stage],
+            )
+            .await
+            .map_err(q("claim post-data item"))?;
+        Ok(row.map(|r| PostDataItem {
+            item: r.get(0),
+            stage: r.get(1),
+            kind: r.get(2),
+            name: r.get(3),
+            sql: r.get(4),
+        }))
+    }
+
+    pub async fn finish(
+        &self,
+        c: &impl GenericClient,
+        run: &str,
+        seconds: f64,
+    ) -> Result<(), Error> {
+        c.execute(
+            "UPDATE bluegreen.post_data SET state = 'done', seconds = $3
+              WHERE run = $1 AND item = $2",
+            &[&run, &self.item, &seconds],
+        )
+        .await
+        .map(|_| ())
+        .map_err(q("finish post-data item"))
+    }
+
+    pub async fn count(c: &impl GenericClient, run: &str) -> Result<i64, Error> {
+        c.query_one(
+            "SELECT count(*) FROM bluegreen.post_data WHERE run = $1",
+            &[&run],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(q("count post-data items"))
+    }
+}
