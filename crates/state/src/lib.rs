@@ -5,11 +5,13 @@
 //! Writes that record progress take a [`GenericClient`], so callers put them in the same
 //! transaction as the work they record (a chunk's rows and its `done` mark commit together).
 
+mod apply;
 mod chunks;
 mod migrate;
 mod post_data;
 mod runs;
 
+pub use apply::{release, request_hold, request_stop, ApplyStatus};
 pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};
 pub use migrate::{drop_schema, exists, known_version, migrate, SCHEMA};
 pub use post_data::{NewItem, PostDataItem};

@@ -8,7 +8,8 @@ use crate::{q, Error};
 pub const SCHEMA: &str = "bluegreen";
 
 /// Migrations in order; index + 1 is the version each one brings the schema to.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE bluegreen.runs (
     run            text PRIMARY KEY,
     created_at     timestamptz NOT NULL DEFAULT now(),
@@ -58,7 +59,28 @@ CREATE TABLE bluegreen.audit (
     seconds double precision,
     detail  jsonb
 );
-"#];
+"#,
+    r#"
+CREATE TABLE bluegreen.apply (
+    run            text PRIMARY KEY REFERENCES bluegreen.runs ON DELETE CASCADE,
+    origin         text NOT NULL,
+    pid            int,
+    heartbeat      timestamptz,
+    applied_lsn    pg_lsn,
+    received_lsn   pg_lsn,
+    source_lsn     pg_lsn,
+    lag_bytes      bigint,
+    lag_seconds    double precision,
+    rows_per_second double precision,
+    retained_bytes bigint,
+    last_error     text,
+    last_error_at  timestamptz,
+    hold_lsn       pg_lsn,
+    held_lsn       pg_lsn,
+    stop_requested boolean NOT NULL DEFAULT false
+);
+"#,
+];
 
 /// Version this build knows.
 pub fn known_version() -> i32 {

@@ -1,0 +1,104 @@
+//! The sync applier's row: what it has applied, how far behind it is, and the requests other
+//! processes make of it through the database (hold at an LSN for verify, stop for cutover).
+//!
+//! Hold protocol: a requester sets `hold_lsn = X`. The applier applies every source
+//! transaction that committed before X, applies none at or after X, sets `held_lsn = X`
+//! and waits; the target then shows exactly the source's state at X. `release` clears both
+//! and the applier goes on.
+
+use std::time::Duration;
+
+use crate::{q, Error, GenericClient};
+
+/// A snapshot of the applier's row.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyStatus {
+    pub origin: String,
+    pub pid: Option<i32>,
+    /// Seconds since the applier last wrote its heartbeat (None: never).
+    pub heartbeat_age: Option<f64>,
+    pub applied_lsn: Option<String>,
+    pub received_lsn: Option<String>,
+    pub source_lsn: Option<String>,
+    pub lag_bytes: Option<i64>,
+    pub lag_seconds: Option<f64>,
+    pub rows_per_second: Option<f64>,
+    pub retained_bytes: Option<i64>,
+    pub last_error: Option<String>,
+    pub hold_lsn: Option<String>,
+    pub held_lsn: Option<String>,
+    pub stop_requested: bool,
+}
+
+impl ApplyStatus {
+    /// A heartbeat this recent means a sync process is attached.
+    pub const ALIVE: Duration = Duration::from_secs(5);
+
+    pub fn running(&self) -> bool {
+        self.heartbeat_age
+            .is_some_and(|a| a < Self::ALIVE.as_secs_f64())
+    }
+
+    pub async fn get(c: &impl GenericClient, run: &str) -> Result<Option<ApplyStatus>, Error> {
+        let row = c
+            .query_opt(
+                "SELECT origin, pid, extract(epoch FROM clock_timestamp() - heartbeat)::float8,
+                        applied_lsn::text, received_lsn::text, source_lsn::text, lag_bytes,
+                        lag_seconds, rows_per_second, retained_bytes, last_error,
+                        hold_lsn::text, held_lsn::text, stop_requested
+                   FROM bluegreen.apply WHERE run = $1",
+                &[&run],
+            )
+            .await
+            .map_err(q("read apply status"))?;
+        Ok(row.map(|r| ApplyStatus {
+            origin: r.get(0),
+            pid: r.get(1),
+            heartbeat_age: r.get(2),
+            applied_lsn: r.get(3),
+            received_lsn: r.get(4),
+            source_lsn: r.get(5),
+            lag_bytes: r.get(6),
+            lag_seconds: r.get(7),
+            rows_per_second: r.get(8),
+            retained_bytes: r.get(9),
+            last_error: r.get(10),
+            hold_lsn: r.get(11),
+            held_lsn: r.get(12),
+            stop_requested: r.get(13),
+        }))
+    }
+}
+
+/// Asks the applier to hold at `lsn` (see the module comment).
+pub async fn request_hold(c: &impl GenericClient, run: &str, lsn: &str) -> Result<(), Error> {
+    c.execute(
+        "UPDATE bluegreen.apply SET hold_lsn = $2::text::pg_lsn, held_lsn = NULL WHERE run = $1",
+        &[&run, &lsn],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("request hold"))
+}
+
+/// Lets the applier go on after a hold.
+pub async fn release(c: &impl GenericClient, run: &str) -> Result<(), Error> {
+    c.execute(
+        "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL WHERE run = $1",
+        &[&run],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("release hold"))
+}
+
+/// Asks a running sync to finish its current group and exit.
+pub async fn request_stop(c: &impl GenericClient, run: &str) -> Result<(), Error> {
+    c.execute(
+        "UPDATE bluegreen.apply SET stop_requested = true WHERE run = $1",
+        &[&run],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("request stop"))
+}
