@@ -10,6 +10,7 @@ pub mod connection;
 pub mod error;
 pub mod feedback;
 pub mod lsn;
+pub mod peek;
 pub mod pgoutput;
 pub mod relcache;
 pub mod startup;
@@ -22,6 +23,7 @@ pub use connection::{
 };
 pub use error::{sqlstate, DbError, Error};
 pub use lsn::Lsn;
+pub use peek::{PeekOptions, PeekSummary};
 pub use pgoutput::{DecodeError, LogicalMessage};
 pub use relcache::{Decoded, Decoder, RelationCache};
 pub use stream::{Event, FeedbackHandle, ReplicationStream, StreamConfig};

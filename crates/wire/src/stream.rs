@@ -34,6 +34,9 @@ pub struct StreamConfig {
     /// Bytes of message payload buffered between the socket and the consumer. A single
     /// larger message still passes (alone).
     pub buffer_bytes: usize,
+    /// Never report a flush position, so the slot does not move whatever is confirmed or
+    /// received: for looking at a slot that something else consumes (`peek`).
+    pub read_only: bool,
 }
 
 impl Default for StreamConfig {
@@ -42,6 +45,7 @@ impl Default for StreamConfig {
             status_interval: Duration::from_secs(10),
             channel_capacity: 1024,
             buffer_bytes: 64 << 20,
+            read_only: false,
         }
     }
 }
@@ -383,7 +387,12 @@ impl Worker {
 
     async fn send_status(&mut self, reply_requested: bool) -> Result<(), Error> {
         let confirmed = Lsn(self.shared.confirmed.load(Ordering::SeqCst));
-        let status = self.feedback.status(confirmed, reply_requested);
+        let mut status = self.feedback.status(confirmed, reply_requested);
+        if self.config.read_only {
+            // 0/0 means "no position": the server leaves confirmed_flush_lsn alone.
+            status.flush = Lsn::ZERO;
+            status.apply = Lsn::ZERO;
+        }
         status.encode(codec::pg_now(), &mut self.conn.t.wbuf);
         self.conn.t.flush().await?;
         self.shared
@@ -402,7 +411,10 @@ impl Worker {
         let mut copy_done = false;
         loop {
             match self.conn.t.read_message().await? {
-                Backend::Message(Message::CopyData(_)) if !copy_done => {}
+                // Unconfirmed data is dropped (the slot sends it again). PostgreSQL 15's
+                // walsender can still emit CopyData after its own CopyDone while it finishes
+                // the loop iteration that saw ours, so that is tolerated too.
+                Backend::Message(Message::CopyData(_)) => {}
                 Backend::Message(Message::CopyDone) => copy_done = true,
                 Backend::Message(Message::CommandComplete(_)) if copy_done => {}
                 Backend::Message(Message::ReadyForQuery(_)) if copy_done => return Ok(()),
