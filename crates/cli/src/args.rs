@@ -82,6 +82,22 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Copy(CopyArgs),
 
+    /// Stream the source's changes into the target, exactly once, until stopped.
+    ///
+    /// Starts where the copy's snapshot ends (or where the target's replication origin says
+    /// a previous sync stopped) and applies in source commit order, grouping many small
+    /// source transactions into one target transaction. Runs until SIGINT/SIGTERM (finishes
+    /// the transaction at hand, commits, reports) or a stop requested through the state
+    /// schema. Lost connections are retried with backoff; a source schema change the target
+    /// lacks pauses apply until the DDL named in `status` is run on the target.
+    /// Exit 0: stopped cleanly. Exit 2: trouble.
+    #[command(after_help = EXIT_CODES)]
+    Sync(SyncArgs),
+
+    /// Show a run: copy progress, applied LSN, lag, apply rate, WAL retained on the source, last error.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
+
     /// Remove everything a run created: slot and publication on the source, state on the target.
     ///
     /// Ends any session streaming from the run's slot first. Tables already copied stay
@@ -149,4 +165,30 @@ pub struct AbortArgs {
     /// Also drop the schemas the run copied on the target.
     #[arg(long)]
     pub drop_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Run to follow.
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
+    /// Commit a group on the target after this many applied rows.
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    pub group_rows: u64,
+
+    /// Commit a group on the target after this many milliseconds.
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub group_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Run to show.
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -31,6 +31,18 @@ impl Trouble {
         Trouble::new(e.to_string(), hint)
     }
 
+    pub fn sync(e: sync::Error) -> Trouble {
+        let hint = e.hint();
+        Trouble::new(e.to_string(), hint)
+    }
+
+    pub fn state(side: &str, e: state::Error) -> Trouble {
+        Trouble::new(
+            format!("{side}: {e}"),
+            "check that the target is reachable and the run exists",
+        )
+    }
+
     /// Prints to stderr and returns exit code 2.
     pub fn report(self) -> ExitCode {
         tracing::debug!(cause = %self.cause, "trouble");

@@ -481,6 +481,7 @@ pub async fn abort(
     if let Some(target) = target {
         let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
         if state::exists(&tgt).await? {
+            stop_applier(&tgt, run).await?;
             if let Some(r) = Run::get(&tgt, run).await? {
                 if drop_data {
                     for s in &r.schemas {
@@ -501,4 +502,52 @@ pub async fn abort(
         }
     }
     Ok(removed)
+}
+
+/// Stops a running sync of the run (asks, then ends its target session) and drops the
+/// run's replication origin.
+async fn stop_applier(tgt: &Client, run: &str) -> Result<(), Error> {
+    if let Some(apply) = state::ApplyStatus::get(tgt, run).await? {
+        if apply.running() {
+            state::request_stop(tgt, run).await?;
+            for _ in 0..30 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if !state::ApplyStatus::get(tgt, run)
+                    .await?
+                    .is_some_and(|a| a.running())
+                {
+                    break;
+                }
+            }
+        }
+        if let Some(pid) = apply.pid {
+            tgt.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .map_err(sql("target", "end the applier's session"))?;
+        }
+    }
+    let origin = format!("bluegreen_{run}");
+    for _ in 0..50 {
+        match tgt
+            .execute(
+                "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+                &[&origin],
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // Still held by a session that is ending.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(sql("target", "drop the replication origin")(e)),
+        }
+    }
+    Err(Error::Refused {
+        what: format!("replication origin {origin} stays in use"),
+        fix: "stop the bluegreen sync process of this run, then run abort again".into(),
+    })
 }

@@ -4,7 +4,10 @@
 //! Hold protocol: a requester sets `hold_lsn = X`. The applier applies every source
 //! transaction that committed before X, applies none at or after X, sets `held_lsn = X`
 //! and waits; the target then shows exactly the source's state at X. `release` clears both
-//! and the applier goes on.
+//! and the applier goes on. The applier knows the stream has passed X when it sees a
+//! transaction that commits at or after X, or a logical message at or after X: a requester
+//! on an idle source should emit one after taking its snapshot
+//! (`SELECT pg_logical_emit_message(false, 'bluegreen', 'hold')` on the source).
 
 use std::time::Duration;
 

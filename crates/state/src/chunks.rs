@@ -201,6 +201,26 @@ impl Chunk {
         .map_err(q("reset table chunks"))
     }
 
+    /// Each copied table's snapshot LSN: streaming applies a table's changes from the
+    /// transactions that commit at or after it (earlier ones are in its copied rows).
+    pub async fn table_lsns(
+        c: &impl GenericClient,
+        run: &str,
+    ) -> Result<Vec<(String, String, String)>, Error> {
+        let rows = c
+            .query(
+                "SELECT table_schema, table_name, max(snapshot_lsn)::text FROM bluegreen.chunks
+                  WHERE run = $1 AND snapshot_lsn IS NOT NULL GROUP BY 1, 2",
+                &[&run],
+            )
+            .await
+            .map_err(q("table snapshot LSNs"))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     pub async fn pending(c: &impl GenericClient, run: &str) -> Result<i64, Error> {
         c.query_one(
             "SELECT count(*) FROM bluegreen.chunks WHERE run = $1 AND state = 'pending'",

@@ -3,6 +3,8 @@
 mod abort;
 mod copy;
 mod plan;
+mod status;
+mod sync;
 
 use crate::args::Command;
 use crate::config::Settings;
@@ -14,6 +16,8 @@ pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Troubl
         Command::Plan(args) => plan::run(args, &settings).await,
         Command::Copy(args) => copy::run(args, &settings).await,
         Command::Abort(args) => abort::run(args, &settings).await,
+        Command::Sync(args) => sync::run(args, &settings).await,
+        Command::Status(args) => status::run(args, &settings).await,
     }
 }
 

@@ -1,0 +1,125 @@
+//! `bluegreen status`: what the run's rows on the target say.
+
+use serde_json::json;
+use state::{ApplyStatus, Chunk, Run};
+
+use crate::args::StatusArgs;
+use crate::config::Settings;
+use crate::render::bytes;
+use crate::trouble::Trouble;
+use crate::Outcome;
+
+pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Trouble> {
+    let target = settings.spec("target")?;
+    let client = conn::connect(&target)
+        .await
+        .map_err(|e| Trouble::conn("target", e))?;
+    let missing = || {
+        Trouble::new(
+            format!("no run {} on the target", args.run),
+            "start one with bluegreen copy (or check --run and --target)",
+        )
+    };
+    if !state::exists(&client)
+        .await
+        .map_err(|e| Trouble::state("target", e))?
+    {
+        return Err(missing());
+    }
+    let run = Run::get(&client, &args.run)
+        .await
+        .map_err(|e| Trouble::state("target", e))?
+        .ok_or_else(missing)?;
+    let tables = Chunk::summary(&client, &args.run)
+        .await
+        .map_err(|e| Trouble::state("target", e))?;
+    let apply = ApplyStatus::get(&client, &args.run)
+        .await
+        .map_err(|e| Trouble::state("target", e))?;
+    let (chunks, done): (i64, i64) = tables
+        .iter()
+        .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.done));
+    if args.json {
+        let sync = apply.as_ref().map(|a| {
+            json!({
+                "running": a.running(),
+                "heartbeat_age_seconds": a.heartbeat_age,
+                "applied_lsn": a.applied_lsn,
+                "received_lsn": a.received_lsn,
+                "source_lsn": a.source_lsn,
+                "lag_bytes": a.lag_bytes,
+                "lag_seconds": a.lag_seconds,
+                "rows_per_second": a.rows_per_second,
+                "retained_wal_bytes": a.retained_bytes,
+                "last_error": a.last_error,
+                "hold_lsn": a.hold_lsn,
+                "held_lsn": a.held_lsn,
+            })
+        });
+        let doc = json!({
+            "run": run.run,
+            "phase": run.phase.as_str(),
+            "slot": run.slot_name,
+            "publication": run.publication,
+            "consistent_lsn": run.consistent_lsn,
+            "schemas": run.schemas,
+            "copy": { "chunks": chunks, "chunks_done": done },
+            "sync": sync,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return Ok(Outcome::Clean);
+    }
+    println!(
+        "run {}: phase {}, slot {}, publication {}, copied at {}",
+        run.run,
+        run.phase.as_str(),
+        run.slot_name,
+        run.publication,
+        run.consistent_lsn.as_deref().unwrap_or("-")
+    );
+    println!("copy: {done}/{chunks} chunks of {} tables", tables.len());
+    match apply {
+        None => println!("sync: never started"),
+        Some(a) => {
+            println!(
+                "sync: {}{}",
+                if a.running() {
+                    "running"
+                } else {
+                    "not running"
+                },
+                a.heartbeat_age
+                    .map(|s| format!(" (last heartbeat {s:.1} s ago)"))
+                    .unwrap_or_default()
+            );
+            let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            println!(
+                "  applied {}  received {}  source {}",
+                opt(&a.applied_lsn),
+                opt(&a.received_lsn),
+                opt(&a.source_lsn)
+            );
+            println!(
+                "  lag {} / {:.1} s, {:.0} rows/s, WAL retained on the source {}",
+                a.lag_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+                a.lag_seconds.unwrap_or(0.0),
+                a.rows_per_second.unwrap_or(0.0),
+                a.retained_bytes.map(bytes).unwrap_or_else(|| "-".into())
+            );
+            if let Some(h) = &a.hold_lsn {
+                println!(
+                    "  hold requested at {h}{}",
+                    if a.held_lsn.is_some() {
+                        " (holding)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            if let Some(e) = &a.last_error {
+                println!("  last error: {e}");
+            }
+        }
+    }
+    Ok(Outcome::Clean)
+}

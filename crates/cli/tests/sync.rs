@@ -1,0 +1,334 @@
+//! `bluegreen sync` against real servers under the fixture's plant workload: exact contents
+//! after copy + sync, SIGKILL and restart, dropped connections, a schema change waiting for
+//! its DDL, and abort leaving nothing behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bluegreen, code, fixture_pair_at, stderr, stdout};
+use testkit::Cluster;
+
+const DB: &str = "factory_telemetry";
+
+struct Pair {
+    source: Cluster,
+    target: Cluster,
+    s: String,
+    t: String,
+    dir: tempfile::TempDir,
+}
+
+fn copied_pair(scale: f64) -> Pair {
+    let (source, target) = fixture_pair_at(scale);
+    source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    Pair {
+        source,
+        target,
+        s,
+        t,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn start_sync(p: &Pair, log: &str) -> Child {
+    let log = std::fs::File::create(p.dir.path().join(log)).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args([
+            "sync",
+            "--source",
+            &p.s,
+            "--target",
+            &p.t,
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut child: Child) {
+    // SIGTERM: finish the transaction at hand, commit, exit 0.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "sync exited with {status}");
+}
+
+/// Runs the plant workload against `dsn` in a background thread; joins to its ledger path.
+fn workload(dsn: String, seconds: u64, ledger: PathBuf) -> std::thread::JoinHandle<PathBuf> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = fixtures::workload::WorkloadConfig::new(
+            &dsn,
+            Duration::from_secs(seconds),
+            400.0,
+            &ledger,
+        );
+        let report = rt.block_on(fixtures::workload::run(&cfg)).unwrap();
+        assert!(
+            report.summary.committed > 0,
+            "the workload committed nothing"
+        );
+        ledger
+    })
+}
+
+fn status(p: &Pair) -> serde_json::Value {
+    let o = bluegreen(&["status", "--json", "--target", &p.t]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Waits until the applier has passed the source's current position.
+fn wait_caught_up(p: &Pair) {
+    let want: String = p.source.sql(DB, "SELECT pg_current_wal_lsn()");
+    let started = Instant::now();
+    loop {
+        let applied: String = p.target.sql(
+            DB,
+            "SELECT coalesce(applied_lsn::text, '0/0') FROM bluegreen.apply",
+        );
+        let done = p.source.sql(
+            DB,
+            &format!("SELECT '{applied}'::pg_lsn >= '{want}'::pg_lsn"),
+        );
+        if done == "t" {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "not caught up: applied {applied}, want {want}; status {}",
+            status(p)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn assert_same(p: &Pair, ledger: Option<&Path>) {
+    for table in fixtures::TABLES {
+        let q = format!("SELECT t::text FROM {table} t ORDER BY 1");
+        let (a, b) = (p.source.sql(DB, &q), p.target.sql(DB, &q));
+        assert!(
+            a == b,
+            "{table} differs: source {} bytes, target {} bytes",
+            a.len(),
+            b.len()
+        );
+    }
+    if let Some(ledger) = ledger {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&p.t, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let report = fixtures::check(&client, ledger).await.unwrap();
+            assert!(
+                report.is_ok(),
+                "the target lacks committed writes: {report}"
+            );
+        });
+    }
+}
+
+#[test]
+fn copy_then_sync_under_workload_is_exact() {
+    let (source, target) = fixture_pair_at(0.02);
+    source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let dir = tempfile::tempdir().unwrap();
+    // The plant writes before, during and after the copy.
+    let writer = workload(s.clone(), 12, dir.path().join("ledger"));
+    std::thread::sleep(Duration::from_secs(2));
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let p = Pair {
+        source,
+        target,
+        s,
+        t,
+        dir,
+    };
+    let sync = start_sync(&p, "sync.log");
+    let ledger = writer.join().unwrap();
+    wait_caught_up(&p);
+    let st = status(&p);
+    assert_eq!(st["sync"]["running"], true, "{st}");
+    stop(sync);
+    assert_same(&p, Some(&ledger));
+    let st = status(&p);
+    assert_eq!(st["sync"]["running"], false, "{st}");
+}
+
+#[test]
+fn sigkill_during_apply_then_restart_is_exactly_once() {
+    let p = copied_pair(0.01);
+    let writer = workload(p.s.clone(), 14, p.dir.path().join("ledger"));
+    for (i, wait_ms) in [1500u64, 900, 2100, 600].into_iter().enumerate() {
+        let mut child = start_sync(&p, &format!("sync{i}.log"));
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let ledger = writer.join().unwrap();
+    let sync = start_sync(&p, "final.log");
+    wait_caught_up(&p);
+    stop(sync);
+    assert_same(&p, Some(&ledger));
+}
+
+#[test]
+fn dropped_connections_are_resumed() {
+    let p = copied_pair(0.01);
+    let writer = workload(p.s.clone(), 10, p.dir.path().join("ledger"));
+    let sync = start_sync(&p, "sync.log");
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1500));
+        p.source.sql(
+            DB,
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active",
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        p.target.sql(
+            DB,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE application_name = 'bluegreen' AND pid <> pg_backend_pid()",
+        );
+    }
+    let ledger = writer.join().unwrap();
+    wait_caught_up(&p);
+    stop(sync);
+    assert_same(&p, Some(&ledger));
+    let log = std::fs::read_to_string(p.dir.path().join("sync.log")).unwrap();
+    assert!(log.contains("resuming from the origin"), "{log}");
+}
+
+#[test]
+fn schema_change_waits_for_the_ddl_then_goes_on() {
+    let p = copied_pair(0.005);
+    let sync = start_sync(&p, "sync.log");
+    p.source.sql(
+        DB,
+        "ALTER TABLE factory_telemetry.andon_events ADD COLUMN shift_code text;
+         UPDATE factory_telemetry.andon_events SET shift_code = 'B' WHERE id IN
+           (SELECT id FROM factory_telemetry.andon_events ORDER BY id LIMIT 3);",
+    );
+    let started = Instant::now();
+    let error = loop {
+        let st = status(&p);
+        if let Some(e) = st["sync"]["last_error"].as_str() {
+            break e.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no error reported: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(error.contains("factory_telemetry.andon_events"), "{error}");
+    assert!(
+        error.contains(
+            "ALTER TABLE \"factory_telemetry\".\"andon_events\" ADD COLUMN \"shift_code\" text;"
+        ),
+        "{error}"
+    );
+    // Nothing of the change is applied while the target lacks the column.
+    assert_eq!(
+        p.target.sql(
+            DB,
+            "SELECT count(*) FROM factory_telemetry.andon_events WHERE false"
+        ),
+        "0"
+    );
+    p.target.sql(
+        DB,
+        "ALTER TABLE factory_telemetry.andon_events ADD COLUMN shift_code text",
+    );
+    wait_caught_up(&p);
+    stop(sync);
+    assert_same(&p, None);
+    assert_eq!(
+        p.target.sql(
+            DB,
+            "SELECT count(*) FROM factory_telemetry.andon_events WHERE shift_code = 'B'"
+        ),
+        "3"
+    );
+}
+
+#[test]
+fn big_transaction_truncate_and_toast_apply() {
+    let p = copied_pair(0.005);
+    let sync = start_sync(&p, "sync.log");
+    p.source.sql(
+        DB,
+        "BEGIN;
+         INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real)
+           SELECT (SELECT min(id::text)::uuid FROM factory_telemetry.metric_def), now() + g * interval '1 ms', g
+             FROM generate_series(1, 200000) g;
+         UPDATE factory_telemetry.metric_hist SET value_int = 7 WHERE id % 1000 = 0;
+         DELETE FROM factory_telemetry.metric_hist WHERE id % 997 = 0;
+         COMMIT;
+         UPDATE factory_telemetry.equipment_documents SET title = title || ' (rev)';
+         TRUNCATE factory_telemetry.\"Shift Notes\";",
+    );
+    wait_caught_up(&p);
+    stop(sync);
+    assert_same(&p, None);
+}
+
+#[test]
+fn abort_stops_sync_and_leaves_nothing() {
+    let p = copied_pair(0.005);
+    let mut sync = start_sync(&p, "sync.log");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(status(&p)["sync"]["running"], true);
+    let o = bluegreen(&["abort", "--source", &p.s, "--target", &p.t]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let started = Instant::now();
+    while sync.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "sync still running after abort"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        p.source.sql(DB, "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)"),
+        "0"
+    );
+    assert_eq!(
+        p.target.sql(
+            DB,
+            "SELECT (SELECT count(*) FROM pg_replication_origin)
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen')"
+        ),
+        "0"
+    );
+}

@@ -1,0 +1,436 @@
+//! The target side of apply: one session with the run's replication origin set up, in which
+//! groups of source transactions commit together with the origin advanced to the last one's
+//! end LSN (`pg_replication_origin_xact_setup`): applied changes and applied position are
+//! one atomic fact, so a crash never loses or repeats a transaction.
+//!
+//! Runs of inserts into one table become one `COPY … FROM STDIN`; updates and deletes are
+//! prepared statements sent pipelined. Batches flush as they fill, so a transaction of any
+//! size streams through in bounded memory.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, BytesMut};
+use futures_util::SinkExt;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Statement};
+use wire::pgoutput::{OldTuple, Tuple, Value};
+use wire::Lsn;
+
+use crate::error::{sql, Error};
+use crate::relmap::TargetRel;
+
+/// Insert rows are sent as one COPY once this much text is buffered.
+const COPY_BATCH_BYTES: usize = 1 << 20;
+/// Updates and deletes in flight at once on the pipelined connection.
+const PIPELINE: usize = 256;
+
+/// Source transactions applied but not yet committed on the target.
+#[derive(Debug, Default)]
+pub struct Group {
+    pub txns: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    pub started: Option<Instant>,
+    /// End LSN and commit time (µs since 2000) of the last source transaction in the group.
+    pub last: Option<(Lsn, i64)>,
+}
+
+struct CopyBatch {
+    rel: Arc<TargetRel>,
+    buf: BytesMut,
+}
+
+pub struct Applier {
+    client: Client,
+    statements: HashMap<String, Statement>,
+    in_tx: bool,
+    copy: Option<CopyBatch>,
+    execs: Vec<(Statement, Vec<Option<String>>)>,
+    pub group: Group,
+    /// UPDATE/DELETE that found no row on the target (the target diverged).
+    pub missing_rows: u64,
+}
+
+impl Applier {
+    /// Opens the apply session: origin set up, triggers and foreign keys off for applied
+    /// changes (they fired on the source already), and the source's output settings, so text
+    /// values read back exactly as the source printed them.
+    pub async fn open(
+        client: Client,
+        origin: &str,
+        output_settings: &str,
+    ) -> Result<Applier, Error> {
+        client
+            .batch_execute(&format!(
+                "SET session_replication_role = replica; SET statement_timeout = 0; \
+                 SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; {output_settings}"
+            ))
+            .await
+            .map_err(sql("target", "apply session settings"))?;
+        client
+            .execute(
+                "SELECT pg_replication_origin_create($1)
+                  WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+                &[&origin],
+            )
+            .await
+            .map_err(sql("target", "create the replication origin"))?;
+        client
+            .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
+            .await
+            .map_err(sql("target", "set up the replication origin"))?;
+        Ok(Applier {
+            client,
+            statements: HashMap::new(),
+            in_tx: false,
+            copy: None,
+            execs: Vec::new(),
+            group: Group::default(),
+            missing_rows: 0,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn begin(&mut self) -> Result<(), Error> {
+        if !self.in_tx {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(sql("target", "begin"))?;
+            self.in_tx = true;
+        }
+        self.group.started.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    pub async fn insert(&mut self, rel: &Arc<TargetRel>, new: &Tuple) -> Result<(), Error> {
+        self.begin().await?;
+        if !self.execs.is_empty() {
+            self.flush_execs().await?;
+        }
+        if self
+            .copy
+            .as_ref()
+            .is_some_and(|c| !Arc::ptr_eq(&c.rel, rel))
+        {
+            self.flush_copy().await?;
+        }
+        let batch = self.copy.get_or_insert_with(|| CopyBatch {
+            rel: rel.clone(),
+            buf: BytesMut::with_capacity(COPY_BATCH_BYTES + 4096),
+        });
+        let before = batch.buf.len();
+        encode_copy_row(&mut batch.buf, new, &rel.display)?;
+        self.group.rows += 1;
+        self.group.bytes += (batch.buf.len() - before) as u64;
+        if batch.buf.len() >= COPY_BATCH_BYTES {
+            self.flush_copy().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn update(
+        &mut self,
+        rel: &Arc<TargetRel>,
+        old: Option<&OldTuple>,
+        new: &Tuple,
+    ) -> Result<(), Error> {
+        self.begin().await?;
+        self.flush_copy().await?;
+        // SET every column the source sent; an unchanged TOAST value keeps the target's.
+        let mut params: Vec<Option<String>> = Vec::new();
+        let mut sets = Vec::new();
+        for (i, v) in new.iter().enumerate() {
+            if let Some(p) = param(v, &rel.display)? {
+                params.push(p);
+                sets.push(format!(
+                    "{} = ${}::{}",
+                    rel.columns[i],
+                    params.len(),
+                    rel.types[i]
+                ));
+            }
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        let identity = old.map(OldTuple::tuple).unwrap_or(new);
+        let filter = self.identity_filter(rel, identity, &mut params)?;
+        let sql_text = if rel.full_identity {
+            format!(
+                "UPDATE {t} SET {s} WHERE ctid = (SELECT ctid FROM {t} WHERE {filter} LIMIT 1)",
+                t = rel.qualified,
+                s = sets.join(", ")
+            )
+        } else {
+            format!(
+                "UPDATE {} SET {} WHERE {filter}",
+                rel.qualified,
+                sets.join(", ")
+            )
+        };
+        self.queue(sql_text, params).await
+    }
+
+    pub async fn delete(&mut self, rel: &Arc<TargetRel>, old: &OldTuple) -> Result<(), Error> {
+        self.begin().await?;
+        self.flush_copy().await?;
+        let mut params = Vec::new();
+        let filter = self.identity_filter(rel, old.tuple(), &mut params)?;
+        let sql_text = if rel.full_identity {
+            format!(
+                "DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE {filter} LIMIT 1)",
+                t = rel.qualified
+            )
+        } else {
+            format!("DELETE FROM {} WHERE {filter}", rel.qualified)
+        };
+        self.queue(sql_text, params).await
+    }
+
+    pub async fn truncate(
+        &mut self,
+        rels: &[Arc<TargetRel>],
+        cascade: bool,
+        restart_identity: bool,
+    ) -> Result<(), Error> {
+        if rels.is_empty() {
+            return Ok(());
+        }
+        self.begin().await?;
+        self.flush().await?;
+        let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();
+        let text = format!(
+            "TRUNCATE {}{}{}",
+            names.join(", "),
+            if restart_identity {
+                " RESTART IDENTITY"
+            } else {
+                ""
+            },
+            if cascade { " CASCADE" } else { "" }
+        );
+        self.client
+            .batch_execute(&text)
+            .await
+            .map_err(sql("target", format!("apply {text}")))
+    }
+
+    /// `key = $n` on the replica identity: typed equality on a key (index scans); for
+    /// REPLICA IDENTITY FULL, every column's printed form, which also matches types without
+    /// an equality operator (json) and tells -0 from 0.
+    fn identity_filter(
+        &self,
+        rel: &TargetRel,
+        tuple: &Tuple,
+        params: &mut Vec<Option<String>>,
+    ) -> Result<String, Error> {
+        let mut parts = Vec::new();
+        for &i in &rel.key {
+            let v = tuple.get(i).ok_or_else(|| {
+                Error::NotReady(format!(
+                    "{}: a change carries fewer columns than the table has",
+                    rel.display
+                ))
+            })?;
+            let Some(p) = param(v, &rel.display)? else {
+                continue;
+            };
+            let col = &rel.columns[i];
+            match (p, rel.full_identity) {
+                (None, _) => parts.push(format!("{col} IS NULL")),
+                (Some(p), false) => {
+                    params.push(Some(p));
+                    parts.push(format!("{col} = ${}::{}", params.len(), rel.types[i]));
+                }
+                (Some(p), true) => {
+                    params.push(Some(p));
+                    // format('%s') prints through the type's output function, as pgoutput
+                    // did; a ::text cast would not (inet's adds the netmask).
+                    parts.push(format!("format('%s', {col}) = ${}", params.len()));
+                }
+            }
+        }
+        if parts.is_empty() {
+            return Err(Error::NotReady(format!(
+                "{}: an UPDATE or DELETE arrived without its replica identity",
+                rel.display
+            )));
+        }
+        Ok(parts.join(" AND "))
+    }
+
+    async fn queue(&mut self, sql_text: String, params: Vec<Option<String>>) -> Result<(), Error> {
+        let stmt = match self.statements.get(&sql_text) {
+            Some(s) => s.clone(),
+            None => {
+                let types = vec![Type::TEXT; params.len()];
+                let s = self
+                    .client
+                    .prepare_typed(&sql_text, &types)
+                    .await
+                    .map_err(sql("target", format!("prepare {sql_text}")))?;
+                self.statements.insert(sql_text, s.clone());
+                s
+            }
+        };
+        self.execs.push((stmt, params));
+        self.group.rows += 1;
+        if self.execs.len() >= PIPELINE {
+            self.flush_execs().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_execs(&mut self) -> Result<(), Error> {
+        if self.execs.is_empty() {
+            return Ok(());
+        }
+        let execs = std::mem::take(&mut self.execs);
+        let client = &self.client;
+        // Issued together, the statements are pipelined on the connection and run in order.
+        let results = futures_util::future::join_all(execs.iter().map(|(s, p)| {
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = p
+                .iter()
+                .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            async move { client.execute(s, &params).await }
+        }))
+        .await;
+        for r in results {
+            if r.map_err(sql("target", "apply an update or delete"))? == 0 {
+                self.missing_rows += 1;
+                tracing::warn!("an UPDATE or DELETE found no row on the target: the target differs from the source");
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush_copy(&mut self) -> Result<(), Error> {
+        let Some(batch) = self.copy.take() else {
+            return Ok(());
+        };
+        let stmt = format!(
+            "COPY {} ({}) FROM STDIN",
+            batch.rel.qualified,
+            batch.rel.columns.join(", ")
+        );
+        let what = format!("apply inserts into {}", batch.rel.display);
+        let sink = self
+            .client
+            .copy_in::<_, bytes::Bytes>(&stmt)
+            .await
+            .map_err(sql("target", what.clone()))?;
+        futures_util::pin_mut!(sink);
+        sink.send(batch.buf.freeze())
+            .await
+            .map_err(sql("target", what.clone()))?;
+        sink.as_mut().finish().await.map_err(sql("target", what))?;
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.flush_copy().await?;
+        self.flush_execs().await
+    }
+
+    /// A source transaction of the group ended (its changes are all queued).
+    pub fn end_source_txn(&mut self, end_lsn: Lsn, commit_time: i64) {
+        self.group.txns += 1;
+        self.group.last = Some((end_lsn, commit_time));
+    }
+
+    /// Commits the group with the origin advanced to its last transaction's end. Returns
+    /// that LSN (None when the group was empty).
+    pub async fn commit(&mut self) -> Result<Option<Lsn>, Error> {
+        let last = self.group.last;
+        if self.in_tx {
+            self.flush().await?;
+            if let Some((lsn, time)) = last {
+                self.client
+                    .execute(
+                        "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn,
+                                timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => $2::text::float8 / 1e6))",
+                        &[&lsn.to_string(), &time.to_string()],
+                    )
+                    .await
+                    .map_err(sql("target", "record the applied position"))?;
+            }
+            self.client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(sql("target", "commit applied changes"))?;
+            self.in_tx = false;
+        }
+        self.group = Group::default();
+        Ok(last.map(|(lsn, _)| lsn))
+    }
+}
+
+/// A column value as a text parameter: Some(None) for NULL, None for an unchanged TOAST
+/// value (leave the target's).
+fn param(v: &Value, table: &str) -> Result<Option<Option<String>>, Error> {
+    match v {
+        Value::Null => Ok(Some(None)),
+        Value::UnchangedToast => Ok(None),
+        Value::Text(b) => String::from_utf8(b.to_vec())
+            .map(|s| Some(Some(s)))
+            .map_err(|_| Error::NotReady(format!("{table}: a value is not valid UTF-8"))),
+        Value::Binary(_) => Err(Error::NotReady(format!(
+            "{table}: a value arrived in binary form, which this applier does not request"
+        ))),
+    }
+}
+
+/// One row in COPY text format.
+fn encode_copy_row(buf: &mut BytesMut, tuple: &Tuple, table: &str) -> Result<(), Error> {
+    for (i, v) in tuple.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b'\t');
+        }
+        match v {
+            Value::Null => buf.put_slice(b"\\N"),
+            Value::Text(b) => {
+                for &c in b.iter() {
+                    match c {
+                        b'\\' => buf.put_slice(b"\\\\"),
+                        b'\n' => buf.put_slice(b"\\n"),
+                        b'\r' => buf.put_slice(b"\\r"),
+                        b'\t' => buf.put_slice(b"\\t"),
+                        c => buf.put_u8(c),
+                    }
+                }
+            }
+            Value::UnchangedToast | Value::Binary(_) => {
+                return Err(Error::NotReady(format!(
+                    "{table}: an INSERT carried an unchanged-TOAST or binary value"
+                )))
+            }
+        }
+    }
+    buf.put_u8(b'\n');
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn copy_text_escapes() {
+        let mut buf = BytesMut::new();
+        let row = vec![
+            Value::Text(Bytes::from_static(b"a\tb\\c\nd\re")),
+            Value::Null,
+            Value::Text(Bytes::from_static(b"\\N")),
+        ];
+        encode_copy_row(&mut buf, &row, "t").unwrap();
+        assert_eq!(&buf[..], b"a\\tb\\\\c\\nd\\re\t\\N\t\\\\N\n");
+    }
+}

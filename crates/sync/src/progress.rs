@@ -1,0 +1,174 @@
+//! Shared between the apply loop and the status task: what has been applied, what operators
+//! asked for (hold, stop), and the last error. The status task mirrors it into the target's
+//! `bluegreen.apply` row about once a second and measures lag against the source.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use conn::ConnSpec;
+use wire::Lsn;
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Source LSN up to which everything is applied and committed on the target.
+    pub applied: AtomicU64,
+    /// Highest source LSN received.
+    pub received: AtomicU64,
+    pub rows: AtomicU64,
+    /// Set by the status task from `bluegreen.apply`.
+    hold: Mutex<Option<Lsn>>,
+    pub stop_requested: AtomicBool,
+    pub last_error: Mutex<Option<String>>,
+    /// Target backend pid of the apply session (abort ends it).
+    pub apply_pid: Mutex<Option<i32>>,
+}
+
+impl Progress {
+    pub fn applied(&self) -> Lsn {
+        Lsn(self.applied.load(Ordering::SeqCst))
+    }
+
+    pub fn set_applied(&self, lsn: Lsn) {
+        self.applied.fetch_max(lsn.0, Ordering::SeqCst);
+    }
+
+    pub fn hold(&self) -> Option<Lsn> {
+        self.hold.lock().ok().and_then(|h| *h)
+    }
+
+    pub fn set_error(&self, e: Option<String>) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = e;
+        }
+    }
+}
+
+/// Writes the apply row every second, reads hold and stop requests every 200 ms, and emits a
+/// logical message on the source each second so lag is measured exactly even when the source
+/// is idle (the applier sees the message pass and knows everything before it is applied).
+pub async fn status_task(
+    run: String,
+    slot: String,
+    source: ConnSpec,
+    target: ConnSpec,
+    progress: std::sync::Arc<Progress>,
+) {
+    let mut src: Option<tokio_postgres::Client> = None;
+    let mut tgt: Option<tokio_postgres::Client> = None;
+    // (source LSN, when seen): lag in seconds is the age of the oldest one not yet applied.
+    let mut samples: VecDeque<(Lsn, Instant)> = VecDeque::new();
+    let (mut last_rows, mut last_tick, mut rate) = (0u64, Instant::now(), 0f64);
+    let mut tick = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tick += 1;
+        if tgt.is_none() {
+            tgt = conn::connect(&target).await.ok();
+        }
+        let Some(t) = &tgt else { continue };
+        match t
+            .query_opt(
+                "SELECT hold_lsn::text, stop_requested FROM bluegreen.apply WHERE run = $1",
+                &[&run],
+            )
+            .await
+        {
+            Ok(Some(row)) => {
+                let hold: Option<String> = row.get(0);
+                if let Ok(mut h) = progress.hold.lock() {
+                    *h = hold.and_then(|s| s.parse().ok());
+                }
+                progress.stop_requested.store(row.get(1), Ordering::SeqCst);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                tgt = None;
+                continue;
+            }
+        }
+        if tick % 5 != 0 {
+            continue;
+        }
+        // Once a second: the source's position, then the apply row.
+        if src.is_none() {
+            src = conn::connect(&source).await.ok();
+        }
+        let mut source_lsn = None;
+        let mut retained: Option<i64> = None;
+        if let Some(s) = &src {
+            // The position first, then the message: the message lands after it, so once
+            // the applier has passed the message, everything up to the position is applied.
+            let position = s
+                .query_one(
+                    "SELECT pg_current_wal_lsn()::text,
+                            (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
+                               FROM pg_replication_slots WHERE slot_name = $1)",
+                    &[&slot],
+                )
+                .await;
+            let emitted = s
+                .execute(
+                    "SELECT pg_logical_emit_message(false, 'bluegreen_heartbeat', $1)",
+                    &[&run],
+                )
+                .await;
+            match (position, emitted) {
+                (Ok(row), Ok(_)) => {
+                    source_lsn = row.get::<_, String>(0).parse::<Lsn>().ok();
+                    retained = row.get(1);
+                }
+                _ => src = None,
+            }
+        }
+        let applied = progress.applied();
+        if let Some(l) = source_lsn {
+            samples.push_back((l, Instant::now()));
+        }
+        while samples.front().is_some_and(|(l, _)| *l <= applied) {
+            samples.pop_front();
+        }
+        samples.truncate(600);
+        let lag_seconds = samples
+            .front()
+            .map(|(_, at)| at.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
+        let lag_bytes = source_lsn.map(|l| l.0.saturating_sub(applied.0) as i64);
+        let rows = progress.rows.load(Ordering::Relaxed);
+        let dt = last_tick.elapsed().as_secs_f64().max(1e-3);
+        rate = 0.5 * rate + 0.5 * ((rows - last_rows) as f64 / dt);
+        (last_rows, last_tick) = (rows, Instant::now());
+        let error = progress.last_error.lock().ok().and_then(|e| e.clone());
+        let pid = progress.apply_pid.lock().ok().and_then(|p| *p);
+        let received = Lsn(progress.received.load(Ordering::SeqCst));
+        let result = t
+            .execute(
+                "UPDATE bluegreen.apply
+                    SET heartbeat = clock_timestamp(), pid = $2,
+                        applied_lsn = $3::text::pg_lsn, received_lsn = $4::text::pg_lsn,
+                        source_lsn = $5::text::pg_lsn, lag_bytes = $6, lag_seconds = $7,
+                        rows_per_second = $8, retained_bytes = $9,
+                        last_error = $10,
+                        last_error_at = CASE WHEN $10::text IS NULL THEN NULL
+                                             ELSE coalesce(last_error_at, clock_timestamp()) END
+                  WHERE run = $1",
+                &[
+                    &run,
+                    &pid,
+                    &applied.to_string(),
+                    &received.to_string(),
+                    &source_lsn.map(|l| l.to_string()),
+                    &lag_bytes,
+                    &lag_seconds,
+                    &rate,
+                    &retained,
+                    &error,
+                ],
+            )
+            .await;
+        if result.is_err() {
+            tgt = None;
+        }
+    }
+}

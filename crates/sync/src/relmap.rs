@@ -1,0 +1,142 @@
+//! What the applier knows of each source relation: the target table it lands in, each
+//! column's target type (values arrive as text and are cast on the target), the replica
+//! identity, and the LSN from which the table's changes apply.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use conn::{qualified, quote_ident};
+use tokio_postgres::Client;
+use wire::pgoutput::{Relation, ReplicaIdentity};
+use wire::Lsn;
+
+use crate::error::{sql, Error};
+
+#[derive(Debug)]
+pub struct TargetRel {
+    /// `"schema"."name"`.
+    pub qualified: String,
+    /// `schema.name`, for messages.
+    pub display: String,
+    /// Quoted column names, in the source's column order.
+    pub columns: Vec<String>,
+    /// The target's type of each column, as format_type prints it.
+    pub types: Vec<String>,
+    /// Positions of the replica identity key columns (all columns for FULL).
+    pub key: Vec<usize>,
+    /// REPLICA IDENTITY FULL: the old row is the whole row, and rows may repeat.
+    pub full_identity: bool,
+    /// Changes committed before this LSN are already in the table's copied rows.
+    pub applies_from: Lsn,
+}
+
+/// Relations by source relation id, refreshed whenever the source sends a Relation message.
+pub struct RelMap {
+    rels: HashMap<u32, Arc<TargetRel>>,
+    /// Per table (schema, name): the snapshot LSN its copy was read at.
+    snapshot_lsns: HashMap<(String, String), Lsn>,
+}
+
+impl RelMap {
+    pub fn new(snapshot_lsns: HashMap<(String, String), Lsn>) -> RelMap {
+        RelMap {
+            rels: HashMap::new(),
+            snapshot_lsns,
+        }
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Arc<TargetRel>> {
+        self.rels.get(&id)
+    }
+
+    /// Maps a source Relation onto the target's table, or explains what the target lacks.
+    pub async fn learn(
+        &mut self,
+        rel: &Relation,
+        target: &Client,
+        source: &Client,
+    ) -> Result<(), Error> {
+        let display = format!("{}.{}", rel.namespace, rel.name);
+        let qualified = qualified(&rel.namespace, &rel.name);
+        let rows = target
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+                   FROM pg_attribute a
+                  WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&qualified],
+            )
+            .await
+            .map_err(sql("target", format!("look up {display}")))?;
+        if rows.is_empty() {
+            return Err(Error::SchemaMismatch {
+                table: display.clone(),
+                problem: "the table exists on the source but not on the target".into(),
+                ddl: format!(
+                    "pg_dump --schema-only --table={qualified} <source> | psql <target>   (then sync goes on by itself)"
+                ),
+            });
+        }
+        let target_types: HashMap<String, String> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let mut columns = Vec::with_capacity(rel.columns.len());
+        let mut types = Vec::with_capacity(rel.columns.len());
+        for c in &rel.columns {
+            match target_types.get(&c.name) {
+                Some(t) => {
+                    columns.push(quote_ident(&c.name));
+                    types.push(t.clone());
+                }
+                None => {
+                    let source_type: String = source
+                        .query_one(
+                            "SELECT format_type($1, $2)",
+                            &[&c.type_oid, &c.type_modifier],
+                        )
+                        .await
+                        .map_err(sql("source", "look up a column type"))?
+                        .get(0);
+                    return Err(Error::SchemaMismatch {
+                        table: display.clone(),
+                        problem: format!(
+                            "column {} ({source_type}) exists on the source but not on the target",
+                            c.name
+                        ),
+                        ddl: format!(
+                            "ALTER TABLE {qualified} ADD COLUMN {} {source_type};",
+                            quote_ident(&c.name)
+                        ),
+                    });
+                }
+            }
+        }
+        let full_identity = rel.replica_identity == ReplicaIdentity::Full;
+        let key: Vec<usize> = if full_identity {
+            (0..rel.columns.len()).collect()
+        } else {
+            rel.columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_key)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let applies_from = self
+            .snapshot_lsns
+            .get(&(rel.namespace.clone(), rel.name.clone()))
+            .copied()
+            .unwrap_or(Lsn(0));
+        self.rels.insert(
+            rel.id,
+            Arc::new(TargetRel {
+                qualified,
+                display,
+                columns,
+                types,
+                key,
+                full_identity,
+                applies_from,
+            }),
+        );
+        Ok(())
+    }
+}

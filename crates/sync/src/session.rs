@@ -1,0 +1,331 @@
+//! One streaming session: from the origin's progress, decode, apply in source commit order,
+//! commit in groups, confirm to the source only what the target has committed. Any failure
+//! ends the session; the caller reconnects and the next session resumes from the origin.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use conn::ConnSpec;
+use tokio::sync::watch;
+use wire::pgoutput::LogicalMessage;
+use wire::{Lsn, PgOutputOptions, ReplicationConnection, StreamConfig};
+
+use crate::apply::Applier;
+use crate::error::{sql, Error};
+use crate::progress::Progress;
+use crate::relmap::RelMap;
+
+/// When a group of source transactions commits on the target.
+#[derive(Debug, Clone)]
+pub struct GroupLimits {
+    pub rows: u64,
+    pub bytes: u64,
+    pub age: Duration,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        GroupLimits {
+            rows: 50_000,
+            bytes: 32 << 20,
+            age: Duration::from_millis(500),
+        }
+    }
+}
+
+pub struct Context {
+    pub run: String,
+    pub slot: String,
+    pub publication: String,
+    pub origin: String,
+    pub start: Lsn,
+    pub source: ConnSpec,
+    pub target: ConnSpec,
+    pub limits: GroupLimits,
+    pub progress: Arc<Progress>,
+    pub snapshot_lsns: std::collections::HashMap<(String, String), Lsn>,
+}
+
+pub enum Exit {
+    /// Stopped on request (signal or `stop_requested`), everything received applied.
+    Stopped,
+}
+
+/// The source transaction being applied.
+struct Txn {
+    commit_lsn: Lsn,
+    /// Already applied by an earlier session (it committed before the origin's progress).
+    done_before: bool,
+}
+
+pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit, Error> {
+    let target_client = conn::connect(&ctx.target)
+        .await
+        .map_err(|source| Error::Conn {
+            side: "target",
+            source,
+        })?;
+    let source_client = conn::connect(&ctx.source)
+        .await
+        .map_err(|source| Error::Conn {
+            side: "source",
+            source,
+        })?;
+    let settings = output_settings(&source_client).await?;
+    let pid: i32 = target_client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(sql("target", "backend pid"))?
+        .get(0);
+    let run_exists = target_client
+        .query_opt("SELECT 1 FROM bluegreen.runs WHERE run = $1", &[&ctx.run])
+        .await
+        .map_err(sql("target", "look up the run"))?
+        .is_some();
+    if !run_exists {
+        return Err(Error::NotReady(format!(
+            "run {} was removed (abort)",
+            ctx.run
+        )));
+    }
+    let progress_lsn = origin_progress(&target_client, &ctx.origin).await?;
+    let start = progress_lsn.unwrap_or(ctx.start).max(ctx.start);
+    // The stream first: if abort removed the slot, this fails before the origin is recreated.
+    let repl = ReplicationConnection::connect(&ctx.source).await?;
+    let mut stream = repl
+        .start_replication(
+            &ctx.slot,
+            start,
+            &PgOutputOptions::new([ctx.publication.clone()]),
+            StreamConfig::default(),
+        )
+        .await?;
+    let mut applier = Applier::open(target_client, &ctx.origin, &settings).await?;
+    if let Ok(mut p) = ctx.progress.apply_pid.lock() {
+        *p = Some(pid);
+    }
+    ctx.progress.set_applied(start);
+    tracing::info!(slot = %ctx.slot, from = %start, "streaming");
+    ctx.progress.set_error(None);
+
+    let mut rels = RelMap::new(ctx.snapshot_lsns.clone());
+    let mut txn: Option<Txn> = None;
+    let mut stopping = *stop.borrow();
+    loop {
+        if stopping && txn.is_none() {
+            commit(&mut applier, &stream, ctx).await?;
+            let _ = stream.shutdown().await;
+            return Ok(Exit::Stopped);
+        }
+        let event = tokio::select! {
+            biased;
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    stopping = true;
+                }
+                continue;
+            }
+            ev = tokio::time::timeout(Duration::from_millis(5), stream.recv()) => ev,
+        };
+        let event = match event {
+            Ok(ev) => ev?,
+            Err(_idle) => {
+                // Nothing waiting: commit what is complete, so lag stays low when writes are
+                // sparse, then answer requests.
+                if txn.is_none() {
+                    commit(&mut applier, &stream, ctx).await?;
+                    if ctx.progress.stop_requested.load(Ordering::SeqCst) {
+                        stopping = true;
+                    }
+                }
+                continue;
+            }
+        };
+        ctx.progress
+            .received
+            .fetch_max(event.wal_end.0, Ordering::SeqCst);
+        match &event.message {
+            LogicalMessage::Begin(b) => {
+                if let Some(h) = ctx.progress.hold() {
+                    if b.final_lsn >= h {
+                        hold(&mut applier, &stream, ctx, h).await?;
+                    }
+                }
+                txn = Some(Txn {
+                    commit_lsn: b.final_lsn,
+                    done_before: progress_lsn.is_some_and(|p| b.final_lsn < p),
+                });
+            }
+            LogicalMessage::Relation(r) => {
+                rels.learn(r, applier.client(), &source_client).await?;
+            }
+            LogicalMessage::Insert(i) => {
+                if let Some(rel) = applies(&rels, &txn, i.relation_id)? {
+                    applier.insert(&rel, &i.new).await?;
+                }
+            }
+            LogicalMessage::Update(u) => {
+                if let Some(rel) = applies(&rels, &txn, u.relation_id)? {
+                    applier.update(&rel, u.old.as_ref(), &u.new).await?;
+                }
+            }
+            LogicalMessage::Delete(d) => {
+                if let Some(rel) = applies(&rels, &txn, d.relation_id)? {
+                    applier.delete(&rel, &d.old).await?;
+                }
+            }
+            LogicalMessage::Truncate(t) => {
+                let mut list = Vec::new();
+                for id in &t.relation_ids {
+                    if let Some(rel) = applies(&rels, &txn, *id)? {
+                        list.push(rel);
+                    }
+                }
+                applier
+                    .truncate(&list, t.cascade, t.restart_identity)
+                    .await?;
+            }
+            LogicalMessage::Commit(c) => {
+                let done_before = txn.take().is_some_and(|t| t.done_before);
+                if !done_before {
+                    applier.end_source_txn(c.end_lsn, c.commit_time);
+                }
+                let g = &applier.group;
+                let due = g.rows >= ctx.limits.rows
+                    || g.bytes >= ctx.limits.bytes
+                    || g.started.is_some_and(|s| s.elapsed() >= ctx.limits.age);
+                if due || stopping {
+                    commit(&mut applier, &stream, ctx).await?;
+                }
+            }
+            LogicalMessage::Message(m) if !m.transactional && txn.is_none() => {
+                // Everything before a message outside any transaction has been delivered:
+                // once the group commits, the position may move up to it.
+                commit(&mut applier, &stream, ctx).await?;
+                stream.confirm(m.lsn);
+                ctx.progress.set_applied(m.lsn);
+                if let Some(h) = ctx.progress.hold() {
+                    if m.lsn >= h {
+                        hold(&mut applier, &stream, ctx, h).await?;
+                    }
+                }
+            }
+            LogicalMessage::Message(_) | LogicalMessage::Origin(_) | LogicalMessage::Type(_) => {}
+        }
+    }
+}
+
+/// The relation a change lands in, if this change is to be applied: not when the transaction
+/// was applied before, nor when the table's copy already holds it (the table was copied at a
+/// later snapshot than the stream's start).
+fn applies(
+    rels: &RelMap,
+    txn: &Option<Txn>,
+    relation_id: u32,
+) -> Result<Option<Arc<crate::relmap::TargetRel>>, Error> {
+    let Some(t) = txn else {
+        return Err(Error::NotReady(
+            "a change arrived outside a transaction".into(),
+        ));
+    };
+    let rel = rels.get(relation_id).ok_or_else(|| {
+        Error::NotReady(format!(
+            "a change for relation {relation_id} arrived before its description"
+        ))
+    })?;
+    Ok((!t.done_before && t.commit_lsn >= rel.applies_from).then(|| rel.clone()))
+}
+
+/// Commits the group and only then tells the source it may let go of that WAL.
+async fn commit(
+    applier: &mut Applier,
+    stream: &wire::ReplicationStream,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let rows = applier.group.rows;
+    if let Some(lsn) = applier.commit().await? {
+        stream.confirm(lsn);
+        ctx.progress.set_applied(lsn);
+        ctx.progress.rows.fetch_add(rows, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Stops after everything committed before `h`, tells the requester, and waits for release.
+async fn hold(
+    applier: &mut Applier,
+    stream: &wire::ReplicationStream,
+    ctx: &Context,
+    h: Lsn,
+) -> Result<(), Error> {
+    commit(applier, stream, ctx).await?;
+    let client = applier.client();
+    client
+        .execute(
+            "UPDATE bluegreen.apply SET held_lsn = hold_lsn
+              WHERE run = $1 AND hold_lsn = $2::text::pg_lsn",
+            &[&ctx.run, &h.to_string()],
+        )
+        .await
+        .map_err(sql("target", "report the hold"))?;
+    tracing::info!(lsn = %h, "holding for verify");
+    let started = Instant::now();
+    while ctx.progress.hold() == Some(h) {
+        if started.elapsed() > Duration::from_secs(600) {
+            tracing::warn!(lsn = %h, "hold not released after 10 minutes; going on");
+            state::release(client, &ctx.run).await?;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The source session's output settings: the walsender printed values with them, so the
+/// target must read (and, for REPLICA IDENTITY FULL, print) values the same way.
+async fn output_settings(source: &tokio_postgres::Client) -> Result<String, Error> {
+    let row = source
+        .query_one(
+            "SELECT current_setting('TimeZone'), current_setting('DateStyle'),
+                    current_setting('IntervalStyle'), current_setting('extra_float_digits'),
+                    current_setting('bytea_output')",
+            &[],
+        )
+        .await
+        .map_err(sql("source", "read output settings"))?;
+    let names = [
+        "TimeZone",
+        "DateStyle",
+        "IntervalStyle",
+        "extra_float_digits",
+        "bytea_output",
+    ];
+    Ok(names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            format!(
+                "SET {n} = {};",
+                conn::quote_literal(&row.get::<_, String>(i))
+            )
+        })
+        .collect())
+}
+
+/// The end LSN of the last source transaction committed through the origin, if it exists.
+async fn origin_progress(
+    target: &tokio_postgres::Client,
+    origin: &str,
+) -> Result<Option<Lsn>, Error> {
+    let lsn: Option<String> = target
+        .query_one(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)
+                         THEN pg_replication_origin_progress($1, true)::text END",
+            &[&origin],
+        )
+        .await
+        .map_err(sql("target", "read the origin's progress"))?
+        .get(0);
+    Ok(lsn.and_then(|l| l.parse().ok()))
+}
