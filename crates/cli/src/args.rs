@@ -104,6 +104,16 @@ pub enum Command {
     /// on the target unless --drop-data. Safe to run twice; give --source, --target or both.
     #[command(after_help = EXIT_CODES)]
     Abort(AbortArgs),
+
+    /// Print the changes waiting in the source's replication slot as JSON lines.
+    ///
+    /// One object per pgoutput message (kind, lsn, xid, schema, table, column values as
+    /// text, null or "unchanged-toast"). Looks without consuming: the slot's confirmed
+    /// position does not move. --temporary watches changes committed from now on through a
+    /// temporary slot instead. Stops after --limit messages, --seconds, or Ctrl-C.
+    /// Exit 0: done. Exit 2: trouble (unknown slot or publication, slot in use, …).
+    #[command(after_help = EXIT_CODES)]
+    Peek(PeekArgs),
 }
 
 #[derive(Debug, Args)]
@@ -191,4 +201,35 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    /// Run whose slot and publication to look at (bluegreen_<run>).
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
+    /// Existing slot to look at instead of the run's.
+    #[arg(long, value_name = "NAME")]
+    pub slot: Option<String>,
+
+    /// Watch new changes through a temporary slot instead of an existing one.
+    #[arg(long, conflicts_with = "slot")]
+    pub temporary: bool,
+
+    /// Publication (repeatable); default: the run's.
+    #[arg(long = "publication", value_name = "NAME")]
+    pub publications: Vec<String>,
+
+    /// Start here (X/Y) instead of where the slot stands.
+    #[arg(long, value_name = "LSN")]
+    pub start_lsn: Option<String>,
+
+    /// Stop after this many messages.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub seconds: Option<u64>,
 }

@@ -2,6 +2,7 @@
 
 mod abort;
 mod copy;
+mod peek;
 mod plan;
 mod status;
 mod sync;
@@ -16,6 +17,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Troubl
         Command::Plan(args) => plan::run(args, &settings).await,
         Command::Copy(args) => copy::run(args, &settings).await,
         Command::Abort(args) => abort::run(args, &settings).await,
+        Command::Peek(args) => peek::run(args, &settings).await,
         Command::Sync(args) => sync::run(args, &settings).await,
         Command::Status(args) => status::run(args, &settings).await,
     }
