@@ -10,6 +10,7 @@ mod chunks;
 mod migrate;
 mod post_data;
 mod runs;
+pub mod verify;
 
 pub use apply::{release, request_hold, request_stop, ApplyStatus};
 pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};

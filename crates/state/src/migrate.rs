@@ -80,6 +80,47 @@ CREATE TABLE bluegreen.apply (
     stop_requested boolean NOT NULL DEFAULT false
 );
 "#,
+    r#"
+CREATE TABLE bluegreen.verify_runs (
+    id                 bigserial PRIMARY KEY,
+    run                text NOT NULL REFERENCES bluegreen.runs ON DELETE CASCADE,
+    started_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at        timestamptz,
+    lsn                pg_lsn NOT NULL,
+    mode               text NOT NULL CHECK (mode IN ('held', 'unheld')),
+    target_applied_lsn pg_lsn,
+    result             text NOT NULL DEFAULT 'running'
+                           CHECK (result IN ('running', 'equal', 'differ', 'repaired', 'failed')),
+    tables             int,
+    chunks             int,
+    mismatched_chunks  int,
+    differences        bigint,
+    source_rows        bigint,
+    target_rows        bigint,
+    repair_lsn         pg_lsn,
+    seconds            double precision,
+    detail             jsonb
+);
+CREATE INDEX verify_runs_run_idx ON bluegreen.verify_runs (run, id DESC);
+CREATE TABLE bluegreen.verify_chunks (
+    verify_id       bigint NOT NULL REFERENCES bluegreen.verify_runs ON DELETE CASCADE,
+    pass            text NOT NULL CHECK (pass IN ('check', 'recheck')),
+    table_schema    text NOT NULL,
+    table_name      text NOT NULL,
+    chunk           int NOT NULL,
+    lower_bound     text[],
+    upper_bound     text[],
+    lsn             pg_lsn NOT NULL,
+    source_checksum text NOT NULL,
+    target_checksum text NOT NULL,
+    source_rows     bigint NOT NULL,
+    target_rows     bigint NOT NULL,
+    equal           boolean NOT NULL,
+    seconds         double precision,
+    checked_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (verify_id, pass, table_schema, table_name, chunk)
+);
+"#,
 ];
 
 /// Version this build knows.

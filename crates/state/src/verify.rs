@@ -1,0 +1,223 @@
+//! Verify results: one row per verify run (the LSN both sides were compared at, how, and
+//! the outcome) and one row per checked chunk (range, checksums, rows, equal or not), so
+//! cutover can require a recent clean verify and `status` can show the last one.
+
+use crate::{q, Error, GenericClient};
+
+/// A verify run's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    /// Every chunk equal.
+    Equal,
+    /// Differences found and left alone.
+    Differ,
+    /// Differences found, re-copied, and the re-copied ranges verified equal.
+    Repaired,
+    /// Stopped by an error before it could judge.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Equal => "equal",
+            Outcome::Differ => "differ",
+            Outcome::Repaired => "repaired",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Outcome, Error> {
+        Ok(match s {
+            "running" => Outcome::Running,
+            "equal" => Outcome::Equal,
+            "differ" => Outcome::Differ,
+            "repaired" => Outcome::Repaired,
+            "failed" => Outcome::Failed,
+            other => return Err(Error::Corrupt(other.into())),
+        })
+    }
+}
+
+pub struct NewVerify<'a> {
+    pub run: &'a str,
+    pub lsn: &'a str,
+    /// `held` (the applier held at `lsn`) or `unheld` (target read as it was).
+    pub mode: &'a str,
+    pub target_applied_lsn: Option<&'a str>,
+}
+
+/// One checked range.
+#[derive(Debug, Clone)]
+pub struct ChunkResult {
+    /// `check` (the verify pass) or `recheck` (a repaired range, verified again).
+    pub pass: &'static str,
+    pub table_schema: String,
+    pub table_name: String,
+    pub chunk: i32,
+    pub lower: Option<Vec<String>>,
+    pub upper: Option<Vec<String>>,
+    pub lsn: String,
+    pub source_checksum: String,
+    pub target_checksum: String,
+    pub source_rows: i64,
+    pub target_rows: i64,
+    pub equal: bool,
+    pub seconds: f64,
+}
+
+/// Totals written when a verify run ends.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub tables: i32,
+    pub chunks: i32,
+    pub mismatched_chunks: i32,
+    pub differences: i64,
+    pub source_rows: i64,
+    pub target_rows: i64,
+    pub repair_lsn: Option<String>,
+    pub seconds: f64,
+}
+
+/// The latest finished verify run of a run.
+#[derive(Debug, Clone)]
+pub struct VerifyRun {
+    pub id: i64,
+    pub lsn: String,
+    pub mode: String,
+    pub target_applied_lsn: Option<String>,
+    pub outcome: Outcome,
+    pub chunks: Option<i32>,
+    pub mismatched_chunks: Option<i32>,
+    pub differences: Option<i64>,
+    pub seconds: Option<f64>,
+    /// Seconds since it finished.
+    pub age_seconds: f64,
+}
+
+/// Records the start of a verify run; returns its id.
+pub async fn start(c: &impl GenericClient, v: &NewVerify<'_>) -> Result<i64, Error> {
+    c.query_one(
+        "INSERT INTO bluegreen.verify_runs (run, lsn, mode, target_applied_lsn)
+         VALUES ($1, $2::text::pg_lsn, $3, $4::text::pg_lsn) RETURNING id",
+        &[&v.run, &v.lsn, &v.mode, &v.target_applied_lsn],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(q("record verify start"))
+}
+
+pub async fn record_chunks(
+    c: &impl GenericClient,
+    id: i64,
+    chunks: &[ChunkResult],
+) -> Result<(), Error> {
+    let stmt = c
+        .prepare(
+            "INSERT INTO bluegreen.verify_chunks (verify_id, pass, table_schema, table_name, chunk,
+                    lower_bound, upper_bound, lsn, source_checksum, target_checksum,
+                    source_rows, target_rows, equal, seconds)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::pg_lsn, $9, $10, $11, $12, $13, $14)",
+        )
+        .await
+        .map_err(q("prepare verify chunk insert"))?;
+    for ch in chunks {
+        c.execute(
+            &stmt,
+            &[
+                &id,
+                &ch.pass,
+                &ch.table_schema,
+                &ch.table_name,
+                &ch.chunk,
+                &ch.lower,
+                &ch.upper,
+                &ch.lsn,
+                &ch.source_checksum,
+                &ch.target_checksum,
+                &ch.source_rows,
+                &ch.target_rows,
+                &ch.equal,
+                &ch.seconds,
+            ],
+        )
+        .await
+        .map_err(q("record verify chunk"))?;
+    }
+    Ok(())
+}
+
+/// Records how a verify run ended.
+pub async fn finish(
+    c: &impl GenericClient,
+    id: i64,
+    outcome: Outcome,
+    totals: &Totals,
+    detail: serde_json::Value,
+) -> Result<(), Error> {
+    c.execute(
+        "UPDATE bluegreen.verify_runs
+            SET result = $2, finished_at = clock_timestamp(), tables = $3, chunks = $4,
+                mismatched_chunks = $5, differences = $6, source_rows = $7, target_rows = $8,
+                repair_lsn = $9::text::pg_lsn, seconds = $10, detail = $11
+          WHERE id = $1",
+        &[
+            &id,
+            &outcome.as_str(),
+            &totals.tables,
+            &totals.chunks,
+            &totals.mismatched_chunks,
+            &totals.differences,
+            &totals.source_rows,
+            &totals.target_rows,
+            &totals.repair_lsn,
+            &totals.seconds,
+            &detail,
+        ],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("record verify end"))
+}
+
+/// The run's most recent verify that reached a verdict (equal, differ or repaired).
+pub async fn latest(c: &impl GenericClient, run: &str) -> Result<Option<VerifyRun>, Error> {
+    let row = c
+        .query_opt(
+            "SELECT id, lsn::text, mode, target_applied_lsn::text, result, chunks,
+                    mismatched_chunks, differences, seconds,
+                    extract(epoch FROM clock_timestamp() - finished_at)::float8
+               FROM bluegreen.verify_runs
+              WHERE run = $1 AND result IN ('equal', 'differ', 'repaired')
+              ORDER BY id DESC LIMIT 1",
+            &[&run],
+        )
+        .await
+        .map_err(q("read the last verify"))?;
+    row.map(|r| {
+        Ok(VerifyRun {
+            id: r.get(0),
+            lsn: r.get(1),
+            mode: r.get(2),
+            target_applied_lsn: r.get(3),
+            outcome: Outcome::parse(r.get(4))?,
+            chunks: r.get(5),
+            mismatched_chunks: r.get(6),
+            differences: r.get(7),
+            seconds: r.get(8),
+            age_seconds: r.get(9),
+        })
+    })
+    .transpose()
+}
+
+/// For cutover: the LSN and age in seconds of the run's latest verdict, if that verdict was
+/// "equal". A clean verify followed by one that found differences does not count.
+pub async fn last_clean(c: &impl GenericClient, run: &str) -> Result<Option<(String, f64)>, Error> {
+    Ok(latest(c, run)
+        .await?
+        .filter(|v| v.outcome == Outcome::Equal)
+        .map(|v| (v.lsn, v.age_seconds)))
+}

@@ -1,0 +1,599 @@
+//! One verify run: snapshots on both sides, every chunk checksummed by parallel workers,
+//! mismatches located, results recorded, optional repair and re-check.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use catalog::Plan;
+use conn::ConnSpec;
+use state::verify::{ChunkResult, NewVerify, Outcome, Totals};
+use state::{ApplyStatus, Run};
+use tokio_postgres::Client;
+
+use crate::bisect::{locate, Located, Pair, Unlocated};
+use crate::error::{conn_err, sql, Error};
+use crate::hash::Digest;
+use crate::range::KeyRange;
+use crate::report::{
+    ChunkMismatch, RepairReport, RepairedRange, Report, TableReport, REPORT_FORMAT,
+};
+use crate::snapshot::{
+    origin_progress, reader, Consistency, Mode, Sides, Snapshots, SESSION_SETTINGS,
+};
+use crate::table::VerifyTable;
+
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub run: String,
+    /// Schemas to compare; empty: the run's own.
+    pub schemas: Vec<String>,
+    pub chunk_bytes: i64,
+    pub jobs: usize,
+    pub repair: bool,
+    /// How long to wait for a running applier to hold at the snapshot's LSN.
+    pub hold_timeout: Duration,
+    /// Differing rows listed per table; the rest of a table's differing ranges are reported
+    /// (and repaired) as ranges.
+    pub max_rows_per_table: i64,
+}
+
+/// One chunk to check.
+#[derive(Debug, Clone)]
+struct Task {
+    table: usize,
+    chunk: usize,
+    range: KeyRange,
+}
+
+#[derive(Debug)]
+struct ChunkOutcome {
+    task: Task,
+    source: Digest,
+    target: Digest,
+    seconds: f64,
+    located: Option<Located>,
+}
+
+/// Verifies the planned tables of `opts.run`; see the crate docs.
+pub async fn verify(
+    plan: &Plan,
+    source: &ConnSpec,
+    target: &ConnSpec,
+    opts: &VerifyOptions,
+) -> Result<Report, Error> {
+    let started = Instant::now();
+    let run = opts.run.as_str();
+    let mut state_client = conn::connect(target).await.map_err(conn_err("target"))?;
+    if !state::exists(&state_client).await? {
+        return Err(no_run(run));
+    }
+    let run_row = Run::get(&state_client, run)
+        .await?
+        .ok_or_else(|| no_run(run))?;
+    state::migrate(&mut state_client).await?;
+    let locked: bool = state_client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext('bluegreen.verify'), hashtext($1))",
+            &[&run],
+        )
+        .await
+        .map_err(sql("target", "take the verify lock"))?
+        .get(0);
+    if !locked {
+        return Err(Error::Refused {
+            what: format!("another verify of run {run} is running"),
+            fix: "wait for it to finish (one verify per run at a time)".into(),
+        });
+    }
+    let status = ApplyStatus::get(&state_client, run).await?;
+    let mode = match &status {
+        Some(s) if s.running() => Mode::Online,
+        other => Mode::Offline {
+            origin: other
+                .as_ref()
+                .map(|s| s.origin.clone())
+                .unwrap_or_else(|| format!("bluegreen_{run}")),
+        },
+    };
+    if let (true, Mode::Offline { origin }) = (opts.repair, &mode) {
+        if let Some(applied) = origin_progress(&state_client, origin).await {
+            return Err(Error::Refused {
+                what: format!(
+                    "run {run}'s sync has applied changes (up to {applied}) but is not running: a repair now would be undone or doubled when it resumes"
+                ),
+                fix: "start `bluegreen sync` for the run, then verify --repair again (the applier is held while ranges are re-copied)".into(),
+            });
+        }
+    }
+    let source_client = conn::connect(source).await.map_err(conn_err("source"))?;
+    let schemas: HashSet<&String> = if opts.schemas.is_empty() {
+        run_row.schemas.iter().collect()
+    } else {
+        opts.schemas.iter().collect()
+    };
+    let tables: Vec<VerifyTable> = crate::table::from_plan(plan, &source_client)
+        .await?
+        .into_iter()
+        .filter(|t| schemas.contains(&t.schema))
+        .collect();
+    let sides = Sides {
+        source,
+        target,
+        source_client: &source_client,
+        state: &state_client,
+        run,
+    };
+    let snaps = Snapshots::take(&sides, &mode, opts.hold_timeout, false).await?;
+    let lsn = snaps.lsn.to_string();
+    let consistency = snaps.consistency.clone();
+    let id = state::verify::start(
+        &state_client,
+        &NewVerify {
+            run,
+            lsn: &lsn,
+            mode: consistency.as_str(),
+            target_applied_lsn: consistency.applied(),
+        },
+    )
+    .await?;
+    tracing::info!(run, lsn = %lsn, mode = consistency.as_str(), tables = tables.len(), "verifying");
+
+    let result = check_and_repair(&sides, &mode, snaps, &tables, opts).await;
+    let (outcomes, repair, rechecks) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = state::verify::finish(
+                &state_client,
+                id,
+                Outcome::Failed,
+                &Totals {
+                    seconds: started.elapsed().as_secs_f64(),
+                    ..Totals::default()
+                },
+                serde_json::json!({ "error": e.to_string() }),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+
+    let report = build_report(
+        run,
+        id,
+        source,
+        target,
+        &lsn,
+        consistency,
+        &tables,
+        &outcomes,
+        repair,
+        started.elapsed().as_secs_f64(),
+    );
+    let mut results: Vec<ChunkResult> = outcomes
+        .iter()
+        .map(|o| {
+            chunk_result(
+                "check",
+                &tables[o.task.table],
+                o.task.chunk,
+                &o.task.range,
+                &lsn,
+                o.source,
+                o.target,
+                o.seconds,
+            )
+        })
+        .collect();
+    results.extend(rechecks);
+    let totals = Totals {
+        tables: tables.len() as i32,
+        chunks: outcomes.len() as i32,
+        mismatched_chunks: outcomes
+            .iter()
+            .filter(|o| !o.source.matches(&o.target))
+            .count() as i32,
+        differences: report
+            .tables
+            .iter()
+            .map(|t| t.differences.len() as i64)
+            .sum(),
+        source_rows: outcomes.iter().map(|o| o.source.rows as i64).sum(),
+        target_rows: outcomes.iter().map(|o| o.target.rows as i64).sum(),
+        repair_lsn: report.repair.as_ref().map(|r| r.lsn.clone()),
+        seconds: report.seconds,
+    };
+    let outcome = match (&report.repair, report.equal) {
+        (_, true) => Outcome::Equal,
+        (Some(r), false) if r.equal => Outcome::Repaired,
+        _ => Outcome::Differ,
+    };
+    let tx = state_client
+        .transaction()
+        .await
+        .map_err(sql("target", "begin recording results"))?;
+    state::verify::record_chunks(&tx, id, &results).await?;
+    state::verify::finish(
+        &tx,
+        id,
+        outcome,
+        &totals,
+        serde_json::json!({ "note": report.note, "differing_tables": report.differing_tables().map(TableReport::display).collect::<Vec<_>>() }),
+    )
+    .await?;
+    state::audit(
+        &tx,
+        run,
+        "verify",
+        Some(report.seconds),
+        serde_json::json!({ "verify_id": id, "lsn": lsn, "result": outcome.as_str() }),
+    )
+    .await?;
+    tx.commit()
+        .await
+        .map_err(sql("target", "commit the verify results"))?;
+    Ok(report)
+}
+
+fn no_run(run: &str) -> Error {
+    Error::Refused {
+        what: format!("the target has no run named {run}"),
+        fix: "verify compares a run's copy: run `bluegreen copy` first, or give its --run name"
+            .into(),
+    }
+}
+
+type Checked = (Vec<ChunkOutcome>, Option<RepairReport>, Vec<ChunkResult>);
+
+/// The check pass at `snaps`, then (with `--repair` and differences) the repair at a fresh
+/// instant. Releases any hold it took, also on errors.
+async fn check_and_repair(
+    sides: &Sides<'_>,
+    mode: &Mode,
+    snaps: Snapshots,
+    tables: &[VerifyTable],
+    opts: &VerifyOptions,
+) -> Result<Checked, Error> {
+    let outcomes = check_all(sides, &snaps, tables, opts).await;
+    snaps.close().await;
+    let outcomes = outcomes?;
+    let mismatched: Vec<&ChunkOutcome> = outcomes
+        .iter()
+        .filter(|o| !o.source.matches(&o.target))
+        .collect();
+    if !opts.repair || mismatched.is_empty() {
+        return Ok((outcomes, None, Vec::new()));
+    }
+    // What to re-copy: the located ranges, plus ranges not narrowed down.
+    let mut work: Vec<(&VerifyTable, Vec<KeyRange>)> = Vec::new();
+    for o in &mismatched {
+        let t = &tables[o.task.table];
+        let mut ranges = Vec::new();
+        match &o.located {
+            Some(l) => {
+                ranges.extend(l.ranges.iter().cloned());
+                ranges.extend(l.unlocated.iter().map(|u| u.range.clone()));
+            }
+            None => ranges.push(o.task.range.clone()),
+        }
+        if ranges.iter().any(KeyRange::is_all) {
+            ranges = vec![KeyRange::all()];
+        }
+        match work.iter_mut().find(|(wt, _)| std::ptr::eq(*wt, t)) {
+            Some((_, v)) => v.extend(ranges),
+            None => work.push((t, ranges)),
+        }
+    }
+    let mut snaps = Snapshots::take(sides, mode, opts.hold_timeout, true).await?;
+    let result = repair_and_recheck(sides, &mut snaps, &work).await;
+    let released = snaps.release(sides).await;
+    snaps.close().await;
+    let (report, rechecks) = result?;
+    released?;
+    Ok((outcomes, Some(report), rechecks))
+}
+
+async fn repair_and_recheck(
+    sides: &Sides<'_>,
+    snaps: &mut Snapshots,
+    work: &[(&VerifyTable, Vec<KeyRange>)],
+) -> Result<(RepairReport, Vec<ChunkResult>), Error> {
+    let src = reader(sides.source, "source", &snaps.source).await?;
+    let mut tgt = conn::connect(sides.target)
+        .await
+        .map_err(conn_err("target"))?;
+    tgt.batch_execute(SESSION_SETTINGS)
+        .await
+        .map_err(sql("target", "session settings"))?;
+    let done = crate::repair::repair(&src, &mut tgt, work).await?;
+    snaps.refresh_target().await?;
+    let tgt_reader = reader(sides.target, "target", &snaps.target).await?;
+    let pair = Pair {
+        source: &src,
+        target: &tgt_reader,
+    };
+    let lsn = snaps.lsn.to_string();
+    let mut ranges = Vec::new();
+    let mut rechecks = Vec::new();
+    for (t, list) in work {
+        for r in list {
+            let t0 = Instant::now();
+            let (s, d) = pair.digests(t, r).await?;
+            rechecks.push(chunk_result(
+                "recheck",
+                t,
+                rechecks.len(),
+                r,
+                &lsn,
+                s,
+                d,
+                t0.elapsed().as_secs_f64(),
+            ));
+            ranges.push(RepairedRange {
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+                range: r.clone(),
+                equal: s.matches(&d),
+            });
+        }
+    }
+    Ok((
+        RepairReport {
+            lsn,
+            consistency: snaps.consistency.clone(),
+            equal: ranges.iter().all(|r| r.equal),
+            ranges,
+            rows_deleted: done.deleted,
+            rows_copied: done.copied,
+        },
+        rechecks,
+    ))
+}
+
+/// Plans every table's chunks and checks them with `opts.jobs` workers, each holding one
+/// reader per side at the snapshots.
+async fn check_all(
+    sides: &Sides<'_>,
+    snaps: &Snapshots,
+    tables: &[VerifyTable],
+    opts: &VerifyOptions,
+) -> Result<Vec<ChunkOutcome>, Error> {
+    let jobs = opts.jobs.max(1);
+    let mut readers = Vec::with_capacity(jobs);
+    for _ in 0..jobs {
+        let (s, t) = tokio::try_join!(
+            reader(sides.source, "source", &snaps.source),
+            reader(sides.target, "target", &snaps.target)
+        )?;
+        readers.push((s, t));
+    }
+    let mut tasks = VecDeque::new();
+    for (i, t) in tables.iter().enumerate() {
+        let ranges = crate::chunks::plan(&readers[0].0, t, opts.chunk_bytes).await?;
+        for (c, range) in ranges.into_iter().enumerate() {
+            tasks.push_back(Task {
+                table: i,
+                chunk: c,
+                range,
+            });
+        }
+    }
+    let total = tasks.len();
+    tracing::info!(chunks = total, "chunks planned");
+    let tables = Arc::new(tables.to_vec());
+    let budgets: Arc<Vec<AtomicI64>> = Arc::new(
+        tables
+            .iter()
+            .map(|_| AtomicI64::new(opts.max_rows_per_table))
+            .collect(),
+    );
+    let queue = Arc::new(Mutex::new(tasks));
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                tracing::info!(chunks = %format!("{}/{total}", done.load(Ordering::Relaxed)), "verify progress");
+            }
+        })
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for (s, t) in readers {
+        let (tables, budgets, queue, done) =
+            (tables.clone(), budgets.clone(), queue.clone(), done.clone());
+        set.spawn(async move { worker(s, t, &tables, &budgets, &queue, &done).await });
+    }
+    let mut all = Vec::with_capacity(total);
+    let mut first_error = None;
+    while let Some(res) = set.join_next().await {
+        match res.unwrap_or_else(|e| Err(Error::Worker(e.to_string()))) {
+            Ok(mut v) => all.append(&mut v),
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                    set.abort_all();
+                }
+            }
+        }
+    }
+    ticker.abort();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    all.sort_by_key(|o| (o.task.table, o.task.chunk));
+    Ok(all)
+}
+
+async fn worker(
+    source: Client,
+    target: Client,
+    tables: &[VerifyTable],
+    budgets: &[AtomicI64],
+    queue: &Mutex<VecDeque<Task>>,
+    done: &AtomicU64,
+) -> Result<Vec<ChunkOutcome>, Error> {
+    let pair = Pair {
+        source: &source,
+        target: &target,
+    };
+    let mut out = Vec::new();
+    loop {
+        let next = queue
+            .lock()
+            .map_err(|_| Error::Worker("task queue poisoned".into()))?
+            .pop_front();
+        let Some(task) = next else { break };
+        let t = &tables[task.table];
+        let t0 = Instant::now();
+        let (s, d) = pair.digests(t, &task.range).await?;
+        let located = if s.matches(&d) {
+            None
+        } else {
+            tracing::info!(table = %t.display(), range = %task.range.describe(), "chunk differs; locating");
+            Some(locate(&pair, t, task.range.clone(), s, d, &budgets[task.table]).await?)
+        };
+        done.fetch_add(1, Ordering::Relaxed);
+        out.push(ChunkOutcome {
+            task,
+            source: s,
+            target: d,
+            seconds: t0.elapsed().as_secs_f64(),
+            located,
+        });
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn chunk_result(
+    pass: &'static str,
+    t: &VerifyTable,
+    chunk: usize,
+    range: &KeyRange,
+    lsn: &str,
+    s: Digest,
+    d: Digest,
+    seconds: f64,
+) -> ChunkResult {
+    ChunkResult {
+        pass,
+        table_schema: t.schema.clone(),
+        table_name: t.name.clone(),
+        chunk: chunk as i32,
+        lower: range.lower.clone(),
+        upper: range.upper.clone(),
+        lsn: lsn.to_string(),
+        source_checksum: s.hex(),
+        target_checksum: d.hex(),
+        source_rows: s.rows as i64,
+        target_rows: d.rows as i64,
+        equal: s.matches(&d),
+        seconds,
+    }
+}
+
+/// What the comparison means at this instant.
+fn note(lsn: &str, c: &Consistency) -> String {
+    match c {
+        Consistency::Held => format!(
+            "sync was running and held at {lsn} while the target snapshot was taken: both sides show the source's state at that LSN, so any difference is real"
+        ),
+        Consistency::Unheld { applied: None } => format!(
+            "sync was not running and the target has applied no changes (no replication origin): it shows the copy's instant, so source changes committed between the copy and {lsn} show as differences"
+        ),
+        Consistency::Unheld { applied: Some(a) } => {
+            let behind = match (a.parse::<wire::Lsn>(), lsn.parse::<wire::Lsn>()) {
+                (Ok(a), Ok(x)) => a < x,
+                _ => true,
+            };
+            if behind {
+                format!(
+                    "sync was not running; the target has applied up to {a}, behind the source snapshot at {lsn}: differences may be replication lag (start sync and verify again to compare at one LSN)"
+                )
+            } else {
+                format!(
+                    "sync was not running; the target has applied up to {a}, not behind the source snapshot at {lsn}: differences may be changes committed after {lsn}"
+                )
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_report(
+    run: &str,
+    id: i64,
+    source: &ConnSpec,
+    target: &ConnSpec,
+    lsn: &str,
+    consistency: Consistency,
+    tables: &[VerifyTable],
+    outcomes: &[ChunkOutcome],
+    repair: Option<RepairReport>,
+    seconds: f64,
+) -> Report {
+    let mut reports: Vec<TableReport> = tables
+        .iter()
+        .map(|t| TableReport {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            key: t
+                .key
+                .as_ref()
+                .map(|k| k.iter().map(|c| c.name.clone()).collect()),
+            chunks: 0,
+            source_rows: 0,
+            target_rows: 0,
+            mismatched_chunks: Vec::new(),
+            differences: Vec::new(),
+            unlocated: Vec::new(),
+        })
+        .collect();
+    let mut bytes = 0;
+    for o in outcomes {
+        let r = &mut reports[o.task.table];
+        r.chunks += 1;
+        r.source_rows += o.source.rows;
+        r.target_rows += o.target.rows;
+        bytes += o.source.bytes + o.target.bytes;
+        if o.source.matches(&o.target) {
+            continue;
+        }
+        r.mismatched_chunks.push(ChunkMismatch {
+            chunk: o.task.chunk,
+            range: o.task.range.clone(),
+            source: o.source,
+            target: o.target,
+        });
+        match &o.located {
+            Some(l) => {
+                r.differences.extend(l.diffs.iter().cloned());
+                r.unlocated.extend(l.unlocated.iter().cloned());
+            }
+            None => r.unlocated.push(Unlocated {
+                range: o.task.range.clone(),
+                source: o.source,
+                target: o.target,
+                reason: "not located".into(),
+            }),
+        }
+    }
+    let equal = reports.iter().all(TableReport::equal);
+    Report {
+        format: REPORT_FORMAT,
+        run: run.to_string(),
+        verify_id: id,
+        source: source.redacted(),
+        target: target.redacted(),
+        lsn: lsn.to_string(),
+        note: note(lsn, &consistency),
+        consistency,
+        equal,
+        seconds,
+        bytes,
+        tables: reports,
+        repair,
+    }
+}
