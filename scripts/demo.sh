@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The newest end-to-end capability on a fresh machine: starts a local source, target and
-# PgBouncer, loads the factory_telemetry fixture into the source, runs the plant-like write
-# workload through PgBouncer, and runs `bluegreen plan` against the live source:
-# first it finds the no-primary-key table and names the fix, then, fixed, it passes.
-# Environment: DEMO_SCALE (default 0.2, ~20 MB), DEMO_SECONDS (default 20), DEMO_RATE (rows/s, default 500).
+# PgBouncer, loads the factory_telemetry fixture into the source, runs `bluegreen plan`
+# (which finds the table without a primary key and names the fix), then, while the plant
+# workload writes through PgBouncer: `bluegreen copy`, `bluegreen sync` with the lag
+# falling to zero, and a check that the target holds every write the workload committed.
+# Environment: DEMO_SCALE (default 0.2, ~50 MB), DEMO_SECONDS (default 30), DEMO_RATE (rows/s, default 500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${DEMO_SCALE:-0.2}
-seconds=${DEMO_SECONDS:-20}
+seconds=${DEMO_SECONDS:-30}
 rate=${DEMO_RATE:-500}
 
 scripts/setup.sh
@@ -43,32 +44,53 @@ echo "   target: $tgt"
 echo "== loading factory_telemetry at scale $scale into the source"
 "$bin/bg-fixture" load --dsn "$src" --scale "$scale"
 
-echo "== plant write workload through PgBouncer: $rate rows/s for ${seconds}s"
-"$bin/bg-fixture" workload --dsn "$pooled" --seconds "$seconds" --rate "$rate" --ledger "$work/ledger" >"$work/workload.log" 2>&1 &
-workload_pid=$!
-sleep 2
-
-echo "== bluegreen plan (while the plant writes)"
+echo "== bluegreen plan: what the migration will do and what blocks it"
 set +e
-"$bin/bluegreen" plan --source "$src" --target "$tgt"
+"$bin/bluegreen" plan --source "$src" --target "$tgt" >"$work/plan.txt"
 code=$?
 set -e
+sed -n '/^blockers/,$p' "$work/plan.txt"
 echo "   exit code $code (1 = blockers found)"
-
 fix=$("$bin/bluegreen" plan --json --source "$src" --target "$tgt" | python3 -c 'import json,sys; print("\n".join(f["fix"] for f in json.load(sys.stdin)["findings"] if f["code"]=="no-replica-identity"))' || true)
 echo "== applying the fix the plan named: $fix"
 /usr/lib/postgresql/15/bin/psql -X -q -v ON_ERROR_STOP=1 "$src" -c "$fix"
 
-echo "== bluegreen plan again"
-set +e
-"$bin/bluegreen" plan --source "$src" --target "$tgt" >"$work/plan2.txt"
-code=$?
-set -e
-tail -n 1 "$work/plan2.txt"
-echo "   exit code $code (0 = nothing blocks)"
+echo "== plant write workload through PgBouncer: $rate telemetry rows/s for ${seconds}s (ledger of every commit)"
+"$bin/bg-fixture" workload --dsn "$pooled" --seconds "$seconds" --rate "$rate" --ledger "$work/ledger" >"$work/workload.log" 2>&1 &
+workload_pid=$!
+sleep 2
 
+echo "== bluegreen copy (while the plant writes)"
+"$bin/bluegreen" copy --source "$src" --target "$tgt" 2>"$work/copy.log" | tail -n 4
+
+echo "== bluegreen sync: streaming every change since the copy's snapshot"
+"$bin/bluegreen" sync --source "$src" --target "$tgt" 2>"$work/sync.log" &
+sync_pid=$!
+lag() { "$bin/bluegreen" status --json --target "$tgt" | python3 -c 'import json,sys; s=json.load(sys.stdin)["sync"] or {}; print(s.get("lag_bytes"), s.get("lag_seconds"), s.get("rows_per_second"))'; }
+while kill -0 "$workload_pid" 2>/dev/null; do
+  read -r b s r < <(lag)
+  printf '   plant writing; lag %s bytes, %.2f s; applying %.0f rows/s\n' "${b/None/0}" "${s/None/0}" "${r/None/0}"
+  sleep 3
+done
 wait "$workload_pid" || true
-tail -n 3 "$work/workload.log"
-echo "== checking the source holds every write the workload committed"
-"$bin/bg-fixture" check --dsn "$src" --ledger "$work/ledger"
-echo "== done; servers stop now"
+echo "   workload finished: $(tail -n 1 "$work/workload.log")"
+for _ in $(seq 1 60); do
+  read -r b s r < <(lag)
+  printf '   lag %s bytes, %.2f s\n' "${b/None/0}" "${s/None/0}"
+  [ "${b:-1}" != "None" ] && [ "$b" -le 200 ] && break
+  sleep 1
+done
+kill -TERM "$sync_pid"; wait "$sync_pid" || true
+
+echo "== does green hold every write the plant committed? (ledger check on the target)"
+"$bin/bg-fixture" check --dsn "$tgt" --ledger "$work/ledger"
+echo "== row counts, source vs target"
+for t in metric_hist metric_latest sensor_raw_log equipment_documents document_downloads; do
+  a=$(/usr/lib/postgresql/15/bin/psql -X -A -t "$src" -c "SELECT count(*) FROM factory_telemetry.$t")
+  b=$(/usr/lib/postgresql/15/bin/psql -X -A -t "$tgt" -c "SELECT count(*) FROM factory_telemetry.$t")
+  printf '   %-22s %8s %8s %s\n' "$t" "$a" "$b" "$([ "$a" = "$b" ] && echo same || echo DIFFERENT)"
+done
+echo "== bluegreen status"
+"$bin/bluegreen" status --target "$tgt"
+"$bin/bluegreen" abort --source "$src" --target "$tgt" >/dev/null
+echo "== done (run removed with bluegreen abort); servers stop now"
