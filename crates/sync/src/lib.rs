@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use wire::Lsn;
 
 pub use error::Error;
-pub use session::GroupLimits;
+pub use session::{GroupLimits, HOLD_PREFIX};
 
 use crate::progress::Progress;
 
@@ -27,6 +27,26 @@ use crate::progress::Progress;
 pub struct SyncOptions {
     pub run: String,
     pub limits: GroupLimits,
+}
+
+/// The servers a sync touches: it streams from `source`, applies to `target`, and keeps its
+/// state (run row, apply row) in `state` — the target for forward sync; for reverse sync
+/// after cutover, green, which is then the source.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub source: ConnSpec,
+    pub target: ConnSpec,
+    pub state: ConnSpec,
+}
+
+impl Endpoints {
+    pub fn forward(source: &ConnSpec, target: &ConnSpec) -> Endpoints {
+        Endpoints {
+            source: source.clone(),
+            target: target.clone(),
+            state: target.clone(),
+        }
+    }
 }
 
 /// The replication origin on the target that records what the run has applied.
@@ -47,17 +67,18 @@ pub struct Report {
 /// schema. Lost connections and failed transactions are retried with backoff (each retry
 /// resumes from the origin); a schema change the target lacks waits for its DDL.
 pub async fn sync(
-    source: &ConnSpec,
-    target: &ConnSpec,
+    ends: &Endpoints,
     opts: &SyncOptions,
     mut stop: watch::Receiver<bool>,
 ) -> Result<Report, Error> {
     let started = Instant::now();
     let run = opts.run.as_str();
-    let mut tgt = conn::connect(target).await.map_err(|source| Error::Conn {
-        side: "target",
-        source,
-    })?;
+    let mut tgt = conn::connect(&ends.state)
+        .await
+        .map_err(|source| Error::Conn {
+            side: "state",
+            source,
+        })?;
     let not_ready = || Error::NotReady(format!("no copied run {run} on the target"));
     if !state::exists(&tgt).await? {
         return Err(not_ready());
@@ -95,8 +116,8 @@ pub async fn sync(
     let status = tokio::spawn(progress::status_task(
         run.to_string(),
         row.slot_name.clone(),
-        source.clone(),
-        target.clone(),
+        ends.source.clone(),
+        ends.state.clone(),
         progress.clone(),
     ));
     let ctx = session::Context {
@@ -105,8 +126,9 @@ pub async fn sync(
         publication: row.publication.clone(),
         origin,
         start,
-        source: source.clone(),
-        target: target.clone(),
+        source: ends.source.clone(),
+        target: ends.target.clone(),
+        state: ends.state.clone(),
         limits: opts.limits.clone(),
         progress: progress.clone(),
         snapshot_lsns,
@@ -143,7 +165,7 @@ pub async fn sync(
     // One last status row, then mark the applier as gone so status says so at once.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     status.abort();
-    if let Ok(c) = conn::connect(target).await {
+    if let Ok(c) = conn::connect(&ends.state).await {
         let _ = c
             .execute(
                 "UPDATE bluegreen.apply SET heartbeat = NULL, pid = NULL WHERE run = $1",

@@ -42,6 +42,9 @@ pub struct Context {
     pub start: Lsn,
     pub source: ConnSpec,
     pub target: ConnSpec,
+    /// Where the run's `bluegreen` schema lives (the target, or for reverse sync the green
+    /// server it streams from).
+    pub state: ConnSpec,
     pub limits: GroupLimits,
     pub progress: Arc<Progress>,
     pub snapshot_lsns: std::collections::HashMap<(String, String), Lsn>,
@@ -72,16 +75,22 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             side: "source",
             source,
         })?;
+    let state_client = conn::connect(&ctx.state)
+        .await
+        .map_err(|source| Error::Conn {
+            side: "state",
+            source,
+        })?;
     let settings = output_settings(&source_client).await?;
     let pid: i32 = target_client
         .query_one("SELECT pg_backend_pid()", &[])
         .await
         .map_err(sql("target", "backend pid"))?
         .get(0);
-    let run_exists = target_client
+    let run_exists = state_client
         .query_opt("SELECT 1 FROM bluegreen.runs WHERE run = $1", &[&ctx.run])
         .await
-        .map_err(sql("target", "look up the run"))?
+        .map_err(sql("state", "look up the run"))?
         .is_some();
     if !run_exists {
         return Err(Error::NotReady(format!(
@@ -149,7 +158,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             LogicalMessage::Begin(b) => {
                 if let Some(h) = ctx.progress.hold() {
                     if b.final_lsn >= h {
-                        hold(&mut applier, &stream, ctx, h).await?;
+                        hold(&mut applier, &stream, ctx, &state_client, h).await?;
                     }
                 }
                 txn = Some(Txn {
@@ -205,9 +214,16 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 commit(&mut applier, &stream, ctx).await?;
                 stream.confirm(m.lsn);
                 ctx.progress.set_applied(m.lsn);
-                if let Some(h) = ctx.progress.hold() {
+                // A requester's own message: read its request now rather than at the status
+                // task's next poll, so a cutover's hold takes milliseconds.
+                let hold_lsn = if m.prefix == HOLD_PREFIX {
+                    current_hold(&state_client, &ctx.run).await?
+                } else {
+                    ctx.progress.hold()
+                };
+                if let Some(h) = hold_lsn {
                     if m.lsn >= h {
-                        hold(&mut applier, &stream, ctx, h).await?;
+                        hold(&mut applier, &stream, ctx, &state_client, h).await?;
                     }
                 }
             }
@@ -257,29 +273,52 @@ async fn hold(
     applier: &mut Applier,
     stream: &wire::ReplicationStream,
     ctx: &Context,
+    client: &tokio_postgres::Client,
     h: Lsn,
 ) -> Result<(), Error> {
     commit(applier, stream, ctx).await?;
-    let client = applier.client();
     client
         .execute(
-            "UPDATE bluegreen.apply SET held_lsn = hold_lsn
+            "UPDATE bluegreen.apply SET held_lsn = hold_lsn, applied_lsn = $3::text::pg_lsn
               WHERE run = $1 AND hold_lsn = $2::text::pg_lsn",
-            &[&ctx.run, &h.to_string()],
+            &[
+                &ctx.run,
+                &h.to_string(),
+                &ctx.progress.applied().to_string(),
+            ],
         )
         .await
-        .map_err(sql("target", "report the hold"))?;
-    tracing::info!(lsn = %h, "holding for verify");
+        .map_err(sql("state", "report the hold"))?;
+    tracing::info!(lsn = %h, "holding");
     let started = Instant::now();
-    while ctx.progress.hold() == Some(h) {
+    loop {
+        // Polled here too (not only by the status task) so a release is seen at once.
+        if current_hold(client, &ctx.run).await? != Some(h) {
+            break;
+        }
         if started.elapsed() > Duration::from_secs(600) {
             tracing::warn!(lsn = %h, "hold not released after 10 minutes; going on");
             state::release(client, &ctx.run).await?;
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
+}
+
+/// Prefix of the logical message a hold requester emits on the source after asking.
+pub const HOLD_PREFIX: &str = "bluegreen";
+
+async fn current_hold(client: &tokio_postgres::Client, run: &str) -> Result<Option<Lsn>, Error> {
+    let lsn: Option<String> = client
+        .query_opt(
+            "SELECT hold_lsn::text FROM bluegreen.apply WHERE run = $1",
+            &[&run],
+        )
+        .await
+        .map_err(sql("state", "read hold request"))?
+        .and_then(|r| r.get(0));
+    Ok(lsn.and_then(|l| l.parse().ok()))
 }
 
 /// The source session's output settings: the walsender printed values with them, so the

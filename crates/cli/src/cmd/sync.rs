@@ -32,7 +32,7 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
             ..GroupLimits::default()
         },
     };
-    let report = sync::sync(&source, &target, &opts, stop_rx)
+    let report = sync::sync(&sync::Endpoints::forward(&source, &target), &opts, stop_rx)
         .await
         .map_err(Trouble::sync)?;
     println!(

@@ -17,7 +17,10 @@ fn main() {
         std::process::exit(2);
     };
     let settings: Vec<(String, String)> = args
-        .filter_map(|a| a.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect();
     let start = |name: &str| {
         let mut b = Cluster::builder();
@@ -34,7 +37,12 @@ fn main() {
     let source = start("source");
     let target = start("target");
     let pooler = Pgbouncer::builder()
-        .database("factory_telemetry", source.host(), source.port(), "factory_telemetry")
+        .database(
+            "factory_telemetry",
+            source.host(),
+            source.port(),
+            "factory_telemetry",
+        )
         .user(source.superuser(), source.password())
         .start()
         .unwrap_or_else(|e| {
@@ -48,10 +56,23 @@ fn main() {
         ("TARGET_PORT", target.port().to_string()),
         ("DB_PASSWORD", source.password().to_string()),
         ("POOLER_PORT", pooler.port().to_string()),
-        ("POOLER_URL", pooler.url("factory_telemetry", source.superuser(), source.password())),
+        (
+            "POOLER_URL",
+            pooler.url("factory_telemetry", source.superuser(), source.password()),
+        ),
         ("POOLER_ADMIN_URL", pooler.admin_url()),
-        ("POOLER_DATABASES_FILE", pooler.databases_file().display().to_string()),
-        ("SOURCE_LOG", source.data_dir().join("../server.log").display().to_string()),
+        (
+            "POOLER_DATABASES_FILE",
+            pooler.databases_file().display().to_string(),
+        ),
+        (
+            "SOURCE_LOG",
+            source
+                .data_dir()
+                .join("../server.log")
+                .display()
+                .to_string(),
+        ),
     ];
     let text: String = vars.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
     let tmp = format!("{env_file}.tmp");
@@ -62,7 +83,11 @@ fn main() {
     let _ = std::io::stdout().flush();
     // Hold the servers until stdin closes (or we are killed; the watchdogs clean up then).
     let mut sink = String::new();
-    while std::io::stdin().read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+    while std::io::stdin()
+        .read_line(&mut sink)
+        .map(|n| n > 0)
+        .unwrap_or(false)
+    {
         sink.clear();
     }
 }
