@@ -47,7 +47,12 @@ async fn sample_keys(
     percent: Option<f64>,
 ) -> Result<Vec<Vec<String>>, Error> {
     let key = t.key.as_deref().unwrap_or_default();
-    let cols: Vec<String> = key.iter().map(|k| format!("{}::text", k.ident)).collect();
+    // Aliased: ORDER BY must sort by the key itself, not by its text form.
+    let cols: Vec<String> = key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{}::text AS bluegreen_k{i}", k.ident))
+        .collect();
     let sample = percent
         .map(|p| format!(" TABLESAMPLE SYSTEM ({p})"))
         .unwrap_or_default();

@@ -67,14 +67,20 @@ impl FetchedRows {
 
 /// `SELECT <exact values>, <text values>` of a range, in key order.
 fn select_sql(t: &VerifyTable, range: &KeyRange) -> String {
-    let raw = t.columns.iter().map(|c| {
+    // Output columns get their own names: ORDER BY must see the table's columns, not
+    // their text forms.
+    let raw = t.columns.iter().enumerate().map(|(i, c)| {
         if c.needs_text {
-            format!("{}::text", c.ident)
+            format!("{}::text AS bluegreen_r{i}", c.ident)
         } else {
-            c.ident.clone()
+            format!("{} AS bluegreen_r{i}", c.ident)
         }
     });
-    let text = t.columns.iter().map(|c| format!("{}::text", c.ident));
+    let text = t
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{}::text AS bluegreen_t{i}", c.ident));
     let order = if t.key.is_some() {
         format!(" ORDER BY {}", t.key_order())
     } else {

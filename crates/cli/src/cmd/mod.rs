@@ -6,6 +6,7 @@ mod peek;
 mod plan;
 mod status;
 mod sync;
+mod verify;
 
 use crate::args::Command;
 use crate::config::Settings;
@@ -20,6 +21,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Troubl
         Command::Peek(args) => peek::run(args, &settings).await,
         Command::Sync(args) => sync::run(args, &settings).await,
         Command::Status(args) => status::run(args, &settings).await,
+        Command::Verify(args) => verify::run(args, &settings).await,
     }
 }
 
