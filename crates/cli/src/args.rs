@@ -115,6 +115,29 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Verify(VerifyArgs),
 
+    /// Move client traffic from blue to green through PgBouncer, with a short pause.
+    ///
+    /// Guardrails (sync running and current, a recent clean verify, no long transaction on
+    /// blue, every pooler reachable) → reverse slot and publication on green (rollback armed
+    /// before green takes a write) → sequences pre-synced → PAUSE on every pooler → blue
+    /// fenced (read-only for new sessions; other sessions listed, ended with
+    /// --terminate-other-sessions) → sync holds exactly at blue's current LSN → final
+    /// sequence sync → each pooler's databases file rewritten to green, RELOAD, checked →
+    /// RESUME → forward sync stops. A failure before RESUME puts everything back: clients
+    /// stay on blue, sync keeps running, nothing is lost.
+    /// Exit 0: cut over. Exit 2: trouble (including a refused guardrail or a step that failed
+    /// and was undone).
+    #[command(after_help = EXIT_CODES)]
+    Cutover(FlipArgs),
+
+    /// Move client traffic back from green to blue (after cutover, with `sync --reverse` running).
+    ///
+    /// The same guarded dance the other way: reverse sync current → PAUSE → green fenced →
+    /// reverse sync holds at green's current LSN → sequences → blue writable again → files
+    /// rewritten to blue, RELOAD → RESUME → reverse sync stops. Exit codes as cutover.
+    #[command(after_help = EXIT_CODES)]
+    Rollback(FlipArgs),
+
     /// Remove everything a run created: slot and publication on the source, state on the target.
     ///
     /// Ends any session streaming from the run's slot first. Tables already copied stay
@@ -200,6 +223,11 @@ pub struct SyncArgs {
     #[arg(long, default_value = "main", value_name = "NAME")]
     pub run: String,
 
+    /// After cutover: stream green's changes back to blue (from the reverse slot that
+    /// cutover created on green), so rollback loses nothing.
+    #[arg(long)]
+    pub reverse: bool,
+
     /// Commit a group on the target after this many applied rows.
     #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub group_rows: u64,
@@ -284,4 +312,47 @@ pub struct PeekArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub seconds: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlipArgs {
+    /// Run to cut over (or roll back).
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
+    /// A PgBouncer to flip (repeatable; all flip or none do):
+    /// admin=CONN,db=NAME,file=PATH[,green=HOST:PORT[/DB]][,blue=HOST:PORT[/DB]].
+    /// CONN reaches its admin console; db is the pooled database; file is the included
+    /// [databases] file bluegreen rewrites; green/blue say how the pooler reaches each
+    /// server when that differs from --target/--source.
+    #[arg(long = "pooler", value_name = "SPEC")]
+    pub poolers: Vec<String>,
+
+    /// Refuse when sync lags more than this many seconds.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub max_lag: f64,
+
+    /// Refuse without a clean verify at most this old.
+    #[arg(long, default_value_t = 3600.0, value_name = "SECONDS")]
+    pub verify_max_age: f64,
+
+    /// Do not require a clean verify.
+    #[arg(long)]
+    pub no_verify_check: bool,
+
+    /// Refuse when a transaction on the old primary has been open longer than this.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    pub max_xact_age: f64,
+
+    /// Give up (and put everything back) when a pooler's PAUSE takes longer than this.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    pub pause_timeout: f64,
+
+    /// Give up (and put everything back) when sync needs longer than this to catch up.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub drain_timeout: f64,
+
+    /// End sessions on the old primary that do not come from bluegreen (after PAUSE).
+    #[arg(long)]
+    pub terminate_other_sessions: bool,
 }

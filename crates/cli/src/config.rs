@@ -16,6 +16,32 @@ struct File {
     log_format: Option<LogFormat>,
     #[serde(default)]
     schemas: Vec<String>,
+    #[serde(default)]
+    pooler: Vec<PoolerEntry>,
+}
+
+/// A `[[pooler]]` table: the same keys as `--pooler`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolerEntry {
+    admin: String,
+    db: String,
+    file: String,
+    green: Option<String>,
+    blue: Option<String>,
+}
+
+impl PoolerEntry {
+    fn spec(&self) -> String {
+        let mut s = format!("admin={},db={},file={}", self.admin, self.db, self.file);
+        if let Some(g) = &self.green {
+            s.push_str(&format!(",green={g}"));
+        }
+        if let Some(b) = &self.blue {
+            s.push_str(&format!(",blue={b}"));
+        }
+        s
+    }
 }
 
 /// Settings every command sees.
@@ -26,6 +52,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Schemas from the file; a command's own `--schema` flags replace them.
     pub schemas: Vec<String>,
+    /// `[[pooler]]` entries from the file, as `--pooler` specs; `--pooler` flags replace them.
+    pub poolers: Vec<String>,
 }
 
 impl Settings {
@@ -43,6 +71,7 @@ impl Settings {
                 .or(file.log_format)
                 .unwrap_or_default(),
             schemas: file.schemas,
+            poolers: file.pooler.iter().map(PoolerEntry::spec).collect(),
         })
     }
 
@@ -86,7 +115,7 @@ fn read(path: &Path) -> Result<File, Trouble> {
                 path.display(),
                 e.to_string().trim().replace('\n', " ")
             ),
-            "the file takes source, target, log_format and schemas (see README)",
+            "the file takes source, target, log_format, schemas and [[pooler]] tables (see README)",
         )
     })
 }

@@ -36,6 +36,11 @@ impl Trouble {
         Trouble::new(e.to_string(), hint)
     }
 
+    pub fn cutover(e: cutover::Error) -> Trouble {
+        let hint = e.hint();
+        Trouble::new(e.to_string(), hint)
+    }
+
     pub fn state(side: &str, e: state::Error) -> Trouble {
         Trouble::new(
             format!("{side}: {e}"),

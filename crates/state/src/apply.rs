@@ -6,10 +6,13 @@
 //! and waits; the target then shows exactly the source's state at X. `release` clears both
 //! and the applier goes on. The applier knows the stream has passed X when it sees a
 //! transaction that commits at or after X, or a logical message at or after X: a requester
-//! on an idle source should emit one after taking its snapshot
-//! (`SELECT pg_logical_emit_message(false, 'bluegreen', 'hold')` on the source).
+//! on an idle source should emit one after taking its snapshot ([`emit_hold_message`]).
 
 use std::time::Duration;
+
+/// Prefix of the logical message a hold requester emits on the source after asking; the
+/// applier reads the request at once when it sees one.
+pub const HOLD_MESSAGE_PREFIX: &str = "bluegreen";
 
 use crate::{q, Error, GenericClient};
 
@@ -71,6 +74,20 @@ impl ApplyStatus {
             stop_requested: r.get(13),
         }))
     }
+}
+
+/// Emits the hold message on the source and makes sure it is flushed to WAL (a walsender only
+/// sends flushed WAL, and a message outside a transaction is not flushed by itself): a
+/// committed transaction with synchronous_commit on flushes everything before its commit.
+pub async fn emit_hold_message(source: &tokio_postgres::Client) -> Result<(), Error> {
+    source
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = on;
+             SELECT pg_logical_emit_message(false, 'bluegreen', 'hold');
+             SELECT txid_current(); COMMIT;",
+        )
+        .await
+        .map_err(q("mark the source position"))
 }
 
 /// Asks the applier to hold at `lsn` (see the module comment).

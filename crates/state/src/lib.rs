@@ -12,7 +12,9 @@ mod post_data;
 mod runs;
 pub mod verify;
 
-pub use apply::{release, request_hold, request_stop, ApplyStatus};
+pub use apply::{
+    emit_hold_message, release, request_hold, request_stop, ApplyStatus, HOLD_MESSAGE_PREFIX,
+};
 pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};
 pub use migrate::{drop_schema, exists, known_version, migrate, SCHEMA};
 pub use post_data::{NewItem, PostDataItem};

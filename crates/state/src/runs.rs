@@ -16,6 +16,9 @@ pub enum Phase {
     PostData,
     /// Everything copied; streaming may start at the chunks' snapshot LSNs.
     Copied,
+    /// Traffic moved to green; the reverse stream carries green's writes to blue.
+    /// (A rollback moves the run back to `Copied`: blue is the primary again.)
+    CutOver,
 }
 
 impl Phase {
@@ -25,6 +28,7 @@ impl Phase {
             Phase::Data => "data",
             Phase::PostData => "post-data",
             Phase::Copied => "copied",
+            Phase::CutOver => "cut-over",
         }
     }
 
@@ -34,6 +38,7 @@ impl Phase {
             "data" => Phase::Data,
             "post-data" => Phase::PostData,
             "copied" => Phase::Copied,
+            "cut-over" => Phase::CutOver,
             other => return Err(Error::Corrupt(other.into())),
         })
     }

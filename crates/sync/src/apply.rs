@@ -55,8 +55,9 @@ pub struct Applier {
 
 impl Applier {
     /// Opens the apply session: origin set up, triggers and foreign keys off for applied
-    /// changes (they fired on the source already), and the source's output settings, so text
-    /// values read back exactly as the source printed them.
+    /// changes (they fired on the source already), writable even where cutover fenced the
+    /// database read-only (reverse sync into blue), and the source's output settings, so
+    /// text values read back exactly as the source printed them.
     pub async fn open(
         client: Client,
         origin: &str,
@@ -65,7 +66,8 @@ impl Applier {
         client
             .batch_execute(&format!(
                 "SET session_replication_role = replica; SET statement_timeout = 0; \
-                 SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; {output_settings}"
+                 SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+                 SET default_transaction_read_only = off; {output_settings}"
             ))
             .await
             .map_err(sql("target", "apply session settings"))?;

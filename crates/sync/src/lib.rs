@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use wire::Lsn;
 
 pub use error::Error;
-pub use session::{GroupLimits, HOLD_PREFIX};
+pub use session::GroupLimits;
 
 use crate::progress::Progress;
 
@@ -27,6 +27,9 @@ use crate::progress::Progress;
 pub struct SyncOptions {
     pub run: String,
     pub limits: GroupLimits,
+    /// Transactions carrying this replication origin are not applied: reverse sync skips
+    /// what forward sync wrote on green, so nothing loops back to blue.
+    pub skip_origin: Option<String>,
 }
 
 /// The servers a sync touches: it streams from `source`, applies to `target`, and keeps its
@@ -130,6 +133,7 @@ pub async fn sync(
         target: ends.target.clone(),
         state: ends.state.clone(),
         limits: opts.limits.clone(),
+        skip_origin: opts.skip_origin.clone(),
         progress: progress.clone(),
         snapshot_lsns,
     };

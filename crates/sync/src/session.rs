@@ -46,6 +46,7 @@ pub struct Context {
     /// server it streams from).
     pub state: ConnSpec,
     pub limits: GroupLimits,
+    pub skip_origin: Option<String>,
     pub progress: Arc<Progress>,
     pub snapshot_lsns: std::collections::HashMap<(String, String), Lsn>,
 }
@@ -58,7 +59,8 @@ pub enum Exit {
 /// The source transaction being applied.
 struct Txn {
     commit_lsn: Lsn,
-    /// Already applied by an earlier session (it committed before the origin's progress).
+    /// Not to be applied: an earlier session applied it (it committed before the origin's
+    /// progress), or it carries the origin this sync skips.
     done_before: bool,
 }
 
@@ -216,7 +218,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 ctx.progress.set_applied(m.lsn);
                 // A requester's own message: read its request now rather than at the status
                 // task's next poll, so a cutover's hold takes milliseconds.
-                let hold_lsn = if m.prefix == HOLD_PREFIX {
+                let hold_lsn = if m.prefix == state::HOLD_MESSAGE_PREFIX {
                     current_hold(&state_client, &ctx.run).await?
                 } else {
                     ctx.progress.hold()
@@ -227,7 +229,14 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                     }
                 }
             }
-            LogicalMessage::Message(_) | LogicalMessage::Origin(_) | LogicalMessage::Type(_) => {}
+            LogicalMessage::Origin(o) => {
+                if ctx.skip_origin.as_deref() == Some(o.name.as_str()) {
+                    if let Some(t) = txn.as_mut() {
+                        t.done_before = true;
+                    }
+                }
+            }
+            LogicalMessage::Message(_) | LogicalMessage::Type(_) => {}
         }
     }
 }
@@ -305,9 +314,6 @@ async fn hold(
     }
     Ok(())
 }
-
-/// Prefix of the logical message a hold requester emits on the source after asking.
-pub const HOLD_PREFIX: &str = "bluegreen";
 
 async fn current_hold(client: &tokio_postgres::Client, run: &str) -> Result<Option<Lsn>, Error> {
     let lsn: Option<String> = client

@@ -2,6 +2,7 @@
 
 mod abort;
 mod copy;
+mod cutover;
 mod peek;
 mod plan;
 mod status;
@@ -18,6 +19,8 @@ pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Troubl
         Command::Plan(args) => plan::run(args, &settings).await,
         Command::Copy(args) => copy::run(args, &settings).await,
         Command::Abort(args) => abort::run(args, &settings).await,
+        Command::Cutover(args) => cutover::run(args, &settings, false).await,
+        Command::Rollback(args) => cutover::run(args, &settings, true).await,
         Command::Peek(args) => peek::run(args, &settings).await,
         Command::Sync(args) => sync::run(args, &settings).await,
         Command::Status(args) => status::run(args, &settings).await,

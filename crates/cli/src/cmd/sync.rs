@@ -24,15 +24,36 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
         tracing::info!("stop requested: finishing the transaction at hand");
         let _ = stop_tx.send(true);
     });
+    let ends = if args.reverse {
+        // Green streams back to blue; the state stays on green.
+        sync::Endpoints {
+            source: target.clone(),
+            target: source.clone(),
+            state: target.clone(),
+        }
+    } else {
+        sync::Endpoints::forward(&source, &target)
+    };
     let opts = SyncOptions {
-        run: args.run,
+        run: if args.reverse {
+            cutover::reverse_run(&args.run)
+        } else {
+            args.run.clone()
+        },
         limits: GroupLimits {
             rows: args.group_rows.max(1),
             age: Duration::from_millis(args.group_ms.max(1)),
             ..GroupLimits::default()
         },
+        // Each direction skips what the other wrote: forward sync after a rollback must not
+        // send green's writes (which reverse sync already put on blue) back to green.
+        skip_origin: Some(if args.reverse {
+            sync::origin_name(&args.run)
+        } else {
+            sync::origin_name(&cutover::reverse_run(&args.run))
+        }),
     };
-    let report = sync::sync(&sync::Endpoints::forward(&source, &target), &opts, stop_rx)
+    let report = sync::sync(&ends, &opts, stop_rx)
         .await
         .map_err(Trouble::sync)?;
     println!(

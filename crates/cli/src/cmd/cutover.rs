@@ -1,0 +1,85 @@
+//! `bluegreen cutover` and `bluegreen rollback`: flip every pooler, report the pause.
+
+use std::time::Duration;
+
+use crate::args::FlipArgs;
+use crate::config::Settings;
+use crate::trouble::Trouble;
+use crate::Outcome;
+
+pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outcome, Trouble> {
+    let blue = settings.spec("source")?;
+    let green = settings.spec("target")?;
+    let specs = if args.poolers.is_empty() {
+        settings.poolers.clone()
+    } else {
+        args.poolers.clone()
+    };
+    let poolers = specs
+        .iter()
+        .map(|s| s.parse::<cutover::PoolerSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Trouble::cutover)?;
+    let secs = |v: f64, flag: &str| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(Trouble::new(
+                format!("--{flag} must be a number of seconds ≥ 0"),
+                "e.g. --max-lag 5",
+            ))
+        }
+    };
+    let opts = cutover::Options {
+        run: args.run.clone(),
+        poolers,
+        max_lag: secs(args.max_lag, "max-lag")?,
+        verify_max_age: if args.no_verify_check {
+            None
+        } else {
+            Some(secs(args.verify_max_age, "verify-max-age")?)
+        },
+        max_xact_age: secs(args.max_xact_age, "max-xact-age")?,
+        pause_timeout: secs(args.pause_timeout, "pause-timeout")?,
+        drain_timeout: secs(args.drain_timeout, "drain-timeout")?,
+        terminate_other_sessions: args.terminate_other_sessions,
+    };
+    let report = if back {
+        cutover::rollback(&blue, &green, &opts).await
+    } else {
+        cutover::cutover(&blue, &green, &opts).await
+    }
+    .map_err(Trouble::cutover)?;
+    let (verb, to) = if back {
+        ("rolled back", "blue")
+    } else {
+        ("cut over", "green")
+    };
+    println!(
+        "{verb}: clients now reach {to}; paused {:.0} ms; caught up to {}",
+        report.paused.as_secs_f64() * 1000.0,
+        report.drained_at
+    );
+    for (step, s) in &report.steps {
+        println!("  {step:<22} {:>8.1} ms", s * 1000.0);
+    }
+    if !report.other_sessions.is_empty() {
+        println!(
+            "sessions on the old primary not from bluegreen{}:",
+            if report.terminated {
+                " (ended)"
+            } else {
+                " (left running: they can no longer start writable transactions)"
+            }
+        );
+        for s in &report.other_sessions {
+            println!("  {s}");
+        }
+    }
+    if back {
+        println!("next: run bluegreen sync to follow blue again (it skips what reverse sync wrote), and cut over when ready");
+    } else {
+        println!("next: run bluegreen sync --reverse to carry green's writes to blue, so rollback stays possible");
+    }
+    Ok(Outcome::Clean)
+}

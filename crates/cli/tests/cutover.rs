@@ -1,0 +1,442 @@
+//! `bluegreen cutover` and `rollback` against real PostgreSQL and PgBouncer: the plant workload
+//! writes through the pooler the whole time; traffic moves to green and back with no failed
+//! client transaction and no lost write; each injected failure leaves traffic on blue, sync
+//! running, and nothing lost.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bluegreen, code, fixture_pair_at, stderr, stdout};
+use testkit::{Cluster, Pgbouncer};
+
+const DB: &str = "factory_telemetry";
+
+struct Rig {
+    blue: Cluster,
+    green: Cluster,
+    pooler: Pgbouncer,
+    s: String,
+    t: String,
+    pooled: String,
+    pooler_arg: String,
+    dir: tempfile::TempDir,
+}
+
+fn rig() -> Rig {
+    let (blue, green) = fixture_pair_at(0.005);
+    blue.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let pooler = Pgbouncer::builder()
+        .database(DB, "127.0.0.1", blue.port(), DB)
+        .user("postgres", blue.password())
+        .start()
+        .unwrap();
+    let (s, t) = (blue.url(DB), green.url(DB));
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let pooled = pooler.url(DB, "postgres", blue.password());
+    let pooler_arg = format!(
+        "admin={},db={DB},file={}",
+        pooler.admin_url(),
+        pooler.databases_file().display()
+    );
+    Rig {
+        blue,
+        green,
+        pooler,
+        s,
+        t,
+        pooled,
+        pooler_arg,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Rig {
+    fn sync(&self, reverse: bool, log: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        let mut args = vec!["sync", "--source", &self.s, "--target", &self.t];
+        if reverse {
+            args.push("--reverse");
+        }
+        Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn flip(&self, verb: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec![
+            verb,
+            "--source",
+            &self.s,
+            "--target",
+            &self.t,
+            "--pooler",
+            &self.pooler_arg,
+            "--no-verify-check",
+        ];
+        args.extend_from_slice(extra);
+        bluegreen(&args)
+    }
+
+    /// The server port a new connection through the pooler lands on.
+    fn pooled_port(&self) -> u16 {
+        let out = Command::new(testkit::pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-c", "SELECT inet_server_port()"])
+            .arg(&self.pooled)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    fn sync_running(&self, run: &str) -> bool {
+        self.green.sql(
+            DB,
+            &format!(
+                "SELECT coalesce(bool_or(heartbeat > clock_timestamp() - interval '5 s'), false)
+                   FROM bluegreen.apply WHERE run = '{run}'"
+            ),
+        ) == "t"
+    }
+
+    fn wait_sync_running(&self, run: &str) {
+        let started = Instant::now();
+        while !self.sync_running(run) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "sync {run} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Blue is where traffic goes, writable, and sync is running: the state every failed
+    /// cutover must leave behind.
+    fn assert_on_blue_and_syncing(&self) {
+        assert_eq!(
+            self.pooled_port(),
+            self.blue.port(),
+            "traffic is not on blue"
+        );
+        assert_eq!(
+            self.blue.sql(DB, "SELECT coalesce(array_to_string(setconfig, ','), '') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()"),
+            "",
+            "blue is still fenced"
+        );
+        assert!(self.sync_running("main"), "sync stopped");
+        assert_eq!(
+            self.green
+                .sql(DB, "SELECT phase FROM bluegreen.runs WHERE run = 'main'"),
+            "copied"
+        );
+        assert_eq!(
+            self.green
+                .sql(DB, "SELECT count(*) FROM pg_replication_slots"),
+            "0",
+            "a reverse slot was left on green"
+        );
+    }
+}
+
+/// The plant workload through the pooler in a background thread.
+fn workload(
+    dsn: String,
+    seconds: u64,
+    ledger: PathBuf,
+    seed: u64,
+) -> std::thread::JoinHandle<fixtures::workload::WorkloadReport> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut cfg = fixtures::workload::WorkloadConfig::new(
+            &dsn,
+            Duration::from_secs(seconds),
+            200.0,
+            &ledger,
+        );
+        // A ledger holds only while nothing else writes its keys: each run its own seed.
+        cfg.seed = seed;
+        rt.block_on(fixtures::workload::run(&cfg)).unwrap()
+    })
+}
+
+/// No client transaction failed for any reason but the workload's own deliberate domain
+/// violations (23514), and none ended with an unknown outcome.
+fn assert_no_failed_client_transaction(report: &fixtures::workload::WorkloadReport) {
+    let s = &report.summary;
+    let unexpected: Vec<_> = s
+        .failures
+        .iter()
+        .filter(|(k, _)| k.as_str() != "23514")
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "client transactions failed: {unexpected:?}"
+    );
+    assert_eq!(s.unknown, 0, "commits with unknown outcome");
+    assert!(s.committed > 0);
+}
+
+fn check_ledger(dsn: &str, ledger: &std::path::Path) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let report = fixtures::check(&client, ledger).await.unwrap();
+        assert!(report.is_ok(), "committed writes missing: {report}");
+    });
+}
+
+fn wait_caught_up(applied_on: &Cluster, run: &str, source: &Cluster) {
+    let want = source.sql(DB, "SELECT pg_current_wal_lsn()");
+    let started = Instant::now();
+    loop {
+        let ok = applied_on.sql(
+            DB,
+            &format!("SELECT coalesce(applied_lsn >= '{want}'::pg_lsn, false) FROM bluegreen.apply WHERE run = '{run}'"),
+        );
+        if ok == "t" {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{run} not caught up to {want}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop(mut child: Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+}
+
+#[test]
+fn cutover_and_rollback_under_load_lose_nothing() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let ledger = r.dir.path().join("ledger");
+    let writer = workload(r.pooled.clone(), 16, ledger.clone(), 1);
+    std::thread::sleep(Duration::from_secs(4));
+
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("cut over: clients now reach green"), "{out}");
+    let paused_ms: f64 = out
+        .split("paused ")
+        .nth(1)
+        .and_then(|s| s.split(" ms").next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    eprintln!("cutover paused clients for {paused_ms} ms");
+    assert!(paused_ms < 5000.0, "{out}");
+    assert_eq!(
+        r.pooled_port(),
+        r.green.port(),
+        "new connections land on green"
+    );
+    assert_eq!(
+        r.green
+            .sql(DB, "SELECT phase FROM bluegreen.runs WHERE run = 'main'"),
+        "cut-over"
+    );
+    // Blue no longer takes writes from new sessions.
+    let err = r
+        .blue
+        .psql(
+            DB,
+            "INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('ZZ', 'z')",
+        )
+        .unwrap_err();
+    assert!(err.contains("read-only"), "{err}");
+
+    // Forward sync stops by itself; reverse sync carries green's writes to blue.
+    let started = Instant::now();
+    while r.sync_running("main") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "forward sync did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(fwd);
+    let rev = r.sync(true, "reverse.log");
+    r.wait_sync_running("main_reverse");
+    let report = writer.join().unwrap();
+    assert_no_failed_client_transaction(&report);
+    // Every committed write (on blue before, on green after the flip) is on green, and
+    // reverse sync has carried green's writes to blue.
+    check_ledger(&r.t, &ledger);
+    wait_caught_up(&r.green, "main_reverse", &r.green);
+    check_ledger(&r.s, &ledger);
+
+    // Writes on green reach blue, then traffic goes back.
+    let ledger2 = r.dir.path().join("ledger2");
+    let writer = workload(r.pooled.clone(), 8, ledger2.clone(), 2);
+    std::thread::sleep(Duration::from_secs(3));
+    wait_caught_up(&r.green, "main_reverse", &r.green);
+    let o = r.flip("rollback", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("rolled back: clients now reach blue"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(r.pooled_port(), r.blue.port());
+    let report = writer.join().unwrap();
+    assert_no_failed_client_transaction(&report);
+    stop(rev);
+    // Every write made on green (and before) is on blue; blue takes writes again.
+    check_ledger(&r.s, &ledger2);
+    r.blue.sql(
+        DB,
+        "INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('ZZ', 'z')",
+    );
+    assert_eq!(
+        r.green
+            .sql(DB, "SELECT phase FROM bluegreen.runs WHERE run = 'main'"),
+        "copied"
+    );
+    assert_eq!(
+        r.green.sql(DB, "SELECT count(*) FROM pg_replication_slots"),
+        "0",
+        "reverse slot left on green"
+    );
+    let audit = r.green.sql(DB, "SELECT string_agg(step, ',' ORDER BY id) FROM bluegreen.audit WHERE step IN ('cutover', 'rollback')");
+    assert_eq!(audit, "cutover,rollback");
+}
+
+#[test]
+fn refused_or_failed_cutovers_leave_traffic_on_blue() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let ledger = r.dir.path().join("ledger");
+    let writer = workload(r.pooled.clone(), 30, ledger.clone(), 3);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // 1. A pooler that cannot be reached: refused before anything is touched.
+    let dead = format!(
+        "admin=postgresql://bgadmin:x@127.0.0.1:1/pgbouncer?connect_timeout=2,db={DB},file={}",
+        r.pooler.databases_file().display()
+    );
+    let o = r.flip("cutover", &["--pooler", &r.pooler_arg, "--pooler", &dead]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("not cutting over"), "{}", stderr(&o));
+    r.assert_on_blue_and_syncing();
+
+    // 2. A long transaction on blue: refused by the guardrail.
+    let mut long = Command::new(testkit::pg_bin("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-c",
+            "BEGIN; SELECT txid_current(); SELECT pg_sleep(8); COMMIT;",
+        ])
+        .arg(&r.s)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let o = r.flip("cutover", &["--max-xact-age", "1"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("has been open"), "{}", stderr(&o));
+    long.wait().unwrap();
+    r.assert_on_blue_and_syncing();
+
+    // 3. PAUSE cannot finish (a client keeps a transaction open through the pooler):
+    //    PAUSE times out, every pooler resumes, everything is put back.
+    let mut holder = Command::new(testkit::pg_bin("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-c",
+            "BEGIN; SELECT 1; SELECT pg_sleep(60); COMMIT;",
+        ])
+        .arg(&r.pooled)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    let o = r.flip(
+        "cutover",
+        &["--pause-timeout", "1", "--max-xact-age", "120"],
+    );
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("pause failed"), "{}", stderr(&o));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    r.assert_on_blue_and_syncing();
+
+    // 4. Sync cannot catch up in time (a burst of 300k rows just before): drain times out,
+    //    all undone, and sync then catches up.
+    r.blue.sql(
+        DB,
+        "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real)
+           SELECT (SELECT min(id::text)::uuid FROM factory_telemetry.metric_def), now(), g
+             FROM generate_series(1, 300000) g",
+    );
+    let o = r.flip("cutover", &["--drain-timeout", "0.2", "--max-lag", "60"]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(stderr(&o).contains("drain failed"), "{}", stderr(&o));
+    r.assert_on_blue_and_syncing();
+
+    // 5. Green is down: refused, blue keeps the traffic; sync recovers when green is back.
+    r.green.stop().unwrap();
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 2);
+    assert_eq!(r.pooled_port(), r.blue.port());
+    r.green.start_again().unwrap();
+    r.wait_sync_running("main");
+    r.assert_on_blue_and_syncing();
+
+    let report = writer.join().unwrap();
+    assert_no_failed_client_transaction(&report);
+    wait_caught_up(&r.green, "main", &r.blue);
+    stop(fwd);
+    check_ledger(&r.t, &ledger);
+    check_ledger(&r.s, &ledger);
+}
+
+#[test]
+fn pooler_spec_errors_are_clear() {
+    for (spec, needle) in [
+        ("db=x,file=/tmp/f", "needs admin"),
+        ("admin=host=x,db=x", "needs file"),
+        ("admin=host=x,db=x,file=/f,colour=blue", "unknown"),
+        ("admin=host=x,db=x,file=/f,green=nohostport", "host:port"),
+    ] {
+        let o = bluegreen(&[
+            "cutover", "--source", "host=x", "--target", "host=y", "--pooler", spec,
+        ]);
+        assert_eq!(code(&o), 2);
+        assert!(stderr(&o).contains(needle), "{spec}: {}", stderr(&o));
+    }
+}

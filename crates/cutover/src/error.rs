@@ -1,0 +1,74 @@
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Bad flags or settings (nothing was touched).
+    #[error("{0}")]
+    Usage(String),
+
+    /// A guardrail says not now (nothing was touched).
+    #[error("not cutting over: {0}")]
+    Guardrail(String),
+
+    #[error("{0}")]
+    Pooler(String),
+
+    #[error("{0}")]
+    Timeout(String),
+
+    #[error("{side}: {source}")]
+    Conn {
+        side: &'static str,
+        #[source]
+        source: conn::Error,
+    },
+
+    #[error("{side}: {what}: {}", pg_message(source))]
+    Sql {
+        side: &'static str,
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error(transparent)]
+    State(#[from] state::Error),
+
+    #[error("replication connection: {0}")]
+    Wire(#[from] wire::Error),
+
+    /// A step failed and everything was put back: traffic on the old primary, sync running.
+    #[error("{step} failed, rolled back to where it started: {cause}")]
+    Aborted { step: String, cause: Box<Error> },
+}
+
+impl Error {
+    pub fn hint(&self) -> String {
+        match self {
+            Error::Usage(_) => "see bluegreen cutover --help".into(),
+            Error::Guardrail(_) => {
+                "fix what the guardrail names (or relax its limit with the matching flag), then try again".into()
+            }
+            Error::Aborted { .. } => {
+                "nothing was lost: clients are back on the old primary and sync still runs; fix the cause and try again".into()
+            }
+            Error::Conn { source, .. } => source.hint().into(),
+            _ => "check the named server or pooler and try again".into(),
+        }
+    }
+}
+
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => conn::redact(&e.to_string()),
+    }
+}
+
+pub(crate) fn sql(
+    side: &'static str,
+    what: impl Into<String>,
+) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Sql { side, what, source }
+}
