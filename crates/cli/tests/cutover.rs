@@ -426,6 +426,34 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
 }
 
 #[test]
+fn abort_after_cutover_leaves_nothing_on_either_side() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let st = bluegreen(&["status", "--target", &r.t]);
+    assert!(stdout(&st).contains("last cutover"), "{}", stdout(&st));
+    let rev = r.sync(true, "reverse.log");
+    r.wait_sync_running("main_reverse");
+    let o = bluegreen(&["abort", "--source", &r.s, "--target", &r.t]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    stop(rev);
+    stop(fwd);
+    for pg in [&r.blue, &r.green] {
+        assert_eq!(
+            pg.sql(
+                DB,
+                "SELECT (SELECT count(*) FROM pg_replication_slots) || ' ' || (SELECT count(*) FROM pg_publication)
+                     || ' ' || (SELECT count(*) FROM pg_replication_origin)
+                     || ' ' || (SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen')"
+            ),
+            "0 0 0 0"
+        );
+    }
+}
+
+#[test]
 fn pooler_spec_errors_are_clear() {
     for (spec, needle) in [
         ("db=x,file=/tmp/f", "needs admin"),

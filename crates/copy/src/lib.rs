@@ -474,6 +474,10 @@ pub async fn abort(
     let mut removed = Removed::default();
     if let Some(source) = source {
         let src = conn::connect(source).await.map_err(conn_err("source"))?;
+        // After a cutover blue is fenced read-only for new sessions; abort still cleans it.
+        src.batch_execute("SET default_transaction_read_only = off")
+            .await
+            .map_err(sql("source", "session settings"))?;
         removed.slot = source::drop_slot(&src, &names::slot(run)).await?;
         source::drop_slot(&src, &names::resume_slot(run)).await?;
         removed.publication = source::drop_publication(&src, &names::publication(run)).await?;

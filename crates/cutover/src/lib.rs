@@ -502,10 +502,66 @@ async fn arm_reverse(cx: &Ctx<'_>) -> Result<(), Error> {
 }
 
 async fn disarm_reverse(cx: &Ctx<'_>) -> Result<(), Error> {
-    let name = format!("bluegreen_{}", reverse_run(&cx.opts.run));
+    drop_reverse_on_green(&cx.state, &cx.opts.run).await
+}
+
+/// Removes what cutover created for the reverse stream: on green its slot (ending the
+/// stream), publication and run row; on blue the reverse applier's session and replication
+/// origin. For `bluegreen abort`; safe to run when none of it exists.
+pub async fn remove_reverse(
+    run: &str,
+    blue: Option<&ConnSpec>,
+    green: Option<&ConnSpec>,
+) -> Result<(), Error> {
+    let rev = reverse_run(run);
+    let mut apply_pid = None;
+    if let Some(green) = green {
+        let state = connect(green, "green").await?;
+        if state::exists(&state).await? {
+            if let Some(a) = ApplyStatus::get(&state, &rev).await? {
+                state::request_stop(&state, &rev).await?;
+                apply_pid = a.pid;
+            }
+            drop_reverse_on_green(&state, run).await?;
+        }
+    }
+    if let Some(blue) = blue {
+        let c = connect(blue, "blue").await?;
+        c.batch_execute("SET default_transaction_read_only = off")
+            .await
+            .map_err(sql("blue", "session settings"))?;
+        if let Some(pid) = apply_pid {
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .map_err(sql("blue", "end the reverse applier"))?;
+        }
+        let origin = format!("bluegreen_{rev}");
+        for _ in 0..50 {
+            match c
+                .execute(
+                    "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+                    &[&origin],
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(sql("blue", "drop the reverse origin")(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn drop_reverse_on_green(state: &Client, run: &str) -> Result<(), Error> {
+    let name = format!("bluegreen_{}", reverse_run(run));
     for _ in 0..50 {
-        let row = cx
-            .state
+        let row = state
             .query_opt(
                 "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
                 &[&name],
@@ -515,14 +571,14 @@ async fn disarm_reverse(cx: &Ctx<'_>) -> Result<(), Error> {
         match row.map(|r| r.get::<_, Option<i32>>(0)) {
             None => break,
             Some(Some(pid)) => {
-                cx.state
+                state
                     .execute("SELECT pg_terminate_backend($1)", &[&pid])
                     .await
                     .map_err(sql("green", "end the reverse stream"))?;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Some(None) => {
-                cx.state
+                state
                     .execute("SELECT pg_drop_replication_slot($1)", &[&name])
                     .await
                     .map_err(sql("green", "drop the reverse slot"))?;
@@ -530,14 +586,14 @@ async fn disarm_reverse(cx: &Ctx<'_>) -> Result<(), Error> {
             }
         }
     }
-    cx.state
+    state
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {}",
             quote_ident(&name)
         ))
         .await
         .map_err(sql("green", "drop the reverse publication"))?;
-    Run::delete(&cx.state, &reverse_run(&cx.opts.run)).await?;
+    Run::delete(state, &reverse_run(run)).await?;
     Ok(())
 }
 

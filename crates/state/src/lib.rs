@@ -41,6 +41,25 @@ pub(crate) fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Err
     move |source| Error::Query { what, source }
 }
 
+/// The newest audit entry of one of `steps`: (step, when as text, seconds, detail).
+pub async fn last_audit(
+    c: &impl GenericClient,
+    run: &str,
+    steps: &[&str],
+) -> Result<Option<(String, String, Option<f64>, Option<serde_json::Value>)>, Error> {
+    let steps: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+    let row = c
+        .query_opt(
+            "SELECT step, to_char(at, 'YYYY-MM-DD HH24:MI:SS TZ'), seconds, detail
+               FROM bluegreen.audit WHERE run = $1 AND step = ANY($2)
+              ORDER BY id DESC LIMIT 1",
+            &[&run, &steps],
+        )
+        .await
+        .map_err(q("read audit"))?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
+}
+
 /// Appends a step to the run's audit log.
 pub async fn audit(
     c: &impl GenericClient,

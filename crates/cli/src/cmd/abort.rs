@@ -22,6 +22,11 @@ pub async fn run(args: AbortArgs, settings: &Settings) -> Result<Outcome, Troubl
             "give the source to drop the run's slot and publication, the target to remove its state",
         ));
     }
+    // What cutover made for the reverse stream goes first: its run row would keep the
+    // state schema alive, its slot would keep WAL on green.
+    cutover::remove_reverse(&args.run, source.as_ref(), target.as_ref())
+        .await
+        .map_err(Trouble::cutover)?;
     let removed = copy::abort(&args.run, source.as_ref(), target.as_ref(), args.drop_data)
         .await
         .map_err(Trouble::copy)?;

@@ -36,6 +36,13 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     let apply = ApplyStatus::get(&client, &args.run)
         .await
         .map_err(|e| Trouble::state("target", e))?;
+    let flip = state::last_audit(
+        &client,
+        &args.run,
+        &["cutover", "rollback", "cutover-aborted"],
+    )
+    .await
+    .map_err(|e| Trouble::state("target", e))?;
     let (chunks, done): (i64, i64) = tables
         .iter()
         .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.done));
@@ -65,6 +72,9 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             "schemas": run.schemas,
             "copy": { "chunks": chunks, "chunks_done": done },
             "sync": sync,
+            "last_flip": flip.as_ref().map(|(step, at, secs, detail)| json!({
+                "step": step, "at": at, "paused_seconds": secs, "detail": detail,
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(Outcome::Clean);
@@ -119,6 +129,21 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             if let Some(e) = &a.last_error {
                 println!("  last error: {e}");
             }
+        }
+    }
+    if let Some((step, at, secs, detail)) = flip {
+        match secs {
+            Some(s) => println!("last {step}: {at}, clients paused {:.0} ms", s * 1000.0),
+            None => println!(
+                "last {step}: {at}{}",
+                detail
+                    .as_ref()
+                    .and_then(|d| d
+                        .get("error")
+                        .and_then(|e| e.as_str())
+                        .map(|e| format!(" ({e})")))
+                    .unwrap_or_default()
+            ),
         }
     }
     Ok(Outcome::Clean)
