@@ -346,6 +346,24 @@ fn start_sync(p: &Pair, log: &PathBuf) -> Child {
         .unwrap()
 }
 
+/// SIGTERM, then up to a minute for sync to finish. Its shutdown is sync's own business
+/// (tested in sync.rs): a sync that does not exit in time is killed with a warning rather
+/// than failing the verify test or hanging it.
+fn stop_sync(mut child: Child) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "sync exited with {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("WARNING: sync did not exit within 60 s of SIGTERM; killing it");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn sync_exists() -> bool {
     code(&bluegreen(&["sync", "--help"])) == 0
 }
@@ -359,7 +377,7 @@ fn five_verifies_under_the_plant_workload_find_nothing() {
     let started = Instant::now();
     let p = copied_pair(0.02, "");
     let dir = tempfile::tempdir().unwrap();
-    let mut sync = start_sync(&p, &dir.path().join("sync.log"));
+    let sync = start_sync(&p, &dir.path().join("sync.log"));
     let s = p.s.clone();
     let ledger = dir.path().join("ledger");
     let writer = std::thread::spawn(move || {
@@ -406,10 +424,67 @@ fn five_verifies_under_the_plant_workload_find_nothing() {
         ),
         "none"
     );
-    unsafe { libc::kill(sync.id() as i32, libc::SIGTERM) };
-    let status = sync.wait().unwrap();
-    assert!(status.success(), "sync exited with {status}");
+    stop_sync(sync);
     eprintln!("five_verifies_under_load: {:?}", started.elapsed());
+}
+
+#[test]
+fn repair_while_sync_runs_holds_the_applier() {
+    if !sync_exists() {
+        eprintln!("SKIPPED: `bluegreen sync` does not exist yet; an online repair needs it");
+        return;
+    }
+    let started = Instant::now();
+    let p = copied_pair(0.02, "");
+    let dir = tempfile::tempdir().unwrap();
+    let sync = start_sync(&p, &dir.path().join("sync.log"));
+    let s = p.s.clone();
+    let ledger = dir.path().join("ledger");
+    let writer = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg =
+            fixtures::workload::WorkloadConfig::new(&s, Duration::from_secs(25), 400.0, &ledger);
+        rt.block_on(fixtures::workload::run(&cfg)).unwrap()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // Old rows the workload does not touch, broken on the target behind the applier's back.
+    let hist = "factory_telemetry.metric_hist";
+    let id = one(&p.source, &format!("SELECT min(id) + 10 FROM {hist}"));
+    p.target.sql(
+        DB,
+        &format!(
+            "UPDATE {hist} SET value_int = -7, value_real = NULL WHERE id = {id};
+             DELETE FROM {hist} WHERE id = {id} + 1;"
+        ),
+    );
+    let (c, doc) = verify_json(&p, &["--chunk-mb", "1", "--repair"]);
+    assert_eq!(c, 1, "{doc:#}");
+    assert_eq!(doc["consistency"]["mode"], "held", "{doc:#}");
+    let h = diffs(&doc, "metric_hist");
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert!(h
+        .iter()
+        .any(|d| key_is(d, "id", &id) && d["kind"] == "changed"));
+    let r = &doc["repair"];
+    assert_eq!(r["consistency"]["mode"], "held", "{r:#}");
+    assert_eq!(r["equal"], true, "{r:#}");
+    // Under the same writes, held again: clean.
+    let (c, doc) = verify_json(&p, &["--chunk-mb", "1"]);
+    assert_eq!(c, 0, "{doc:#}");
+    writer.join().unwrap();
+    assert_eq!(
+        p.target.sql(
+            DB,
+            "SELECT coalesce(hold_lsn::text, 'none') FROM bluegreen.apply"
+        ),
+        "none"
+    );
+    stop_sync(sync);
+    eprintln!("repair_while_sync_runs: {:?}", started.elapsed());
 }
 
 #[test]

@@ -184,23 +184,15 @@ async fn take_held(
     let pause = status.applied_lsn.unwrap_or_else(|| "0/1".into());
     let pause: Lsn = parse_lsn(&pause)?;
     state::request_hold(sides.state, sides.run, &pause.to_string()).await?;
+    nudge(sides).await;
     wait_held(sides, pause, deadline, hold_timeout).await?;
 
     let exporter = export_source(sides).await?;
     let x = exporter.consistent_point();
-    // An idle source writes nothing after X: a logical message past X tells the applier
-    // that nothing before X is still to come.
-    if let Err(e) = sides
-        .source_client
-        .execute(
-            "SELECT pg_logical_emit_message(false, 'bluegreen', 'verify hold')",
-            &[],
-        )
-        .await
-    {
-        tracing::debug!(error = %e, "could not emit a logical message; the applier's own will do");
-    }
     state::request_hold(sides.state, sides.run, &x.to_string()).await?;
+    // On an idle source nothing is written after X: the message tells the applier that
+    // nothing before X is still to come (and makes it read the request at once).
+    nudge(sides).await;
     wait_held(sides, x, deadline, hold_timeout).await?;
 
     let origin = ApplyStatus::get(sides.state, sides.run)
@@ -231,6 +223,25 @@ async fn take_held(
         snaps.release(sides).await?;
     }
     Ok(Ok(snaps))
+}
+
+/// A logical message on the source with the prefix the applier reads hold requests at
+/// (`bluegreen`), flushed to WAL: a walsender sends only flushed WAL, and a message outside a
+/// transaction is not flushed by itself, so a committed transaction with synchronous_commit
+/// on follows it.
+async fn nudge(sides: &Sides<'_>) {
+    if let Err(e) = sides
+        .source_client
+        .batch_execute(
+            "BEGIN; SET LOCAL synchronous_commit = on;
+             SELECT pg_logical_emit_message(false, 'bluegreen', 'verify hold');
+             SELECT txid_current(); COMMIT;",
+        )
+        .await
+    {
+        let _ = sides.source_client.batch_execute("ROLLBACK").await;
+        tracing::debug!(error = %e, "could not emit a logical message; the applier polls its requests anyway");
+    }
 }
 
 fn not_syncing(run: &str) -> Error {
