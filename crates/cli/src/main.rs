@@ -31,7 +31,15 @@ fn main() -> ExitCode {
         Err(t) => return t.report(),
     };
     logging::init(settings.log_format);
-    proctitle::scrub(&settings.secrets());
+    let mut secrets = settings.secrets();
+    if let args::Command::Cutover(f) | args::Command::Rollback(f) = &cli.command {
+        // Pooler admin passwords given on the command line, too.
+        secrets.extend(f.poolers.iter().filter_map(|p| {
+            let spec: cutover::PoolerSpec = p.parse().ok()?;
+            conn::ConnSpec::parse(&spec.admin).ok()?.password
+        }));
+    }
+    proctitle::scrub(&secrets);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
