@@ -330,6 +330,33 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     );
     let audit = r.green.sql(DB, "SELECT string_agg(step, ',' ORDER BY id) FROM bluegreen.audit WHERE step IN ('cutover', 'rollback')");
     assert_eq!(audit, "cutover,rollback");
+
+    // Back where the run was before the cutover: green is not fenced, forward sync (whose
+    // state lives on green) follows blue again, and a second cutover sends clients to a
+    // writable green.
+    assert_eq!(
+        r.green.sql(DB, "SELECT coalesce(array_to_string(setconfig, ','), '') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()"),
+        "",
+        "green is still fenced after rollback"
+    );
+    let fwd = r.sync(false, "forward2.log");
+    r.wait_sync_running("main");
+    wait_caught_up(&r.green, "main", &r.blue);
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(r.pooled_port(), r.green.port());
+    let out = Command::new(testkit::pg_bin("psql"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg("INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('ZY', 'y')")
+        .arg(&r.pooled)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a write through the pooler after the second cutover: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stop(fwd);
 }
 
 #[test]

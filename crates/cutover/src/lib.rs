@@ -6,7 +6,8 @@
 //! pre-synced → PAUSE on every pooler → old primary fenced → the applier holds exactly at the
 //! old primary's current LSN (everything committed before it is applied) → final sequence
 //! sync → databases files rewritten, RELOAD, each pooler checked → RESUME → the old direction's
-//! sync stops. Any failure before the final RESUME puts everything back: files, fence, hold,
+//! sync stops (after a rollback green's fence is lifted again: forward sync writes there, and
+//! the next cutover sends clients to it). Any failure before the final RESUME puts everything back: files, fence, hold,
 //! pause — traffic stays on the old primary and its sync keeps running.
 
 pub mod dbfile;
@@ -299,6 +300,9 @@ fn at<T>(step: &'static str, r: Result<T, Error>) -> StepResult<T> {
 
 async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
     if cx.dir == Direction::Cutover {
+        // Green takes the writes from RESUME on: a fence an earlier rollback left on it (or an
+        // interrupted one) would turn every client write into an error.
+        at("unfence green", lift_fence(&cx.new).await)?;
         at("arm rollback", arm_reverse(cx).await)?;
         done.reverse_armed = true;
         cx.step("arm rollback");
@@ -408,6 +412,10 @@ async fn finish(cx: &Ctx<'_>, report: &Report) -> Result<(), Error> {
     )
     .await?;
     if cx.dir == Direction::Rollback {
+        // Green was fenced for the flip; clients now reach blue. Back to the state before the
+        // cutover: forward sync keeps its state on green and writes there, and the next
+        // cutover sends clients to it.
+        set_read_only(&cx.old, false).await?;
         // Give the reverse applier a moment to see its stop request, then remove its slot.
         for _ in 0..50 {
             if !ApplyStatus::get(&cx.state, &cx.apply_run)
@@ -659,6 +667,25 @@ async fn fence(cx: &Ctx<'_>) -> Result<(Vec<String>, bool), Error> {
         }
     }
     Ok((others, cx.opts.terminate_other_sessions))
+}
+
+/// Lifts a read-only fence from the database, if one is set; says whether it was.
+async fn lift_fence(c: &Client) -> Result<bool, Error> {
+    let fenced: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+                             WHERE d.datname = current_database() AND s.setrole = 0
+                               AND 'default_transaction_read_only=on' = ANY (s.setconfig))",
+            &[],
+        )
+        .await
+        .map_err(sql("database", "look for a read-only fence"))?
+        .get(0);
+    if fenced {
+        tracing::warn!("the new primary was fenced read-only (left by a rollback); lifting it");
+        set_read_only(c, false).await?;
+    }
+    Ok(fenced)
 }
 
 async fn set_read_only(c: &Client, on: bool) -> Result<(), Error> {
