@@ -104,3 +104,15 @@ pub fn classify(spec: &ConnSpec, e: tokio_postgres::Error) -> Error {
     }
     Error::Unreachable { target, cause }
 }
+
+/// The server's own message (with its detail) for a failed statement; for anything else the
+/// error's text with passwords removed. Better for operators than tokio-postgres' "db error".
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(d) => format!("{} ({d})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => crate::redact(&e.to_string()),
+    }
+}

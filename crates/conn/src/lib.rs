@@ -14,7 +14,7 @@ mod redact;
 mod spec;
 mod tls;
 
-pub use connect::connect;
+pub use connect::{connect, pg_message};
 pub use error::Error;
 pub use ident::{qualified, quote_ident, quote_literal};
 pub use redact::redact;

@@ -23,7 +23,7 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] state::Error),
 
-    #[error("{side}: {what}: {}", pg_message(source))]
+    #[error("{side}: {what}: {}", conn::pg_message(source))]
     Sql {
         side: &'static str,
         what: String,
@@ -52,16 +52,6 @@ impl Error {
     }
 }
 
-/// The server's own message (with detail) rather than tokio-postgres' generic "db error".
-pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(d) => format!("{} ({d})", db.message()),
-            None => db.message().to_string(),
-        },
-        None => conn::redact(&e.to_string()),
-    }
-}
 
 pub(crate) fn sql(
     side: &'static str,

@@ -23,7 +23,7 @@ pub enum Error {
         source: conn::Error,
     },
 
-    #[error("{side}: {what}: {}", pg_message(source))]
+    #[error("{side}: {what}: {}", conn::pg_message(source))]
     Sql {
         side: &'static str,
         what: String,
@@ -58,12 +58,6 @@ impl Error {
     }
 }
 
-pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => conn::redact(&e.to_string()),
-    }
-}
 
 pub(crate) fn sql(
     side: &'static str,

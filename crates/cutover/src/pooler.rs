@@ -120,7 +120,7 @@ impl Admin {
             Ok(Err(e)) => Err(Error::Pooler(format!(
                 "pooler {}: {sql}: {}",
                 self.name(),
-                crate::error::pg_message(&e)
+                conn::pg_message(&e)
             ))),
             Err(_) => Err(Error::Timeout(format!(
                 "pooler {}: {sql} did not finish within {limit:?}",
