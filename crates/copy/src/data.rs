@@ -1,16 +1,16 @@
-//! Data workers: each holds one source transaction on the run's snapshot and pipes chunks
+//! Data chunks: a worker holds one source transaction on the run's snapshot and pipes chunks
 //! `COPY (SELECT …) TO STDOUT` → `COPY … FROM STDIN` without decoding rows. A chunk's rows
 //! and its `done` mark commit in one target transaction.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use catalog::{Plan, Table};
+use catalog::Table;
 use conn::{quote_ident, quote_literal, ConnSpec};
 use futures_util::{SinkExt, StreamExt};
 use state::{Chunk, ChunkKind};
+use tokio_postgres::Client;
 
 use crate::error::{sql, Error};
 use crate::progress::Counters;
@@ -26,134 +26,112 @@ pub struct Snapshot {
     pub lsn: String,
 }
 
-pub async fn run_workers(
-    jobs: usize,
-    plan: &Plan,
-    source: &ConnSpec,
-    target: &ConnSpec,
-    run: &str,
-    snapshot: &Snapshot,
-    counters: &Arc<Counters>,
-) -> Result<(), Error> {
-    let tables: Arc<HashMap<(String, String), Table>> = Arc::new(
-        plan.tables
-            .iter()
-            .map(|t| ((t.schema.clone(), t.name.clone()), t.clone()))
-            .collect(),
-    );
-    let mut set = tokio::task::JoinSet::new();
-    for id in 0..jobs.max(1) {
-        let (tables, source, target) = (tables.clone(), source.clone(), target.clone());
-        let (run, snapshot, counters) = (run.to_string(), snapshot.clone(), counters.clone());
-        set.spawn(async move {
-            worker(id, &tables, &source, &target, &run, &snapshot, &counters).await
-        });
-    }
-    let mut first_error = None;
-    while let Some(res) = set.join_next().await {
-        let res = res.unwrap_or_else(|e| Err(Error::Worker(e.to_string())));
-        if let Err(e) = res {
-            if first_error.is_none() {
-                first_error = Some(e);
-                // The others would only keep working toward a run that must be redone anyway.
-                set.abort_all();
-            }
-        }
-    }
-    first_error.map_or(Ok(()), Err)
+/// One worker's two ends of the data pipe: a source transaction on the run's snapshot and a
+/// target session for the COPYs.
+pub struct DataConns {
+    src: Client,
+    tgt: Client,
 }
 
-async fn worker(
-    id: usize,
+impl DataConns {
+    pub async fn open(
+        source: &ConnSpec,
+        target: &ConnSpec,
+        snapshot: &Snapshot,
+    ) -> Result<DataConns, Error> {
+        let src = conn::connect(source).await.map_err(|e| Error::Conn {
+            side: "source",
+            source: e,
+        })?;
+        src.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(&snapshot.name)
+        ))
+        .await
+        .map_err(sql("source", "import the run's snapshot"))?;
+        let tgt = conn::connect(target).await.map_err(|e| Error::Conn {
+            side: "target",
+            source: e,
+        })?;
+        tgt.batch_execute("SET synchronous_commit = off")
+            .await
+            .map_err(sql("target", "session settings"))?;
+        Ok(DataConns { src, tgt })
+    }
+}
+
+/// Claims a pending chunk of `table` and copies it; its rows and its `done` mark commit
+/// together. False when the table has no chunk left to claim.
+pub async fn copy_chunk_of(
+    conns: &mut DataConns,
+    table: &(String, String),
     tables: &HashMap<(String, String), Table>,
-    source: &ConnSpec,
-    target: &ConnSpec,
     run: &str,
     snapshot: &Snapshot,
     counters: &Counters,
-) -> Result<(), Error> {
-    let src = conn::connect(source).await.map_err(|e| Error::Conn {
-        side: "source",
-        source: e,
-    })?;
-    src.batch_execute(&format!(
-        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
-        quote_literal(&snapshot.name)
-    ))
-    .await
-    .map_err(sql("source", "import the run's snapshot"))?;
-    let mut tgt = conn::connect(target).await.map_err(|e| Error::Conn {
-        side: "target",
-        source: e,
-    })?;
-    tgt.batch_execute("SET synchronous_commit = off")
+) -> Result<bool, Error> {
+    let DataConns { src, tgt } = conns;
+    let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
+    let Some(chunk) = Chunk::claim_in_table(&tx, run, &table.0, &table.1).await? else {
+        return Ok(false);
+    };
+    let key = (chunk.table_schema.clone(), chunk.table_name.clone());
+    let Some(table) = tables.get(&key) else {
+        return Err(Error::Refused {
+            what: format!("chunk for {}.{} has no table in the plan", key.0, key.1),
+            fix: "the source schema changed since the run started: abort the run and start again"
+                .into(),
+        });
+    };
+    let started = Instant::now();
+    let (out_sql, in_sql) = copy_statements(table, &chunk);
+    let what = format!("copy {} chunk {}", table.display_name(), chunk.chunk);
+    let stream = src
+        .copy_out(&out_sql)
         .await
-        .map_err(sql("target", "session settings"))?;
-
-    loop {
-        let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
-        let Some(chunk) = Chunk::claim(&tx, run).await? else {
-            break;
-        };
-        let key = (chunk.table_schema.clone(), chunk.table_name.clone());
-        let Some(table) = tables.get(&key) else {
-            return Err(Error::Refused {
-                what: format!("chunk for {}.{} has no table in the plan", key.0, key.1),
-                fix:
-                    "the source schema changed since the run started: abort the run and start again"
-                        .into(),
-            });
-        };
-        let started = Instant::now();
-        let (out_sql, in_sql) = copy_statements(table, &chunk);
-        let what = format!("copy {} chunk {}", table.display_name(), chunk.chunk);
-        let stream = src
-            .copy_out(&out_sql)
-            .await
-            .map_err(sql("source", what.clone()))?;
-        let sink = tx
-            .copy_in(&in_sql)
-            .await
-            .map_err(sql("target", what.clone()))?;
-        futures_util::pin_mut!(stream);
-        futures_util::pin_mut!(sink);
-        let mut buf = BytesMut::with_capacity(COPY_BUFFER);
-        let mut bytes = 0u64;
-        while let Some(data) = stream.next().await {
-            let data = data.map_err(sql("source", what.clone()))?;
-            bytes += data.len() as u64;
-            buf.extend_from_slice(&data);
-            if buf.len() >= COPY_BUFFER {
-                Counters::add(&counters.bytes, buf.len() as u64);
-                sink.feed(buf.split().freeze())
-                    .await
-                    .map_err(sql("target", what.clone()))?;
-            }
-        }
-        if !buf.is_empty() {
+        .map_err(sql("source", what.clone()))?;
+    let sink = tx
+        .copy_in(&in_sql)
+        .await
+        .map_err(sql("target", what.clone()))?;
+    futures_util::pin_mut!(stream);
+    futures_util::pin_mut!(sink);
+    let mut buf = BytesMut::with_capacity(COPY_BUFFER);
+    let mut bytes = 0u64;
+    while let Some(data) = stream.next().await {
+        let data = data.map_err(sql("source", what.clone()))?;
+        bytes += data.len() as u64;
+        buf.extend_from_slice(&data);
+        if buf.len() >= COPY_BUFFER {
             Counters::add(&counters.bytes, buf.len() as u64);
             sink.feed(buf.split().freeze())
                 .await
                 .map_err(sql("target", what.clone()))?;
         }
-        let rows = sink
-            .as_mut()
-            .finish()
+    }
+    if !buf.is_empty() {
+        Counters::add(&counters.bytes, buf.len() as u64);
+        sink.feed(buf.split().freeze())
             .await
             .map_err(sql("target", what.clone()))?;
-        let seconds = started.elapsed().as_secs_f64();
-        chunk
-            .finish(&tx, run, rows as i64, bytes as i64, seconds, &snapshot.lsn)
-            .await?;
-        tx.commit()
-            .await
-            .map_err(sql("target", format!("commit {what}")))?;
-        Counters::add(&counters.rows, rows);
-        Counters::add(&counters.chunks_done, 1);
-        Counters::add(&counters.est_bytes_done, chunk.est_bytes.max(0) as u64);
-        tracing::debug!(worker = id, table = %table.display_name(), chunk = chunk.chunk, rows, bytes, seconds, "chunk copied");
     }
-    Ok(())
+    let rows = sink
+        .as_mut()
+        .finish()
+        .await
+        .map_err(sql("target", what.clone()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    chunk
+        .finish(&tx, run, rows as i64, bytes as i64, seconds, &snapshot.lsn)
+        .await?;
+    tx.commit()
+        .await
+        .map_err(sql("target", format!("commit {what}")))?;
+    Counters::add(&counters.rows, rows);
+    Counters::add(&counters.chunks_done, 1);
+    Counters::add(&counters.est_bytes_done, chunk.est_bytes.max(0) as u64);
+    tracing::debug!(table = %table.display_name(), chunk = chunk.chunk, rows, bytes, seconds, "chunk copied");
+    Ok(true)
 }
 
 /// The pair of COPY statements for one chunk. Generated columns are left out (the target

@@ -7,8 +7,10 @@ mod chunking;
 mod data;
 mod error;
 pub mod names;
+mod pipeline;
 mod postdata;
 mod progress;
+mod schedule;
 mod schema;
 mod source;
 
@@ -110,28 +112,33 @@ pub async fn copy(
         .await?
         .ok_or_else(|| Error::Worker("the run's state row vanished".into()))?;
 
-    if run_row.phase == Phase::Data {
-        let snap = match snapshot.clone() {
-            Some(s) => s,
-            None => {
-                // Resuming: the run's own snapshot died with the process that held it. Tables
-                // copied in part start over from a fresh one; its LSN is recorded per chunk so
-                // streaming applies each table's changes from its own instant.
-                let (exp, snap) = fresh_snapshot(source, run).await?;
-                exporter = Some(exp);
-                for (schema, table) in Chunk::partial_ctid_tables(&tgt, run).await? {
-                    let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
-                    tx.batch_execute(&format!("TRUNCATE {}", qualified(&schema, &table)))
-                        .await
-                        .map_err(sql("target", format!("truncate {schema}.{table}")))?;
-                    Chunk::reset_table(&tx, run, &schema, &table).await?;
-                    tx.commit().await.map_err(sql("target", "commit"))?;
-                    tracing::info!(table = %format!("{schema}.{table}"), "copied in part before the crash: starting it over");
+    if matches!(run_row.phase, Phase::Data | Phase::PostData) {
+        let mut data_snapshot = None;
+        if run_row.phase == Phase::Data {
+            data_snapshot = Some(match snapshot.clone() {
+                Some(s) => s,
+                None => {
+                    // Resuming: the run's own snapshot died with the process that held it.
+                    // Tables copied in part start over from a fresh one; its LSN is recorded
+                    // per chunk so streaming applies each table's changes from its own instant.
+                    let (exp, snap) = fresh_snapshot(source, run).await?;
+                    exporter = Some(exp);
+                    for (schema, table) in Chunk::partial_ctid_tables(&tgt, run).await? {
+                        let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
+                        tx.batch_execute(&format!("TRUNCATE {}", qualified(&schema, &table)))
+                            .await
+                            .map_err(sql("target", format!("truncate {schema}.{table}")))?;
+                        Chunk::reset_table(&tx, run, &schema, &table).await?;
+                        tx.commit().await.map_err(sql("target", "commit"))?;
+                        tracing::info!(table = %format!("{schema}.{table}"), "copied in part before the crash: starting it over");
+                    }
+                    snap
                 }
-                snap
-            }
-        };
-        counters.set_phase("data");
+            });
+            counters.set_phase("data");
+        } else {
+            counters.set_phase("indexes and constraints");
+        }
         let summary = Chunk::summary(&tgt, run).await?;
         counters.chunks_total.store(
             summary.iter().map(|t| t.chunks as u64).sum(),
@@ -145,63 +152,54 @@ pub async fn copy(
             summary.iter().map(|t| t.est_bytes.max(0) as u64).sum(),
             std::sync::atomic::Ordering::Relaxed,
         );
-        let t0 = Instant::now();
-        data::run_workers(opts.jobs, plan, source, target, run, &snap, &counters).await?;
-        state::audit(
-            &tgt,
-            run,
-            "data",
-            Some(t0.elapsed().as_secs_f64()),
-            serde_json::json!({ "snapshot_lsn": snap.lsn }),
-        )
-        .await?;
-
-        // Sequences at the same instant, and the phase moves on in the same transaction.
-        let values = sequence_values(source, plan, &snap.name).await?;
-        let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
-        for (name, value, called) in &values {
-            tx.execute(
-                "SELECT setval($1::text::regclass, $2, $3)",
-                &[name, value, called],
-            )
-            .await
-            .map_err(sql("target", format!("set sequence {name}")))?;
-        }
-        Run::set_phase(&tx, run, Phase::PostData).await?;
-        tx.commit()
-            .await
-            .map_err(sql("target", "commit sequences"))?;
-    }
-    // Every snapshot import is done: let the exporting connection go.
-    if let Some(exp) = exporter.take() {
-        exp.into_connection().close().await;
-    }
-
-    let run_row = Run::get(&tgt, run).await?.unwrap_or(run_row);
-    if run_row.phase == Phase::PostData {
-        counters.set_phase("indexes and constraints");
-        let t0 = Instant::now();
+        counters.items_total.store(
+            PostDataItem::count(&tgt, run).await? as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let preamble = run_row
             .post_data
             .as_deref()
             .map(|s| schema::split_post_data(s).preamble)
             .unwrap_or_default();
-        counters.items_total.store(
-            PostDataItem::count(&tgt, run).await? as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        postdata::build(opts.jobs, target, run, &preamble, &counters).await?;
-        counters.set_phase("analyze");
-        analyze(plan, target, opts.jobs).await?;
+        // Data, then each table's keys and indexes as soon as its data is in (while other
+        // tables still copy), ANALYZE, then foreign keys, triggers and the rest.
+        let t0 = Instant::now();
+        let finish = |seconds: f64| {
+            let snap = data_snapshot.clone();
+            async move { finish_data(plan, source, target, run, snap, seconds).await }
+        };
+        let report = pipeline::run(
+            pipeline::Inputs {
+                plan,
+                source,
+                target,
+                run,
+                jobs: opts.jobs,
+                preamble,
+                snapshot: data_snapshot.clone(),
+                exporter: exporter.take(),
+                counters: counters.clone(),
+            },
+            &tgt,
+            &src,
+            finish,
+        )
+        .await?;
         Run::set_phase(&tgt, run, Phase::Copied).await?;
+        let data_seconds = report.data_seconds.unwrap_or(0.0);
         state::audit(
             &tgt,
             run,
             "post-data",
-            Some(t0.elapsed().as_secs_f64()),
-            serde_json::json!({}),
+            Some(t0.elapsed().as_secs_f64() - data_seconds),
+            serde_json::json!({ "items_during_data": report.items_during_data,
+                                "analyze_seconds": report.analyze_seconds }),
         )
         .await?;
+    }
+    // Every snapshot import is done: let the exporting connection go.
+    if let Some(exp) = exporter.take() {
+        exp.into_connection().close().await;
     }
     counters.set_phase("done");
     let run_row = Run::get(&tgt, run).await?.unwrap_or(run_row);
@@ -432,24 +430,45 @@ async fn sequence_values(
     Ok(out)
 }
 
-/// Fresh statistics for the planner on the target, a few tables at a time.
-async fn analyze(plan: &Plan, target: &ConnSpec, jobs: usize) -> Result<(), Error> {
-    let names: Vec<String> = plan.tables.iter().map(|t| t.qualified()).collect();
-    let per = names.len().div_ceil(jobs.max(1)).max(1);
-    let mut set = tokio::task::JoinSet::new();
-    for group in names.chunks(per) {
-        let (target, list) = (target.clone(), group.join(", "));
-        set.spawn(async move {
-            let c = conn::connect(&target).await.map_err(conn_err("target"))?;
-            c.batch_execute(&format!("ANALYZE {list}"))
-                .await
-                .map_err(sql("target", "analyze"))
-        });
+/// Every chunk is in: the audit row for the data phase, then sequences at the same instant,
+/// and the phase moves on in the same transaction.
+async fn finish_data(
+    plan: &Plan,
+    source: &ConnSpec,
+    target: &ConnSpec,
+    run: &str,
+    snap: Option<Snapshot>,
+    seconds: f64,
+) -> Result<(), Error> {
+    let snap =
+        snap.ok_or_else(|| Error::Worker("the data phase ended without its snapshot".into()))?;
+    let mut tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+    let pending = Chunk::pending(&tgt, run).await?;
+    if pending > 0 {
+        return Err(Error::Worker(format!(
+            "{pending} chunk(s) still pending at the end of the data phase (is another copy of this run running?)"
+        )));
     }
-    while let Some(r) = set.join_next().await {
-        r.map_err(|e| Error::Worker(e.to_string()))??;
+    state::audit(
+        &tgt,
+        run,
+        "data",
+        Some(seconds),
+        serde_json::json!({ "snapshot_lsn": snap.lsn }),
+    )
+    .await?;
+    let values = sequence_values(source, plan, &snap.name).await?;
+    let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
+    for (name, value, called) in &values {
+        tx.execute(
+            "SELECT setval($1::text::regclass, $2, $3)",
+            &[name, value, called],
+        )
+        .await
+        .map_err(sql("target", format!("set sequence {name}")))?;
     }
-    Ok(())
+    Run::set_phase(&tx, run, Phase::PostData).await?;
+    tx.commit().await.map_err(sql("target", "commit sequences"))
 }
 
 /// What `abort` removed.

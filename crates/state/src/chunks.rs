@@ -132,6 +132,40 @@ impl Chunk {
         .transpose()
     }
 
+    /// Claims the first pending chunk of one table, like [`Chunk::claim`].
+    pub async fn claim_in_table(
+        c: &impl GenericClient,
+        run: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<Chunk>, Error> {
+        let row = c
+            .query_opt(
+                "SELECT table_schema, table_name, chunk, kind, lower_bound,
+                        upper_bound, est_bytes, text_format
+                   FROM bluegreen.chunks
+                  WHERE run = $1 AND table_schema = $2 AND table_name = $3 AND state = 'pending'
+                  ORDER BY chunk
+                  LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&run, &schema, &table],
+            )
+            .await
+            .map_err(q("claim chunk"))?;
+        row.map(|r| {
+            Ok(Chunk {
+                table_schema: r.get(0),
+                table_name: r.get(1),
+                chunk: r.get(2),
+                kind: ChunkKind::parse(r.get(3))?,
+                lower: r.get(4),
+                upper: r.get(5),
+                est_bytes: r.get(6),
+                text_format: r.get(7),
+            })
+        })
+        .transpose()
+    }
+
     /// Marks the chunk done; call in the transaction that wrote its rows.
     pub async fn finish(
         &self,

@@ -82,6 +82,64 @@ impl PostDataItem {
         }))
     }
 
+    /// Every pending item, in item order (a scheduler picks among them).
+    pub async fn pending(c: &impl GenericClient, run: &str) -> Result<Vec<PostDataItem>, Error> {
+        let rows = c
+            .query(
+                "SELECT item, stage, kind, name, sql FROM bluegreen.post_data
+                  WHERE run = $1 AND state = 'pending' ORDER BY item",
+                &[&run],
+            )
+            .await
+            .map_err(q("pending post-data items"))?;
+        Ok(rows
+            .iter()
+            .map(|r| PostDataItem {
+                item: r.get(0),
+                stage: r.get(1),
+                kind: r.get(2),
+                name: r.get(3),
+                sql: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Claims item number `item` for the calling transaction. None: it is built already, or
+    /// another transaction holds it ([`PostDataItem::is_done`] tells which).
+    pub async fn claim_one(
+        c: &impl GenericClient,
+        run: &str,
+        item: i32,
+    ) -> Result<Option<PostDataItem>, Error> {
+        let row = c
+            .query_opt(
+                "SELECT item, stage, kind, name, sql FROM bluegreen.post_data
+                  WHERE run = $1 AND item = $2 AND state = 'pending' FOR UPDATE SKIP LOCKED",
+                &[&run, &item],
+            )
+            .await
+            .map_err(q("claim post-data item"))?;
+        Ok(row.map(|r| PostDataItem {
+            item: r.get(0),
+            stage: r.get(1),
+            kind: r.get(2),
+            name: r.get(3),
+            sql: r.get(4),
+        }))
+    }
+
+    /// True once item number `item` is built (committed by whichever process built it).
+    pub async fn is_done(c: &impl GenericClient, run: &str, item: i32) -> Result<bool, Error> {
+        c.query_one(
+            "SELECT coalesce(bool_and(state = 'done'), true) FROM bluegreen.post_data
+              WHERE run = $1 AND item = $2",
+            &[&run, &item],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(q("post-data item state"))
+    }
+
     pub async fn finish(
         &self,
         c: &impl GenericClient,
