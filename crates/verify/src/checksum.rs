@@ -39,8 +39,8 @@ pub async fn digest(
         source,
     };
     while let Some(data) = stream.next().await {
-        let data = data.map_err(sql(side, what()))?;
-        splitter.push(&data).map_err(copy_err)?;
+        let data = data.map_err(|e| sql(side, what())(e))?;
+        splitter.push(data).map_err(copy_err)?;
         if splitter.pending_bytes() >= BATCH_BYTES {
             if pending.len() >= IN_FLIGHT {
                 if let Some(rx) = pending.pop_front() {

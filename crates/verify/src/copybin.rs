@@ -10,9 +10,7 @@
 //! The stream arrives in CopyData messages whose boundaries need not match rows; the
 //! splitter buffers until a row is complete and hands out batches of whole rows.
 
-use std::ops::Range;
-
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 /// The binary COPY signature.
 pub const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
@@ -60,11 +58,10 @@ enum Stage {
     Done,
 }
 
-/// Whole rows: one shared buffer and each row's byte range in it.
+/// Whole rows, each a cheap slice of the message it arrived in.
 #[derive(Debug, Clone, Default)]
 pub struct RowBatch {
-    pub data: Bytes,
-    pub rows: Vec<Range<usize>>,
+    pub rows: Vec<Bytes>,
 }
 
 impl RowBatch {
@@ -77,24 +74,26 @@ impl RowBatch {
     }
 
     pub fn row(&self, i: usize) -> &[u8] {
-        &self.data[self.rows[i].clone()]
+        &self.rows[i]
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        self.rows.iter().map(|r| &self.data[r.clone()])
+        self.rows.iter().map(|r| &r[..])
     }
 }
 
-/// Incremental row splitter for one COPY stream.
+/// Incremental row splitter for one COPY stream. PostgreSQL sends each row in one CopyData
+/// message, so rows are normally slices of the messages themselves (no copy); bytes of a
+/// row cut across messages (and the binary header) are gathered in a buffer first.
 #[derive(Debug)]
 pub struct RowSplitter {
     format: Format,
     stage: Stage,
-    buf: BytesMut,
-    /// Bytes of `buf` that form complete rows.
-    parsed: usize,
-    /// Row ranges within `buf[..parsed]`.
-    rows: Vec<Range<usize>>,
+    /// Bytes of an incomplete header or row.
+    partial: BytesMut,
+    rows: Vec<Bytes>,
+    /// Bytes of the rows waiting to be taken.
+    pending: usize,
 }
 
 impl RowSplitter {
@@ -105,14 +104,14 @@ impl RowSplitter {
                 Format::Binary => Stage::Header,
                 Format::Text => Stage::Rows,
             },
-            buf: BytesMut::new(),
-            parsed: 0,
+            partial: BytesMut::new(),
             rows: Vec::new(),
+            pending: 0,
         }
     }
 
-    /// Appends stream bytes and finds the rows they complete.
-    pub fn push(&mut self, data: &[u8]) -> Result<(), CopyError> {
+    /// Takes stream bytes and finds the rows they complete.
+    pub fn push(&mut self, data: Bytes) -> Result<(), CopyError> {
         if self.stage == Stage::Done {
             return if data.is_empty() {
                 Ok(())
@@ -120,36 +119,37 @@ impl RowSplitter {
                 Err(CopyError::AfterTrailer)
             };
         }
-        self.buf.extend_from_slice(data);
-        match self.format {
-            Format::Binary => self.scan_binary(),
-            Format::Text => {
-                self.scan_text();
-                Ok(())
-            }
+        if self.partial.is_empty() && self.stage == Stage::Rows {
+            return self.scan(data);
         }
+        self.partial.extend_from_slice(&data);
+        if !self.partial_completes()? {
+            return Ok(());
+        }
+        let buf = self.partial.split().freeze();
+        self.scan(buf)
     }
 
     /// Bytes of complete rows waiting to be taken.
     pub fn pending_bytes(&self) -> usize {
-        self.parsed
+        self.pending
     }
 
     /// Takes the complete rows found so far; a partial row stays buffered.
     pub fn take(&mut self) -> RowBatch {
-        let data = self.buf.split_to(self.parsed).freeze();
-        self.parsed = 0;
+        self.pending = 0;
         RowBatch {
-            data,
             rows: std::mem::take(&mut self.rows),
         }
     }
 
     /// Checks that the stream ended cleanly and returns the last rows.
     pub fn finish(mut self) -> Result<RowBatch, CopyError> {
-        let left = self.buf.len() - self.parsed;
-        if left > 0 {
-            return Err(CopyError::Truncated(left));
+        if !self.partial.is_empty() {
+            if self.stage == Stage::Header {
+                header_len(&self.partial)?;
+            }
+            return Err(CopyError::Truncated(self.partial.len()));
         }
         if self.format == Format::Binary && self.stage != Stage::Done {
             return Err(CopyError::NoTrailer);
@@ -157,48 +157,68 @@ impl RowSplitter {
         Ok(self.take())
     }
 
-    fn scan_text(&mut self) {
-        let mut start = self.parsed;
-        while let Some(nl) = memchr(b'\n', &self.buf[start..]) {
-            let end = start + nl + 1;
-            self.rows.push(start..end);
-            start = end;
-        }
-        self.parsed = start;
+    /// Whether the buffered bytes hold at least a whole header, row or trailer.
+    fn partial_completes(&self) -> Result<bool, CopyError> {
+        let b = &self.partial[..];
+        Ok(match (self.stage, self.format) {
+            (Stage::Header, _) => header_len(b)?.is_some(),
+            (_, Format::Text) => memchr(b'\n', b).is_some(),
+            (_, Format::Binary) => {
+                b.len() >= 2 && {
+                    let count = i16::from_be_bytes([b[0], b[1]]);
+                    count == -1 || row_len(b, count)?.is_some()
+                }
+            }
+        })
     }
 
-    fn scan_binary(&mut self) -> Result<(), CopyError> {
+    /// Finds the rows in `buf`; an incomplete tail goes to `partial`.
+    fn scan(&mut self, buf: Bytes) -> Result<(), CopyError> {
+        let mut pos = 0usize;
         if self.stage == Stage::Header {
-            let Some(len) = header_len(&self.buf)? else {
-                return Ok(());
-            };
-            // The header belongs to no row: drop it.
-            self.buf.advance(len);
-            self.stage = Stage::Rows;
-        }
-        let mut pos = self.parsed;
-        while self.stage == Stage::Rows {
-            let rest = &self.buf[pos..];
-            if rest.len() < 2 {
-                break;
-            }
-            let count = i16::from_be_bytes([rest[0], rest[1]]);
-            if count == -1 {
-                // The trailer: the stream must end here.
-                if rest.len() > 2 {
-                    return Err(CopyError::AfterTrailer);
+            match header_len(&buf)? {
+                Some(len) => {
+                    pos = len;
+                    self.stage = Stage::Rows;
                 }
-                self.buf.truncate(pos);
-                self.stage = Stage::Done;
-                break;
+                None => {
+                    self.partial.extend_from_slice(&buf);
+                    return Ok(());
+                }
             }
-            let Some(len) = row_len(rest, count)? else {
-                break;
-            };
-            self.rows.push(pos..pos + len);
-            pos += len;
         }
-        self.parsed = pos;
+        match self.format {
+            Format::Text => {
+                while let Some(nl) = memchr(b'\n', &buf[pos..]) {
+                    let end = pos + nl + 1;
+                    self.rows.push(buf.slice(pos..end));
+                    self.pending += end - pos;
+                    pos = end;
+                }
+            }
+            Format::Binary => loop {
+                let rest = &buf[pos..];
+                if rest.len() < 2 {
+                    break;
+                }
+                let count = i16::from_be_bytes([rest[0], rest[1]]);
+                if count == -1 {
+                    // The trailer: the stream must end here.
+                    if rest.len() > 2 {
+                        return Err(CopyError::AfterTrailer);
+                    }
+                    self.stage = Stage::Done;
+                    return Ok(());
+                }
+                let Some(len) = row_len(rest, count)? else {
+                    break;
+                };
+                self.rows.push(buf.slice(pos..pos + len));
+                self.pending += len;
+                pos += len;
+            },
+        }
+        self.partial.extend_from_slice(&buf[pos..]);
         Ok(())
     }
 }
@@ -333,7 +353,7 @@ mod tests {
         let mut s = RowSplitter::new(format);
         let mut out = Vec::new();
         for p in bytes.chunks(piece.max(1)) {
-            s.push(p)?;
+            s.push(Bytes::copy_from_slice(p))?;
             out.extend(s.take().iter().map(<[u8]>::to_vec));
         }
         out.extend(s.finish()?.iter().map(<[u8]>::to_vec));

@@ -127,3 +127,95 @@ pub fn compare(t: &VerifyTable, source: &FetchedRows, target: &FetchedRows) -> V
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copybin::Format;
+    use crate::table::{Column, KeyColumn};
+
+    fn table(keyed: bool) -> VerifyTable {
+        let col = |n: &str| Column {
+            name: n.into(),
+            ident: format!("\"{n}\""),
+            needs_text: false,
+        };
+        VerifyTable {
+            schema: "s".into(),
+            name: "t".into(),
+            qualified: "\"s\".\"t\"".into(),
+            columns: vec![col("id"), col("v"), col("w")],
+            key: keyed.then(|| {
+                vec![KeyColumn {
+                    name: "id".into(),
+                    ident: "\"id\"".into(),
+                    collatable: false,
+                }]
+            }),
+            format: Format::Binary,
+            bytes: 0,
+            estimated_rows: None,
+        }
+    }
+
+    fn rows(r: &[[Option<&str>; 3]]) -> FetchedRows {
+        let v: Vec<Vec<Option<&str>>> = r.iter().map(|x| x.to_vec()).collect();
+        FetchedRows::from_text(&["id", "v", "w"], &v)
+    }
+
+    #[test]
+    fn keyed_rows_changed_missing_extra() {
+        let t = table(true);
+        let s = rows(&[
+            [Some("1"), Some("a"), None],
+            [Some("2"), Some("b"), Some("x")],
+            [Some("3"), Some("c"), Some("y")],
+        ]);
+        let d = rows(&[
+            [Some("3"), Some("c"), Some("y")],
+            [Some("1"), Some("a"), Some("")],
+            [Some("4"), Some("d"), None],
+        ]);
+        let diffs = compare(&t, &s, &d);
+        assert_eq!(diffs.len(), 3, "{diffs:#?}");
+        assert_eq!(
+            diffs[0],
+            RowDiff::Changed {
+                key: vec![Named {
+                    column: "id".into(),
+                    value: Some("1".into())
+                }],
+                columns: vec![ColumnDiff {
+                    column: "w".into(),
+                    source: None,
+                    target: Some(String::new())
+                }],
+            }
+        );
+        assert!(
+            matches!(&diffs[1], RowDiff::OnlySource { key, .. } if key[0].value.as_deref() == Some("2"))
+        );
+        assert!(
+            matches!(&diffs[2], RowDiff::OnlyTarget { key, .. } if key[0].value.as_deref() == Some("4"))
+        );
+        assert!(compare(&t, &s, &s).is_empty());
+    }
+
+    #[test]
+    fn unkeyed_rows_are_a_multiset() {
+        let t = table(false);
+        let a = [Some("1"), Some("a"), None];
+        let b = [Some("1"), Some("b"), None];
+        // Source: a twice and b; target: a once and b: one a is missing.
+        let diffs = compare(&t, &rows(&[a, a, b]), &rows(&[b, a]));
+        assert_eq!(diffs.len(), 1, "{diffs:#?}");
+        assert!(
+            matches!(&diffs[0], RowDiff::OnlySource { key, row } if key.is_empty() && row[1].value.as_deref() == Some("a"))
+        );
+        // A changed row without a key: the old one on the source, the new one on the target.
+        let diffs = compare(&t, &rows(&[a]), &rows(&[b]));
+        assert_eq!(diffs.len(), 2);
+        assert!(matches!(diffs[0], RowDiff::OnlySource { .. }));
+        assert!(matches!(diffs[1], RowDiff::OnlyTarget { .. }));
+    }
+}

@@ -66,7 +66,7 @@ pub fn digest_batch(batch: &RowBatch) -> Digest {
         .rows
         .par_iter()
         .with_min_len(MIN_ROWS_PER_TASK)
-        .map(|r| Digest::of_row(&batch.data[r.clone()]))
+        .map(|r| Digest::of_row(r))
         .reduce(Digest::default, Digest::merge)
 }
 
@@ -93,15 +93,8 @@ mod tests {
     use bytes::Bytes;
 
     fn batch(rows: &[&[u8]]) -> RowBatch {
-        let mut data = Vec::new();
-        let mut ranges = Vec::new();
-        for r in rows {
-            ranges.push(data.len()..data.len() + r.len());
-            data.extend_from_slice(r);
-        }
         RowBatch {
-            data: Bytes::from(data),
-            rows: ranges,
+            rows: rows.iter().map(|r| Bytes::copy_from_slice(r)).collect(),
         }
     }
 

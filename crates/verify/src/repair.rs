@@ -61,7 +61,7 @@ pub async fn repair(
             futures_util::pin_mut!(sink);
             let mut buf = BytesMut::with_capacity(COPY_BUFFER);
             while let Some(data) = stream.next().await {
-                buf.extend_from_slice(&data.map_err(sql("source", what()))?);
+                buf.extend_from_slice(&data.map_err(|e| sql("source", what())(e))?);
                 if buf.len() >= COPY_BUFFER {
                     sink.feed(buf.split().freeze())
                         .await

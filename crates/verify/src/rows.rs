@@ -112,7 +112,7 @@ pub async fn fetch(
     let n = t.columns.len();
     let mut builder = Builder::new(n);
     let all: Vec<usize> = (0..n).collect();
-    while let Some(row) = stream.try_next().await.map_err(sql(side, what()))? {
+    while let Some(row) = stream.try_next().await.map_err(|e| sql(side, what())(e))? {
         if let Some(keep) = keep {
             if !keep(row_hash(&row, &all)?) {
                 continue;
@@ -153,7 +153,7 @@ pub async fn row_hashes(
     pin_mut!(stream);
     let all: Vec<usize> = (0..t.columns.len()).collect();
     let mut out = Vec::new();
-    while let Some(row) = stream.try_next().await.map_err(sql(side, what()))? {
+    while let Some(row) = stream.try_next().await.map_err(|e| sql(side, what())(e))? {
         out.push(row_hash(&row, &all)?);
     }
     Ok(out)
@@ -217,5 +217,44 @@ impl Builder {
             raw: RecordBatch::try_new(schema(DataType::Binary), raw)?,
             text: RecordBatch::try_new(schema(DataType::Utf8), text)?,
         })
+    }
+}
+
+#[cfg(test)]
+impl FetchedRows {
+    /// Rows whose exact values are their text forms' bytes (for tests of the comparison).
+    pub fn from_text(names: &[&str], rows: &[Vec<Option<&str>>]) -> FetchedRows {
+        let mut raw: Vec<BinaryBuilder> = names.iter().map(|_| BinaryBuilder::new()).collect();
+        let mut text: Vec<StringBuilder> = names.iter().map(|_| StringBuilder::new()).collect();
+        for r in rows {
+            for (i, v) in r.iter().enumerate() {
+                raw[i].append_option(v.map(str::as_bytes));
+                text[i].append_option(*v);
+            }
+        }
+        let schema = |dt: DataType| {
+            Arc::new(Schema::new(
+                names
+                    .iter()
+                    .map(|n| Field::new(*n, dt.clone(), true))
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        FetchedRows {
+            raw: RecordBatch::try_new(
+                schema(DataType::Binary),
+                raw.iter_mut()
+                    .map(|b| Arc::new(b.finish()) as ArrayRef)
+                    .collect(),
+            )
+            .unwrap(),
+            text: RecordBatch::try_new(
+                schema(DataType::Utf8),
+                text.iter_mut()
+                    .map(|b| Arc::new(b.finish()) as ArrayRef)
+                    .collect(),
+            )
+            .unwrap(),
+        }
     }
 }

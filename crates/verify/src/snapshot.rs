@@ -11,6 +11,7 @@
 //! a REPEATABLE READ transaction that exported its snapshot on the target); workers import
 //! them with `SET TRANSACTION SNAPSHOT`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use conn::{quote_literal, ConnSpec};
@@ -27,6 +28,15 @@ pub const SESSION_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, 
      SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; SET bytea_output = 'hex'; \
      SET lc_monetary = 'C'; SET statement_timeout = 0; SET lock_timeout = 0; \
      SET idle_in_transaction_session_timeout = 0";
+
+/// Set while this process has a hold request standing (so an interrupted verify releases
+/// its own hold and never another process's, e.g. a cutover's).
+static HOLDING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process has a hold request standing on the applier.
+pub fn holding() -> bool {
+    HOLDING.load(Ordering::SeqCst)
+}
 
 /// Overshoot retries: each takes a fresh snapshot.
 const HOLD_ATTEMPTS: usize = 3;
@@ -154,6 +164,7 @@ impl Snapshots {
     pub async fn release(&mut self, sides: &Sides<'_>) -> Result<(), Error> {
         if self.holding {
             state::release(sides.state, sides.run).await?;
+            HOLDING.store(false, Ordering::SeqCst);
             self.holding = false;
             tracing::info!(lsn = %self.lsn, "applier released");
         }
@@ -183,6 +194,16 @@ async fn take_held(
         .ok_or_else(|| not_syncing(sides.run))?;
     let pause = status.applied_lsn.unwrap_or_else(|| "0/1".into());
     let pause: Lsn = parse_lsn(&pause)?;
+    if let Some(other) = &status.hold_lsn {
+        return Err(Error::Refused {
+            what: format!(
+                "the applier of run {} is already held at {other} by another process (a cutover?)",
+                sides.run
+            ),
+            fix: "verify again when that hold is released (bluegreen status shows it)".into(),
+        });
+    }
+    HOLDING.store(true, Ordering::SeqCst);
     state::request_hold(sides.state, sides.run, &pause.to_string()).await?;
     nudge(sides).await;
     wait_held(sides, pause, deadline, hold_timeout).await?;
@@ -290,6 +311,7 @@ async fn wait_held(
 }
 
 async fn release_quietly(sides: &Sides<'_>) {
+    HOLDING.store(false, Ordering::SeqCst);
     if let Err(e) = state::release(sides.state, sides.run).await {
         tracing::warn!(error = %e, run = sides.run, "could not release the applier's hold");
     }

@@ -60,9 +60,11 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> Result<Outcome, Troub
     let report = tokio::select! {
         r = verify::verify(&plan, &source_spec, &target_spec, &opts) => r,
         _ = tokio::signal::ctrl_c() => {
-            // One verify per run at a time (an advisory lock), so a hold on this run is ours.
-            if let Err(e) = state::release(&target, &args.run).await {
-                tracing::warn!(error = %e, "could not release the applier's hold");
+            // Only a hold this process asked for is released (never a cutover's).
+            if verify::snapshot::holding() {
+                if let Err(e) = state::release(&target, &args.run).await {
+                    tracing::warn!(error = %e, "could not release the applier's hold");
+                }
             }
             return Err(Trouble::new("interrupted", "run verify again; nothing was changed unless --repair had begun, and a repair commits all or nothing"));
         }
