@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The newest end-to-end capability on a fresh machine: starts a local source, target and
-# PgBouncer, loads the factory_telemetry fixture into the source, runs `bluegreen plan`
+# The newest end-to-end capability on a fresh machine: starts a local source (blue), target
+# (green) and PgBouncer, loads the factory_telemetry fixture into blue, runs `bluegreen plan`
 # (which finds the table without a primary key and names the fix), then, while the plant
-# workload writes through PgBouncer: `bluegreen copy`, `bluegreen sync` with the lag
-# falling to zero, and a check that the target holds every write the workload committed.
-# Environment: DEMO_SCALE (default 0.2, ~50 MB), DEMO_SECONDS (default 30), DEMO_RATE (rows/s, default 500).
+# workload writes through PgBouncer: `bluegreen copy`, `bluegreen sync` with the lag shown,
+# `bluegreen verify` at one LSN, and `bluegreen cutover`, which flips PgBouncer to green and
+# prints how long clients were paused; finally a check that green holds every write the
+# workload committed (its ledger), before and after the flip.
+# Environment: DEMO_SCALE (default 0.2, ~60 MB), DEMO_SECONDS (default 45), DEMO_RATE (rows/s, default 500).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${DEMO_SCALE:-0.2}
-seconds=${DEMO_SECONDS:-30}
+seconds=${DEMO_SECONDS:-45}
 rate=${DEMO_RATE:-500}
 
 scripts/setup.sh
@@ -67,30 +69,27 @@ echo "== bluegreen sync: streaming every change since the copy's snapshot"
 "$bin/bluegreen" sync --source "$src" --target "$tgt" 2>"$work/sync.log" &
 sync_pid=$!
 lag() { "$bin/bluegreen" status --json --target "$tgt" | python3 -c 'import json,sys; s=json.load(sys.stdin)["sync"] or {}; print(s.get("lag_bytes"), s.get("lag_seconds"), s.get("rows_per_second"))'; }
-while kill -0 "$workload_pid" 2>/dev/null; do
+for _ in 1 2 3 4; do
   read -r b s r < <(lag)
   printf '   plant writing; lag %s bytes, %.2f s; applying %.0f rows/s\n' "${b/None/0}" "${s/None/0}" "${r/None/0}"
-  sleep 3
+  sleep 2
 done
-wait "$workload_pid" || true
-echo "   workload finished: $(tail -n 1 "$work/workload.log")"
-for _ in $(seq 1 60); do
-  read -r b s r < <(lag)
-  printf '   lag %s bytes, %.2f s\n' "${b/None/0}" "${s/None/0}"
-  [ "${b:-1}" != "None" ] && [ "$b" -le 200 ] && break
-  sleep 1
-done
-kill -TERM "$sync_pid"; wait "$sync_pid" || true
 
-echo "== does green hold every write the plant committed? (ledger check on the target)"
+echo "== bluegreen verify: both sides compared at one LSN while the plant writes"
+"$bin/bluegreen" verify --source "$src" --target "$tgt" 2>"$work/verify.log" | tail -n 3
+
+echo "== bluegreen cutover: PgBouncer flips from blue to green under the write load"
+"$bin/bluegreen" cutover --source "$src" --target "$tgt" \
+  --pooler "admin=host=127.0.0.1 port=$POOLER_PORT user=bgadmin password=bgadmin-pw dbname=pgbouncer sslmode=disable,db=factory_telemetry,file=$POOLER_DATABASES_FILE" \
+  2>"$work/cutover.log"
+echo "   new connections through PgBouncer now land on port $(/usr/lib/postgresql/15/bin/psql -X -A -t "$pooled" -c 'SELECT inet_server_port()') (green is $TARGET_PORT, blue $SOURCE_PORT)"
+kill -TERM "$sync_pid"; wait "$sync_pid" 2>/dev/null || true
+
+wait "$workload_pid" || true
+echo "   workload finished: $(grep -E 'committed|failed' "$work/workload.log" | tr -s ' ' | tr '\n' ';')"
+echo "== does green hold every write the plant committed, before and after the flip? (ledger check)"
 "$bin/bg-fixture" check --dsn "$tgt" --ledger "$work/ledger"
-echo "== row counts, source vs target"
-for t in metric_hist metric_latest sensor_raw_log equipment_documents document_downloads; do
-  a=$(/usr/lib/postgresql/15/bin/psql -X -A -t "$src" -c "SELECT count(*) FROM factory_telemetry.$t")
-  b=$(/usr/lib/postgresql/15/bin/psql -X -A -t "$tgt" -c "SELECT count(*) FROM factory_telemetry.$t")
-  printf '   %-22s %8s %8s %s\n' "$t" "$a" "$b" "$([ "$a" = "$b" ] && echo same || echo DIFFERENT)"
-done
 echo "== bluegreen status"
 "$bin/bluegreen" status --target "$tgt"
 "$bin/bluegreen" abort --source "$src" --target "$tgt" >/dev/null
-echo "== done (run removed with bluegreen abort); servers stop now"
+echo "== done (run removed with bluegreen abort; blue stays read-only, as cutover left it); servers stop now"
