@@ -3,12 +3,14 @@
 //!
 //! The sequence, each step timed into the audit log: guardrails → (cutover: reverse slot and
 //! publication on green, so rollback is armed before green takes a write) → sequences
-//! pre-synced → PAUSE on every pooler → old primary fenced → the applier holds exactly at the
+//! pre-synced → pre-drain (the applier catches up with the old primary while clients still
+//! write) → PAUSE on every pooler → old primary fenced → the applier holds exactly at the
 //! old primary's current LSN (everything committed before it is applied) → final sequence
 //! sync → databases files rewritten, RELOAD, each pooler checked → RESUME → the old direction's
 //! sync stops (after a rollback green's fence is lifted again: forward sync writes there, and
-//! the next cutover sends clients to it). Any failure before the final RESUME puts everything back: files, fence, hold,
-//! pause — traffic stays on the old primary and its sync keeps running.
+//! the next cutover sends clients to it). Any failure before the final RESUME puts everything
+//! back: files, fence, hold, pause — traffic stays on the old primary and its sync keeps
+//! running.
 
 pub mod dbfile;
 mod error;
@@ -310,6 +312,11 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
     at("pre-sync sequences", sync_sequences(cx).await)?;
     cx.step("pre-sync sequences");
 
+    // The applier catches up while clients still write, so the drain inside the pause has
+    // only the last moments to apply (not however far behind the applier happens to be).
+    at("pre-drain", pre_drain(cx, done).await)?;
+    cx.step("pre-drain");
+
     // PAUSE on every pooler at once.
     let paused_at = Instant::now();
     let results = join_all(cx.admins.iter().map(|a| a.pause(cx.opts.pause_timeout))).await;
@@ -334,6 +341,7 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
         // Blue was fenced read-only at cutover; it takes writes again from RESUME on.
         at("unfence", set_read_only(&cx.new, false).await)?;
         done.unfenced_new = true;
+        cx.step("unfence");
     }
     for (i, admin) in cx.admins.iter().enumerate() {
         let to = endpoint_for(cx, admin);
@@ -708,6 +716,41 @@ async fn set_read_only(c: &Client, on: bool) -> Result<(), Error> {
     c.batch_execute(&stmt)
         .await
         .map_err(sql("database", "set read-only"))
+}
+
+/// A pre-drain round that took less than this leaves little for the drain in the pause.
+const PRE_DRAIN_CLOSE: Duration = Duration::from_millis(100);
+/// At most this many pre-drain rounds (each one shorter than the last while the applier
+/// applies faster than clients write).
+const PRE_DRAIN_ROUNDS: usize = 10;
+
+/// Before PAUSE: holds the applier at the old primary's current position and releases it at
+/// once, round after round, until a round takes less than [`PRE_DRAIN_CLOSE`]: each round
+/// leaves only the writes made during it, so the applier ends up at most about that far
+/// behind. Clients are not paused meanwhile. A round that cannot finish within
+/// --drain-timeout fails the cutover (nothing is paused yet); when the rounds stop
+/// shrinking (the applier barely keeps up with the writes), the pause follows anyway after
+/// [`PRE_DRAIN_ROUNDS`] rounds or --drain-timeout in all, and its drain takes about as long
+/// as the last round.
+async fn pre_drain(cx: &Ctx<'_>, done: &mut Done) -> Result<(), Error> {
+    let begun = Instant::now();
+    for round in 1..=PRE_DRAIN_ROUNDS {
+        let started = Instant::now();
+        let lsn = drain(cx, done).await?;
+        state::release(&cx.state, &cx.apply_run).await?;
+        done.hold = false;
+        let took = started.elapsed();
+        tracing::debug!(
+            round,
+            lsn,
+            ms = took.as_secs_f64() * 1000.0,
+            "pre-drain round"
+        );
+        if took < PRE_DRAIN_CLOSE || begun.elapsed() > cx.opts.drain_timeout {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Asks the applier to stop exactly at the old primary's current position and waits until
