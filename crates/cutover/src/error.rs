@@ -58,7 +58,6 @@ impl Error {
     }
 }
 
-
 pub(crate) fn sql(
     side: &'static str,
     what: impl Into<String>,

@@ -66,7 +66,6 @@ impl Error {
     }
 }
 
-
 pub(crate) fn sql(
     side: &'static str,
     what: impl Into<String>,
