@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Summarizes bench/copy.sh runs: a table per tool (median, min, max seconds, peak RSS,
+ratio to bluegreen) and bluegreen's ratio to the fastest peer; with --record, appends it,
+dated, with machine, versions and settings, to the copy section of bench/RESULTS.md."""
+
+import argparse
+import csv
+import statistics
+
+ORDER = ["bluegreen", "dump-psql", "dump-restore-j2", "pgcopydb", "subscription"]
+LABEL = {
+    "bluegreen": "bluegreen copy",
+    "dump-psql": "pg_dump \\| psql",
+    "dump-restore-j2": "pg_dump -Fd -j2 + pg_restore -j2",
+    "pgcopydb": "pgcopydb clone (2 table + 2 index jobs)",
+    "subscription": "CREATE SUBSCRIPTION initial sync",
+}
+SECTION = "## copy"
+
+
+def load(path):
+    runs = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            runs.setdefault(row["tool"], []).append(row)
+    return runs
+
+
+def meta(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                out[k] = v
+    return out
+
+
+def table(runs):
+    stats = {}
+    for tool, rows in runs.items():
+        secs = [float(r["seconds"]) for r in rows]
+        stats[tool] = {
+            "median": statistics.median(secs),
+            "min": min(secs),
+            "max": max(secs),
+            "rss": max(int(r["rss_kb"]) for r in rows) / 1024,
+            "n": len(secs),
+            "notes": [r["note"] for r in rows],
+        }
+    bg = stats.get("bluegreen", {}).get("median")
+    lines = [
+        "| tool | median s | min s | max s | peak RSS MB | × bluegreen |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for tool in [t for t in ORDER if t in stats]:
+        s = stats[tool]
+        ratio = f"{s['median'] / bg:.2f}" if bg else "–"
+        rss = f"{s['rss']:.0f}" if tool != "subscription" else f"({s['rss']:.0f})"
+        lines.append(
+            f"| {LABEL[tool]} | {s['median']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {rss} | {ratio} |"
+        )
+    peers = {t: s["median"] for t, s in stats.items() if t != "bluegreen"}
+    verdict = ""
+    if bg and peers:
+        fastest = min(peers, key=peers.get)
+        verdict = (
+            f"bluegreen / fastest peer ({LABEL[fastest]}): "
+            f"{bg:.2f} s / {peers[fastest]:.2f} s = **{bg / peers[fastest]:.2f}×**"
+        )
+    return stats, lines, verdict
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--record")
+    a = ap.parse_args()
+    runs = load(a.csv)
+    m = meta(a.meta)
+    stats, lines, verdict = table(runs)
+    print()
+    print("\n".join(lines).replace("\\|", "|"))
+    if verdict:
+        print()
+        print(verdict.replace("**", "").replace("\\|", "|"))
+    if not a.record:
+        return
+    entry = [
+        f"### {m['date']} — scale {m['scale']} ({m['source_mb']} MB source database), {m['rounds']} rounds",
+        "",
+        f"- machine: {m['nproc']} cores ({m['cpu']}), {m['memory']} memory; "
+        f"load average {m['load_start']} at the start, {m['load_end']} at the end "
+        f"(1-minute load before each run is in the run log below)",
+        f"- versions: PostgreSQL {m['postgresql']} (pg_dump {m['pg_dump']}), pgcopydb {m['pgcopydb']}, "
+        f"bluegreen {m['bluegreen']}" + (f" with `{m['bluegreen_args']}`" if m.get("bluegreen_args") else ""),
+        f"- server settings (source and target, every tool): {m['settings']}",
+        "- command: `bench/copy.sh --scale {0} --rounds {1}`".format(m["scale"], m["rounds"]),
+        "",
+        *lines,
+        "",
+        verdict,
+        "",
+        "<details><summary>every run</summary>",
+        "",
+        "| round | tool | s | RSS MB | load1 | note |",
+        "|---:|---|---:|---:|---:|---|",
+    ]
+    with open(a.csv) as f:
+        for r in csv.DictReader(f):
+            entry.append(
+                f"| {r['round']} | {r['tool']} | {float(r['seconds']):.2f} | "
+                f"{int(r['rss_kb']) / 1024:.0f} | {r['load1']} | {r['note']} |"
+            )
+    entry += ["", "</details>", ""]
+    try:
+        with open(a.record) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmark results\n\n"
+    if SECTION not in text.splitlines():
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\nNewest last. Produced by `bench/copy.sh`; see bench/README.md.\n"
+    # Insert at the end of the copy section (before the next "## " heading, if any).
+    lines_ = text.splitlines()
+    start = lines_.index(SECTION)
+    end = next(
+        (i for i in range(start + 1, len(lines_)) if lines_[i].startswith("## ")),
+        len(lines_),
+    )
+    while end > start + 1 and lines_[end - 1].strip() == "":
+        end -= 1
+    new = lines_[:end] + [""] + entry + lines_[end:]
+    with open(a.record, "w") as f:
+        f.write("\n".join(new).rstrip("\n") + "\n")
+    print(f"\nappended to {a.record}")
+
+
+if __name__ == "__main__":
+    main()
