@@ -422,17 +422,43 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
     holder.wait().unwrap();
     r.assert_on_blue_and_syncing();
 
-    // 4. Sync cannot catch up in time (a burst of 300k rows just before): drain times out,
-    //    all undone, and sync then catches up.
-    r.blue.sql(
+    // 4. Sync cannot catch up in time: green applies metric_hist rows slowly (an ALWAYS
+    //    trigger fires for applied rows too) while blue takes them faster, from before the
+    //    cutover until it returns (a single burst would not do: creating the reverse slot
+    //    waits for the applier's open transaction, and sync may catch up meanwhile). The
+    //    drain times out before anything is paused, all is undone, and sync then catches up.
+    r.green.sql(
         DB,
-        "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real)
-           SELECT (SELECT min(id::text)::uuid FROM factory_telemetry.metric_def), now(), g
-             FROM generate_series(1, 300000) g",
+        "CREATE FUNCTION public.bg_slow() RETURNS trigger LANGUAGE plpgsql
+           AS $$ BEGIN PERFORM pg_sleep(0.001); RETURN NEW; END $$;
+         CREATE TRIGGER bg_slow BEFORE INSERT ON factory_telemetry.metric_hist
+           FOR EACH ROW EXECUTE FUNCTION public.bg_slow();
+         ALTER TABLE factory_telemetry.metric_hist ENABLE ALWAYS TRIGGER bg_slow;",
     );
-    let o = r.flip("cutover", &["--drain-timeout", "0.2", "--max-lag", "60"]);
+    let writing = std::sync::atomic::AtomicBool::new(true);
+    let o = std::thread::scope(|s| {
+        s.spawn(|| {
+            while writing.load(std::sync::atomic::Ordering::SeqCst) {
+                r.blue.sql(
+                    DB,
+                    "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real)
+                       SELECT (SELECT min(id::text)::uuid FROM factory_telemetry.metric_def), now(), g
+                         FROM generate_series(1, 200) g",
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let o = r.flip("cutover", &["--drain-timeout", "0.2", "--max-lag", "60"]);
+        writing.store(false, std::sync::atomic::Ordering::SeqCst);
+        o
+    });
     assert_eq!(code(&o), 2, "{}", stdout(&o));
     assert!(stderr(&o).contains("drain failed"), "{}", stderr(&o));
+    r.green.sql(
+        DB,
+        "DROP TRIGGER bg_slow ON factory_telemetry.metric_hist; DROP FUNCTION public.bg_slow()",
+    );
     r.assert_on_blue_and_syncing();
 
     // 5. Green is down: refused, blue keeps the traffic; sync recovers when green is back.

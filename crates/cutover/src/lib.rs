@@ -720,20 +720,25 @@ async fn set_read_only(c: &Client, on: bool) -> Result<(), Error> {
 
 /// A pre-drain round that took less than this leaves little for the drain in the pause.
 const PRE_DRAIN_CLOSE: Duration = Duration::from_millis(100);
-/// At most this many pre-drain rounds (each one shorter than the last while the applier
-/// applies faster than clients write).
-const PRE_DRAIN_ROUNDS: usize = 10;
+/// At most this many pre-drain rounds, and this long in all: clients are not paused
+/// meanwhile, and while the applier applies faster than clients write, each round is
+/// shorter than the last.
+const PRE_DRAIN_ROUNDS: usize = 30;
+const PRE_DRAIN_BUDGET: Duration = Duration::from_secs(30);
+/// Rounds in a row that are not 10% shorter than the best one so far: the applier barely
+/// keeps up with the writes, and more rounds would not help.
+const PRE_DRAIN_STALE: usize = 3;
 
 /// Before PAUSE: holds the applier at the old primary's current position and releases it at
 /// once, round after round, until a round takes less than [`PRE_DRAIN_CLOSE`]: each round
 /// leaves only the writes made during it, so the applier ends up at most about that far
 /// behind. Clients are not paused meanwhile. A round that cannot finish within
-/// --drain-timeout fails the cutover (nothing is paused yet); when the rounds stop
-/// shrinking (the applier barely keeps up with the writes), the pause follows anyway after
-/// [`PRE_DRAIN_ROUNDS`] rounds or --drain-timeout in all, and its drain takes about as long
-/// as the last round.
+/// --drain-timeout fails the cutover (nothing is paused yet). When the rounds stop getting
+/// shorter, or after [`PRE_DRAIN_ROUNDS`] rounds or [`PRE_DRAIN_BUDGET`], the pause follows
+/// anyway, and its drain takes about as long as the last round.
 async fn pre_drain(cx: &Ctx<'_>, done: &mut Done) -> Result<(), Error> {
     let begun = Instant::now();
+    let (mut best, mut stale) = (Duration::MAX, 0);
     for round in 1..=PRE_DRAIN_ROUNDS {
         let started = Instant::now();
         let lsn = drain(cx, done).await?;
@@ -746,8 +751,20 @@ async fn pre_drain(cx: &Ctx<'_>, done: &mut Done) -> Result<(), Error> {
             ms = took.as_secs_f64() * 1000.0,
             "pre-drain round"
         );
-        if took < PRE_DRAIN_CLOSE || begun.elapsed() > cx.opts.drain_timeout {
+        if took < PRE_DRAIN_CLOSE || begun.elapsed() > PRE_DRAIN_BUDGET {
             break;
+        }
+        if took.as_secs_f64() < best.as_secs_f64() * 0.9 {
+            (best, stale) = (took, 0);
+        } else {
+            stale += 1;
+            if stale >= PRE_DRAIN_STALE {
+                tracing::warn!(
+                    ms = took.as_secs_f64() * 1000.0,
+                    "sync barely keeps up with the writes: the drain in the pause will take about as long"
+                );
+                break;
+            }
         }
     }
     Ok(())
