@@ -332,3 +332,34 @@ fn abort_stops_sync_and_leaves_nothing() {
         "0"
     );
 }
+
+#[test]
+fn sigterm_during_a_transaction_finishes_it_and_exits() {
+    let p = copied_pair(0.005);
+    let mut sync = start_sync(&p, "sync.log");
+    std::thread::sleep(Duration::from_secs(2));
+    p.source.sql(
+        DB,
+        "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real)
+           SELECT (SELECT min(id::text)::uuid FROM factory_telemetry.metric_def), now(), g
+             FROM generate_series(1, 300000) g",
+    );
+    // Stop while the big transaction is (very likely) still streaming in.
+    unsafe { libc::kill(sync.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = sync.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            sync.kill().unwrap();
+            panic!("sync did not exit within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "sync exited with {status}");
+    let sync = start_sync(&p, "again.log");
+    wait_caught_up(&p);
+    stop(sync);
+    assert_same(&p, None);
+}

@@ -38,6 +38,12 @@ impl Progress {
         self.hold.lock().ok().and_then(|h| *h)
     }
 
+    pub fn clear_hold(&self) {
+        if let Ok(mut h) = self.hold.lock() {
+            *h = None;
+        }
+    }
+
     pub fn set_error(&self, e: Option<String>) {
         if let Ok(mut slot) = self.last_error.lock() {
             *slot = e;

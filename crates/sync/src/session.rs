@@ -131,7 +131,9 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
         }
         let event = tokio::select! {
             biased;
-            changed = stop.changed() => {
+            // Once stopping, stop watching: a dropped sender makes changed() ready forever,
+            // and the transaction at hand must still be read to its end.
+            changed = stop.changed(), if !stopping => {
                 if changed.is_err() || *stop.borrow() {
                     stopping = true;
                 }
@@ -312,6 +314,9 @@ async fn hold(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Forget the request now rather than at the status task's next poll, so the next
+    // transaction does not re-enter a hold that is already released.
+    ctx.progress.clear_hold();
     Ok(())
 }
 
