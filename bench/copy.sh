@@ -147,6 +147,24 @@ SQL
 
 now() { date +%s.%N; }
 maxrss() { awk -F': ' '/Maximum resident set size/ {print $2}' "$@" | sort -n | tail -1; }
+# CPU seconds (user + system) of the tool's processes, from every /usr/bin/time report of the run.
+toolcpu() { cat "$work"/run/time* 2>/dev/null | awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.2f", s}'; }
+# CPU seconds used so far by one server: the postmaster, its exited children (backends,
+# parallel and replication workers) and its live ones.
+clk=$(getconf CLK_TCK)
+servercpu() {
+  local conn=$1 pm ticks=0 c f
+  pm=$($pgbin/psql -XAt "$conn" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'")
+  pm=$(awk '{print $4}' "/proc/$pm/stat")
+  sleep 0.3   # let the postmaster reap backends that just ended
+  read -r -a f <"/proc/$pm/stat"
+  ticks=$(( f[13] + f[14] + f[15] + f[16] ))
+  for c in $(cat /proc/"$pm"/task/*/children 2>/dev/null); do
+    read -r -a f <"/proc/$c/stat" 2>/dev/null || continue
+    ticks=$(( ticks + f[13] + f[14] ))
+  done
+  echo "scale=2; $ticks / $clk" | bc
+}
 TIME="/usr/bin/time -v"
 
 # Each run_* function copies source → target and sets: rss_kb (largest tool process),
@@ -222,7 +240,7 @@ run_subscription() {
 }
 
 csv="$work/runs.csv"
-echo "round,tool,seconds,rss_kb,load1,note" >"$csv"
+echo "round,tool,seconds,rss_kb,load1,cpu_s,note" >"$csv"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 n=${#tool_list[@]}
 for r in $(seq 1 "$rounds"); do
@@ -233,19 +251,23 @@ for r in $(seq 1 "$rounds"); do
     rss_kb=0
     note=""
     current="round $r: $tool"
+    s0=$(servercpu "$src"); g0=$(servercpu "$tgt_admin")
     t0=$(now)
     "run_${tool//-/_}"   # any failure ends the benchmark (set -e), named by the EXIT trap
     t1=$(now)
     current=""
     secs=$(echo "$t1 - $t0" | bc)
+    s1=$(servercpu "$src"); g1=$(servercpu "$tgt_admin")
+    cpu=$(echo "$s1 - $s0 + $g1 - $g0 + $(toolcpu)" | bc)
+    note="CPU s: source $(echo "$s1 - $s0" | bc), target $(echo "$g1 - $g0" | bc), tool $(toolcpu); $note"
     $pgbin/psql -XAt "$tgt" -c "$counts_sql" >"$work/run/target.counts"
     if ! diff -u "$work/source.counts" "$work/run/target.counts" >"$work/run/counts.diff"; then
       echo "round $r: $tool copied something else than the source holds:" >&2
       cat "$work/run/counts.diff" >&2
       exit 1
     fi
-    printf 'round %s  %-16s %7.2f s  %6d MB  load %s\n' "$r" "$tool" "$secs" $((rss_kb / 1024)) "$load1"
-    echo "$r,$tool,$secs,$rss_kb,$load1,\"${note//\"/\'}\"" >>"$csv"
+    printf 'round %s  %-16s %7.2f s  %6d MB  %6.1f CPU s  load %s\n' "$r" "$tool" "$secs" $((rss_kb / 1024)) "$cpu" "$load1"
+    echo "$r,$tool,$secs,$rss_kb,$load1,$cpu,\"${note//\"/\'}\"" >>"$csv"
   done
 done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -36,7 +36,7 @@ def meta(path):
     return out
 
 
-def table(runs):
+def table(runs, nproc):
     stats = {}
     for tool, rows in runs.items():
         secs = [float(r["seconds"]) for r in rows]
@@ -45,20 +45,22 @@ def table(runs):
             "min": min(secs),
             "max": max(secs),
             "rss": max(int(r["rss_kb"]) for r in rows) / 1024,
+            "cpu": statistics.median(float(r["cpu_s"]) for r in rows),
             "n": len(secs),
             "notes": [r["note"] for r in rows],
         }
     bg = stats.get("bluegreen", {}).get("median")
     lines = [
-        "| tool | median s | min s | max s | peak RSS MB | × bluegreen |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| tool | median s | min s | max s | peak RSS MB | × bluegreen | CPU s (median) | CPU s / cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for tool in [t for t in ORDER if t in stats]:
         s = stats[tool]
         ratio = f"{s['median'] / bg:.2f}" if bg else "–"
         rss = f"{s['rss']:.0f}" if tool != "subscription" else f"({s['rss']:.0f})"
         lines.append(
-            f"| {LABEL[tool]} | {s['median']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {rss} | {ratio} |"
+            f"| {LABEL[tool]} | {s['median']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {rss} | {ratio} "
+            f"| {s['cpu']:.1f} | {s['cpu'] / nproc:.1f} |"
         )
     peers = {t: s["median"] for t, s in stats.items() if t != "bluegreen"}
     verdict = ""
@@ -79,7 +81,7 @@ def main():
     a = ap.parse_args()
     runs = load(a.csv)
     m = meta(a.meta)
-    stats, lines, verdict = table(runs)
+    stats, lines, verdict = table(runs, int(m["nproc"]))
     print()
     print("\n".join(lines).replace("\\|", "|"))
     if verdict:
@@ -100,18 +102,22 @@ def main():
         "",
         *lines,
         "",
+        "CPU s: user + system seconds of the source server, the target server (every backend and "
+        "worker, including autovacuum) and the tool's own processes; CPU s / cores: the wall time "
+        "that work would take with every core busy all the time (a floor on this machine).",
+        "",
         verdict,
         "",
         "<details><summary>every run</summary>",
         "",
-        "| round | tool | s | RSS MB | load1 | note |",
-        "|---:|---|---:|---:|---:|---|",
+        "| round | tool | s | RSS MB | load1 | CPU s | note |",
+        "|---:|---|---:|---:|---:|---:|---|",
     ]
     with open(a.csv) as f:
         for r in csv.DictReader(f):
             entry.append(
                 f"| {r['round']} | {r['tool']} | {float(r['seconds']):.2f} | "
-                f"{int(r['rss_kb']) / 1024:.0f} | {r['load1']} | {r['note']} |"
+                f"{int(r['rss_kb']) / 1024:.0f} | {r['load1']} | {float(r['cpu_s']):.1f} | {r['note']} |"
             )
     entry += ["", "</details>", ""]
     try:
