@@ -9,7 +9,8 @@
 #   --flips N          cutovers per rate, each followed by a rollback (default 10: 20 flips)
 #   --clients C        pgbench clients (default 8, over 2 threads)
 #   --cycle-seconds S  time budgeted per cutover + rollback cycle when sizing pgbench's -T
-#                      (default 15); the benchmark fails if the load ends before the last flip
+#                      (default 30); flips stop when the load ends (pgbench cannot be stopped
+#                      early without losing its log), and the load runs on after the last one
 #   --scale S          fixture scale (default 0.05)
 #   --no-capacity      skip the applier capacity measurement
 #   --no-verify        skip the closing `bluegreen verify`
@@ -31,20 +32,26 @@
 #     sync exits by itself → `bluegreen sync --reverse` started and caught up → `bluegreen
 #     rollback --no-verify-check` → reverse sync exits by itself → forward `bluegreen sync`
 #     started again. "Caught up" = the applier's applied_lsn (bluegreen.apply) has passed the
-#     source's pg_current_wal_lsn() read just before, with a live heartbeat.
+#     source's pg_current_wal_lsn() read just before, with a live heartbeat. A refused or
+#     failed flip (a guardrail, or the pre-drain timing out: traffic stays where it was) is
+#     recorded and retried once sync has caught up again: a cutover up to 5 times (then the
+#     rate gets no more flips), a rollback up to 20 (traffic must come back to blue).
 #   * Failed transactions: pgbench's "number of failed transactions" plus every client that
 #     aborted on an error (pgbench 15 aborts a client on any error but serialization/deadlock)
 #     plus log lines that are not a completed transaction. Goal: 0.
-#   * Client-observed pause of a flip: the largest latency (pgbench -l, which with -R counts
-#     from each transaction's scheduled start, so waiting behind the pause counts) among the
-#     transactions whose [scheduled start, end] overlaps the flip command's run [start, exit].
-#     Reported p50/p99/max over the flips, next to the coordinator's own `paused N ms` (first
-#     PAUSE sent to last RESUME answered) and its per-step timings, and next to the latency of
-#     transactions away from any flip (≥ 1 s from a flip window): the machine's noise floor.
+#   * Client pause of a flip: the coordinator's pause window is read from its step log (the
+#     `pause` step's wall-clock end minus its duration → the `resume` step's end); the client
+#     pause is the longest time from being sent to being done (pgbench -l: latency minus
+#     schedule lag) among the transactions on the wire during that window. Also reported: the
+#     same with pgbench's own latency under -R (from the scheduled start), which adds waiting
+#     behind pgbench's backlog when the machine cannot keep up with the rate. p50/p99/max over
+#     the flips, next to the coordinator's `paused N ms` (first PAUSE sent to last RESUME
+#     answered) and its per-step timings, and next to both latencies of transactions more than
+#     1 s from any flip command's run: the machine's noise floor.
 #   * Applier capacity (context for the drain): before the rates, pgbench runs the same script
 #     on blue directly without a rate limit for 15 s while forward sync runs; capacity =
-#     transactions / (time until the target's replication origin has passed blue's position
-#     at the end). When the applier kept up, that is only a lower bound (marked ≥).
+#     transactions / (time until a marker row inserted on blue right after them is on green).
+#     When the applier kept up, that is only a lower bound (marked ≥).
 #   * Zero loss: after each rate, forward sync caught up, then on blue and on green
 #     count(*) and sum(hashtext(row)) of the rows that rate's pgbench inserted (marker
 #     value_text = 'bench-cutover', value_int = tps) must be equal, and the count must equal
@@ -57,7 +64,7 @@ root=$(pwd)
 tps_list="200,1000"
 flips=10
 clients=8
-cycle=15
+cycle=30
 scale=0.05
 do_verify=1
 do_capacity=1
@@ -74,7 +81,7 @@ while [ $# -gt 0 ]; do
     --no-capacity) do_capacity=0; shift ;;
     --no-record) record=0; shift ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "cutover.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -214,10 +221,12 @@ wait_caught_up() {
 
 flips_csv=$work/flips.csv
 echo "tps,cycle,verb,attempt,rc,start,end,load1,out" >"$flips_csv"
-# Runs `bluegreen $1` (cutover or rollback) for rate $2, cycle $3; retried up to 3 times.
+# Runs `bluegreen $1` (cutover or rollback) for rate $2, cycle $3; a refused or failed
+# attempt (traffic stays where it was) is recorded and retried once the applier has caught up
+# again, up to $4 attempts in all.
 flip() {
-  local verb=$1 tps=$2 i=$3 attempt rc t0 t1 out
-  for attempt in 1 2 3; do
+  local verb=$1 tps=$2 i=$3 tries=$4 attempt rc t0 t1 out
+  for attempt in $(seq 1 "$tries"); do
     out=$work/flips/$tps.$i.$verb.$attempt
     t0=$(now)
     set +e
@@ -232,8 +241,9 @@ flip() {
       printf '   %-8s %2d  %s\n' "$verb" "$i" "$(head -1 "$out.out" | sed 's/; caught up.*//')"
       return 0
     fi
-    echo "   $verb $i attempt $attempt failed (exit $rc): $(grep -m1 'error' "$out.log" || tail -1 "$out.log")" >&2
+    echo "   $verb $i attempt $attempt failed (exit $rc): $(sed 's/\x1b\[[0-9;]*m//g' "$out.log" | grep -m1 -E 'error|failed' || tail -1 "$out.log")" >&2
     sleep 2
+    if [ "$verb" = cutover ]; then wait_caught_up main "$src"; else wait_caught_up main_reverse "$tgt"; fi
   done
   return 1
 }
@@ -261,9 +271,11 @@ if [ "$do_capacity" = 1 ]; then
     -f bench/cutover/txn.sql -D ndefs="$ndefs" -D tps=0 factory_telemetry >"$work/capacity.out" 2>&1 \
     || { cat "$work/capacity.out" >&2; exit 1; }
   t1=$(now)
-  want=$(q "$src" "SELECT pg_current_wal_lsn()")
-  until [ "$(q "$tgt" "SELECT coalesce(bool_or(remote_lsn >= '$want'::pg_lsn), false)
-                        FROM pg_replication_origin_status WHERE external_id = 'bluegreen_main'")" = t ]; do
+  # A marker row after the last of them: applied means everything before it is.
+  q "$src" "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_int, value_text)
+            VALUES (md5('metric_def:0')::uuid, clock_timestamp(), 0, 'bench-cutover-capacity-marker')"
+  until [ "$(q "$tgt" "SELECT count(*) FROM factory_telemetry.metric_hist
+                        WHERE value_text = 'bench-cutover-capacity-marker'")" = 1 ]; do
     kill -0 "$sync_pid" 2>/dev/null || { echo "sync exited" >&2; exit 1; }
     sleep 0.05
   done
@@ -294,20 +306,23 @@ for tps in "${rates[@]}"; do
   sleep 5
   for i in $(seq 1 "$flips"); do
     kill -0 "$pgbench_pid" 2>/dev/null \
-      || { echo "pgbench ended before cutover $i: raise --cycle-seconds" >&2; cat "$work/pgbench/$tps.err" >&2; exit 1; }
+      || { echo "   pgbench ended before cutover $i (raise --cycle-seconds): no more flips at this rate" >&2; break; }
     wait_caught_up main "$src"
     fwd=$sync_pid
-    flip cutover "$tps" "$i"
+    # Refused cutovers leave traffic on blue: after 5, this rate gets no more flips.
+    flip cutover "$tps" "$i" 5 \
+      || { echo "   cutover $i failed 5 times: no more flips at this rate" >&2; break; }
     wait_exit "$fwd"
     start_sync rev
     wait_caught_up main_reverse "$tgt"
     rev=$sync_pid
-    flip rollback "$tps" "$i"
+    # Traffic must come back to blue for the checks.
+    flip rollback "$tps" "$i" 20 || { echo "rollback $i failed 20 times: traffic stays on green" >&2; exit 1; }
     wait_exit "$rev"
     start_sync fwd
   done
   kill -0 "$pgbench_pid" 2>/dev/null \
-    || { echo "pgbench ended before the last rollback finished: raise --cycle-seconds" >&2; exit 1; }
+    || echo "   pgbench ended before the last rollback finished (raise --cycle-seconds): flips after its end are left out of the client figures" >&2
   echo "   flips done after $(printf '%.0f' "$(echo "$(now) - $t_load" | bc)") s; load runs on to its end"
   set +e
   wait "$pgbench_pid"
