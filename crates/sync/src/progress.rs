@@ -38,9 +38,9 @@ impl Progress {
         self.hold.lock().ok().and_then(|h| *h)
     }
 
-    pub fn clear_hold(&self) {
+    pub fn set_hold(&self, lsn: Option<Lsn>) {
         if let Ok(mut h) = self.hold.lock() {
-            *h = None;
+            *h = lsn;
         }
     }
 

@@ -160,11 +160,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             .fetch_max(event.wal_end.0, Ordering::SeqCst);
         match &event.message {
             LogicalMessage::Begin(b) => {
-                if let Some(h) = ctx.progress.hold() {
-                    if b.final_lsn >= h {
-                        hold(&mut applier, &stream, ctx, &state_client, h).await?;
-                    }
-                }
+                hold_if_due(&mut applier, &stream, ctx, &state_client, b.final_lsn).await?;
                 txn = Some(Txn {
                     commit_lsn: b.final_lsn,
                     done_before: progress_lsn.is_some_and(|p| b.final_lsn < p),
@@ -220,16 +216,11 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 ctx.progress.set_applied(m.lsn);
                 // A requester's own message: read its request now rather than at the status
                 // task's next poll, so a cutover's hold takes milliseconds.
-                let hold_lsn = if m.prefix == state::HOLD_MESSAGE_PREFIX {
-                    current_hold(&state_client, &ctx.run).await?
-                } else {
-                    ctx.progress.hold()
-                };
-                if let Some(h) = hold_lsn {
-                    if m.lsn >= h {
-                        hold(&mut applier, &stream, ctx, &state_client, h).await?;
-                    }
+                if m.prefix == state::HOLD_MESSAGE_PREFIX {
+                    ctx.progress
+                        .set_hold(current_hold(&state_client, &ctx.run).await?);
                 }
+                hold_if_due(&mut applier, &stream, ctx, &state_client, m.lsn).await?;
             }
             LogicalMessage::Origin(o) => {
                 if ctx.skip_origin.as_deref() == Some(o.name.as_str()) {
@@ -279,6 +270,20 @@ async fn commit(
     Ok(())
 }
 
+/// Holds while the request stands at or below `lsn` (a requester may move it while held).
+async fn hold_if_due(
+    applier: &mut Applier,
+    stream: &wire::ReplicationStream,
+    ctx: &Context,
+    client: &tokio_postgres::Client,
+    lsn: Lsn,
+) -> Result<(), Error> {
+    while let Some(h) = ctx.progress.hold().filter(|h| lsn >= *h) {
+        hold(applier, stream, ctx, client, h).await?;
+    }
+    Ok(())
+}
+
 /// Stops after everything committed before `h`, tells the requester, and waits for release.
 async fn hold(
     applier: &mut Applier,
@@ -302,21 +307,23 @@ async fn hold(
         .map_err(sql("state", "report the hold"))?;
     tracing::info!(lsn = %h, "holding");
     let started = Instant::now();
-    loop {
+    let next = loop {
         // Polled here too (not only by the status task) so a release is seen at once.
-        if current_hold(client, &ctx.run).await? != Some(h) {
-            break;
+        let now = current_hold(client, &ctx.run).await?;
+        if now != Some(h) {
+            break now;
         }
         if started.elapsed() > Duration::from_secs(600) {
             tracing::warn!(lsn = %h, "hold not released after 10 minutes; going on");
             state::release(client, &ctx.run).await?;
-            break;
+            break None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Forget the request now rather than at the status task's next poll, so the next
-    // transaction does not re-enter a hold that is already released.
-    ctx.progress.clear_hold();
+    };
+    // Take what replaced the request now rather than at the status task's next poll: a
+    // released hold must not be re-entered, and a moved one (verify pauses first, then holds
+    // at its snapshot) must stop the very next transaction beyond it.
+    ctx.progress.set_hold(next);
     Ok(())
 }
 
