@@ -424,6 +424,18 @@ fn five_verifies_under_the_plant_workload_find_nothing() {
         ),
         "none"
     );
+    // status shows the last verdict, for operators and for cutover's guardrail.
+    let o = bluegreen(&["status", "--json", "--target", &p.t]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let st: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["last_verify"]["result"], "equal", "{st:#}");
+    assert_eq!(
+        st["last_verify"]["lsn"].as_str(),
+        lsns.last().map(|s| s.as_str())
+    );
+    assert_eq!(st["last_verify"]["mismatched_chunks"], 0, "{st:#}");
+    let o = bluegreen(&["status", "--target", &p.t]);
+    assert!(stdout(&o).contains("verify: equal at "), "{}", stdout(&o));
     stop_sync(sync);
     eprintln!("five_verifies_under_load: {:?}", started.elapsed());
 }

@@ -43,6 +43,9 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     )
     .await
     .map_err(|e| Trouble::state("target", e))?;
+    let verify = state::verify::latest(&client, &args.run)
+        .await
+        .map_err(|e| Trouble::state("target", e))?;
     let (chunks, done): (i64, i64) = tables
         .iter()
         .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.done));
@@ -72,6 +75,16 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             "schemas": run.schemas,
             "copy": { "chunks": chunks, "chunks_done": done },
             "sync": sync,
+            "last_verify": verify.as_ref().map(|v| json!({
+                "result": v.outcome.as_str(),
+                "lsn": v.lsn,
+                "mode": v.mode,
+                "chunks": v.chunks,
+                "mismatched_chunks": v.mismatched_chunks,
+                "differences": v.differences,
+                "seconds": v.seconds,
+                "age_seconds": v.age_seconds,
+            })),
             "last_flip": flip.as_ref().map(|(step, at, secs, detail)| json!({
                 "step": step, "at": at, "paused_seconds": secs, "detail": detail,
             })),
@@ -130,6 +143,20 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
                 println!("  last error: {e}");
             }
         }
+    }
+    match &verify {
+        None => println!("verify: none yet"),
+        Some(v) => println!(
+            "verify: {} at {} ({}), {} chunks, {} mismatched, {} differences, took {:.1} s, {:.0} s ago",
+            v.outcome.as_str(),
+            v.lsn,
+            v.mode,
+            v.chunks.unwrap_or(0),
+            v.mismatched_chunks.unwrap_or(0),
+            v.differences.unwrap_or(0),
+            v.seconds.unwrap_or(0.0),
+            v.age_seconds
+        ),
     }
     if let Some((step, at, secs, detail)) = flip {
         match secs {
