@@ -3,15 +3,16 @@
 //! end LSN (`pg_replication_origin_xact_setup`): applied changes and applied position are
 //! one atomic fact, so a crash never loses or repeats a transaction.
 //!
-//! Runs of inserts into one table become one `COPY … FROM STDIN`; updates and deletes are
-//! prepared statements sent pipelined. Batches flush as they fill, so a transaction of any
-//! size streams through in bounded memory.
+//! Runs of inserts into one table become one `COPY … FROM STDIN`. Updates and deletes of a
+//! table where row order cannot matter are merged into their net effect per key and applied
+//! many rows per statement (see `net`); the others are prepared statements sent pipelined.
+//! Batches flush as they fill, so a transaction of any size streams through in bounded memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Statement};
@@ -19,12 +20,15 @@ use wire::pgoutput::{OldTuple, Tuple, Value};
 use wire::Lsn;
 
 use crate::error::{sql, Error};
+use crate::net::{self, NetChanges, NetOp, Taken};
 use crate::relmap::TargetRel;
 
 /// Insert rows are sent as one COPY once this much text is buffered.
 const COPY_BATCH_BYTES: usize = 1 << 20;
 /// Updates and deletes in flight at once on the pipelined connection.
 const PIPELINE: usize = 256;
+/// Rows of net updates and deletes that go out together.
+const NET_ROWS: usize = 10_000;
 
 /// Source transactions applied but not yet committed on the target.
 #[derive(Debug, Default)]
@@ -48,6 +52,7 @@ pub struct Applier {
     in_tx: bool,
     copy: Option<CopyBatch>,
     execs: Vec<(Statement, Vec<Option<String>>)>,
+    net: NetChanges,
     pub group: Group,
     /// UPDATE/DELETE that found no row on the target (the target diverged).
     pub missing_rows: u64,
@@ -56,8 +61,9 @@ pub struct Applier {
 impl Applier {
     /// Opens the apply session: origin set up, triggers and foreign keys off for applied
     /// changes (they fired on the source already), writable even where cutover fenced the
-    /// database read-only (reverse sync into blue), and the source's output settings, so
-    /// text values read back exactly as the source printed them.
+    /// database read-only (reverse sync into blue), net changes joined to their table by
+    /// key lookups (never a scan of a big table for a batch of rows), and the source's output
+    /// settings, so text values read back exactly as the source printed them.
     pub async fn open(
         client: Client,
         origin: &str,
@@ -67,7 +73,8 @@ impl Applier {
             .batch_execute(&format!(
                 "SET session_replication_role = replica; SET statement_timeout = 0; \
                  SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
-                 SET default_transaction_read_only = off; {output_settings}"
+                 SET default_transaction_read_only = off; \
+                 SET enable_hashjoin = off; SET enable_mergejoin = off; {output_settings}"
             ))
             .await
             .map_err(sql("target", "apply session settings"))?;
@@ -89,6 +96,7 @@ impl Applier {
             in_tx: false,
             copy: None,
             execs: Vec::new(),
+            net: NetChanges::default(),
             group: Group::default(),
             missing_rows: 0,
         })
@@ -114,6 +122,11 @@ impl Applier {
         self.begin().await?;
         if !self.execs.is_empty() {
             self.flush_execs().await?;
+        }
+        // A key the group deleted may come back: the delete goes first.
+        if self.net.has_table(rel) && net::key_of(rel, new).is_some_and(|k| self.net.holds(rel, &k))
+        {
+            self.flush().await?;
         }
         if self
             .copy
@@ -143,6 +156,22 @@ impl Applier {
         new: &Tuple,
     ) -> Result<(), Error> {
         self.begin().await?;
+        if rel.batchable {
+            let key = net::key_of(rel, new);
+            let old_key = match old {
+                Some(o) => net::key_of(rel, o.tuple()),
+                None => key.clone(),
+            };
+            if let Some(k) = key.filter(|k| old_key.as_ref() == Some(k)) {
+                let bytes = tuple_bytes(new);
+                if self.net_take(|n| n.update(rel, k, new)).await? {
+                    self.group.bytes += bytes;
+                    return Ok(());
+                }
+            }
+            // A changed key, or nothing to merge with: in order, row by row.
+            self.flush().await?;
+        }
         self.flush_copy().await?;
         // SET every column the source sent; an unchanged TOAST value keeps the target's.
         let mut params: Vec<Option<String>> = Vec::new();
@@ -181,6 +210,14 @@ impl Applier {
 
     pub async fn delete(&mut self, rel: &Arc<TargetRel>, old: &OldTuple) -> Result<(), Error> {
         self.begin().await?;
+        if rel.batchable {
+            if let Some(k) = net::key_of(rel, old.tuple()) {
+                if self.net_take(|n| n.delete(rel, k)).await? {
+                    return Ok(());
+                }
+            }
+            self.flush().await?;
+        }
         self.flush_copy().await?;
         let mut params = Vec::new();
         let filter = self.identity_filter(rel, old.tuple(), &mut params)?;
@@ -267,20 +304,42 @@ impl Applier {
         Ok(parts.join(" AND "))
     }
 
+    /// Hands a change to the net changes; false when it must go row by row instead.
+    async fn net_take(
+        &mut self,
+        take: impl FnOnce(&mut NetChanges) -> Taken,
+    ) -> Result<bool, Error> {
+        // Row-by-row statements queued before stay before.
+        if !self.execs.is_empty() {
+            self.flush_execs().await?;
+        }
+        if take(&mut self.net) == Taken::No {
+            return Ok(false);
+        }
+        self.group.rows += 1;
+        if self.net.len() >= NET_ROWS {
+            self.flush().await?;
+        }
+        Ok(true)
+    }
+
+    async fn statement(&mut self, sql_text: &str, types: &[Type]) -> Result<Statement, Error> {
+        if let Some(s) = self.statements.get(sql_text) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .client
+            .prepare_typed(sql_text, types)
+            .await
+            .map_err(sql("target", format!("prepare {sql_text}")))?;
+        self.statements.insert(sql_text.to_string(), s.clone());
+        Ok(s)
+    }
+
     async fn queue(&mut self, sql_text: String, params: Vec<Option<String>>) -> Result<(), Error> {
-        let stmt = match self.statements.get(&sql_text) {
-            Some(s) => s.clone(),
-            None => {
-                let types = vec![Type::TEXT; params.len()];
-                let s = self
-                    .client
-                    .prepare_typed(&sql_text, &types)
-                    .await
-                    .map_err(sql("target", format!("prepare {sql_text}")))?;
-                self.statements.insert(sql_text, s.clone());
-                s
-            }
-        };
+        let stmt = self
+            .statement(&sql_text, &vec![Type::TEXT; params.len()])
+            .await?;
         self.execs.push((stmt, params));
         self.group.rows += 1;
         if self.execs.len() >= PIPELINE {
@@ -336,9 +395,97 @@ impl Applier {
         Ok(())
     }
 
+    /// Sends everything queued, in an order that keeps every row's changes in sequence:
+    /// inserts (a net update may be of a row inserted in the group), net changes, then the
+    /// row-by-row statements (each queued only after the net changes before it went out).
     pub async fn flush(&mut self) -> Result<(), Error> {
         self.flush_copy().await?;
+        self.flush_net().await?;
         self.flush_execs().await
+    }
+
+    /// One DELETE per table, and one UPDATE per table and set of columns sent.
+    async fn flush_net(&mut self) -> Result<(), Error> {
+        for table in self.net.take() {
+            let rel = table.rel;
+            let mut deletes: Vec<Vec<Bytes>> = Vec::new();
+            let mut updates: HashMap<Vec<usize>, Vec<Tuple>> = HashMap::new();
+            for (key, op) in table.ops {
+                match op {
+                    NetOp::Delete => deletes.push(key),
+                    NetOp::Update(row) => {
+                        let cols: Vec<usize> = (0..row.len())
+                            .filter(|&i| row[i] != Value::UnchangedToast)
+                            .collect();
+                        updates.entry(cols).or_default().push(row);
+                    }
+                }
+            }
+            if !deletes.is_empty() {
+                let columns: Vec<Vec<Option<&str>>> = (0..rel.key.len())
+                    .map(|k| {
+                        deletes
+                            .iter()
+                            .map(|key| text(&key[k], &rel.display).map(Some))
+                            .collect::<Result<_, _>>()
+                    })
+                    .collect::<Result<_, _>>()?;
+                let text_sql = net::delete_sql(&rel);
+                self.run_net(&text_sql, &columns, deletes.len(), &rel.display)
+                    .await?;
+            }
+            for (cols, rows) in updates {
+                let columns: Vec<Vec<Option<&str>>> = cols
+                    .iter()
+                    .map(|&c| {
+                        rows.iter()
+                            .map(|row| match &row[c] {
+                                Value::Text(b) => text(b, &rel.display).map(Some),
+                                Value::Null => Ok(None),
+                                _ => Err(Error::NotReady(format!(
+                                    "{}: a value arrived in binary form, which this applier does not request",
+                                    rel.display
+                                ))),
+                            })
+                            .collect::<Result<_, _>>()
+                    })
+                    .collect::<Result<_, _>>()?;
+                let text_sql = net::update_sql(&rel, &cols);
+                self.run_net(&text_sql, &columns, rows.len(), &rel.display)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_net(
+        &mut self,
+        sql_text: &str,
+        columns: &[Vec<Option<&str>>],
+        rows: usize,
+        table: &str,
+    ) -> Result<(), Error> {
+        let stmt = self
+            .statement(sql_text, &vec![Type::TEXT_ARRAY; columns.len()])
+            .await?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+            .iter()
+            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let done = self.client.execute(&stmt, &params).await.map_err(sql(
+            "target",
+            format!("apply updates or deletes to {table}"),
+        ))?;
+        let missing = (rows as u64).saturating_sub(done);
+        if missing > 0 {
+            self.missing_rows += missing;
+            tracing::warn!(
+                table,
+                missing,
+                "UPDATEs or DELETEs found no row on the target: the target differs from the source"
+            );
+        }
+        Ok(())
     }
 
     /// A source transaction of the group ended (its changes are all queued).
@@ -389,6 +536,21 @@ fn param(v: &Value, table: &str) -> Result<Option<Option<String>>, Error> {
     }
 }
 
+fn text<'a>(b: &'a Bytes, table: &str) -> Result<&'a str, Error> {
+    std::str::from_utf8(b)
+        .map_err(|_| Error::NotReady(format!("{table}: a value is not valid UTF-8")))
+}
+
+/// Roughly what a row holds, for the group's size limit.
+fn tuple_bytes(t: &Tuple) -> u64 {
+    t.iter()
+        .map(|v| match v {
+            Value::Text(b) | Value::Binary(b) => b.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
 /// One row in COPY text format.
 fn encode_copy_row(buf: &mut BytesMut, tuple: &Tuple, table: &str) -> Result<(), Error> {
     for (i, v) in tuple.iter().enumerate() {
@@ -422,7 +584,6 @@ fn encode_copy_row(buf: &mut BytesMut, tuple: &Tuple, table: &str) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn copy_text_escapes() {

@@ -5,6 +5,7 @@
 
 mod apply;
 mod error;
+mod net;
 mod progress;
 mod relmap;
 mod session;

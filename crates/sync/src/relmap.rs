@@ -28,6 +28,10 @@ pub struct TargetRel {
     pub full_identity: bool,
     /// Changes committed before this LSN are already in the table's copied rows.
     pub applies_from: Lsn,
+    /// Updates and deletes may be applied as their net effect per key, many rows per
+    /// statement: the key is the target table's only unique index (no other uniqueness that
+    /// the order of row changes could trip) and no trigger fires for applied changes.
+    pub batchable: bool,
 }
 
 /// Relations by source relation id, refreshed whenever the source sends a Relation message.
@@ -120,6 +124,21 @@ impl RelMap {
                 .map(|(i, _)| i)
                 .collect()
         };
+        let batchable = !full_identity
+            && !key.is_empty()
+            && target
+                .query_one(
+                    "SELECT (SELECT count(*) FROM pg_index
+                              WHERE indrelid = r AND (indisunique OR indisexclusion)) <= 1
+                        AND NOT EXISTS (SELECT 1 FROM pg_trigger
+                                         WHERE tgrelid = r AND NOT tgisinternal
+                                           AND tgenabled IN ('A', 'R'))
+                       FROM to_regclass($1) AS r",
+                    &[&qualified],
+                )
+                .await
+                .map_err(sql("target", format!("look up {display}'s indexes")))?
+                .get::<_, bool>(0);
         let applies_from = self
             .snapshot_lsns
             .get(&(rel.namespace.clone(), rel.name.clone()))
@@ -135,6 +154,7 @@ impl RelMap {
                 key,
                 full_identity,
                 applies_from,
+                batchable,
             }),
         );
         Ok(())

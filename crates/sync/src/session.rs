@@ -167,6 +167,8 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 });
             }
             LogicalMessage::Relation(r) => {
+                // Changes queued under the old description go out under it.
+                applier.flush().await?;
                 rels.learn(r, applier.client(), &source_client).await?;
             }
             LogicalMessage::Insert(i) => {
