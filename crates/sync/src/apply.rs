@@ -3,10 +3,11 @@
 //! end LSN (`pg_replication_origin_xact_setup`): applied changes and applied position are
 //! one atomic fact, so a crash never loses or repeats a transaction.
 //!
-//! Runs of inserts into one table become one `COPY … FROM STDIN`. Updates and deletes of a
-//! table where row order cannot matter are merged into their net effect per key and applied
-//! many rows per statement (see `net`); the others are prepared statements sent pipelined.
-//! Batches flush as they fill, so a transaction of any size streams through in bounded memory.
+//! Runs of inserts into one table become one `COPY … FROM STDIN`. Updates and
+//! deletes of a table where row order cannot matter are merged into their net effect per key
+//! and applied many rows per statement (see `net`), in a task of their own while the next
+//! changes are decoded; the others are prepared statements sent pipelined. Batches go out as
+//! they fill, so a transaction of any size streams through in bounded memory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
-use tokio_postgres::types::Type;
+use tokio::task::JoinHandle;
+use tokio_postgres::types::{to_sql_checked, IsNull, Kind, ToSql, Type};
 use tokio_postgres::{Client, Statement};
 use wire::pgoutput::{OldTuple, Tuple, Value};
 use wire::Lsn;
@@ -23,7 +25,9 @@ use crate::error::{sql, Error};
 use crate::net::{self, NetChanges, NetOp, Taken};
 use crate::relmap::TargetRel;
 
-/// Insert rows are sent as one COPY once this much text is buffered.
+/// Insert rows are sent as one COPY once this much text is buffered. (A COPY kept open
+/// across pieces was tried: no faster, and the walsender and client then spend more CPU on
+/// smaller reads and writes.)
 const COPY_BATCH_BYTES: usize = 1 << 20;
 /// Updates and deletes in flight at once on the pipelined connection.
 const PIPELINE: usize = 256;
@@ -47,12 +51,15 @@ struct CopyBatch {
 }
 
 pub struct Applier {
-    client: Client,
+    client: Arc<Client>,
     statements: HashMap<String, Statement>,
     in_tx: bool,
     copy: Option<CopyBatch>,
     execs: Vec<(Statement, Vec<Option<String>>)>,
     net: NetChanges,
+    /// Net changes sent last, still running; whatever uses the connection next waits for
+    /// them first, so every row's changes stay in order. Yields the rows they missed.
+    inflight: Option<JoinHandle<Result<u64, Error>>>,
     pub group: Group,
     /// UPDATE/DELETE that found no row on the target (the target diverged).
     pub missing_rows: u64,
@@ -91,12 +98,13 @@ impl Applier {
             .await
             .map_err(sql("target", "set up the replication origin"))?;
         Ok(Applier {
-            client,
+            client: Arc::new(client),
             statements: HashMap::new(),
             in_tx: false,
             copy: None,
             execs: Vec::new(),
             net: NetChanges::default(),
+            inflight: None,
             group: Group::default(),
             missing_rows: 0,
         })
@@ -106,8 +114,20 @@ impl Applier {
         &self.client
     }
 
+    /// Waits for the net changes in flight.
+    async fn settle(&mut self) -> Result<(), Error> {
+        if let Some(task) = self.inflight.take() {
+            let missing = task
+                .await
+                .map_err(|e| Error::NotReady(format!("the apply task failed: {e}")))??;
+            self.missing_rows += missing;
+        }
+        Ok(())
+    }
+
     async fn begin(&mut self) -> Result<(), Error> {
         if !self.in_tx {
+            self.settle().await?;
             self.client
                 .batch_execute("BEGIN")
                 .await
@@ -318,7 +338,9 @@ impl Applier {
         }
         self.group.rows += 1;
         if self.net.len() >= NET_ROWS {
-            self.flush().await?;
+            // Inserts before go first; the net changes run while decoding goes on.
+            self.flush_copy().await?;
+            self.flush_net().await?;
         }
         Ok(true)
     }
@@ -327,6 +349,7 @@ impl Applier {
         if let Some(s) = self.statements.get(sql_text) {
             return Ok(s.clone());
         }
+        self.settle().await?;
         let s = self
             .client
             .prepare_typed(sql_text, types)
@@ -352,6 +375,7 @@ impl Applier {
         if self.execs.is_empty() {
             return Ok(());
         }
+        self.settle().await?;
         let execs = std::mem::take(&mut self.execs);
         let client = &self.client;
         // Issued together, the statements are pipelined on the connection and run in order.
@@ -376,6 +400,7 @@ impl Applier {
         let Some(batch) = self.copy.take() else {
             return Ok(());
         };
+        self.settle().await?;
         let stmt = format!(
             "COPY {} ({}) FROM STDIN",
             batch.rel.qualified,
@@ -384,7 +409,7 @@ impl Applier {
         let what = format!("apply inserts into {}", batch.rel.display);
         let sink = self
             .client
-            .copy_in::<_, bytes::Bytes>(&stmt)
+            .copy_in::<_, Bytes>(&stmt)
             .await
             .map_err(sql("target", what.clone()))?;
         futures_util::pin_mut!(sink);
@@ -395,17 +420,25 @@ impl Applier {
         Ok(())
     }
 
-    /// Sends everything queued, in an order that keeps every row's changes in sequence:
-    /// inserts (a net update may be of a row inserted in the group), net changes, then the
-    /// row-by-row statements (each queued only after the net changes before it went out).
+    /// Sends everything queued and waits for it, in an order that keeps every row's changes
+    /// in sequence: inserts (a net update may be of a row inserted in the group), net
+    /// changes, then the row-by-row statements (each queued only after the net changes
+    /// before it went out).
     pub async fn flush(&mut self) -> Result<(), Error> {
         self.flush_copy().await?;
         self.flush_net().await?;
+        self.settle().await?;
         self.flush_execs().await
     }
 
-    /// One DELETE per table, and one UPDATE per table and set of columns sent.
+    /// Starts one DELETE per table, and one UPDATE per table and set of columns sent, in a
+    /// task of their own.
     async fn flush_net(&mut self) -> Result<(), Error> {
+        if self.net.len() == 0 {
+            return Ok(());
+        }
+        self.settle().await?;
+        let mut work = Vec::new();
         for table in self.net.take() {
             let rel = table.rel;
             let mut deletes: Vec<Vec<Bytes>> = Vec::new();
@@ -422,25 +455,21 @@ impl Applier {
                 }
             }
             if !deletes.is_empty() {
-                let columns: Vec<Vec<Option<&str>>> = (0..rel.key.len())
-                    .map(|k| {
-                        deletes
-                            .iter()
-                            .map(|key| text(&key[k], &rel.display).map(Some))
-                            .collect::<Result<_, _>>()
-                    })
-                    .collect::<Result<_, _>>()?;
-                let text_sql = net::delete_sql(&rel);
-                self.run_net(&text_sql, &columns, deletes.len(), &rel.display)
+                let columns: Vec<TextArray> = (0..rel.key.len())
+                    .map(|k| TextArray(deletes.iter().map(|key| Some(key[k].clone())).collect()))
+                    .collect();
+                let stmt = self
+                    .net_statement(&net::delete_sql(&rel), columns.len())
                     .await?;
+                work.push((stmt, columns, deletes.len(), rel.display.clone()));
             }
             for (cols, rows) in updates {
-                let columns: Vec<Vec<Option<&str>>> = cols
+                let columns: Vec<TextArray> = cols
                     .iter()
                     .map(|&c| {
                         rows.iter()
                             .map(|row| match &row[c] {
-                                Value::Text(b) => text(b, &rel.display).map(Some),
+                                Value::Text(b) => Ok(Some(b.clone())),
                                 Value::Null => Ok(None),
                                 _ => Err(Error::NotReady(format!(
                                     "{}: a value arrived in binary form, which this applier does not request",
@@ -448,44 +477,43 @@ impl Applier {
                                 ))),
                             })
                             .collect::<Result<_, _>>()
+                            .map(TextArray)
                     })
                     .collect::<Result<_, _>>()?;
-                let text_sql = net::update_sql(&rel, &cols);
-                self.run_net(&text_sql, &columns, rows.len(), &rel.display)
+                let stmt = self
+                    .net_statement(&net::update_sql(&rel, &cols), columns.len())
                     .await?;
+                work.push((stmt, columns, rows.len(), rel.display.clone()));
             }
         }
+        let client = self.client.clone();
+        self.inflight = Some(tokio::spawn(async move {
+            let mut missing = 0;
+            for (stmt, columns, rows, table) in work {
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+                let done = client.execute(&stmt, &params).await.map_err(sql(
+                    "target",
+                    format!("apply updates or deletes to {table}"),
+                ))?;
+                let m = (rows as u64).saturating_sub(done);
+                if m > 0 {
+                    tracing::warn!(
+                        table,
+                        missing = m,
+                        "UPDATEs or DELETEs found no row on the target: the target differs from the source"
+                    );
+                    missing += m;
+                }
+            }
+            Ok(missing)
+        }));
         Ok(())
     }
 
-    async fn run_net(
-        &mut self,
-        sql_text: &str,
-        columns: &[Vec<Option<&str>>],
-        rows: usize,
-        table: &str,
-    ) -> Result<(), Error> {
-        let stmt = self
-            .statement(sql_text, &vec![Type::TEXT_ARRAY; columns.len()])
-            .await?;
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
-            .iter()
-            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        let done = self.client.execute(&stmt, &params).await.map_err(sql(
-            "target",
-            format!("apply updates or deletes to {table}"),
-        ))?;
-        let missing = (rows as u64).saturating_sub(done);
-        if missing > 0 {
-            self.missing_rows += missing;
-            tracing::warn!(
-                table,
-                missing,
-                "UPDATEs or DELETEs found no row on the target: the target differs from the source"
-            );
-        }
-        Ok(())
+    async fn net_statement(&mut self, sql_text: &str, params: usize) -> Result<Statement, Error> {
+        self.statement(sql_text, &vec![Type::TEXT_ARRAY; params])
+            .await
     }
 
     /// A source transaction of the group ended (its changes are all queued).
@@ -536,9 +564,45 @@ fn param(v: &Value, table: &str) -> Result<Option<Option<String>>, Error> {
     }
 }
 
-fn text<'a>(b: &'a Bytes, table: &str) -> Result<&'a str, Error> {
-    std::str::from_utf8(b)
-        .map_err(|_| Error::NotReady(format!("{table}: a value is not valid UTF-8")))
+/// A text[] parameter built from the values as pgoutput sent them, without copying them
+/// (the server checks their encoding, as it does for any text it receives).
+#[derive(Debug)]
+struct TextArray(Vec<Option<Bytes>>);
+
+impl ToSql for TextArray {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let Kind::Array(member) = ty.kind() else {
+            return Err(format!("{ty} is not an array type").into());
+        };
+        let dimension = postgres_protocol::types::ArrayDimension {
+            len: i32::try_from(self.0.len())?,
+            lower_bound: 1,
+        };
+        postgres_protocol::types::array_to_sql(
+            Some(dimension),
+            member.oid(),
+            self.0.iter(),
+            |v, buf| match v {
+                Some(b) => {
+                    buf.put_slice(b);
+                    Ok(postgres_protocol::IsNull::No)
+                }
+                None => Ok(postgres_protocol::IsNull::Yes),
+            },
+            out,
+        )?;
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TEXT_ARRAY
+    }
+
+    to_sql_checked!();
 }
 
 /// Roughly what a row holds, for the group's size limit.
