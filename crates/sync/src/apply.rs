@@ -114,6 +114,11 @@ impl Applier {
         &self.client
     }
 
+    /// Net changes are still running on the target.
+    pub fn busy(&self) -> bool {
+        self.inflight.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Waits for the net changes in flight.
     async fn settle(&mut self) -> Result<(), Error> {
         if let Some(task) = self.inflight.take() {

@@ -206,7 +206,9 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 let due = g.rows >= ctx.limits.rows
                     || g.bytes >= ctx.limits.bytes
                     || g.started.is_some_and(|s| s.elapsed() >= ctx.limits.age);
-                if due || stopping {
+                // While the target still applies net changes, decoding goes on and the group
+                // commits at the first transaction end after they are done.
+                if stopping || (due && !applier.busy()) {
                     commit(&mut applier, &stream, ctx).await?;
                 }
             }
