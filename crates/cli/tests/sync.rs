@@ -178,8 +178,12 @@ fn copy_then_sync_under_workload_is_exact() {
     let sync = start_sync(&p, "sync.log");
     let ledger = writer.join().unwrap();
     wait_caught_up(&p);
+    // With the source idle, lag is measured to the heartbeat (200 ms), not to the second.
+    std::thread::sleep(Duration::from_millis(1500));
     let st = status(&p);
     assert_eq!(st["sync"]["running"], true, "{st}");
+    assert_eq!(st["sync"]["lag_bytes"], 0, "{st}");
+    assert!(st["sync"]["lag_seconds"].as_f64().unwrap() < 0.25, "{st}");
     stop(sync);
     assert_same(&p, Some(&ledger));
     let st = status(&p);

@@ -5,8 +5,8 @@
 //!
 //! Runs of inserts into one table become one `COPY … FROM STDIN`. Updates and
 //! deletes of a table where row order cannot matter are merged into their net effect per key
-//! and applied many rows per statement (see `net`), in a task of their own while the next
-//! changes are decoded; the others are prepared statements sent pipelined. Batches go out as
+//! and applied many rows per statement (see `net`). Both run in a task of their own while
+//! the next changes are decoded; the others are prepared statements sent pipelined. Batches go out as
 //! they fill, so a transaction of any size streams through in bounded memory.
 
 use std::collections::HashMap;
@@ -43,6 +43,9 @@ pub struct Group {
     pub started: Option<Instant>,
     /// End LSN and commit time (µs since 2000) of the last source transaction in the group.
     pub last: Option<(Lsn, i64)>,
+    /// A later source position (a message past the last transaction) that is applied once
+    /// the group commits.
+    pub mark: Option<Lsn>,
 }
 
 struct CopyBatch {
@@ -57,8 +60,9 @@ pub struct Applier {
     copy: Option<CopyBatch>,
     execs: Vec<(Statement, Vec<Option<String>>)>,
     net: NetChanges,
-    /// Net changes sent last, still running; whatever uses the connection next waits for
-    /// them first, so every row's changes stay in order. Yields the rows they missed.
+    /// The COPY or net changes sent last, still running; whatever uses the connection next
+    /// waits for them first, so every row's changes stay in order. Yields the rows they
+    /// missed.
     inflight: Option<JoinHandle<Result<u64, Error>>>,
     pub group: Group,
     /// UPDATE/DELETE that found no row on the target (the target diverged).
@@ -114,12 +118,12 @@ impl Applier {
         &self.client
     }
 
-    /// Net changes are still running on the target.
+    /// Inserts or net changes are still running on the target.
     pub fn busy(&self) -> bool {
         self.inflight.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    /// Waits for the net changes in flight.
+    /// Waits for the work in flight.
     async fn settle(&mut self) -> Result<(), Error> {
         if let Some(task) = self.inflight.take() {
             let missing = task
@@ -401,6 +405,8 @@ impl Applier {
         Ok(())
     }
 
+    /// Starts the batch's COPY in a task of its own, so the next rows are decoded while the
+    /// target writes these.
     async fn flush_copy(&mut self) -> Result<(), Error> {
         let Some(batch) = self.copy.take() else {
             return Ok(());
@@ -412,16 +418,19 @@ impl Applier {
             batch.rel.columns.join(", ")
         );
         let what = format!("apply inserts into {}", batch.rel.display);
-        let sink = self
-            .client
-            .copy_in::<_, Bytes>(&stmt)
-            .await
-            .map_err(sql("target", what.clone()))?;
-        futures_util::pin_mut!(sink);
-        sink.send(batch.buf.freeze())
-            .await
-            .map_err(sql("target", what.clone()))?;
-        sink.as_mut().finish().await.map_err(sql("target", what))?;
+        let client = self.client.clone();
+        self.inflight = Some(tokio::spawn(async move {
+            let sink = client
+                .copy_in::<_, Bytes>(&stmt)
+                .await
+                .map_err(sql("target", what.clone()))?;
+            futures_util::pin_mut!(sink);
+            sink.send(batch.buf.freeze())
+                .await
+                .map_err(sql("target", what.clone()))?;
+            sink.as_mut().finish().await.map_err(sql("target", what))?;
+            Ok(0)
+        }));
         Ok(())
     }
 
@@ -521,6 +530,11 @@ impl Applier {
             .await
     }
 
+    /// Everything before `lsn` has been received: it is applied with the group.
+    pub fn mark(&mut self, lsn: Lsn) {
+        self.group.mark = self.group.mark.max(Some(lsn));
+    }
+
     /// A source transaction of the group ended (its changes are all queued).
     pub fn end_source_txn(&mut self, end_lsn: Lsn, commit_time: i64) {
         self.group.txns += 1;
@@ -528,7 +542,7 @@ impl Applier {
     }
 
     /// Commits the group with the origin advanced to its last transaction's end. Returns
-    /// that LSN (None when the group was empty).
+    /// the source position now applied: that end or the group's mark (None when neither).
     pub async fn commit(&mut self) -> Result<Option<Lsn>, Error> {
         let last = self.group.last;
         if self.in_tx {
@@ -549,8 +563,9 @@ impl Applier {
                 .map_err(sql("target", "commit applied changes"))?;
             self.in_tx = false;
         }
+        let applied = last.map(|(lsn, _)| lsn).max(self.group.mark);
         self.group = Group::default();
-        Ok(last.map(|(lsn, _)| lsn))
+        Ok(applied)
     }
 }
 

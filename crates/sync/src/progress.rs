@@ -51,9 +51,14 @@ impl Progress {
     }
 }
 
-/// Writes the apply row every second, reads hold and stop requests every 200 ms, and emits a
-/// logical message on the source each second so lag is measured exactly even when the source
-/// is idle (the applier sees the message pass and knows everything before it is applied).
+/// Unapplied source positions remembered for the lag (at 5 a second, 10 minutes' worth
+/// before they are thinned).
+const MAX_SAMPLES: usize = 3000;
+
+/// Writes the apply row every second; every 200 ms reads hold and stop requests, notes the
+/// source's position and emits a logical message there, so lag is measured to 200 ms even
+/// when the source is idle (the applier sees the message pass and knows everything before it
+/// is applied).
 pub async fn status_task(
     run: String,
     slot: String,
@@ -94,15 +99,11 @@ pub async fn status_task(
                 continue;
             }
         }
-        if tick % 5 != 0 {
-            continue;
-        }
-        // Once a second: the source's position, then the apply row.
+        // Every tick: the source's position, then a message, so lag is known to 200 ms.
         if src.is_none() {
             src = conn::connect(&source).await.ok();
         }
-        let mut source_lsn = None;
-        let mut retained: Option<i64> = None;
+        let (mut source_lsn, mut retained) = (None, None::<i64>);
         if let Some(s) = &src {
             // The position first, then the message: the message lands after it, so once
             // the applier has passed the message, everything up to the position is applied.
@@ -135,7 +136,18 @@ pub async fn status_task(
         while samples.front().is_some_and(|(l, _)| *l <= applied) {
             samples.pop_front();
         }
-        samples.truncate(600);
+        if samples.len() > MAX_SAMPLES {
+            // Far behind: keep every other sample, so the oldest (the lag) stays exact.
+            let mut keep = false;
+            samples.retain(|_| {
+                keep = !keep;
+                keep
+            });
+        }
+        if tick % 5 != 0 {
+            continue;
+        }
+        // Once a second: the apply row.
         let lag_seconds = samples
             .front()
             .map(|(_, at)| at.elapsed().as_secs_f64())

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use wire::pgoutput::LogicalMessage;
 use wire::{Lsn, PgOutputOptions, ReplicationConnection, StreamConfig};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, Group};
 use crate::error::{sql, Error};
 use crate::progress::Progress;
 use crate::relmap::RelMap;
@@ -22,6 +22,15 @@ pub struct GroupLimits {
     pub rows: u64,
     pub bytes: u64,
     pub age: Duration,
+}
+
+impl GroupLimits {
+    /// The group has reached `n` times one of its limits.
+    pub fn reached(&self, g: &Group, n: u32) -> bool {
+        g.rows >= u64::from(n) * self.rows
+            || g.bytes >= u64::from(n) * self.bytes
+            || g.started.is_some_and(|s| s.elapsed() >= self.age * n)
+    }
 }
 
 impl Default for GroupLimits {
@@ -202,25 +211,28 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 if !done_before {
                     applier.end_source_txn(c.end_lsn, c.commit_time);
                 }
-                let g = &applier.group;
-                let due = g.rows >= ctx.limits.rows
-                    || g.bytes >= ctx.limits.bytes
-                    || g.started.is_some_and(|s| s.elapsed() >= ctx.limits.age);
-                // While the target still applies net changes, decoding goes on and the group
-                // commits at the first transaction end after they are done.
-                if stopping || (due && !applier.busy()) {
+                // While the target still applies inserts or net changes, decoding goes on
+                // and the group commits at the first transaction end after they are done,
+                // or at twice its limits, whichever comes first.
+                let over = |n| ctx.limits.reached(&applier.group, n);
+                if stopping || (over(1) && !applier.busy()) || over(2) {
                     commit(&mut applier, &stream, ctx).await?;
                 }
             }
             LogicalMessage::Message(m) if !m.transactional && txn.is_none() => {
                 // Everything before a message outside any transaction has been delivered:
-                // once the group commits, the position may move up to it.
-                commit(&mut applier, &stream, ctx).await?;
-                stream.confirm(m.lsn);
-                ctx.progress.set_applied(m.lsn);
+                // once the group commits, the position may move up to it. (Heartbeats come
+                // five times a second; one that finds the target busy waits for the group's
+                // next commit rather than forcing one.)
+                applier.mark(m.lsn);
+                let requested = m.prefix == state::HOLD_MESSAGE_PREFIX;
+                if requested || stopping || !applier.busy() || ctx.limits.reached(&applier.group, 2)
+                {
+                    commit(&mut applier, &stream, ctx).await?;
+                }
                 // A requester's own message: read its request now rather than at the status
                 // task's next poll, so a cutover's hold takes milliseconds.
-                if m.prefix == state::HOLD_MESSAGE_PREFIX {
+                if requested {
                     ctx.progress
                         .set_hold(current_hold(&state_client, &ctx.run).await?);
                 }
