@@ -211,7 +211,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 if !done_before {
                     applier.end_source_txn(c.end_lsn, c.commit_time);
                 }
-                // While the target still applies inserts or net changes, decoding goes on
+                // While the target still applies net changes, decoding goes on
                 // and the group commits at the first transaction end after they are done,
                 // or at twice its limits, whichever comes first.
                 let over = |n| ctx.limits.reached(&applier.group, n);
