@@ -397,6 +397,30 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
     long.wait().unwrap();
     r.assert_on_blue_and_syncing();
 
+    // 2b. Another process (a verify) holds the applier: refused, and its hold stays.
+    let at: String = r.blue.sql(DB, "SELECT pg_current_wal_lsn()::text");
+    r.green.sql(
+        DB,
+        &format!("UPDATE bluegreen.apply SET hold_lsn = '{at}' WHERE run = 'main'"),
+    );
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("held by another process"),
+        "{}",
+        stderr(&o)
+    );
+    let hold: String = r.green.sql(
+        DB,
+        "SELECT hold_lsn::text FROM bluegreen.apply WHERE run = 'main'",
+    );
+    assert_eq!(hold, at);
+    r.green.sql(
+        DB,
+        "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL WHERE run = 'main'",
+    );
+    r.assert_on_blue_and_syncing();
+
     // 3. PAUSE cannot finish (a client keeps a transaction open through the pooler):
     //    PAUSE times out, every pooler resumes, everything is put back.
     let mut holder = Command::new(testkit::pg_bin("psql"))

@@ -222,6 +222,9 @@ async fn guardrails(cx: &mut Ctx<'_>) -> Result<(), Error> {
     if let Some(e) = &apply.last_error {
         return Err(Error::Guardrail(format!("{which} reports an error: {e}")));
     }
+    if apply.hold_lsn.is_some() {
+        return Err(held_by_another(cx));
+    }
     let lag = apply.lag_seconds.unwrap_or(f64::INFINITY);
     if lag > cx.opts.max_lag.as_secs_f64() {
         return Err(Error::Guardrail(format!(
@@ -770,6 +773,17 @@ async fn pre_drain(cx: &Ctx<'_>, done: &mut Done) -> Result<(), Error> {
     Ok(())
 }
 
+/// The applier is held by another process (a verify checking its snapshot); cutting over
+/// would move or release that process's hold.
+fn held_by_another(cx: &Ctx<'_>) -> Error {
+    Error::Guardrail(format!(
+        "the applier of run {} is held by another process (a verify?): cut over when it \
+         is released (bluegreen status shows the hold; the applier drops a hold nobody \
+         releases after 10 minutes)",
+        cx.apply_run
+    ))
+}
+
 /// Asks the applier to stop exactly at the old primary's current position and waits until
 /// it has: then the new primary holds every write the old one committed.
 async fn drain(cx: &Ctx<'_>, done: &mut Done) -> Result<String, Error> {
@@ -779,7 +793,9 @@ async fn drain(cx: &Ctx<'_>, done: &mut Done) -> Result<String, Error> {
         .await
         .map_err(sql("old primary", "current WAL position"))?
         .get(0);
-    state::request_hold(&cx.state, &cx.apply_run, &lsn).await?;
+    if !state::take_hold(&cx.state, &cx.apply_run, &lsn).await? {
+        return Err(held_by_another(cx));
+    }
     done.hold = true;
     // A message after the position tells the applier the stream has passed it.
     state::emit_hold_message(&cx.old).await?;

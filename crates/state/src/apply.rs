@@ -90,7 +90,21 @@ pub async fn emit_hold_message(source: &tokio_postgres::Client) -> Result<(), Er
         .map_err(q("mark the source position"))
 }
 
-/// Asks the applier to hold at `lsn` (see the module comment).
+/// Asks the applier to hold at `lsn` unless another process holds it already; false then.
+/// A hold is one process's at a time: verify and cutover each take it this way, so neither
+/// moves or releases the other's.
+pub async fn take_hold(c: &impl GenericClient, run: &str, lsn: &str) -> Result<bool, Error> {
+    c.execute(
+        "UPDATE bluegreen.apply SET hold_lsn = $2::text::pg_lsn, held_lsn = NULL
+          WHERE run = $1 AND hold_lsn IS NULL",
+        &[&run, &lsn],
+    )
+    .await
+    .map(|n| n == 1)
+    .map_err(q("request hold"))
+}
+
+/// Moves the hold this process has taken to `lsn` (see the module comment).
 pub async fn request_hold(c: &impl GenericClient, run: &str, lsn: &str) -> Result<(), Error> {
     c.execute(
         "UPDATE bluegreen.apply SET hold_lsn = $2::text::pg_lsn, held_lsn = NULL WHERE run = $1",

@@ -194,7 +194,11 @@ async fn take_held(
         .ok_or_else(|| not_syncing(sides.run))?;
     let pause = status.applied_lsn.unwrap_or_else(|| "0/1".into());
     let pause: Lsn = parse_lsn(&pause)?;
-    if let Some(other) = &status.hold_lsn {
+    if !state::take_hold(sides.state, sides.run, &pause.to_string()).await? {
+        let other = ApplyStatus::get(sides.state, sides.run)
+            .await?
+            .and_then(|a| a.hold_lsn)
+            .unwrap_or_default();
         return Err(Error::Refused {
             what: format!(
                 "the applier of run {} is already held at {other} by another process (a cutover?)",
@@ -204,7 +208,6 @@ async fn take_held(
         });
     }
     HOLDING.store(true, Ordering::SeqCst);
-    state::request_hold(sides.state, sides.run, &pause.to_string()).await?;
     nudge(sides).await;
     wait_held(sides, pause, deadline, hold_timeout).await?;
 
