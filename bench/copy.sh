@@ -56,33 +56,13 @@ settings=(
 [ -n "${BENCH_SETTINGS:-}" ] && settings+=($BENCH_SETTINGS)
 
 scripts/setup.sh --bench
-echo "== building (release)"
-cargo build --release --locked -q -p bluegreen -p fixtures -p testkit
-bin=$root/target/release
-pgbin=/usr/lib/postgresql/15/bin
-PSQL="$pgbin/psql -X -q -v ON_ERROR_STOP=1"
-
-work=$(mktemp -d /tmp/bluegreen-bench-copy.XXXXXX)
+. bench/lib.sh
+bench_build
+bench_workdir copy
 chmod 711 "$work"   # the target server (postgres OS user) reads the subscription's passfile here
-servers_pid=""
-current=""
-cleanup() {
-  local code=$?
-  [ "$code" != 0 ] && [ -n "$current" ] && echo "copy.sh: $current failed (exit $code)" >&2
-  [ -n "$servers_pid" ] && kill "$servers_pid" 2>/dev/null || true
-  if [ "$keep" = 1 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
 echo "== starting source and target (settings: ${settings[*]})"
-mkfifo "$work/hold"
-"$bin/bg-servers" "$work/env" "${settings[@]}" <"$work/hold" >"$work/servers.log" 2>&1 &
-servers_pid=$!
-exec 3>"$work/hold"   # keeps the servers up until this script ends
-for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.1; done
-[ -f "$work/env" ] || { echo "servers did not start" >&2; cat "$work/servers.log" >&2; exit 2; }
-# shellcheck disable=SC1091
-. "$work/env"
+bench_servers
 export PGPASSWORD="$DB_PASSWORD"   # passwords only ever in the environment or a passfile
 src="host=127.0.0.1 port=$SOURCE_PORT user=postgres dbname=factory_telemetry sslmode=disable"
 tgt="host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=factory_telemetry sslmode=disable"
@@ -145,7 +125,6 @@ SQL
   sleep 1
 }
 
-now() { date +%s.%N; }
 maxrss() { awk -F': ' '/Maximum resident set size/ {print $2}' "$@" | sort -n | tail -1; }
 # CPU seconds (user + system) of the tool's processes, from every /usr/bin/time report of the run.
 toolcpu() { cat "$work"/run/time* 2>/dev/null | awk -F': ' '/(User|System) time \(seconds\)/ {s += $2} END {printf "%.2f", s}'; }
@@ -276,8 +255,7 @@ reset_servers
 # What the results depend on, for RESULTS.md.
 pg_version=$($pgbin/psql -XAt "$src" -c "SHOW server_version")
 server_settings=$($pgbin/psql -XAt "$tgt_admin" -c "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','maintenance_work_mem','max_parallel_maintenance_workers','max_wal_size','checkpoint_timeout','fsync','full_page_writes','synchronous_commit','wal_level','work_mem','max_worker_processes','max_parallel_workers','max_sync_workers_per_subscription','max_logical_replication_workers','autovacuum')")
-commit=$(git rev-parse --short HEAD)
-git diff --quiet HEAD -- crates || commit="$commit+uncommitted changes"
+commit=$bg_version
 cat >"$work/meta.env" <<EOF
 scale=$scale
 rounds=$rounds

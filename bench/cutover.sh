@@ -95,51 +95,15 @@ settings=(synchronous_commit=on)
 [ -n "${BENCH_SETTINGS:-}" ] && settings+=($BENCH_SETTINGS)
 
 scripts/setup.sh
-if [ -n "${BENCH_BIN:-}" ]; then
-  built=$BENCH_BIN
-else
-  echo "== building (release)"
-  cargo build --release --locked -q -p bluegreen -p fixtures -p testkit
-  built=$root/target/release
-fi
-pgbin=/usr/lib/postgresql/15/bin
-now() { date +%s.%N; }
+. bench/lib.sh
+bench_build
 load1() { cut -d' ' -f1 /proc/loadavg; }
-
-work=$(mktemp -d /tmp/bluegreen-bench-cutover.XXXXXX)
+bench_workdir cutover
 chmod 755 "$work"
-mkdir -p "$work/bin" "$work/flips" "$work/sync" "$work/pgbench"
-# Other engineers build into the same target directory: benchmark a private copy.
-cp "$built/bluegreen" "$built/bg-fixture" "$built/bg-servers" "$work/bin/"
-bin=$work/bin
-if [ -n "${BENCH_VERSION:-}" ]; then
-  bg_version=$BENCH_VERSION
-else
-  bg_version=$(git rev-parse --short HEAD)
-  git diff --quiet HEAD -- crates Cargo.lock || bg_version="$bg_version+uncommitted changes"
-fi
-
-servers_pid=""
-current=""
-cleanup() {
-  local code=$?
-  [ "$code" != 0 ] && [ -n "$current" ] && echo "cutover.sh: $current failed (exit $code); logs in $work" >&2
-  jobs -p | xargs -r kill 2>/dev/null || true
-  sleep 0.5
-  [ -n "$servers_pid" ] && kill "$servers_pid" 2>/dev/null || true
-  if [ "$keep" = 1 ] || [ "$code" != 0 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+mkdir -p "$work/flips" "$work/sync" "$work/pgbench"
 
 echo "== starting blue, green and PgBouncer (settings: ${settings[*]})"
-mkfifo "$work/hold"
-"$bin/bg-servers" "$work/env" "${settings[@]}" <"$work/hold" >"$work/servers.log" 2>&1 &
-servers_pid=$!
-exec 3>"$work/hold"   # keeps the servers up until this script ends
-for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.1; done
-[ -f "$work/env" ] || { echo "servers did not start" >&2; cat "$work/servers.log" >&2; exit 2; }
-# shellcheck disable=SC1091
-. "$work/env"
+bench_servers
 # Passwords only in a passfile: the pooler's admin console has its own.
 admin_user=$(sed -E 's|^postgresql://([^:]+):.*|\1|' <<<"$POOLER_ADMIN_URL")
 admin_pw=$(sed -E 's|^postgresql://[^:]+:([^@]+)@.*|\1|' <<<"$POOLER_ADMIN_URL")

@@ -114,52 +114,15 @@ settings=(
 [ -n "${BENCH_SETTINGS:-}" ] && settings+=($BENCH_SETTINGS)
 
 scripts/setup.sh --bench
-if [ -n "${BENCH_BIN:-}" ]; then
-  built=$BENCH_BIN
-else
-  echo "== building (release)"
-  cargo build --release --locked -q -p bluegreen -p fixtures -p testkit
-  built=$root/target/release
-fi
-pgbin=/usr/lib/postgresql/15/bin
-PSQL="$pgbin/psql -X -q -v ON_ERROR_STOP=1"
+. bench/lib.sh
+bench_build
 q() { $pgbin/psql -XAtq -v ON_ERROR_STOP=1 "$1" -c "$2"; }
-now() { date +%s.%N; }
 tick=$(getconf CLK_TCK)
-
-work=$(mktemp -d /tmp/bluegreen-bench-sync.XXXXXX)
+bench_workdir sync
 chmod 711 "$work"   # the target server (postgres OS user) reads the subscription's passfile here
-# Other engineers build into the same target directory: benchmark a private copy.
-mkdir -p "$work/bin"
-cp "$built/bluegreen" "$built/bg-fixture" "$built/bg-servers" "$work/bin/"
-bin=$work/bin
-if [ -n "${BENCH_VERSION:-}" ]; then
-  bg_version=$BENCH_VERSION
-else
-  bg_version=$(git rev-parse --short HEAD)
-  git diff --quiet HEAD -- crates Cargo.lock || bg_version="$bg_version+uncommitted changes"
-fi
-
-servers_pid=""
-current=""
-cleanup() {
-  local code=$?
-  [ "$code" != 0 ] && [ -n "$current" ] && echo "sync.sh: $current failed (exit $code)" >&2
-  jobs -p | xargs -r kill 2>/dev/null || true
-  [ -n "$servers_pid" ] && kill "$servers_pid" 2>/dev/null || true
-  if [ "$keep" = 1 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 
 echo "== starting source and target (settings: ${settings[*]})"
-mkfifo "$work/hold"
-"$bin/bg-servers" "$work/env" "${settings[@]}" <"$work/hold" >"$work/servers.log" 2>&1 &
-servers_pid=$!
-exec 3>"$work/hold"   # keeps the servers up until this script ends
-for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.1; done
-[ -f "$work/env" ] || { echo "servers did not start" >&2; cat "$work/servers.log" >&2; exit 2; }
-# shellcheck disable=SC1091
-. "$work/env"
+bench_servers
 export PGPASSWORD="$DB_PASSWORD"   # passwords only ever in the environment or a passfile
 base="host=127.0.0.1 user=postgres sslmode=disable"
 src="$base port=$SOURCE_PORT dbname=factory_telemetry"

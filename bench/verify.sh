@@ -50,33 +50,13 @@ settings=(
 )
 
 scripts/setup.sh
-echo "== building (release)"
-cargo build --release --locked -q -p bluegreen -p fixtures -p testkit
-bin=${CARGO_TARGET_DIR:-$root/target}/release
-pgbin=/usr/lib/postgresql/15/bin
-PSQL="$pgbin/psql -X -q -v ON_ERROR_STOP=1"
+. bench/lib.sh
+bench_build
 jobs=$(nproc)
-
-work=$(mktemp -d /tmp/bluegreen-bench-verify.XXXXXX)
-servers_pid=""
-current=""
-cleanup() {
-  local code=$?
-  [ "$code" != 0 ] && [ -n "$current" ] && echo "verify.sh: $current failed (exit $code)" >&2
-  [ -n "$servers_pid" ] && kill "$servers_pid" 2>/dev/null || true
-  if [ "$keep" = 1 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
+bench_workdir verify
 
 echo "== starting source and target (settings: ${settings[*]})"
-mkfifo "$work/hold"
-"$bin/bg-servers" "$work/env" "${settings[@]}" <"$work/hold" >"$work/servers.log" 2>&1 &
-servers_pid=$!
-exec 3>"$work/hold"   # keeps the servers up until this script ends
-for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.1; done
-[ -f "$work/env" ] || { echo "servers did not start" >&2; cat "$work/servers.log" >&2; exit 2; }
-# shellcheck disable=SC1091
-. "$work/env"
+bench_servers
 export PGPASSWORD="$DB_PASSWORD"   # passwords only ever in the environment
 src="host=127.0.0.1 port=$SOURCE_PORT user=postgres dbname=factory_telemetry sslmode=disable"
 tgt="host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=factory_telemetry sslmode=disable"
@@ -116,7 +96,6 @@ for j in $(seq 0 $((jobs - 1))); do
   awk -v j="$j" -v n="$jobs" '(NR - 1) % n == j' "$work/copy.sql" >"$work/copy.$j.sql"
 done
 
-now() { date +%s.%N; }
 
 # Runs a SQL file on both sides at once; each side's answers go to OUT.{source,target}.
 both() {
