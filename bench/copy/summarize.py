@@ -3,9 +3,14 @@
 ratio to bluegreen) and bluegreen's ratio to the fastest peer; with --record, appends it,
 dated, with machine, versions and settings, to the copy section of bench/RESULTS.md."""
 
+import os
+import sys
 import argparse
 import csv
 import statistics
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import results  # noqa: E402  (bench/results.py)
 
 ORDER = ["bluegreen", "dump-psql", "dump-restore-j2", "pgcopydb", "subscription"]
 LABEL = {
@@ -120,26 +125,7 @@ def main():
                 f"{int(r['rss_kb']) / 1024:.0f} | {r['load1']} | {float(r['cpu_s']):.1f} | {r['note']} |"
             )
     entry += ["", "</details>", ""]
-    try:
-        with open(a.record) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# Benchmark results\n\n"
-    if SECTION not in text.splitlines():
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\nNewest last. Produced by `bench/copy.sh`; see bench/README.md.\n"
-    # Insert at the end of the copy section (before the next "## " heading, if any).
-    lines_ = text.splitlines()
-    start = lines_.index(SECTION)
-    end = next(
-        (i for i in range(start + 1, len(lines_)) if lines_[i].startswith("## ")),
-        len(lines_),
-    )
-    while end > start + 1 and lines_[end - 1].strip() == "":
-        end -= 1
-    new = lines_[:end] + [""] + entry + lines_[end:]
-    with open(a.record, "w") as f:
-        f.write("\n".join(new).rstrip("\n") + "\n")
-    print(f"\nappended to {a.record}")
+    results.append(a.record, SECTION, "Newest last. Produced by `bench/copy.sh`; see bench/README.md.", entry)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ timings, the noise floor (latency away from flips), and the zero-loss checks. Wi
 appends it, dated, with machine, versions and settings, to the cutover section of
 bench/RESULTS.md. Exits 1 when a transaction failed or a write is missing."""
 
+import os
+import sys
 import argparse
 import csv
 import datetime
@@ -13,6 +15,9 @@ import glob
 import math
 import re
 import statistics
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import results  # noqa: E402  (bench/results.py)
 
 SECTION = "## cutover"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -320,28 +325,7 @@ def main():
             "</details>",
             "",
         ]
-        try:
-            with open(a.record) as f:
-                text = f.read()
-        except FileNotFoundError:
-            text = "# Benchmark results\n\n"
-        if SECTION not in text.splitlines():
-            text = (
-                text.rstrip("\n")
-                + f"\n\n{SECTION}\n\nNewest last. Produced by `bench/cutover.sh`; the design is in its header.\n"
-            )
-        lines_ = text.splitlines()
-        start = lines_.index(SECTION)
-        end = next(
-            (i for i in range(start + 1, len(lines_)) if lines_[i].startswith("## ")),
-            len(lines_),
-        )
-        while end > start + 1 and lines_[end - 1].strip() == "":
-            end -= 1
-        new = lines_[:end] + [""] + entry + lines_[end:]
-        with open(a.record, "w") as f:
-            f.write("\n".join(new).rstrip("\n") + "\n")
-        print(f"\nappended to {a.record}")
+        results.append(a.record, SECTION, "Newest last. Produced by `bench/cutover.sh`; the design is in its header.", entry)
     if problems:
         raise SystemExit(1)
 

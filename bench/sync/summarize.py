@@ -5,9 +5,14 @@ goals name; who used the two cores; bluegreen's memory through one large transac
 under the highest write rate. With --record, appends it, dated, with machine, versions and
 settings, to the sync section of bench/RESULTS.md."""
 
+import os
+import sys
 import argparse
 import csv
 import statistics
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import results  # noqa: E402  (bench/results.py)
 
 SECTION = "## sync"
 MIX = {
@@ -204,25 +209,7 @@ def main():
         "</details>",
         "",
     ]
-    try:
-        with open(a.record) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# Benchmark results\n\n"
-    if SECTION not in text.splitlines():
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\nNewest last. Produced by `bench/sync.sh`; the design is in its header.\n"
-    lines_ = text.splitlines()
-    start = lines_.index(SECTION)
-    end = next(
-        (i for i in range(start + 1, len(lines_)) if lines_[i].startswith("## ")),
-        len(lines_),
-    )
-    while end > start + 1 and lines_[end - 1].strip() == "":
-        end -= 1
-    new = lines_[:end] + [""] + entry + lines_[end:]
-    with open(a.record, "w") as f:
-        f.write("\n".join(new).rstrip("\n") + "\n")
-    print(f"\nappended to {a.record}")
+    results.append(a.record, SECTION, "Newest last. Produced by `bench/sync.sh`; the design is in its header.", entry)
 
 
 if __name__ == "__main__":
