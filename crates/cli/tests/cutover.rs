@@ -6,10 +6,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, stderr, stdout};
+use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
 use testkit::{Cluster, Pgbouncer};
 
 const DB: &str = "factory_telemetry";
@@ -61,18 +61,12 @@ fn rig() -> Rig {
 }
 
 impl Rig {
-    fn sync(&self, reverse: bool, log: &str) -> Child {
-        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+    fn sync(&self, reverse: bool, log: &str) -> Running {
         let mut args = vec!["sync", "--source", &self.s, "--target", &self.t];
         if reverse {
             args.push("--reverse");
         }
-        Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        spawn_bluegreen(&args, &self.dir.path().join(log))
     }
 
     fn flip(&self, verb: &str, extra: &[&str]) -> std::process::Output {
@@ -230,7 +224,7 @@ fn wait_caught_up(applied_on: &Cluster, run: &str, source: &Cluster) {
     }
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Running) {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
 }

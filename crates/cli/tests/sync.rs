@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, stderr, stdout};
+use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
 use testkit::Cluster;
 
 const DB: &str = "factory_telemetry";
@@ -42,10 +41,9 @@ fn copied_pair(scale: f64) -> Pair {
     }
 }
 
-fn start_sync(p: &Pair, log: &str) -> Child {
-    let log = std::fs::File::create(p.dir.path().join(log)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .args([
+fn start_sync(p: &Pair, log: &str) -> Running {
+    spawn_bluegreen(
+        &[
             "sync",
             "--source",
             &p.s,
@@ -53,14 +51,12 @@ fn start_sync(p: &Pair, log: &str) -> Child {
             &p.t,
             "--log-format",
             "json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        ],
+        &p.dir.path().join(log),
+    )
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Running) {
     // SIGTERM: finish the transaction at hand, commit, exit 0.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();

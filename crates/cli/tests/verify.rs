@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, stderr, stdout};
+use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
 use serde_json::Value;
 use testkit::Cluster;
 
@@ -328,10 +327,9 @@ fn every_kind_of_difference_is_found_located_and_repaired() {
     eprintln!("every_kind_of_difference: {:?}", started.elapsed());
 }
 
-fn start_sync(p: &Pair, log: &PathBuf) -> Child {
-    let log = std::fs::File::create(log).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_bluegreen"))
-        .args([
+fn start_sync(p: &Pair, log: &Path) -> Running {
+    spawn_bluegreen(
+        &[
             "sync",
             "--source",
             &p.s,
@@ -339,17 +337,15 @@ fn start_sync(p: &Pair, log: &PathBuf) -> Child {
             &p.t,
             "--log-format",
             "json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+        ],
+        log,
+    )
 }
 
 /// SIGTERM, then up to a minute for sync to finish. Its shutdown is sync's own business
 /// (tested in sync.rs): a sync that does not exit in time is killed with a warning rather
 /// than failing the verify test or hanging it.
-fn stop_sync(mut child: Child) {
+fn stop_sync(mut child: Running) {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {

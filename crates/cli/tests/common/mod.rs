@@ -1,7 +1,7 @@
 //! Running the real `bluegreen` binary against testkit servers.
 #![allow(dead_code)]
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use testkit::Cluster;
 
@@ -23,6 +23,45 @@ pub fn bluegreen_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         )
         .output()
         .expect("run bluegreen")
+}
+
+/// A long-running `bluegreen` (sync) child, killed when dropped unless it has already been
+/// waited for: a failing test must not leave it retrying against servers that are gone.
+pub struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Starts `bluegreen args…` in the background with its stderr (the log) in `log`.
+pub fn spawn_bluegreen(args: &[&str], log: &std::path::Path) -> Running {
+    let log = std::fs::File::create(log).unwrap();
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
 }
 
 pub fn code(o: &Output) -> i32 {
