@@ -9,7 +9,7 @@
 //! changes are decoded; the others are prepared statements sent pipelined. Batches go out as
 //! they fill, so a transaction of any size streams through in bounded memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +21,7 @@ use tokio_postgres::{Client, Statement};
 use wire::pgoutput::{OldTuple, Tuple, Value};
 use wire::Lsn;
 
+use crate::binary;
 use crate::error::{sql, Error};
 use crate::net::{self, NetChanges, NetOp, Taken};
 use crate::relmap::TargetRel;
@@ -51,6 +52,8 @@ pub struct Group {
 struct CopyBatch {
     rel: Arc<TargetRel>,
     buf: BytesMut,
+    /// Binary COPY fields (see `binary`), else COPY text.
+    binary: bool,
 }
 
 pub struct Applier {
@@ -60,6 +63,8 @@ pub struct Applier {
     copy: Option<CopyBatch>,
     execs: Vec<(Statement, Vec<Option<String>>)>,
     net: NetChanges,
+    /// Tables whose inserts go as text after a value did not read as binary.
+    text_copy: HashSet<String>,
     /// Net changes sent last, still running; whatever uses the connection next waits for
     /// them first, so every row's changes stay in order. Yields the rows they missed.
     inflight: Option<JoinHandle<Result<u64, Error>>>,
@@ -107,6 +112,7 @@ impl Applier {
             copy: None,
             execs: Vec::new(),
             net: NetChanges::default(),
+            text_copy: HashSet::new(),
             inflight: None,
             group: Group::default(),
             missing_rows: 0,
@@ -156,22 +162,49 @@ impl Applier {
         {
             self.flush().await?;
         }
-        if self
-            .copy
-            .as_ref()
-            .is_some_and(|c| !Arc::ptr_eq(&c.rel, rel))
-        {
-            self.flush_copy().await?;
-        }
-        let batch = self.copy.get_or_insert_with(|| CopyBatch {
-            rel: rel.clone(),
-            buf: BytesMut::with_capacity(COPY_BATCH_BYTES + 4096),
-        });
-        let before = batch.buf.len();
-        encode_copy_row(&mut batch.buf, new, &rel.display)?;
+        let (before, after) = loop {
+            let binary = rel.copy_binary.is_some() && !self.text_copy.contains(&rel.qualified);
+            if self
+                .copy
+                .as_ref()
+                .is_some_and(|c| !Arc::ptr_eq(&c.rel, rel) || c.binary != binary)
+            {
+                self.flush_copy().await?;
+            }
+            let batch = self.copy.get_or_insert_with(|| {
+                let mut buf = BytesMut::with_capacity(COPY_BATCH_BYTES + 4096);
+                if binary {
+                    binary::header(&mut buf);
+                }
+                CopyBatch {
+                    rel: rel.clone(),
+                    buf,
+                    binary,
+                }
+            });
+            let before = batch.buf.len();
+            match &rel.copy_binary {
+                Some(convs) if binary => {
+                    if encode_binary_row(&mut batch.buf, new, convs) {
+                        break (before, batch.buf.len());
+                    }
+                    // Not in the form PostgreSQL prints: this table's inserts go as text.
+                    batch.buf.truncate(before);
+                    tracing::info!(
+                        table = %rel.display,
+                        "a value is not in the form binary COPY reads: this table's inserts go as text"
+                    );
+                    self.text_copy.insert(rel.qualified.clone());
+                }
+                _ => {
+                    encode_copy_row(&mut batch.buf, new, &rel.display)?;
+                    break (before, batch.buf.len());
+                }
+            }
+        };
         self.group.rows += 1;
-        self.group.bytes += (batch.buf.len() - before) as u64;
-        if batch.buf.len() >= COPY_BATCH_BYTES {
+        self.group.bytes += (after - before) as u64;
+        if after >= COPY_BATCH_BYTES {
             self.flush_copy().await?;
         }
         Ok(())
@@ -409,14 +442,18 @@ impl Applier {
     /// lost a third — a reader that never waits makes the walsender and this process spend
     /// twice the CPU on a wakeup per message.)
     async fn flush_copy(&mut self) -> Result<(), Error> {
-        let Some(batch) = self.copy.take() else {
+        let Some(mut batch) = self.copy.take() else {
             return Ok(());
         };
         self.settle().await?;
+        if batch.binary {
+            binary::trailer(&mut batch.buf);
+        }
         let stmt = format!(
-            "COPY {} ({}) FROM STDIN",
+            "COPY {} ({}) FROM STDIN{}",
             batch.rel.qualified,
-            batch.rel.columns.join(", ")
+            batch.rel.columns.join(", "),
+            if batch.binary { " (FORMAT binary)" } else { "" }
         );
         let what = format!("apply inserts into {}", batch.rel.display);
         let sink = self
@@ -631,6 +668,22 @@ fn tuple_bytes(t: &Tuple) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// One row of binary COPY fields; false when a value cannot go that way.
+fn encode_binary_row(buf: &mut BytesMut, tuple: &Tuple, convs: &[binary::Conv]) -> bool {
+    if tuple.len() != convs.len() {
+        return false;
+    }
+    buf.put_i16(convs.len() as i16);
+    tuple.iter().zip(convs).all(|(v, c)| match v {
+        Value::Null => {
+            buf.put_i32(-1);
+            true
+        }
+        Value::Text(b) => c.encode(b, buf),
+        Value::UnchangedToast | Value::Binary(_) => false,
+    })
 }
 
 /// One row in COPY text format.

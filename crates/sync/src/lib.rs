@@ -4,6 +4,7 @@
 //! `bluegreen.apply` row (for `status`, verify's holds and cutover).
 
 mod apply;
+mod binary;
 mod error;
 mod net;
 mod progress;

@@ -183,6 +183,7 @@ mod tests {
             key: vec![0],
             full_identity: false,
             applies_from: Lsn(0),
+            copy_binary: None,
             batchable: true,
         })
     }

@@ -1,5 +1,6 @@
 //! What the applier knows of each source relation: the target table it lands in, each
-//! column's target type (values arrive as text and are cast on the target), the replica
+//! column's target type (values arrive as text and are cast on the target, or read into
+//! binary COPY fields for inserts), the replica
 //! identity, and the LSN from which the table's changes apply.
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use tokio_postgres::Client;
 use wire::pgoutput::{Relation, ReplicaIdentity};
 use wire::Lsn;
 
+use crate::binary::Conv;
 use crate::error::{sql, Error};
 
 #[derive(Debug)]
@@ -28,6 +30,9 @@ pub struct TargetRel {
     pub full_identity: bool,
     /// Changes committed before this LSN are already in the table's copied rows.
     pub applies_from: Lsn,
+    /// How each column's text becomes a binary COPY field, where every column has a way
+    /// (see `binary`); inserts go as text otherwise.
+    pub copy_binary: Option<Vec<Conv>>,
     /// Updates and deletes may be applied as their net effect per key, many rows per
     /// statement: the key is the target table's only unique index (no other uniqueness that
     /// the order of row changes could trip) and no trigger fires for applied changes.
@@ -39,13 +44,16 @@ pub struct RelMap {
     rels: HashMap<u32, Arc<TargetRel>>,
     /// Per table (schema, name): the snapshot LSN its copy was read at.
     snapshot_lsns: HashMap<(String, String), Lsn>,
+    /// The source prints dates in the ISO style (the only one read into binary).
+    iso_dates: bool,
 }
 
 impl RelMap {
-    pub fn new(snapshot_lsns: HashMap<(String, String), Lsn>) -> RelMap {
+    pub fn new(snapshot_lsns: HashMap<(String, String), Lsn>, iso_dates: bool) -> RelMap {
         RelMap {
             rels: HashMap::new(),
             snapshot_lsns,
+            iso_dates,
         }
     }
 
@@ -144,6 +152,10 @@ impl RelMap {
             .get(&(rel.namespace.clone(), rel.name.clone()))
             .copied()
             .unwrap_or(Lsn(0));
+        let copy_binary = types
+            .iter()
+            .map(|t| Conv::for_type(t).filter(|c| self.iso_dates || !c.needs_iso()))
+            .collect();
         self.rels.insert(
             rel.id,
             Arc::new(TargetRel {
@@ -151,6 +163,7 @@ impl RelMap {
                 display,
                 columns,
                 types,
+                copy_binary,
                 key,
                 full_identity,
                 applies_from,

@@ -92,7 +92,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             side: "state",
             source,
         })?;
-    let settings = output_settings(&source_client).await?;
+    let (settings, iso_dates) = output_settings(&source_client).await?;
     let pid: i32 = target_client
         .query_one("SELECT pg_backend_pid()", &[])
         .await
@@ -129,7 +129,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
     tracing::info!(slot = %ctx.slot, from = %start, "streaming");
     ctx.progress.set_error(None);
 
-    let mut rels = RelMap::new(ctx.snapshot_lsns.clone());
+    let mut rels = RelMap::new(ctx.snapshot_lsns.clone(), iso_dates);
     let mut txn: Option<Txn> = None;
     let mut stopping = *stop.borrow();
     loop {
@@ -356,8 +356,9 @@ async fn current_hold(client: &tokio_postgres::Client, run: &str) -> Result<Opti
 }
 
 /// The source session's output settings: the walsender printed values with them, so the
-/// target must read (and, for REPLICA IDENTITY FULL, print) values the same way.
-async fn output_settings(source: &tokio_postgres::Client) -> Result<String, Error> {
+/// target must read (and, for REPLICA IDENTITY FULL, print) values the same way. Also
+/// whether dates print in the ISO style.
+async fn output_settings(source: &tokio_postgres::Client) -> Result<(String, bool), Error> {
     let row = source
         .query_one(
             "SELECT current_setting('TimeZone'), current_setting('DateStyle'),
@@ -374,7 +375,7 @@ async fn output_settings(source: &tokio_postgres::Client) -> Result<String, Erro
         "extra_float_digits",
         "bytea_output",
     ];
-    Ok(names
+    let sql = names
         .iter()
         .enumerate()
         .map(|(i, n)| {
@@ -383,7 +384,8 @@ async fn output_settings(source: &tokio_postgres::Client) -> Result<String, Erro
                 conn::quote_literal(&row.get::<_, String>(i))
             )
         })
-        .collect())
+        .collect();
+    Ok((sql, row.get::<_, String>(1).starts_with("ISO")))
 }
 
 /// The end LSN of the last source transaction committed through the origin, if it exists.
