@@ -3,7 +3,8 @@
 //! end LSN (`pg_replication_origin_xact_setup`): applied changes and applied position are
 //! one atomic fact, so a crash never loses or repeats a transaction.
 //!
-//! Runs of inserts into one table become one `COPY … FROM STDIN`. Updates and
+//! Runs of inserts into one table become one `COPY … FROM STDIN`, in binary where every
+//! column's text can be read into its binary form (see `binary`). Updates and
 //! deletes of a table where row order cannot matter are merged into their net effect per key
 //! and applied many rows per statement (see `net`), in a task of their own while the next
 //! changes are decoded; the others are prepared statements sent pipelined. Batches go out as
@@ -128,7 +129,7 @@ impl Applier {
         self.inflight.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    /// Waits for the work in flight.
+    /// Waits for the net changes in flight.
     async fn settle(&mut self) -> Result<(), Error> {
         if let Some(task) = self.inflight.take() {
             let missing = task
