@@ -164,7 +164,11 @@ impl Applier {
             self.flush().await?;
         }
         let (before, after) = loop {
-            let binary = rel.copy_binary.is_some() && !self.text_copy.contains(&rel.qualified);
+            let convs = rel
+                .copy_binary
+                .as_ref()
+                .filter(|_| !self.text_copy.contains(&rel.qualified));
+            let binary = convs.is_some();
             if self
                 .copy
                 .as_ref()
@@ -184,8 +188,8 @@ impl Applier {
                 }
             });
             let before = batch.buf.len();
-            match &rel.copy_binary {
-                Some(convs) if binary => {
+            match convs {
+                Some(convs) => {
                     if encode_binary_row(&mut batch.buf, new, convs) {
                         break (before, batch.buf.len());
                     }
@@ -197,7 +201,7 @@ impl Applier {
                     );
                     self.text_copy.insert(rel.qualified.clone());
                 }
-                _ => {
+                None => {
                     encode_copy_row(&mut batch.buf, new, &rel.display)?;
                     break (before, batch.buf.len());
                 }

@@ -120,18 +120,21 @@ fn int<T: std::str::FromStr>(s: &str) -> Option<T> {
 }
 
 /// float4/8out's forms: digits with '.', 'e+NN'/'e-NN', "NaN", "Infinity", "-Infinity".
-/// Rust and the target's strtof/strtod both round a decimal to the nearest value.
-fn float<F: std::str::FromStr>(s: &str) -> Option<F> {
-    let named = matches!(s, "NaN" | "Infinity" | "-Infinity");
+/// Rust and the target's strtof/strtod both round a decimal to the nearest value; a value
+/// out of the type's range (text of a wider source type) is left to the target, which
+/// refuses it where Rust would give infinity or zero.
+fn float<F: std::str::FromStr + Into<f64> + Copy>(s: &str) -> Option<F> {
+    if matches!(s, "NaN" | "Infinity" | "-Infinity") {
+        return s.parse().ok();
+    }
     let numeric = s
         .bytes()
         .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e'))
         && s.bytes().any(|b| b.is_ascii_digit());
-    if named || numeric {
-        s.parse().ok()
-    } else {
-        None
-    }
+    let v: F = s.parse().ok().filter(|_| numeric)?;
+    let mantissa = s.split('e').next().unwrap_or(s);
+    let underflow = v.into() == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
+    (v.into().is_finite() && !underflow).then_some(v)
 }
 
 /// uuid_out's form: 8-4-4-4-12 lowercase hex digits.
@@ -286,6 +289,11 @@ mod tests {
             Some(0.1f32.to_bits().to_be_bytes().to_vec())
         );
         assert_eq!(field(Conv::Float8, "inf"), None);
+        // Out of range for the type: the target's own error, not infinity or zero.
+        assert_eq!(field(Conv::Float4, "1e+300"), None);
+        assert_eq!(field(Conv::Float4, "1e-300"), None);
+        assert_eq!(field(Conv::Float8, "1e+400"), None);
+        assert_eq!(field(Conv::Float4, "0e-300"), Some(vec![0; 4]));
         assert_eq!(field(Conv::Float8, "0x10"), None);
     }
 
