@@ -481,3 +481,35 @@ fn binary_inserts_read_values_exactly() {
     assert_eq!(fallbacks.len(), 1, "{log}");
     assert!(fallbacks[0].contains("Edge Values"), "{log}");
 }
+
+/// Lag is measured to the 200 ms heartbeat, not to the second: while the applier is held
+/// (as verify or cutover hold it), the lag `status` shows passes through values between
+/// whole seconds as it grows, and falls back to zero once released.
+#[test]
+fn lag_is_measured_to_200_ms() {
+    let p = copied_pair(0.002);
+    let sync = start_sync(&p, "sync.log");
+    wait_caught_up(&p);
+    let at: String = p.source.sql(DB, "SELECT pg_current_wal_lsn()::text");
+    p.target
+        .sql(DB, &format!("UPDATE bluegreen.apply SET hold_lsn = '{at}'"));
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3500) {
+        seen.push(status(&p)["sync"]["lag_seconds"].as_f64().unwrap_or(0.0));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p.target.sql(
+        DB,
+        "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL",
+    );
+    assert!(
+        seen.iter().any(|&l| l.fract() > 0.1 && l.fract() < 0.9),
+        "lag only in whole seconds: {seen:?}"
+    );
+    assert!(seen.iter().any(|&l| l > 1.0), "lag did not grow: {seen:?}");
+    wait_caught_up(&p);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(status(&p)["sync"]["lag_seconds"].as_f64().unwrap() < 0.25);
+    stop(sync);
+}
