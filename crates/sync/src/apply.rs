@@ -9,6 +9,11 @@
 //! and applied many rows per statement (see `net`), in a task of their own while the next
 //! changes are decoded; the others are prepared statements sent pipelined. Batches go out as
 //! they fill, so a transaction of any size streams through in bounded memory.
+//!
+//! A group's last net changes and its COMMIT also run in that task: the next group is
+//! decoded meanwhile (its BEGIN waits until it has something to send), so the target is not
+//! left idle at every commit. The group's position counts as applied only once that task
+//! has succeeded (`take_applied`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,6 +40,37 @@ const COPY_BATCH_BYTES: usize = 1 << 20;
 const PIPELINE: usize = 256;
 /// Rows of net updates and deletes that go out together.
 const NET_ROWS: usize = 10_000;
+
+/// A group committed on the target: the source position it applied and its rows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Applied {
+    pub lsn: Lsn,
+    pub rows: u64,
+}
+
+/// What a task on the connection finished: rows its updates and deletes missed, and the
+/// group it committed, if it ended one.
+#[derive(Debug, Default)]
+struct Done {
+    missing: u64,
+    applied: Option<Applied>,
+}
+
+impl Done {
+    fn add(&mut self, other: Done) {
+        self.missing += other.missing;
+        self.applied = match (self.applied, other.applied) {
+            (Some(a), Some(b)) => Some(Applied {
+                lsn: a.lsn.max(b.lsn),
+                rows: a.rows + b.rows,
+            }),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// One net statement for the task: statement, its array parameters, rows, table.
+type NetStatement = (Statement, Vec<TextArray>, usize, String);
 
 /// Source transactions applied but not yet committed on the target.
 #[derive(Debug, Default)]
@@ -66,9 +102,11 @@ pub struct Applier {
     net: NetChanges,
     /// Tables whose inserts go as text after a value did not read as binary.
     text_copy: HashSet<String>,
-    /// Net changes sent last, still running; whatever uses the connection next waits for
-    /// them first, so every row's changes stay in order. Yields the rows they missed.
-    inflight: Option<JoinHandle<Result<u64, Error>>>,
+    /// Net changes (and maybe a commit) sent last, still running; whatever uses the
+    /// connection next waits for them first, so every row's changes stay in order.
+    inflight: Option<JoinHandle<Result<Done, Error>>>,
+    /// Finished work not yet taken by `take_applied`.
+    done: Done,
     pub group: Group,
     /// UPDATE/DELETE that found no row on the target (the target diverged).
     pub missing_rows: u64,
@@ -115,6 +153,7 @@ impl Applier {
             net: NetChanges::default(),
             text_copy: HashSet::new(),
             inflight: None,
+            done: Done::default(),
             group: Group::default(),
             missing_rows: 0,
         })
@@ -124,37 +163,57 @@ impl Applier {
         &self.client
     }
 
-    /// Net changes are still running on the target.
+    /// Net changes or a commit are still running on the target.
     pub fn busy(&self) -> bool {
         self.inflight.as_ref().is_some_and(|t| !t.is_finished())
     }
 
-    /// Waits for the net changes in flight.
+    /// Waits for the work in flight.
     async fn settle(&mut self) -> Result<(), Error> {
         if let Some(task) = self.inflight.take() {
-            let missing = task
-                .await
-                .map_err(|e| Error::NotReady(format!("the apply task failed: {e}")))??;
-            self.missing_rows += missing;
+            let done = join(task).await?;
+            self.absorb(done);
         }
         Ok(())
     }
 
-    async fn begin(&mut self) -> Result<(), Error> {
-        if !self.in_tx {
+    fn absorb(&mut self, done: Done) {
+        self.missing_rows += done.missing;
+        self.done.add(Done {
+            missing: 0,
+            applied: done.applied,
+        });
+    }
+
+    /// The groups committed since the last call (merged into one position), once their
+    /// commit has succeeded; work that has finished is collected without waiting.
+    pub async fn take_applied(&mut self) -> Result<Option<Applied>, Error> {
+        if self.inflight.as_ref().is_some_and(JoinHandle::is_finished) {
             self.settle().await?;
+        }
+        Ok(self.done.applied.take())
+    }
+
+    /// Opens the target transaction, when something is about to be sent.
+    async fn begin(&mut self) -> Result<(), Error> {
+        self.settle().await?;
+        if !self.in_tx {
             self.client
                 .batch_execute("BEGIN")
                 .await
                 .map_err(sql("target", "begin"))?;
             self.in_tx = true;
         }
-        self.group.started.get_or_insert_with(Instant::now);
         Ok(())
     }
 
+    /// A change joins the group (the group's age counts from its first change).
+    fn touch(&mut self) {
+        self.group.started.get_or_insert_with(Instant::now);
+    }
+
     pub async fn insert(&mut self, rel: &Arc<TargetRel>, new: &Tuple) -> Result<(), Error> {
-        self.begin().await?;
+        self.touch();
         if !self.execs.is_empty() {
             self.flush_execs().await?;
         }
@@ -221,7 +280,7 @@ impl Applier {
         old: Option<&OldTuple>,
         new: &Tuple,
     ) -> Result<(), Error> {
-        self.begin().await?;
+        self.touch();
         if rel.batchable {
             let key = net::key_of(rel, new);
             let old_key = match old {
@@ -275,7 +334,7 @@ impl Applier {
     }
 
     pub async fn delete(&mut self, rel: &Arc<TargetRel>, old: &OldTuple) -> Result<(), Error> {
-        self.begin().await?;
+        self.touch();
         if rel.batchable {
             if let Some(k) = net::key_of(rel, old.tuple()) {
                 if self.net_take(|n| n.delete(rel, k)).await? {
@@ -307,8 +366,9 @@ impl Applier {
         if rels.is_empty() {
             return Ok(());
         }
-        self.begin().await?;
+        self.touch();
         self.flush().await?;
+        self.begin().await?;
         let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();
         let text = format!(
             "TRUNCATE {}{}{}",
@@ -421,7 +481,7 @@ impl Applier {
         if self.execs.is_empty() {
             return Ok(());
         }
-        self.settle().await?;
+        self.begin().await?;
         let execs = std::mem::take(&mut self.execs);
         let client = &self.client;
         // Issued together, the statements are pipelined on the connection and run in order.
@@ -450,7 +510,7 @@ impl Applier {
         let Some(mut batch) = self.copy.take() else {
             return Ok(());
         };
-        self.settle().await?;
+        self.begin().await?;
         if batch.binary {
             binary::trailer(&mut batch.buf);
         }
@@ -485,14 +545,24 @@ impl Applier {
         self.flush_execs().await
     }
 
-    /// Starts one DELETE per table, and one UPDATE per table and set of columns sent, in a
-    /// task of their own.
+    /// Starts the pending net changes in a task of their own.
     async fn flush_net(&mut self) -> Result<(), Error> {
-        if self.net.len() == 0 {
+        let work = self.net_work().await?;
+        if work.is_empty() {
             return Ok(());
         }
-        self.settle().await?;
+        self.begin().await?;
+        self.run(work, None);
+        Ok(())
+    }
+
+    /// One DELETE per table, and one UPDATE per table and set of columns sent, for the
+    /// pending net changes (emptied).
+    async fn net_work(&mut self) -> Result<Vec<NetStatement>, Error> {
         let mut work = Vec::new();
+        if self.net.len() == 0 {
+            return Ok(work);
+        }
         for table in self.net.take() {
             let rel = table.rel;
             let mut deletes: Vec<Vec<Bytes>> = Vec::new();
@@ -540,29 +610,60 @@ impl Applier {
                 work.push((stmt, columns, rows.len(), rel.display.clone()));
             }
         }
+        Ok(work)
+    }
+
+    /// Runs net statements, then the group's commit if given, in a task that first waits
+    /// for the one before it (so the connection sees everything in order).
+    fn run(&mut self, work: Vec<NetStatement>, commit: Option<Commit>) {
         let client = self.client.clone();
+        let before = self.inflight.take();
         self.inflight = Some(tokio::spawn(async move {
-            let mut missing = 0;
+            let mut done = match before {
+                Some(task) => join(task).await?,
+                None => Done::default(),
+            };
             for (stmt, columns, rows, table) in work {
                 let params: Vec<&(dyn ToSql + Sync)> =
                     columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-                let done = client.execute(&stmt, &params).await.map_err(sql(
+                let changed = client.execute(&stmt, &params).await.map_err(sql(
                     "target",
                     format!("apply updates or deletes to {table}"),
                 ))?;
-                let m = (rows as u64).saturating_sub(done);
+                let m = (rows as u64).saturating_sub(changed);
                 if m > 0 {
                     tracing::warn!(
                         table,
                         missing = m,
                         "UPDATEs or DELETEs found no row on the target: the target differs from the source"
                     );
-                    missing += m;
+                    done.missing += m;
                 }
             }
-            Ok(missing)
+            if let Some(c) = commit {
+                if c.in_tx {
+                    if let Some((lsn, time)) = c.last {
+                        client
+                            .execute(
+                                "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn,
+                                        timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => $2::text::float8 / 1e6))",
+                                &[&lsn.to_string(), &time.to_string()],
+                            )
+                            .await
+                            .map_err(sql("target", "record the applied position"))?;
+                    }
+                    client
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(sql("target", "commit applied changes"))?;
+                }
+                done.add(Done {
+                    missing: 0,
+                    applied: c.applied,
+                });
+            }
+            Ok(done)
         }));
-        Ok(())
     }
 
     async fn net_statement(&mut self, sql_text: &str, params: usize) -> Result<Statement, Error> {
@@ -581,32 +682,54 @@ impl Applier {
         self.group.last = Some((end_lsn, commit_time));
     }
 
-    /// Commits the group with the origin advanced to its last transaction's end. Returns
-    /// the source position now applied: that end or the group's mark (None when neither).
-    pub async fn commit(&mut self) -> Result<Option<Lsn>, Error> {
-        let last = self.group.last;
-        if self.in_tx {
-            self.flush().await?;
-            if let Some((lsn, time)) = last {
-                self.client
-                    .execute(
-                        "SELECT pg_replication_origin_xact_setup($1::text::pg_lsn,
-                                timestamptz '2000-01-01 00:00:00+00' + make_interval(secs => $2::text::float8 / 1e6))",
-                        &[&lsn.to_string(), &time.to_string()],
-                    )
-                    .await
-                    .map_err(sql("target", "record the applied position"))?;
-            }
-            self.client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(sql("target", "commit applied changes"))?;
+    /// Commits the group with the origin advanced to its last transaction's end; the
+    /// position applied is that end or the group's mark. Its last net changes and the COMMIT
+    /// run in flight unless `wait`: `take_applied` reports the group once they succeeded.
+    pub async fn commit(&mut self, wait: bool) -> Result<(), Error> {
+        self.flush_copy().await?;
+        self.flush_execs().await?;
+        let work = self.net_work().await?;
+        if !work.is_empty() {
+            self.begin().await?;
+        }
+        let group = std::mem::take(&mut self.group);
+        let applied = group
+            .last
+            .map(|(lsn, _)| lsn)
+            .max(group.mark)
+            .map(|lsn| Applied {
+                lsn,
+                rows: group.rows,
+            });
+        if self.in_tx || applied.is_some() {
+            self.run(
+                work,
+                Some(Commit {
+                    in_tx: self.in_tx,
+                    last: group.last,
+                    applied,
+                }),
+            );
             self.in_tx = false;
         }
-        let applied = last.map(|(lsn, _)| lsn).max(self.group.mark);
-        self.group = Group::default();
-        Ok(applied)
+        if wait {
+            self.settle().await?;
+        }
+        Ok(())
     }
+}
+
+/// A group's end, as the task runs it.
+struct Commit {
+    /// A target transaction is open: advance the origin and COMMIT it.
+    in_tx: bool,
+    last: Option<(Lsn, i64)>,
+    applied: Option<Applied>,
+}
+
+async fn join(task: JoinHandle<Result<Done, Error>>) -> Result<Done, Error> {
+    task.await
+        .map_err(|e| Error::NotReady(format!("the apply task failed: {e}")))?
 }
 
 /// A column value as a text parameter: Some(None) for NULL, None for an unchanged TOAST

@@ -134,7 +134,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
     let mut stopping = *stop.borrow();
     loop {
         if stopping && txn.is_none() {
-            commit(&mut applier, &stream, ctx).await?;
+            commit(&mut applier, &stream, ctx, true).await?;
             let _ = stream.shutdown().await;
             return Ok(Exit::Stopped);
         }
@@ -156,7 +156,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 // Nothing waiting: commit what is complete, so lag stays low when writes are
                 // sparse, then answer requests.
                 if txn.is_none() {
-                    commit(&mut applier, &stream, ctx).await?;
+                    commit(&mut applier, &stream, ctx, true).await?;
                     if ctx.progress.stop_requested.load(Ordering::SeqCst) {
                         stopping = true;
                     }
@@ -216,7 +216,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 // or at twice its limits, whichever comes first.
                 let over = |n| ctx.limits.reached(&applier.group, n);
                 if stopping || (over(1) && !applier.busy()) || over(2) {
-                    commit(&mut applier, &stream, ctx).await?;
+                    commit(&mut applier, &stream, ctx, stopping).await?;
                 }
             }
             LogicalMessage::Message(m) if !m.transactional && txn.is_none() => {
@@ -228,7 +228,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 let requested = m.prefix == state::HOLD_MESSAGE_PREFIX;
                 if requested || stopping || !applier.busy() || ctx.limits.reached(&applier.group, 2)
                 {
-                    commit(&mut applier, &stream, ctx).await?;
+                    commit(&mut applier, &stream, ctx, requested || stopping).await?;
                 }
                 // A requester's own message: read its request now rather than at the status
                 // task's next poll, so a cutover's hold takes milliseconds.
@@ -247,6 +247,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             }
             LogicalMessage::Message(_) | LogicalMessage::Type(_) => {}
         }
+        report(&mut applier, &stream, ctx).await?;
     }
 }
 
@@ -271,17 +272,27 @@ fn applies(
     Ok((!t.done_before && t.commit_lsn >= rel.applies_from).then(|| rel.clone()))
 }
 
-/// Commits the group and only then tells the source it may let go of that WAL.
+/// Commits the group (waiting for it, or leaving it in flight) and reports what is applied.
 async fn commit(
     applier: &mut Applier,
     stream: &wire::ReplicationStream,
     ctx: &Context,
+    wait: bool,
 ) -> Result<(), Error> {
-    let rows = applier.group.rows;
-    if let Some(lsn) = applier.commit().await? {
-        stream.confirm(lsn);
-        ctx.progress.set_applied(lsn);
-        ctx.progress.rows.fetch_add(rows, Ordering::Relaxed);
+    applier.commit(wait).await?;
+    report(applier, stream, ctx).await
+}
+
+/// Only what the target has committed is confirmed: then the source may let go of that WAL.
+async fn report(
+    applier: &mut Applier,
+    stream: &wire::ReplicationStream,
+    ctx: &Context,
+) -> Result<(), Error> {
+    if let Some(a) = applier.take_applied().await? {
+        stream.confirm(a.lsn);
+        ctx.progress.set_applied(a.lsn);
+        ctx.progress.rows.fetch_add(a.rows, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -308,7 +319,7 @@ async fn hold(
     client: &tokio_postgres::Client,
     h: Lsn,
 ) -> Result<(), Error> {
-    commit(applier, stream, ctx).await?;
+    commit(applier, stream, ctx, true).await?;
     client
         .execute(
             "UPDATE bluegreen.apply SET held_lsn = hold_lsn, applied_lsn = $3::text::pg_lsn
