@@ -6,6 +6,7 @@
 //! messages and in bytes; when the channel is full the task stops reading the socket, so a
 //! slow consumer slows the server instead of growing memory.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,11 +69,17 @@ impl Event {
     }
 }
 
+/// The messages of one read, handed over together: one channel hand-off (and at most one
+/// wakeup of the consumer) per read rather than per message, which with small transactions
+/// cost more CPU than decoding them.
 struct Envelope {
-    data: XLogData,
-    // Released when the consumer takes the message: that is what bounds buffered bytes.
+    data: Vec<XLogData>,
+    // Released when the consumer takes the batch: that is what bounds buffered bytes.
     _budget: OwnedSemaphorePermit,
 }
+
+/// Most payload bytes in one batch.
+const BATCH_BYTES: usize = 1 << 20;
 
 enum Command {
     Status(oneshot::Sender<()>),
@@ -132,6 +139,8 @@ impl FeedbackHandle {
 /// A running logical replication stream.
 pub struct ReplicationStream {
     rx: mpsc::Receiver<Envelope>,
+    /// The rest of the batch taken last.
+    queue: VecDeque<XLogData>,
     feedback: FeedbackHandle,
     task: Option<JoinHandle<Option<ReplicationConnection>>>,
     decoder: Decoder,
@@ -157,6 +166,7 @@ impl ReplicationStream {
         let task = tokio::spawn(worker.run());
         ReplicationStream {
             rx,
+            queue: VecDeque::new(),
             feedback: FeedbackHandle {
                 shared,
                 cmd: cmd_tx,
@@ -170,18 +180,22 @@ impl ReplicationStream {
     /// (e.g. a missing publication, a terminated walsender), [`Error::StreamEndedByServer`],
     /// [`Error::Closed`], or a decode error.
     pub async fn recv(&mut self) -> Result<Event, Error> {
-        let Some(env) = self.rx.recv().await else {
-            let err = self
-                .feedback
-                .shared
-                .error
-                .lock()
-                .ok()
-                .and_then(|mut e| e.take());
-            return Err(err.unwrap_or(Error::StreamGone));
+        let data = loop {
+            if let Some(data) = self.queue.pop_front() {
+                break data;
+            }
+            let Some(env) = self.rx.recv().await else {
+                let err = self
+                    .feedback
+                    .shared
+                    .error
+                    .lock()
+                    .ok()
+                    .and_then(|mut e| e.take());
+                return Err(err.unwrap_or(Error::StreamGone));
+            };
+            self.queue.extend(env.data);
         };
-        let Envelope { data, _budget } = env;
-        drop(_budget);
         let decoded = self.decoder.decode(&data.data)?;
         Ok(Event {
             wal_start: data.wal_start,
@@ -297,22 +311,24 @@ impl Worker {
         let period = self.config.status_interval;
         let mut ticker = interval_at(Instant::now() + period, period);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut pending: Option<XLogData> = None;
+        let mut pending: Vec<XLogData> = Vec::new();
+        let mut pending_bytes = 0;
         loop {
             // Work through what is buffered, as long as the consumer has room.
-            while pending.is_none() {
+            while pending_bytes < BATCH_BYTES {
                 let Some(msg) = self.conn.t.try_message()? else {
                     break;
                 };
                 match self.step(msg)? {
-                    Step::Deliver(x) => pending = Some(x),
+                    Step::Deliver(x) => {
+                        pending_bytes += x.data.len();
+                        pending.push(x);
+                    }
                     Step::ReplyNow => self.send_status(false).await?,
                     Step::Nothing => {}
                 }
             }
-            let weight = pending
-                .as_ref()
-                .map_or(0, |x| x.data.len().clamp(1, self.budget_max) as u32);
+            let weight = pending_bytes.clamp(1, self.budget_max) as u32;
             tokio::select! {
                 cmd = self.cmd_rx.recv() => match cmd {
                     Some(Command::Status(ack)) => {
@@ -323,15 +339,14 @@ impl Worker {
                     None => return Ok(Exit::ConsumerGone),
                 },
                 _ = ticker.tick() => self.send_status(false).await?,
-                slot = reserve(self.tx.clone(), Arc::clone(&self.budget), weight), if pending.is_some() => {
+                slot = reserve(self.tx.clone(), Arc::clone(&self.budget), weight), if !pending.is_empty() => {
                     let Some((permit, budget)) = slot else {
                         return Ok(Exit::ConsumerGone);
                     };
-                    if let Some(data) = pending.take() {
-                        permit.send(Envelope { data, _budget: budget });
-                    }
+                    permit.send(Envelope { data: std::mem::take(&mut pending), _budget: budget });
+                    pending_bytes = 0;
                 }
-                read = self.conn.t.fill(), if pending.is_none() => read?,
+                read = self.conn.t.fill(), if pending.is_empty() => read?,
             }
         }
     }
