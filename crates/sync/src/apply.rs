@@ -91,6 +91,37 @@ struct CopyBatch {
     buf: BytesMut,
     /// Binary COPY fields (see `binary`), else COPY text.
     binary: bool,
+    /// Where each row starts in `buf`, with a hash of its value of the table's
+    /// `insert_order` column (a hash, not the value: holding the value would keep the
+    /// stream's read buffers alive until the batch goes out).
+    rows: Vec<(Option<u64>, usize)>,
+}
+
+impl CopyBatch {
+    /// Rows that share a value of the table's `insert_order` column go out next to each
+    /// other (in arrival order among themselves), so the target inserts them into the same
+    /// index pages one after another rather than all over the index. (By hand: 500,000
+    /// metric_hist rows arriving interleaved across 280 metrics, COPY into a 3M-row table
+    /// took 3.2-3.7 s as they came, 2.3-2.4 s grouped in 10,000-row batches.)
+    fn group_rows(&mut self) {
+        if self.rows.windows(2).all(|w| w[0].0 <= w[1].0) {
+            return;
+        }
+        let end = self.buf.len();
+        let mut spans: Vec<(Option<u64>, std::ops::Range<usize>)> = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(i, (key, start))| (*key, *start..self.rows.get(i + 1).map_or(end, |r| r.1)))
+            .collect();
+        spans.sort_by_key(|s| s.0);
+        let mut buf = BytesMut::with_capacity(self.buf.capacity());
+        buf.extend_from_slice(&self.buf[..self.rows[0].1]);
+        for (_, span) in spans {
+            buf.extend_from_slice(&self.buf[span]);
+        }
+        self.buf = buf;
+    }
 }
 
 pub struct Applier {
@@ -244,6 +275,7 @@ impl Applier {
                     rel: rel.clone(),
                     buf,
                     binary,
+                    rows: Vec::new(),
                 }
             });
             let before = batch.buf.len();
@@ -266,6 +298,13 @@ impl Applier {
                 }
             }
         };
+        if let (Some(batch), Some(col)) = (self.copy.as_mut(), rel.insert_order) {
+            let key = match new.get(col) {
+                Some(Value::Text(b)) => Some(xxhash_rust::xxh3::xxh3_64(b)),
+                _ => None,
+            };
+            batch.rows.push((key, before));
+        }
         self.group.rows += 1;
         self.group.bytes += (after - before) as u64;
         if after >= COPY_BATCH_BYTES {
@@ -511,6 +550,7 @@ impl Applier {
             return Ok(());
         };
         self.begin().await?;
+        batch.group_rows();
         if batch.binary {
             binary::trailer(&mut batch.buf);
         }
@@ -847,6 +887,56 @@ fn encode_copy_row(buf: &mut BytesMut, tuple: &Tuple, table: &str) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insert_batches_group_rows_by_the_order_column_keeping_arrival_order_within() {
+        let rel = Arc::new(TargetRel {
+            qualified: "\"s\".\"t\"".into(),
+            display: "s.t".into(),
+            columns: vec!["\"m\"".into(), "\"v\"".into()],
+            types: vec!["text".into(), "text".into()],
+            key: vec![],
+            full_identity: true,
+            applies_from: Lsn(0),
+            copy_binary: None,
+            batchable: false,
+            insert_order: Some(0),
+        });
+        let mut batch = CopyBatch {
+            rel,
+            buf: BytesMut::from(&b"HEAD"[..]),
+            binary: false,
+            rows: Vec::new(),
+        };
+        for (m, v) in [("b", "1"), ("a", "2"), (r"\N", "3"), ("b", "4"), ("a", "5")] {
+            let row = vec![
+                if m == r"\N" {
+                    Value::Null
+                } else {
+                    Value::Text(Bytes::from(m))
+                },
+                Value::Text(Bytes::from(v)),
+            ];
+            let key = match &row[0] {
+                Value::Text(b) => Some(xxhash_rust::xxh3::xxh3_64(b)),
+                _ => None,
+            };
+            batch.rows.push((key, batch.buf.len()));
+            encode_copy_row(&mut batch.buf, &row, "s.t").unwrap();
+        }
+        batch.group_rows();
+        // NULLs first, then each value's rows in arrival order (values in hash order).
+        let (a, b) = (
+            xxhash_rust::xxh3::xxh3_64(b"a"),
+            xxhash_rust::xxh3::xxh3_64(b"b"),
+        );
+        let expected: &[u8] = if a < b {
+            b"HEAD\\N\t3\na\t2\na\t5\nb\t1\nb\t4\n"
+        } else {
+            b"HEAD\\N\t3\nb\t1\nb\t4\na\t2\na\t5\n"
+        };
+        assert_eq!(&batch.buf[..], expected);
+    }
 
     #[test]
     fn copy_text_escapes() {

@@ -198,6 +198,7 @@ mod tests {
             applies_from: Lsn(0),
             copy_binary: None,
             batchable: true,
+            insert_order: None,
         })
     }
 

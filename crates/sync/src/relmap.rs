@@ -37,6 +37,11 @@ pub struct TargetRel {
     /// statement: the key is the target table's only unique index (no other uniqueness that
     /// the order of row changes could trip) and no trigger fires for applied changes.
     pub batchable: bool,
+    /// The column (source position) by whose value a batch of inserts is grouped: the one
+    /// that leads most of the target's non-unique B-tree indexes (a metric or machine id,
+    /// repeated across rows that arrive interleaved). None where no such index exists or a
+    /// trigger fires for applied rows (it would see them in another order).
+    pub insert_order: Option<usize>,
 }
 
 /// Relations by source relation id, refreshed whenever the source sends a Relation message.
@@ -147,6 +152,27 @@ impl RelMap {
                 .await
                 .map_err(sql("target", format!("look up {display}'s indexes")))?
                 .get::<_, bool>(0);
+        let order_column: Option<String> = target
+            .query_opt(
+                "SELECT a.attname::text
+                   FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indexrelid
+                   JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree'
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                  WHERE i.indrelid = to_regclass($1) AND NOT i.indisunique
+                    AND NOT EXISTS (SELECT 1 FROM pg_trigger
+                                     WHERE tgrelid = i.indrelid AND NOT tgisinternal
+                                       AND tgenabled IN ('A', 'R'))
+                  GROUP BY a.attname
+                  ORDER BY count(*) DESC, a.attname
+                  LIMIT 1",
+                &[&qualified],
+            )
+            .await
+            .map_err(sql("target", format!("look up {display}'s indexes")))?
+            .map(|r| r.get(0));
+        let insert_order =
+            order_column.and_then(|name| rel.columns.iter().position(|c| c.name == name));
         let applies_from = self
             .snapshot_lsns
             .get(&(rel.namespace.clone(), rel.name.clone()))
@@ -168,6 +194,7 @@ impl RelMap {
                 full_identity,
                 applies_from,
                 batchable,
+                insert_order,
             }),
         );
         Ok(())
