@@ -53,7 +53,8 @@
 #     (ceiling), walsender + apply worker (subscription), walsender + bluegreen + target
 #     backend (bluegreen). Each measurement records the CPU seconds of each of these
 #     processes and of the whole machine, so the table shows who used the cores (and how
-#     much others' work on the shared machine took).
+#     much others' work on the shared machine took), and the machine's iowait seconds (time
+#     the cores sat idle waiting for the disk: reads a server's cache did not hold).
 #   * Memory: one transaction of --big-rows metric_hist rows (INSERT … SELECT generate_series),
 #     applied by bluegreen alone, its RSS sampled every 0.5 s and its peak from /usr/bin/time -v.
 #   * Lag: with bluegreen sync running, the plant workload (`bg-fixture workload`, rate set
@@ -247,6 +248,7 @@ cpu_sampler() {
   done
 }
 busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+iowait_ticks() { awk '/^cpu / {print $6}' /proc/stat; }
 ticks_s() { echo "scale=2; $1 / $tick" | bc; }
 time_cpu() { awk '/User time/ {u=$NF} /System time/ {s=$NF} END {printf "%.2f", u + s}' "$1"; }
 time_rss() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
@@ -335,7 +337,7 @@ mix_txns() {
 }
 
 csv=$work/results.csv
-echo "round,mix,consumer,rows,wal_bytes,seconds,rows_per_s,cpu_client,cpu_walsender,cpu_target,cpu_machine,load1,rss_kb,gen_tps" >"$csv"
+echo "round,mix,consumer,rows,wal_bytes,seconds,rows_per_s,cpu_client,cpu_walsender,cpu_target,cpu_machine,iowait,load1,rss_kb,gen_tps" >"$csv"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 nc=${#consumer_list[@]}
 turn=0
@@ -363,14 +365,14 @@ for r in $(seq 1 "$rounds"); do
       rm -rf "$work/m"; mkdir -p "$work/m"
       load1=$(cut -d' ' -f1 /proc/loadavg)
       current="round $r mix $mix: $consumer"
-      b0=$(busy_ticks)
+      b0=$(busy_ticks); w0=$(iowait_ticks)
       "consume_$consumer" "$goal"
-      b1=$(busy_ticks)
-      cpu_machine=$(ticks_s $(( b1 - b0 )))
+      b1=$(busy_ticks); w1=$(iowait_ticks)
+      cpu_machine=$(ticks_s $(( b1 - b0 ))); iowait=$(ticks_s $(( w1 - w0 )))
       rate=$(echo "$n / $secs" | bc)
-      printf '   %-13s %8.2f s %9d rows/s   cpu s: client %6s walsender %6s target %6s machine %6s  load %s\n' \
-        "$consumer" "$secs" "$rate" "$cpu_client" "$cpu_wal" "$cpu_target" "$cpu_machine" "$load1"
-      echo "$r,$mix,$consumer,$n,$wal,$secs,$rate,$cpu_client,$cpu_wal,$cpu_target,$cpu_machine,$load1,$rss_kb,$gen_tps" >>"$csv"
+      printf '   %-13s %8.2f s %9d rows/s   cpu s: client %6s walsender %6s target %6s machine %6s iowait %5s  load %s\n' \
+        "$consumer" "$secs" "$rate" "$cpu_client" "$cpu_wal" "$cpu_target" "$cpu_machine" "$iowait" "$load1"
+      echo "$r,$mix,$consumer,$n,$wal,$secs,$rate,$cpu_client,$cpu_wal,$cpu_target,$cpu_machine,$iowait,$load1,$rss_kb,$gen_tps" >>"$csv"
       [ "$consumer" = bluegreen ] && cp "$work/m/bg.log" "$work/bluegreen.$r.$mix.log"
     done
     turn=$(( turn + 1 ))

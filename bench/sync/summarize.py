@@ -81,8 +81,8 @@ def mixes_table(runs):
 def cpu_table(runs):
     lines = [
         "| round | mix | consumer | s | rows/s | CPU s: client | walsender | target backend "
-        "| machine busy | others | load1 |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| machine busy | others | iowait | load1 |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         ours = float(r["cpu_client"]) + float(r["cpu_walsender"]) + float(r["cpu_target"])
@@ -90,7 +90,8 @@ def cpu_table(runs):
             f"| {r['round']} | {r['mix']} | {r['consumer']} | {float(r['seconds']):.2f} | "
             f"{int(r['rows_per_s']):,} | {float(r['cpu_client']):.1f} | {float(r['cpu_walsender']):.1f} | "
             f"{float(r['cpu_target']):.1f} | {float(r['cpu_machine']):.1f} | "
-            f"{max(0.0, float(r['cpu_machine']) - ours):.1f} | {r['load1']} |"
+            f"{max(0.0, float(r['cpu_machine']) - ours):.1f} | {float(r.get('iowait') or 0):.1f} | "
+            f"{r['load1']} |"
         )
     return lines
 
