@@ -136,6 +136,8 @@ pub struct Applier {
     /// Net changes (and maybe a commit) sent last, still running; whatever uses the
     /// connection next waits for them first, so every row's changes stay in order.
     inflight: Option<JoinHandle<Result<Done, Error>>>,
+    /// The work in flight includes net changes.
+    inflight_net: bool,
     /// Finished work not yet taken by `take_applied`.
     done: Done,
     pub group: Group,
@@ -184,6 +186,7 @@ impl Applier {
             net: NetChanges::default(),
             text_copy: HashSet::new(),
             inflight: None,
+            inflight_net: false,
             done: Done::default(),
             group: Group::default(),
             missing_rows: 0,
@@ -194,9 +197,10 @@ impl Applier {
         &self.client
     }
 
-    /// Net changes or a commit are still running on the target.
+    /// Net changes are still running on the target (a commit in flight does not count: the
+    /// next group's commit can follow it at once).
     pub fn busy(&self) -> bool {
-        self.inflight.as_ref().is_some_and(|t| !t.is_finished())
+        self.inflight_net && self.inflight.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Waits for the work in flight.
@@ -658,6 +662,7 @@ impl Applier {
     fn run(&mut self, work: Vec<NetStatement>, commit: Option<Commit>) {
         let client = self.client.clone();
         let before = self.inflight.take();
+        self.inflight_net = !work.is_empty() || (before.is_some() && self.inflight_net);
         self.inflight = Some(tokio::spawn(async move {
             let mut done = match before {
                 Some(task) => join(task).await?,

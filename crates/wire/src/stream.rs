@@ -30,10 +30,11 @@ use crate::relcache::Decoder;
 pub struct StreamConfig {
     /// Status update period when nothing else triggers one.
     pub status_interval: Duration,
-    /// Messages buffered between the socket and the consumer.
+    /// Batches (the messages of one read each) buffered between the socket and the consumer.
     pub channel_capacity: usize,
     /// Bytes of message payload buffered between the socket and the consumer. A single
-    /// larger message still passes (alone).
+    /// larger message still passes (alone). (64 MB here held sync at 142 MB of RSS through
+    /// a 10M-row transaction once messages went in batches; 4 MB is ample read-ahead.)
     pub buffer_bytes: usize,
     /// Never report a flush position, so the slot does not move whatever is confirmed or
     /// received: for looking at a slot that something else consumes (`peek`).
@@ -44,8 +45,8 @@ impl Default for StreamConfig {
     fn default() -> Self {
         StreamConfig {
             status_interval: Duration::from_secs(10),
-            channel_capacity: 1024,
-            buffer_bytes: 64 << 20,
+            channel_capacity: 256,
+            buffer_bytes: 4 << 20,
             read_only: false,
         }
     }
