@@ -359,6 +359,40 @@ fn merged_updates_and_deletes_apply_exactly() {
     );
 }
 
+/// Inserts arriving interleaved across metrics reach the target grouped by metric_def_id
+/// (the column leading metric_hist's non-unique indexes), each metric's rows in arrival
+/// order: the target's heap shows the order COPY wrote them in.
+#[test]
+fn insert_batches_reach_the_target_grouped_by_the_leading_index_column() {
+    let p = copied_pair(0.005);
+    let sync = start_sync(&p, "sync.log");
+    p.source.sql(
+        DB,
+        "INSERT INTO factory_telemetry.metric_hist (id, metric_def_id, ts, value_real)
+           SELECT 30000000 + g, d.id, timestamptz '2026-01-01' + g * interval '1 s', g
+             FROM generate_series(1, 300) g
+             JOIN (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n
+                     FROM factory_telemetry.metric_def ORDER BY id LIMIT 3) d ON d.n = g % 3
+            ORDER BY g",
+    );
+    wait_caught_up(&p);
+    stop(sync);
+    assert_same(&p, None);
+    // Runs of one metric in physical order, and whether ids rise within each metric.
+    let q = "SELECT count(*) FILTER (WHERE m IS DISTINCT FROM prev_m) || ' ' ||
+                    bool_and(m IS DISTINCT FROM prev_m OR id > prev_id)
+               FROM (SELECT id, metric_def_id AS m,
+                            lag(metric_def_id) OVER (ORDER BY ctid) AS prev_m,
+                            lag(id) OVER (ORDER BY ctid) AS prev_id
+                       FROM factory_telemetry.metric_hist WHERE id > 30000000) r";
+    assert_eq!(
+        p.source.sql(DB, q).trim(),
+        "300 true",
+        "the source interleaves"
+    );
+    assert_eq!(p.target.sql(DB, q).trim(), "3 true", "the target groups");
+}
+
 #[test]
 fn abort_stops_sync_and_leaves_nothing() {
     let p = copied_pair(0.005);

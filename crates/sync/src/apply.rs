@@ -56,16 +56,16 @@ struct Done {
     applied: Option<Applied>,
 }
 
-impl Done {
-    fn add(&mut self, other: Done) {
-        self.missing += other.missing;
-        self.applied = match (self.applied, other.applied) {
+impl Applied {
+    /// Two groups' commits as one report.
+    fn merge(a: Option<Applied>, b: Option<Applied>) -> Option<Applied> {
+        match (a, b) {
             (Some(a), Some(b)) => Some(Applied {
                 lsn: a.lsn.max(b.lsn),
                 rows: a.rows + b.rows,
             }),
             (a, b) => a.or(b),
-        };
+        }
     }
 }
 
@@ -138,8 +138,8 @@ pub struct Applier {
     inflight: Option<JoinHandle<Result<Done, Error>>>,
     /// The work in flight includes net changes.
     inflight_net: bool,
-    /// Finished work not yet taken by `take_applied`.
-    done: Done,
+    /// Groups committed, not yet taken by `take_applied`.
+    applied: Option<Applied>,
     pub group: Group,
     /// UPDATE/DELETE that found no row on the target (the target diverged).
     pub missing_rows: u64,
@@ -187,7 +187,7 @@ impl Applier {
             text_copy: HashSet::new(),
             inflight: None,
             inflight_net: false,
-            done: Done::default(),
+            applied: None,
             group: Group::default(),
             missing_rows: 0,
         })
@@ -207,17 +207,10 @@ impl Applier {
     async fn settle(&mut self) -> Result<(), Error> {
         if let Some(task) = self.inflight.take() {
             let done = join(task).await?;
-            self.absorb(done);
+            self.missing_rows += done.missing;
+            self.applied = Applied::merge(self.applied, done.applied);
         }
         Ok(())
-    }
-
-    fn absorb(&mut self, done: Done) {
-        self.missing_rows += done.missing;
-        self.done.add(Done {
-            missing: 0,
-            applied: done.applied,
-        });
     }
 
     /// The groups committed since the last call (merged into one position), once their
@@ -226,7 +219,7 @@ impl Applier {
         if self.inflight.as_ref().is_some_and(JoinHandle::is_finished) {
             self.settle().await?;
         }
-        Ok(self.done.applied.take())
+        Ok(self.applied.take())
     }
 
     /// Opens the target transaction, when something is about to be sent.
@@ -702,10 +695,7 @@ impl Applier {
                         .await
                         .map_err(sql("target", "commit applied changes"))?;
                 }
-                done.add(Done {
-                    missing: 0,
-                    applied: c.applied,
-                });
+                done.applied = Applied::merge(done.applied, c.applied);
             }
             Ok(done)
         }));

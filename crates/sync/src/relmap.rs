@@ -137,42 +137,35 @@ impl RelMap {
                 .map(|(i, _)| i)
                 .collect()
         };
-        let batchable = !full_identity
-            && !key.is_empty()
-            && target
-                .query_one(
-                    "SELECT (SELECT count(*) FROM pg_index
-                              WHERE indrelid = r AND (indisunique OR indisexclusion)) <= 1
-                        AND NOT EXISTS (SELECT 1 FROM pg_trigger
-                                         WHERE tgrelid = r AND NOT tgisinternal
-                                           AND tgenabled IN ('A', 'R'))
-                       FROM to_regclass($1) AS r",
-                    &[&qualified],
-                )
-                .await
-                .map_err(sql("target", format!("look up {display}'s indexes")))?
-                .get::<_, bool>(0);
-        let order_column: Option<String> = target
-            .query_opt(
-                "SELECT a.attname::text
-                   FROM pg_index i
-                   JOIN pg_class c ON c.oid = i.indexrelid
-                   JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree'
-                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-                  WHERE i.indrelid = to_regclass($1) AND NOT i.indisunique
-                    AND NOT EXISTS (SELECT 1 FROM pg_trigger
-                                     WHERE tgrelid = i.indrelid AND NOT tgisinternal
-                                       AND tgenabled IN ('A', 'R'))
-                  GROUP BY a.attname
-                  ORDER BY count(*) DESC, a.attname
-                  LIMIT 1",
+        // Both questions hang on the target's indexes and on whether a trigger fires for
+        // applied rows (it would see them in another order).
+        let indexes = target
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_index
+                          WHERE indrelid = r AND (indisunique OR indisexclusion)) <= 1,
+                        NOT EXISTS (SELECT 1 FROM pg_trigger
+                                     WHERE tgrelid = r AND NOT tgisinternal
+                                       AND tgenabled IN ('A', 'R')),
+                        (SELECT a.attname::text
+                           FROM pg_index i
+                           JOIN pg_class c ON c.oid = i.indexrelid
+                           JOIN pg_am am ON am.oid = c.relam AND am.amname = 'btree'
+                           JOIN pg_attribute a ON a.attrelid = r AND a.attnum = i.indkey[0]
+                          WHERE i.indrelid = r AND NOT i.indisunique
+                          GROUP BY a.attname
+                          ORDER BY count(*) DESC, a.attname
+                          LIMIT 1)
+                   FROM to_regclass($1) AS r",
                 &[&qualified],
             )
             .await
-            .map_err(sql("target", format!("look up {display}'s indexes")))?
-            .map(|r| r.get(0));
-        let insert_order =
-            order_column.and_then(|name| rel.columns.iter().position(|c| c.name == name));
+            .map_err(sql("target", format!("look up {display}'s indexes")))?;
+        let (one_unique, no_trigger): (bool, bool) = (indexes.get(0), indexes.get(1));
+        let batchable = !full_identity && !key.is_empty() && one_unique && no_trigger;
+        let insert_order = indexes
+            .get::<_, Option<String>>(2)
+            .filter(|_| no_trigger)
+            .and_then(|name| rel.columns.iter().position(|c| c.name == name));
         let applies_from = self
             .snapshot_lsns
             .get(&(rel.namespace.clone(), rel.name.clone()))

@@ -2,9 +2,10 @@
 //!
 //! A background task owns the socket: it reads, answers keepalives and sends status updates
 //! on a timer even while the consumer is busy (otherwise a slow apply would trip
-//! wal_sender_timeout). It hands data to the consumer through a channel bounded both in
-//! messages and in bytes; when the channel is full the task stops reading the socket, so a
-//! slow consumer slows the server instead of growing memory.
+//! wal_sender_timeout). It hands data to the consumer through a channel, the messages of
+//! each read as one batch, bounded both in batches and in bytes; when the channel is full
+//! the task stops reading the socket, so a slow consumer slows the server instead of
+//! growing memory.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +95,12 @@ struct Shared {
     server_wal_end: AtomicU64,
     /// Why the task stopped, for the consumer's next `recv`.
     error: Mutex<Option<Error>>,
+}
+
+impl Shared {
+    fn take_error(&self) -> Option<Error> {
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
 }
 
 /// Confirms progress and asks for status updates; clone it into the task that knows when
@@ -186,14 +193,11 @@ impl ReplicationStream {
                 break data;
             }
             let Some(env) = self.rx.recv().await else {
-                let err = self
+                return Err(self
                     .feedback
                     .shared
-                    .error
-                    .lock()
-                    .ok()
-                    .and_then(|mut e| e.take());
-                return Err(err.unwrap_or(Error::StreamGone));
+                    .take_error()
+                    .unwrap_or(Error::StreamGone));
             };
             self.queue.extend(env.data);
         };
@@ -236,14 +240,7 @@ impl ReplicationStream {
         let conn = task
             .await
             .map_err(|e| Error::Protocol(format!("stream task failed: {e}")))?;
-        let err = self
-            .feedback
-            .shared
-            .error
-            .lock()
-            .ok()
-            .and_then(|mut e| e.take());
-        match (conn, err) {
+        match (conn, self.feedback.shared.take_error()) {
             (Some(conn), _) => Ok(conn),
             (None, Some(e)) => Err(e),
             (None, None) => Err(Error::StreamGone),
