@@ -99,7 +99,8 @@ fn wait_caught_up(p: &Pair) {
     loop {
         let applied: String = p.target.sql(
             DB,
-            "SELECT coalesce(applied_lsn::text, '0/0') FROM bluegreen.apply",
+            // No row yet while a just-started sync registers itself.
+            "SELECT coalesce((SELECT applied_lsn::text FROM bluegreen.apply), '0/0')",
         );
         let done = p.source.sql(
             DB,
