@@ -82,6 +82,9 @@ struct Envelope {
 
 /// Most payload bytes in one batch.
 const BATCH_BYTES: usize = 1 << 20;
+/// A read waits for this much data, or for GATHER_WAIT, whichever comes first.
+const GATHER_BYTES: i32 = 64 * 1024;
+const GATHER_WAIT: Duration = Duration::from_millis(2);
 
 enum Command {
     Status(oneshot::Sender<()>),
@@ -344,7 +347,7 @@ impl Worker {
                     permit.send(Envelope { data: std::mem::take(&mut pending), _budget: budget });
                     pending_bytes = 0;
                 }
-                read = self.conn.t.fill(), if pending.is_empty() => read?,
+                read = self.conn.t.fill_gathered(GATHER_BYTES, GATHER_WAIT), if pending.is_empty() => read?,
             }
         }
     }
