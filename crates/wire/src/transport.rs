@@ -45,11 +45,13 @@ impl Transport {
 
     /// Reads more bytes, but lets them gather in the socket first: the kernel signals the
     /// socket readable only once `lowat` bytes wait (SO_RCVLOWAT), or, after `wait`, once
-    /// any byte does. A reader that takes every message as it comes costs the sender a
-    /// wakeup of this process per message: the walsender spent about twice the CPU per
-    /// transaction then. Cancel-safe like [`Transport::fill`].
-    pub(crate) async fn fill_gathered(&mut self, lowat: i32, wait: Duration) -> Result<(), Error> {
-        if self.tcp_fd.is_none() {
+    /// any byte does. Cancel-safe like [`Transport::fill`]; returns the bytes read.
+    pub(crate) async fn fill_gathered(
+        &mut self,
+        lowat: i32,
+        wait: Duration,
+    ) -> Result<usize, Error> {
+        if self.tcp_fd.is_none() || lowat <= 1 {
             return self.fill().await;
         }
         self.set_lowat(lowat);
@@ -88,19 +90,20 @@ impl Transport {
         codec::parse_backend(&mut self.rbuf)
     }
 
-    /// Reads more bytes. Cancel-safe: bytes are either in the buffer or still in the socket.
-    pub(crate) async fn fill(&mut self) -> Result<(), Error> {
+    /// Reads more bytes; returns how many. Cancel-safe: bytes are either in the buffer or
+    /// still in the socket.
+    pub(crate) async fn fill(&mut self) -> Result<usize, Error> {
         self.set_lowat(1);
         self.read_more().await
     }
 
-    async fn read_more(&mut self) -> Result<(), Error> {
+    async fn read_more(&mut self) -> Result<usize, Error> {
         if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
             self.rbuf.reserve(READ_CHUNK);
         }
         match self.sock.read_buf(&mut self.rbuf).await? {
             0 => Err(Error::Closed),
-            _ => Ok(()),
+            n => Ok(n),
         }
     }
 
