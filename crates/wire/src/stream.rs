@@ -86,7 +86,8 @@ const BATCH_BYTES: usize = 1 << 20;
 /// comes first (see [`Pace`]).
 const GATHER_BYTES: i32 = 64 * 1024;
 const GATHER_WAIT: Duration = Duration::from_millis(2);
-/// The stream trickles below this many bytes a second, over windows of PACE_WINDOW.
+/// The stream trickles when data arrives slower than this many bytes per second spent
+/// waiting for it, over windows of PACE_WINDOW.
 const TRICKLE_RATE: f64 = 4e6;
 const PACE_WINDOW: Duration = Duration::from_millis(100);
 
@@ -95,10 +96,13 @@ const PACE_WINDOW: Duration = Duration::from_millis(100);
 /// transactions at the source's full rate the walsender spent a fifth more CPU per
 /// transaction and fell seconds behind. But when the walsender has a backlog, gathering
 /// lets its socket fill, and it blocks: catching up on 1-row transactions then went from
-/// 72k to 57k rows/s. So reads gather only while the stream is slower than TRICKLE_RATE.
+/// 72k to 57k rows/s. So reads gather only while data comes slower than TRICKLE_RATE while
+/// this side waits for it (time the consumer kept the reader from reading does not count:
+/// a backlog can build then).
 struct Pace {
     since: Instant,
     bytes: usize,
+    waited: Duration,
     gather: bool,
 }
 
@@ -107,21 +111,24 @@ impl Pace {
         Pace {
             since: Instant::now(),
             bytes: 0,
+            waited: Duration::ZERO,
             gather: false,
         }
     }
 
-    fn read(&mut self, n: usize) {
-        self.read_at(n, Instant::now());
+    /// A read brought `n` bytes after waiting `waited` for them.
+    fn read(&mut self, n: usize, waited: Duration) {
+        self.read_at(n, waited, Instant::now());
     }
 
-    fn read_at(&mut self, n: usize, now: Instant) {
+    fn read_at(&mut self, n: usize, waited: Duration, now: Instant) {
         self.bytes += n;
-        let elapsed = now.saturating_duration_since(self.since);
-        if elapsed >= PACE_WINDOW {
-            self.gather = (self.bytes as f64) < TRICKLE_RATE * elapsed.as_secs_f64();
+        self.waited += waited;
+        if now.saturating_duration_since(self.since) >= PACE_WINDOW {
+            self.gather = (self.bytes as f64) < TRICKLE_RATE * self.waited.as_secs_f64();
             self.since = now;
             self.bytes = 0;
+            self.waited = Duration::ZERO;
         }
     }
 
@@ -396,7 +403,7 @@ impl Worker {
                     permit.send(Envelope { data: std::mem::take(&mut pending), _budget: budget });
                     pending_bytes = 0;
                 }
-                read = self.conn.t.fill_gathered(pace.lowat(), GATHER_WAIT), if pending.is_empty() => pace.read(read?),
+                (read, waited) = timed(self.conn.t.fill_gathered(pace.lowat(), GATHER_WAIT)), if pending.is_empty() => pace.read(read?, waited),
             }
         }
     }
@@ -502,6 +509,13 @@ impl Worker {
     }
 }
 
+/// The future's output and how long it took.
+async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f.await;
+    (out, start.elapsed())
+}
+
 /// Room for one message in the channel and its bytes in the budget; `None` when the
 /// consumer is gone.
 async fn reserve(
@@ -520,22 +534,31 @@ mod tests {
 
     #[test]
     fn reads_gather_only_while_the_stream_trickles() {
+        let ms = Duration::from_millis;
         let mut pace = Pace::new();
         let t0 = pace.since;
         assert_eq!(pace.lowat(), 1, "a new stream reads at once");
-        // 2 MB/s (a source writing 1-row transactions at full speed): gather.
+        // 2 MB/s while waiting for it (a source writing 1-row transactions at full
+        // speed): gather.
         for i in 1..=10 {
-            pace.read_at(20_000, t0 + Duration::from_millis(10 * i));
+            pace.read_at(20_000, ms(10), t0 + ms(10 * i));
         }
         assert_eq!(pace.lowat(), GATHER_BYTES);
         // 20 MB/s (a backlog): every read takes what is there.
         let t1 = pace.since;
         for i in 1..=10 {
-            pace.read_at(200_000, t1 + Duration::from_millis(10 * i));
+            pace.read_at(200_000, ms(10), t1 + ms(10 * i));
         }
         assert_eq!(pace.lowat(), 1);
         // Within a window nothing changes.
-        pace.read_at(1, t1 + Duration::from_millis(150));
+        pace.read_at(1, ms(1), t1 + ms(150));
+        assert_eq!(pace.lowat(), 1);
+        // Little read in a window, but the reader hardly waited (the consumer was busy):
+        // still a backlog.
+        let t2 = pace.since;
+        for i in 1..=2 {
+            pace.read_at(64_000, ms(0), t2 + ms(50 * i));
+        }
         assert_eq!(pace.lowat(), 1);
     }
 }
