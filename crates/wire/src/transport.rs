@@ -78,8 +78,9 @@ impl Transport {
         };
         if rc == 0 {
             self.lowat = n;
-        } else {
-            // Reads then wake per message, as without it; nothing else changes.
+        } else if n > 1 {
+            // Reads then wake per message, as without it; nothing else changes. (A failed
+            // reset to 1 is retried by the next read.)
             tracing::debug!(error = %std::io::Error::last_os_error(), "SO_RCVLOWAT not set");
             self.tcp_fd = None;
         }
