@@ -97,6 +97,15 @@ struct CopyBatch {
     rows: Vec<(Option<u64>, usize)>,
 }
 
+/// What a batch's rows are grouped by: a hash of the `insert_order` column's value (None
+/// for NULL, which sorts first).
+fn order_key(value: Option<&Value>) -> Option<u64> {
+    match value {
+        Some(Value::Text(b)) => Some(xxhash_rust::xxh3::xxh3_64(b)),
+        _ => None,
+    }
+}
+
 impl CopyBatch {
     /// Rows that share a value of the table's `insert_order` column go out next to each
     /// other (in arrival order among themselves), so the target inserts them into the same
@@ -296,11 +305,7 @@ impl Applier {
             }
         };
         if let (Some(batch), Some(col)) = (self.copy.as_mut(), rel.insert_order) {
-            let key = match new.get(col) {
-                Some(Value::Text(b)) => Some(xxhash_rust::xxh3::xxh3_64(b)),
-                _ => None,
-            };
-            batch.rows.push((key, before));
+            batch.rows.push((order_key(new.get(col)), before));
         }
         self.group.rows += 1;
         self.group.bytes += (after - before) as u64;
@@ -912,19 +917,13 @@ mod tests {
                 },
                 Value::Text(Bytes::from(v)),
             ];
-            let key = match &row[0] {
-                Value::Text(b) => Some(xxhash_rust::xxh3::xxh3_64(b)),
-                _ => None,
-            };
-            batch.rows.push((key, batch.buf.len()));
+            batch.rows.push((order_key(row.first()), batch.buf.len()));
             encode_copy_row(&mut batch.buf, &row, "s.t").unwrap();
         }
         batch.group_rows();
         // NULLs first, then each value's rows in arrival order (values in hash order).
-        let (a, b) = (
-            xxhash_rust::xxh3::xxh3_64(b"a"),
-            xxhash_rust::xxh3::xxh3_64(b"b"),
-        );
+        let key = |v: &'static str| order_key(Some(&Value::Text(Bytes::from(v))));
+        let (a, b) = (key("a"), key("b"));
         let expected: &[u8] = if a < b {
             b"HEAD\\N\t3\na\t2\na\t5\nb\t1\nb\t4\n"
         } else {
