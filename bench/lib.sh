@@ -49,11 +49,11 @@ bench_cleanup() {
   if [ "$keep" = 1 ] || [ "$code" != 0 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
 }
 
-# Starts the servers (testkit's bg-servers with "${settings[@]}"), kept up until the script
-# ends, and reads their ports and password from the env file it writes.
+# Starts the servers (testkit's bg-servers with its flags "$@", then "${settings[@]}"), kept
+# up until the script ends, and reads their ports and password from the env file it writes.
 bench_servers() {
   mkfifo "$work/hold"
-  "$bin/bg-servers" "$work/env" "${settings[@]}" <"$work/hold" >"$work/servers.log" 2>&1 &
+  "$bin/bg-servers" "$work/env" "$@" "${settings[@]}" <"$work/hold" >"$work/servers.log" 2>&1 &
   servers_pid=$!
   exec 3>"$work/hold"
   for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.1; done

@@ -26,14 +26,18 @@
 #              build) and BENCH_VERSION (what to call that build in the results).
 #
 # Design: identical starting state and identical changes for every consumer.
-#   * One source, one target server (same settings). `bluegreen copy` creates the run (slot
-#     bluegreen_main at its consistent point, publication bluegreen_main) and copies into the
-#     target database factory_telemetry. Right after, the target database is cloned
-#     (CREATE DATABASE factory_telemetry_sub TEMPLATE factory_telemetry) for the subscriber,
-#     and two more pgoutput slots are created on the source: bench_sub (the subscription's,
-#     created with copy_data = false, create_slot = false, disabled) and bench_ceiling
-#     (pg_recvlogical's). No data changes between the copy and these slots, so all three
-#     consumers start from the same data.
+#   * One source and two target servers, all with the same settings: each applying consumer
+#     has a server, and so a buffer pool, of its own, as green would. (With both targets'
+#     databases in one server, from the second round on the two copies of metric_hist no
+#     longer fit its shared buffers together, and whichever consumer ran second paid for
+#     reading its pages back.) `bluegreen copy` creates the run (slot bluegreen_main at its
+#     consistent point, publication bluegreen_main) and copies into the target database
+#     factory_telemetry. Right after, that database is dumped and restored into the
+#     subscriber's server (without bluegreen's state schema), and two more pgoutput slots
+#     are created on the source: bench_sub (the subscription's, created with
+#     copy_data = false, create_slot = false, disabled) and bench_ceiling (pg_recvlogical's).
+#     No data changes between the copy and these slots, so all three consumers start from
+#     the same data.
 #   * Per mix: every slot is advanced to the same LSN after a CHECKPOINT (so every consumer
 #     starts with the same restart_lsn and nothing old to re-decode); with NO consumer
 #     attached, pgbench (-c 4 -j 2) writes the mix; then one 1-row marker transaction whose
@@ -42,7 +46,8 @@
 #       bluegreen     `bluegreen sync` started → the target's replication origin
 #                     bluegreen_main (what `status` reports as applied_lsn, committed
 #                     atomically with the changes) reaches E → SIGTERM
-#       subscription  ALTER SUBSCRIPTION … ENABLE → its origin pg_<oid> reaches E → DISABLE
+#       subscription  ALTER SUBSCRIPTION … ENABLE → its origin pg_<oid> (on the subscriber's
+#                     server) reaches E → DISABLE
 #       ceiling       pg_recvlogical --start --endpos E -o proto_version=1
 #                     -o publication_names=bluegreen_main -f /dev/null: the walsender decoding
 #                     and sending the same stream with nobody applying it
@@ -54,7 +59,8 @@
 #     backend (bluegreen). Each measurement records the CPU seconds of each of these
 #     processes and of the whole machine, so the table shows who used the cores (and how
 #     much others' work on the shared machine took), and the machine's iowait seconds (time
-#     the cores sat idle waiting for the disk: reads a server's cache did not hold).
+#     the cores sat idle waiting for the disk: reads a server's cache did not hold), and the
+#     blocks the consumer's target database read into shared buffers from outside them.
 #   * Memory: one transaction of --big-rows metric_hist rows (INSERT … SELECT generate_series),
 #     applied by bluegreen alone, its RSS sampled every 0.5 s and its peak from /usr/bin/time -v.
 #   * Lag: with bluegreen sync running, the plant workload (`bg-fixture workload`, rate set
@@ -122,14 +128,15 @@ tick=$(getconf CLK_TCK)
 bench_workdir sync
 chmod 711 "$work"   # the target server (postgres OS user) reads the subscription's passfile here
 
-echo "== starting source and target (settings: ${settings[*]})"
-bench_servers
+echo "== starting source, target and the subscriber's target (settings: ${settings[*]})"
+bench_servers --subscriber
 export PGPASSWORD="$DB_PASSWORD"   # passwords only ever in the environment or a passfile
 base="host=127.0.0.1 user=postgres sslmode=disable"
 src="$base port=$SOURCE_PORT dbname=factory_telemetry"
 tgt="$base port=$TARGET_PORT dbname=factory_telemetry"
-sub_db="$base port=$TARGET_PORT dbname=factory_telemetry_sub"
+sub_db="$base port=$SUBSCRIBER_PORT dbname=factory_telemetry"
 tgt_admin="$base port=$TARGET_PORT dbname=postgres"
+sub_admin="$base port=$SUBSCRIBER_PORT dbname=postgres"
 printf '127.0.0.1:%s:*:postgres:%s\n' "$SOURCE_PORT" "$DB_PASSWORD" >"$work/pgpass"
 chown postgres "$work/pgpass" 2>/dev/null || true
 chmod 600 "$work/pgpass"
@@ -154,8 +161,10 @@ echo "== bluegreen copy (creates the run: slot and publication bluegreen_main)"
   || { tail -20 "$work/copy.log" >&2; exit 1; }
 tail -1 "$work/copy.out"
 
-echo "== the subscriber's database (a clone of the copied target) and the extra slots"
-$PSQL "$tgt_admin" -c "CREATE DATABASE factory_telemetry_sub TEMPLATE factory_telemetry"
+echo "== the subscriber's database (the copied target, dumped and restored) and the extra slots"
+$pgbin/pg_dump -Fc --exclude-schema=bluegreen -f "$work/target.dump" "$tgt"
+$pgbin/pg_restore --exit-on-error -d "$sub_db" "$work/target.dump"
+rm -f "$work/target.dump"
 q "$src" "SELECT pg_create_logical_replication_slot('bench_sub', 'pgoutput'),
                  pg_create_logical_replication_slot('bench_ceiling', 'pgoutput')" >/dev/null
 $PSQL "$sub_db" -c "SET client_min_messages = warning" -c "CREATE SUBSCRIPTION bench_sub
@@ -181,6 +190,7 @@ settle() {
     q "$db" "VACUUM ANALYZE factory_telemetry.metric_hist, factory_telemetry.metric_latest"
   done
   q "$tgt_admin" "CHECKPOINT"
+  q "$sub_admin" "CHECKPOINT"
   # A committed transaction, then the running-xacts record of a checkpoint: decoding past them
   # gives every slot a new restart point.
   q "$src" "SELECT pg_current_xact_id()" >/dev/null
@@ -206,11 +216,11 @@ marker() {
   q "$src" "SELECT pg_drop_replication_slot('bench_marker')" >/dev/null
 }
 
-# Blocks until the replication origin $1 on the target has applied $2; prints the server's
-# clock at that moment. Fails if the consumer process $3 (if given) dies first.
+# Blocks until the replication origin $2 on the server of $1 has applied $3; prints that
+# server's clock at that moment. Fails if the consumer process $4 (if given) dies first.
 wait_origin() {
-  local origin=$1 lsn=$2 watch=${3:-} out=$work/wait.out
-  $pgbin/psql -XAtq -v ON_ERROR_STOP=1 "$tgt_admin" \
+  local dsn=$1 origin=$2 lsn=$3 watch=${4:-} out=$work/wait.out
+  $pgbin/psql -XAtq -v ON_ERROR_STOP=1 "$dsn" \
     -c "DO \$\$ DECLARE deadline timestamptz := clock_timestamp() + interval '3600 s'; BEGIN
           WHILE coalesce((SELECT remote_lsn FROM pg_replication_origin_status WHERE external_id = '$origin'), '0/0') < '$lsn'::pg_lsn LOOP
             IF clock_timestamp() > deadline THEN RAISE EXCEPTION 'origin $origin did not reach $lsn'; END IF;
@@ -254,10 +264,16 @@ time_cpu() { awk '/User time/ {u=$NF} /System time/ {s=$NF} END {printf "%.2f", 
 time_rss() { awk -F': ' '/Maximum resident set size/ {print $2}' "$1"; }
 
 walsender_q() { echo "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$1' AND active_pid IS NOT NULL"; }
+# Blocks the database $1 has read into its server's shared buffers from outside them (the OS
+# cache or the disk): the applier's buffer misses, read once the consumer's backends have
+# exited (a backend's counts reach pg_stat_database at the latest when it ends).
+blks_read() { q "$1" "SELECT blks_read FROM pg_stat_database WHERE datname = current_database()"; }
 
-# Each consume_* catches up to $1 and sets: secs, cpu_client, cpu_wal, cpu_target, rss_kb.
+# Each consume_* catches up to $1 and sets: secs, cpu_client, cpu_wal, cpu_target, rss_kb,
+# target_reads.
 consume_bluegreen() {
-  local goal=$1 d=$work/m
+  local goal=$1 d=$work/m r0
+  r0=$(blks_read "$tgt")
   # shellcheck disable=SC2086
   RUST_LOG=info /usr/bin/time -v -o "$d/bg.time" "$bin/bluegreen" sync --source "$src" --target "$tgt" \
     ${BENCH_SYNC_ARGS:-} >"$d/bg.out" 2>"$d/bg.log" &
@@ -267,7 +283,7 @@ consume_bluegreen() {
   cpu_sampler "$src" "$(walsender_q bluegreen_main)" "$d/cpu.wal" & local s1=$!
   cpu_sampler "$tgt" "SELECT pid FROM bluegreen.apply WHERE run = 'main' AND heartbeat > now() - interval '5 s' AND pid IS NOT NULL" "$d/cpu.tgt" & local s2=$!
   local t1
-  t1=$(wait_origin bluegreen_main "$goal" "$tpid") || { tail -20 "$d/bg.log" >&2; return 1; }
+  t1=$(wait_origin "$tgt_admin" bluegreen_main "$goal" "$tpid") || { tail -20 "$d/bg.log" >&2; return 1; }
   sleep 0.3   # one more sample
   cpu_wal=$(ticks_s "$(cat "$d/cpu.wal")"); cpu_target=$(ticks_s "$(cat "$d/cpu.tgt")")
   kill "$s1" "$s2" 2>/dev/null || true
@@ -276,15 +292,17 @@ consume_bluegreen() {
   secs=$(echo "$t1 - $t0" | bc)
   cpu_client=$(time_cpu "$d/bg.time")
   rss_kb=$(time_rss "$d/bg.time")
+  target_reads=$(( $(blks_read "$tgt") - r0 ))
 }
 
 consume_subscription() {
-  local goal=$1 d=$work/m t0 t1
+  local goal=$1 d=$work/m t0 t1 r0
+  r0=$(blks_read "$sub_db")
   t0=$(now)
   q "$sub_db" "ALTER SUBSCRIPTION bench_sub ENABLE"
   cpu_sampler "$src" "$(walsender_q bench_sub)" "$d/cpu.wal" & local s1=$!
   cpu_sampler "$sub_db" "SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND relid IS NULL AND pid IS NOT NULL" "$d/cpu.tgt" & local s2=$!
-  t1=$(wait_origin "$sub_origin" "$goal")
+  t1=$(wait_origin "$sub_admin" "$sub_origin" "$goal")
   sleep 0.3
   cpu_wal=$(ticks_s "$(cat "$d/cpu.wal")"); cpu_target=$(ticks_s "$(cat "$d/cpu.tgt")")
   kill "$s1" "$s2" 2>/dev/null || true
@@ -296,6 +314,7 @@ consume_subscription() {
   secs=$(echo "$t1 - $t0" | bc)
   cpu_client=0
   rss_kb=0
+  target_reads=$(( $(blks_read "$sub_db") - r0 ))
 }
 
 consume_ceiling() {
@@ -313,6 +332,7 @@ consume_ceiling() {
   cpu_client=$(time_cpu "$d/rl.time")
   cpu_target=0
   rss_kb=$(time_rss "$d/rl.time")
+  target_reads=0
 }
 
 fingerprint() {
@@ -337,7 +357,7 @@ mix_txns() {
 }
 
 csv=$work/results.csv
-echo "round,mix,consumer,rows,wal_bytes,seconds,rows_per_s,cpu_client,cpu_walsender,cpu_target,cpu_machine,iowait,load1,rss_kb,gen_tps" >"$csv"
+echo "round,mix,consumer,rows,wal_bytes,seconds,rows_per_s,cpu_client,cpu_walsender,cpu_target,cpu_machine,iowait,load1,rss_kb,gen_tps,target_reads" >"$csv"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 nc=${#consumer_list[@]}
 turn=0
@@ -370,9 +390,9 @@ for r in $(seq 1 "$rounds"); do
       b1=$(busy_ticks); w1=$(iowait_ticks)
       cpu_machine=$(ticks_s $(( b1 - b0 ))); iowait=$(ticks_s $(( w1 - w0 )))
       rate=$(echo "$n / $secs" | bc)
-      printf '   %-13s %8.2f s %9d rows/s   cpu s: client %6s walsender %6s target %6s machine %6s iowait %5s  load %s\n' \
-        "$consumer" "$secs" "$rate" "$cpu_client" "$cpu_wal" "$cpu_target" "$cpu_machine" "$iowait" "$load1"
-      echo "$r,$mix,$consumer,$n,$wal,$secs,$rate,$cpu_client,$cpu_wal,$cpu_target,$cpu_machine,$iowait,$load1,$rss_kb,$gen_tps" >>"$csv"
+      printf '   %-13s %8.2f s %9d rows/s   cpu s: client %6s walsender %6s target %6s machine %6s iowait %5s  load %s  target reads %s\n' \
+        "$consumer" "$secs" "$rate" "$cpu_client" "$cpu_wal" "$cpu_target" "$cpu_machine" "$iowait" "$load1" "$target_reads"
+      echo "$r,$mix,$consumer,$n,$wal,$secs,$rate,$cpu_client,$cpu_wal,$cpu_target,$cpu_machine,$iowait,$load1,$rss_kb,$gen_tps,$target_reads" >>"$csv"
       [ "$consumer" = bluegreen ] && cp "$work/m/bg.log" "$work/bluegreen.$r.$mix.log"
     done
     turn=$(( turn + 1 ))
@@ -423,7 +443,7 @@ if [ "$do_big" = 1 ]; then
     done
   ) &
   sampler=$!
-  t1=$(wait_origin bluegreen_main "$goal" "$tpid") || { tail -20 "$work/m/bg.log" >&2; exit 1; }
+  t1=$(wait_origin "$tgt_admin" bluegreen_main "$goal" "$tpid") || { tail -20 "$work/m/bg.log" >&2; exit 1; }
   kill -TERM "$(pgrep -P "$tpid" -x bluegreen)" 2>/dev/null || true
   wait "$tpid" || { tail -20 "$work/m/bg.log" >&2; exit 1; }
   wait "$sampler" 2>/dev/null || true

@@ -4,7 +4,10 @@
 //! the file named on the command line, then waits; the servers go away when this process
 //! ends (killed or not).
 //!
-//! Usage: bg-servers ENV_FILE [setting=value ...]   (postgresql.conf settings for both servers)
+//! Usage: bg-servers ENV_FILE [--subscriber] [setting=value ...]
+//! (postgresql.conf settings for every server). `--subscriber` adds a second target with the
+//! same settings (SUBSCRIBER_PORT), so that a benchmark's other applying consumer has a server
+//! and a buffer pool of its own, as green would.
 
 use std::io::Write;
 
@@ -13,15 +16,21 @@ use testkit::{Cluster, Pgbouncer};
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(env_file) = args.next() else {
-        eprintln!("usage: bg-servers ENV_FILE [setting=value ...]");
+        eprintln!("usage: bg-servers ENV_FILE [--subscriber] [setting=value ...]");
         std::process::exit(2);
     };
-    let settings: Vec<(String, String)> = args
-        .filter_map(|a| {
-            a.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
+    let mut subscriber = false;
+    let mut settings: Vec<(String, String)> = Vec::new();
+    for a in args {
+        match a.split_once('=') {
+            Some((k, v)) => settings.push((k.to_string(), v.to_string())),
+            None if a == "--subscriber" => subscriber = true,
+            None => {
+                eprintln!("bg-servers: {a} is neither --subscriber nor setting=value");
+                std::process::exit(2);
+            }
+        }
+    }
     let start = |name: &str| {
         let mut b = Cluster::builder();
         for (k, v) in &settings {
@@ -36,6 +45,7 @@ fn main() {
     };
     let source = start("source");
     let target = start("target");
+    let second = subscriber.then(|| start("subscriber"));
     let pooler = Pgbouncer::builder()
         .database(
             "factory_telemetry",
@@ -49,7 +59,7 @@ fn main() {
             eprintln!("bg-servers: cannot start pgbouncer: {e}");
             std::process::exit(2);
         });
-    let vars = [
+    let mut vars = vec![
         ("SOURCE_URL", source.url("factory_telemetry")),
         ("TARGET_URL", target.url("factory_telemetry")),
         ("SOURCE_PORT", source.port().to_string()),
@@ -74,6 +84,9 @@ fn main() {
                 .to_string(),
         ),
     ];
+    if let Some(s) = &second {
+        vars.push(("SUBSCRIBER_PORT", s.port().to_string()));
+    }
     let text: String = vars.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
     let tmp = format!("{env_file}.tmp");
     if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &env_file)) {
