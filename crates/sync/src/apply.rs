@@ -72,6 +72,13 @@ impl Applied {
 /// One net statement for the task: statement, its array parameters, rows, table.
 type NetStatement = (Statement, Vec<TextArray>, usize, String);
 
+/// What a task on the connection sends before the group's commit, if any.
+enum Work {
+    /// A batch of inserts: the COPY statement, its data, what to call it in an error.
+    Copy(String, Bytes, String),
+    Net(Vec<NetStatement>),
+}
+
 /// Source transactions applied but not yet committed on the target.
 #[derive(Debug, Default)]
 pub struct Group {
@@ -142,11 +149,13 @@ pub struct Applier {
     net: NetChanges,
     /// Tables whose inserts go as text after a value did not read as binary.
     text_copy: HashSet<String>,
-    /// Net changes (and maybe a commit) sent last, still running; whatever uses the
-    /// connection next waits for them first, so every row's changes stay in order.
+    /// Inserts or net changes (and maybe a commit) sent last, still running; whatever uses
+    /// the connection next waits for them first, so every row's changes stay in order.
     inflight: Option<JoinHandle<Result<Done, Error>>>,
-    /// The work in flight includes net changes.
-    inflight_net: bool,
+    /// The work in flight includes inserts or net changes, not only a commit.
+    inflight_work: bool,
+    /// See `set_stream_backlogged`.
+    stream_backlogged: bool,
     /// Groups committed, not yet taken by `take_applied`.
     applied: Option<Applied>,
     pub group: Group,
@@ -195,7 +204,8 @@ impl Applier {
             net: NetChanges::default(),
             text_copy: HashSet::new(),
             inflight: None,
-            inflight_net: false,
+            inflight_work: false,
+            stream_backlogged: false,
             applied: None,
             group: Group::default(),
             missing_rows: 0,
@@ -206,10 +216,10 @@ impl Applier {
         &self.client
     }
 
-    /// Net changes are still running on the target (a commit in flight does not count: the
-    /// next group's commit can follow it at once).
+    /// Inserts or net changes are still running on the target (a commit in flight does not
+    /// count: the next group's commit can follow it at once).
     pub fn busy(&self) -> bool {
-        self.inflight_net && self.inflight.as_ref().is_some_and(|t| !t.is_finished())
+        self.inflight_work && self.inflight.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Waits for the work in flight.
@@ -543,10 +553,14 @@ impl Applier {
         Ok(())
     }
 
-    /// Sends the batch as one COPY and waits for it. (Running it in a task while the next
-    /// rows are decoded, as net changes are, was tried: mix b gained a few percent, mix a
-    /// lost a third — a reader that never waits makes the walsender and this process spend
-    /// twice the CPU on a wakeup per message.)
+    /// Sends the batch as one COPY. While the stream is backlogged (the target is what
+    /// holds apply back) the COPY runs in a task of its own and the next rows are decoded
+    /// meanwhile (the batch after it waits for it); otherwise it is waited for, and the
+    /// stream gathers in the socket meanwhile: a reader that never waits for the target makes
+    /// the walsender and this process spend up to twice the CPU on a read per message.
+    /// (bench/sync.sh --mixes a,b --rows 300000, against always waiting: 100-row
+    /// transactions 92k vs 78k rows/s, 1-row transactions 65k vs 60k; always in flight had
+    /// cost 1-row transactions 35k vs 55k.)
     async fn flush_copy(&mut self) -> Result<(), Error> {
         let Some(mut batch) = self.copy.take() else {
             return Ok(());
@@ -563,17 +577,16 @@ impl Applier {
             if batch.binary { " (FORMAT binary)" } else { "" }
         );
         let what = format!("apply inserts into {}", batch.rel.display);
-        let sink = self
-            .client
-            .copy_in::<_, Bytes>(&stmt)
-            .await
-            .map_err(sql("target", what.clone()))?;
-        futures_util::pin_mut!(sink);
-        sink.send(batch.buf.freeze())
-            .await
-            .map_err(sql("target", what.clone()))?;
-        sink.as_mut().finish().await.map_err(sql("target", what))?;
+        self.run(Work::Copy(stmt, batch.buf.freeze(), what), None);
+        if !self.stream_backlogged {
+            self.settle().await?;
+        }
         Ok(())
+    }
+
+    /// Whether the stream's read-ahead is mostly full: then inserts' COPY runs in flight.
+    pub fn set_stream_backlogged(&mut self, backlogged: bool) {
+        self.stream_backlogged = backlogged;
     }
 
     /// Sends everything queued and waits for it, in an order that keeps every row's changes
@@ -594,7 +607,7 @@ impl Applier {
             return Ok(());
         }
         self.begin().await?;
-        self.run(work, None);
+        self.run(Work::Net(work), None);
         Ok(())
     }
 
@@ -655,18 +668,35 @@ impl Applier {
         Ok(work)
     }
 
-    /// Runs net statements, then the group's commit if given, in a task that first waits
-    /// for the one before it (so the connection sees everything in order).
-    fn run(&mut self, work: Vec<NetStatement>, commit: Option<Commit>) {
+    /// Runs a COPY or net statements, then the group's commit if given, in a task that
+    /// first waits for the one before it (so the connection sees everything in order).
+    fn run(&mut self, work: Work, commit: Option<Commit>) {
         let client = self.client.clone();
         let before = self.inflight.take();
-        self.inflight_net = !work.is_empty() || (before.is_some() && self.inflight_net);
+        let has_work = match &work {
+            Work::Copy(..) => true,
+            Work::Net(w) => !w.is_empty(),
+        };
+        self.inflight_work = has_work || (before.is_some() && self.inflight_work);
         self.inflight = Some(tokio::spawn(async move {
             let mut done = match before {
                 Some(task) => join(task).await?,
                 None => Done::default(),
             };
-            for (stmt, columns, rows, table) in work {
+            let statements = match work {
+                Work::Copy(stmt, data, what) => {
+                    let sink = client
+                        .copy_in::<_, Bytes>(&stmt)
+                        .await
+                        .map_err(sql("target", what.clone()))?;
+                    futures_util::pin_mut!(sink);
+                    sink.send(data).await.map_err(sql("target", what.clone()))?;
+                    sink.as_mut().finish().await.map_err(sql("target", what))?;
+                    Vec::new()
+                }
+                Work::Net(statements) => statements,
+            };
+            for (stmt, columns, rows, table) in statements {
                 let params: Vec<&(dyn ToSql + Sync)> =
                     columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
                 let changed = client.execute(&stmt, &params).await.map_err(sql(
@@ -743,7 +773,7 @@ impl Applier {
             });
         if self.in_tx || applied.is_some() {
             self.run(
-                work,
+                Work::Net(work),
                 Some(Commit {
                     in_tx: self.in_tx,
                     last: group.last,

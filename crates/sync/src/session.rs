@@ -43,6 +43,9 @@ impl Default for GroupLimits {
     }
 }
 
+/// Share of the stream's read-ahead that, filled, means the target holds apply back.
+const BACKLOGGED: f64 = 0.9;
+
 pub struct Context {
     pub run: String,
     pub slot: String,
@@ -182,6 +185,7 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             }
             LogicalMessage::Insert(i) => {
                 if let Some(rel) = applies(&rels, &txn, i.relation_id)? {
+                    applier.set_stream_backlogged(stream.backlog() >= BACKLOGGED);
                     applier.insert(&rel, &i.new).await?;
                 }
             }

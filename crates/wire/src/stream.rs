@@ -210,6 +210,8 @@ pub struct ReplicationStream {
     feedback: FeedbackHandle,
     task: Option<JoinHandle<Option<ReplicationConnection>>>,
     decoder: Decoder,
+    budget: Arc<Semaphore>,
+    budget_max: usize,
 }
 
 impl ReplicationStream {
@@ -218,14 +220,15 @@ impl ReplicationStream {
         shared.server_wal_end.store(start.0, Ordering::SeqCst);
         let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let budget = config.buffer_bytes.clamp(1, u32::MAX as usize);
+        let budget_max = config.buffer_bytes.clamp(1, u32::MAX as usize);
+        let budget = Arc::new(Semaphore::new(budget_max));
         let worker = Worker {
             conn,
             tx,
             cmd_rx,
             shared: Arc::clone(&shared),
-            budget: Arc::new(Semaphore::new(budget)),
-            budget_max: budget,
+            budget: Arc::clone(&budget),
+            budget_max,
             feedback: Feedback::new(),
             config,
         };
@@ -239,7 +242,16 @@ impl ReplicationStream {
             },
             task: Some(task),
             decoder: Decoder::new(),
+            budget,
+            budget_max,
         }
+    }
+
+    /// The share (0 to 1) of the read-ahead that holds data the consumer has not taken: near
+    /// 1 when the consumer is what holds the stream back, near 0 when it waits for the server.
+    pub fn backlog(&self) -> f64 {
+        let free = self.budget.available_permits().min(self.budget_max);
+        (self.budget_max - free) as f64 / self.budget_max as f64
     }
 
     /// The next message. Cancel-safe. Errors are final: the server's ErrorResponse
