@@ -235,6 +235,13 @@ pub struct SyncArgs {
     /// Commit a group on the target after this many milliseconds.
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub group_ms: u64,
+
+    /// Target sessions that apply updates and deletes, split by key (1 to 8). More than one
+    /// commits each group with two-phase commit, which needs max_prepared_transactions of
+    /// at least N-1 on the target; where it is 0, one session is used.
+    #[arg(long, default_value_t = 2, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub apply_sessions: u16,
 }
 
 #[derive(Debug, Args)]

@@ -358,6 +358,60 @@ fn merged_updates_and_deletes_apply_exactly() {
         !log.contains("found no row"),
         "the target lost track of a row: {log}"
     );
+    // Net changes went over two sessions; re-inserting keys that the second session deleted
+    // in the same group made that group go again over one session.
+    assert!(log.contains(r#""sessions":2"#), "{log}");
+    assert!(log.contains("replaying a group over one session"), "{log}");
+}
+
+/// A sync that stopped between preparing a group's second part and committing it leaves a
+/// prepared transaction; the next one commits it where the origin shows the group committed
+/// and rolls it back where it does not.
+#[test]
+fn leftover_prepared_parts_are_finished_by_the_origin() {
+    let p = copied_pair(0.005);
+    let sync = start_sync(&p, "sync1.log");
+    p.source.sql(
+        DB,
+        "UPDATE factory_telemetry.metric_hist SET value_int = 7 WHERE id % 10 = 0",
+    );
+    wait_caught_up(&p);
+    stop(sync);
+    let applied = p.target.sql(
+        DB,
+        "SELECT pg_replication_origin_progress('bluegreen_main', true)",
+    );
+    p.target.sql(DB, "CREATE TABLE public.scratch (part text)");
+    for (part, lsn) in [
+        ("committed group", format!("'{applied}'::pg_lsn")),
+        ("group never committed", format!("'{applied}'::pg_lsn + 1")),
+    ] {
+        let gid = p.target.sql(
+            DB,
+            &format!("SELECT 'bluegreen_main@' || ({lsn})::text || '#1'"),
+        );
+        p.target.sql(
+            DB,
+            &format!(
+                "BEGIN; INSERT INTO public.scratch VALUES ('{part}'); PREPARE TRANSACTION '{gid}'"
+            ),
+        );
+    }
+    let sync = start_sync(&p, "sync2.log");
+    p.source.sql(
+        DB,
+        "DELETE FROM factory_telemetry.metric_hist WHERE id % 10 = 1",
+    );
+    wait_caught_up(&p);
+    stop(sync);
+    assert_eq!(
+        p.target.sql(
+            DB,
+            "SELECT string_agg(part, ',') || ' ' || (SELECT count(*) FROM pg_prepared_xacts) FROM public.scratch"
+        ),
+        "committed group 0"
+    );
+    assert_same(&p, None);
 }
 
 /// Inserts arriving interleaved across metrics reach the target grouped by metric_def_id
@@ -400,6 +454,11 @@ fn abort_stops_sync_and_leaves_nothing() {
     let mut sync = start_sync(&p, "sync.log");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(status(&p)["sync"]["running"], true);
+    // What a sync killed between PREPARE and COMMIT PREPARED leaves behind.
+    p.target.sql(
+        DB,
+        "BEGIN; UPDATE factory_telemetry.metric_latest SET value_int = 1; PREPARE TRANSACTION 'bluegreen_main@0/1#1'",
+    );
     let o = bluegreen(&["abort", "--source", &p.s, "--target", &p.t]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let started = Instant::now();
@@ -418,7 +477,8 @@ fn abort_stops_sync_and_leaves_nothing() {
         p.target.sql(
             DB,
             "SELECT (SELECT count(*) FROM pg_replication_origin)
-                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen')"
+                  + (SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen')
+                  + (SELECT count(*) FROM pg_prepared_xacts)"
         ),
         "0"
     );

@@ -561,7 +561,10 @@ async fn stop_applier(tgt: &Client, run: &str) -> Result<(), Error> {
             )
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                state::rollback_prepared(tgt, &origin).await?;
+                return Ok(());
+            }
             // Still held by a session that is ending.
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;

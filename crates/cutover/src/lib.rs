@@ -566,7 +566,10 @@ pub async fn remove_reverse(
                 )
                 .await
             {
-                Ok(_) => break,
+                Ok(_) => {
+                    state::rollback_prepared(&c, &origin).await?;
+                    break;
+                }
                 Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -136,3 +136,25 @@ pub async fn request_stop(c: &impl GenericClient, run: &str) -> Result<(), Error
     .map(|_| ())
     .map_err(q("request stop"))
 }
+
+/// Rolls back the prepared parts of groups that an applier of `origin` left behind (it was
+/// killed between preparing a group's parts on its further sessions and committing them):
+/// once the run is removed nothing would finish them, and each holds row locks and the
+/// target's xmin horizon. Returns how many there were.
+pub async fn rollback_prepared(c: &impl GenericClient, origin: &str) -> Result<usize, Error> {
+    let rows = c
+        .query(
+            "SELECT gid FROM pg_prepared_xacts
+              WHERE database = current_database() AND starts_with(gid, $1 || '@')",
+            &[&origin],
+        )
+        .await
+        .map_err(q("list prepared transactions"))?;
+    for row in &rows {
+        let gid: String = row.get(0);
+        c.batch_execute(&format!("ROLLBACK PREPARED {}", conn::quote_literal(&gid)))
+            .await
+            .map_err(q("roll back a prepared transaction"))?;
+    }
+    Ok(rows.len())
+}

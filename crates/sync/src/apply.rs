@@ -14,6 +14,14 @@
 //! decoded meanwhile (its BEGIN waits until it has something to send), so the target is not
 //! left idle at every commit. The group's position counts as applied only once that task
 //! has succeeded (`take_applied`).
+//!
+//! Where the target allows prepared transactions, net changes are split by a hash of their
+//! key over further sessions (`Second`), so updates and deletes use more than one target
+//! core. Each of those sessions' part of a group is prepared (two-phase) under a name that
+//! holds the origin and the group's end LSN, the main session commits with the origin
+//! advanced, then commits the prepared parts. A crash in between leaves prepared parts that
+//! the next session commits if the origin reached their LSN and rolls back otherwise
+//! (`resolve_prepared`): still all of a group or none of it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -40,6 +48,8 @@ const COPY_BATCH_BYTES: usize = 1 << 20;
 const PIPELINE: usize = 256;
 /// Rows of net updates and deletes that go out together.
 const NET_ROWS: usize = 10_000;
+/// Sessions that apply net changes at most (the main one included).
+pub const MAX_SESSIONS: usize = 8;
 
 /// A group committed on the target: the source position it applied and its rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -76,7 +86,63 @@ type NetStatement = (Statement, Vec<TextArray>, usize, String);
 enum Work {
     /// A batch of inserts: the COPY statement, its data, what to call it in an error.
     Copy(String, Bytes, String),
-    Net(Vec<NetStatement>),
+    /// Net statements for the main session, and for each further session its client,
+    /// whether its transaction must begin, and its statements (all run at once).
+    Net(
+        Vec<NetStatement>,
+        Vec<(Arc<Client>, bool, Vec<NetStatement>)>,
+    ),
+}
+
+/// A further apply session: net changes whose key hashes to it, in a transaction of its own
+/// that the group's commit prepares and commits after the main session's.
+struct Second {
+    client: Arc<Client>,
+    statements: HashMap<String, Statement>,
+    /// Its transaction has begun (or will, in the task that has its first work).
+    in_tx: bool,
+    /// Hashes of the keys it changed in its open transaction, per table (`net::table_id`):
+    /// the main session must not touch them before the group commits, or it would wait for
+    /// their row locks while the group waits for it.
+    keys: HashMap<usize, HashSet<u64>>,
+}
+
+/// Keys the further sessions may take per group; past that, new keys stay on the main
+/// session, so a source transaction of any size keeps the sets bounded.
+const SECOND_KEYS: usize = 200_000;
+
+fn key_hash(key: &[Bytes]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in key {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.digest()
+}
+
+/// Name of the prepared part of a group: origin, the group's end LSN, session number.
+fn prepared_name(origin: &str, lsn: Lsn, session: usize) -> String {
+    format!("{origin}@{lsn}#{session}")
+}
+
+/// The LSN in a prepared part's name, if the name is one of `origin`'s.
+fn prepared_lsn(origin: &str, gid: &str) -> Option<Lsn> {
+    let rest = gid.strip_prefix(origin)?.strip_prefix('@')?;
+    rest.split_once('#')?.0.parse().ok()
+}
+
+/// How many prepared transactions the target can hold: each further session prepares one
+/// per group (the setting needs a server restart, so it is read once per session).
+pub async fn prepared_transactions_allowed(client: &Client) -> Result<usize, Error> {
+    let n: i32 = client
+        .query_one(
+            "SELECT current_setting('max_prepared_transactions')::int",
+            &[],
+        )
+        .await
+        .map_err(sql("target", "read max_prepared_transactions"))?
+        .get(0);
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// Source transactions applied but not yet committed on the target.
@@ -142,7 +208,20 @@ impl CopyBatch {
 
 pub struct Applier {
     client: Arc<Client>,
+    origin: String,
     statements: HashMap<String, Statement>,
+    seconds: Vec<Second>,
+    /// The group at hand may use the further sessions (decided at its first change).
+    parallel: Option<bool>,
+    /// Whether source transactions from now on may use them (see `source_txn`), and the
+    /// commit LSN of the one at hand.
+    parallel_allowed: bool,
+    txn_lsn: Lsn,
+    /// Tables the main session wrote in this group other than by net changes: their later
+    /// net changes stay on it (the further sessions cannot see its uncommitted rows).
+    main_wrote: HashSet<usize>,
+    /// Keys the further sessions took in this group.
+    second_keys: usize,
     in_tx: bool,
     copy: Option<CopyBatch>,
     execs: Vec<(Statement, Vec<Option<String>>)>,
@@ -169,20 +248,26 @@ impl Applier {
     /// database read-only (reverse sync into blue), net changes joined to their table by
     /// key lookups (never a scan of a big table for a batch of rows), and the source's output
     /// settings, so text values read back exactly as the source printed them.
+    ///
+    /// `seconds` are the further sessions for net changes (see `Second`): the caller opens
+    /// them only where the target allows prepared transactions.
     pub async fn open(
         client: Client,
+        seconds: Vec<Client>,
         origin: &str,
         output_settings: &str,
     ) -> Result<Applier, Error> {
-        client
-            .batch_execute(&format!(
-                "SET session_replication_role = replica; SET statement_timeout = 0; \
-                 SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
-                 SET default_transaction_read_only = off; \
-                 SET enable_hashjoin = off; SET enable_mergejoin = off; {output_settings}"
-            ))
-            .await
-            .map_err(sql("target", "apply session settings"))?;
+        let settings = format!(
+            "SET session_replication_role = replica; SET statement_timeout = 0; \
+             SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+             SET default_transaction_read_only = off; \
+             SET enable_hashjoin = off; SET enable_mergejoin = off; {output_settings}"
+        );
+        for c in std::iter::once(&client).chain(&seconds) {
+            c.batch_execute(&settings)
+                .await
+                .map_err(sql("target", "apply session settings"))?;
+        }
         client
             .execute(
                 "SELECT pg_replication_origin_create($1)
@@ -191,13 +276,39 @@ impl Applier {
             )
             .await
             .map_err(sql("target", "create the replication origin"))?;
-        client
+        // A session that just ended may still hold the origin for a moment.
+        let mut tries = 0;
+        while let Err(e) = client
             .execute("SELECT pg_replication_origin_session_setup($1)", &[&origin])
             .await
-            .map_err(sql("target", "set up the replication origin"))?;
+        {
+            tries += 1;
+            if e.code() != Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) || tries > 50 {
+                return Err(sql("target", "set up the replication origin")(e));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        // Only now: the origin is this session's alone, so no other applier of the run is
+        // still committing what it prepared.
+        resolve_prepared(&client, origin).await?;
         Ok(Applier {
             client: Arc::new(client),
+            origin: origin.to_string(),
             statements: HashMap::new(),
+            seconds: seconds
+                .into_iter()
+                .map(|c| Second {
+                    client: Arc::new(c),
+                    statements: HashMap::new(),
+                    in_tx: false,
+                    keys: HashMap::new(),
+                })
+                .collect(),
+            parallel: None,
+            parallel_allowed: true,
+            txn_lsn: Lsn(0),
+            main_wrote: HashSet::new(),
+            second_keys: 0,
             in_tx: false,
             copy: None,
             execs: Vec::new(),
@@ -254,9 +365,58 @@ impl Applier {
         Ok(())
     }
 
-    /// A change joins the group (the group's age counts from its first change).
+    /// A change joins the group (the group's age counts from its first change, and whether
+    /// it uses the further sessions is decided then).
     fn touch(&mut self) {
         self.group.started.get_or_insert_with(Instant::now);
+        let parallel = self.parallel_allowed && !self.seconds.is_empty();
+        self.parallel.get_or_insert(parallel);
+    }
+
+    /// A source transaction begins: its commit LSN names it if it must be replayed, and
+    /// `parallel` says whether a group that starts with it may use the further sessions.
+    pub fn source_txn(&mut self, commit_lsn: Lsn, parallel: bool) {
+        self.txn_lsn = commit_lsn;
+        self.parallel_allowed = parallel;
+    }
+
+    /// Sessions that apply net changes (the main one included).
+    pub fn sessions(&self) -> usize {
+        1 + self.seconds.len()
+    }
+
+    /// The further session that changed this key of the table in the group, if any.
+    fn holder(&self, table: usize, hash: u64) -> Option<usize> {
+        self.seconds
+            .iter()
+            .position(|s| s.keys.get(&table).is_some_and(|k| k.contains(&hash)))
+    }
+
+    /// The main session is about to write `rel` other than by net changes, at `keys` (None:
+    /// a key that is not a plain value, or the whole table): fails when a further session
+    /// changed one of them in this group (the group is then replayed over one session).
+    fn main_writes(
+        &mut self,
+        rel: &TargetRel,
+        keys: impl FnOnce() -> Vec<Option<Vec<Bytes>>>,
+    ) -> Result<(), Error> {
+        if self.parallel != Some(true) || !rel.batchable {
+            return Ok(());
+        }
+        let table = net::table_id(rel);
+        let held = self.seconds.iter().any(|s| s.keys.contains_key(&table))
+            && keys().iter().any(|k| {
+                k.as_ref()
+                    .is_none_or(|k| self.holder(table, key_hash(k)).is_some())
+            });
+        if held {
+            return Err(Error::Replay {
+                table: rel.display.clone(),
+                lsn: self.txn_lsn,
+            });
+        }
+        self.main_wrote.insert(table);
+        Ok(())
     }
 
     pub async fn insert(&mut self, rel: &Arc<TargetRel>, new: &Tuple) -> Result<(), Error> {
@@ -269,6 +429,7 @@ impl Applier {
         {
             self.flush().await?;
         }
+        self.main_writes(rel, || vec![net::key_of(rel, new)])?;
         let (before, after) = loop {
             let convs = rel
                 .copy_binary
@@ -338,15 +499,16 @@ impl Applier {
                 Some(o) => net::key_of(rel, o.tuple()),
                 None => key.clone(),
             };
-            if let Some(k) = key.filter(|k| old_key.as_ref() == Some(k)) {
+            if let Some(k) = key.as_ref().filter(|k| old_key.as_ref() == Some(*k)) {
                 let bytes = tuple_bytes(new);
-                if self.net_take(|n| n.update(rel, k, new)).await? {
+                if self.net_take(|n| n.update(rel, k.clone(), new)).await? {
                     self.group.bytes += bytes;
                     return Ok(());
                 }
             }
             // A changed key, or nothing to merge with: in order, row by row.
             self.flush().await?;
+            self.main_writes(rel, || vec![key, old_key])?;
         }
         self.flush_copy().await?;
         // SET every column the source sent; an unchanged TOAST value keeps the target's.
@@ -387,12 +549,14 @@ impl Applier {
     pub async fn delete(&mut self, rel: &Arc<TargetRel>, old: &OldTuple) -> Result<(), Error> {
         self.touch();
         if rel.batchable {
-            if let Some(k) = net::key_of(rel, old.tuple()) {
-                if self.net_take(|n| n.delete(rel, k)).await? {
+            let key = net::key_of(rel, old.tuple());
+            if let Some(k) = &key {
+                if self.net_take(|n| n.delete(rel, k.clone())).await? {
                     return Ok(());
                 }
             }
             self.flush().await?;
+            self.main_writes(rel, || vec![key])?;
         }
         self.flush_copy().await?;
         let mut params = Vec::new();
@@ -419,6 +583,9 @@ impl Applier {
         }
         self.touch();
         self.flush().await?;
+        for rel in rels {
+            self.main_writes(rel, || vec![None])?;
+        }
         self.begin().await?;
         let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();
         let text = format!(
@@ -603,67 +770,123 @@ impl Applier {
     /// Starts the pending net changes in a task of their own.
     async fn flush_net(&mut self) -> Result<(), Error> {
         let work = self.net_work().await?;
-        if work.is_empty() {
+        if work.is_none() {
             return Ok(());
         }
         self.begin().await?;
-        self.run(Work::Net(work), None);
+        self.run(work, None);
         Ok(())
     }
 
     /// One DELETE per table, and one UPDATE per table and set of columns sent, for the
-    /// pending net changes (emptied).
-    async fn net_work(&mut self) -> Result<Vec<NetStatement>, Error> {
-        let mut work = Vec::new();
-        if self.net.len() == 0 {
-            return Ok(work);
-        }
+    /// pending net changes (emptied), for each session they go to: a key a further session
+    /// changed in the group stays with it; a new key goes by its hash, unless the main
+    /// session wrote the table in the group or the further sessions hold enough keys.
+    async fn net_work(&mut self) -> Result<Work, Error> {
+        let n = if self.parallel == Some(true) {
+            self.sessions()
+        } else {
+            1
+        };
+        let mut parts: Vec<Vec<NetStatement>> = (0..n).map(|_| Vec::new()).collect();
         for table in self.net.take() {
             let rel = table.rel;
-            let mut deletes: Vec<Vec<Bytes>> = Vec::new();
-            let mut updates: HashMap<Vec<usize>, Vec<Tuple>> = HashMap::new();
+            let id = net::table_id(&rel);
+            let mut ops: Vec<Vec<(Vec<Bytes>, NetOp)>> = (0..n).map(|_| Vec::new()).collect();
             for (key, op) in table.ops {
-                match op {
-                    NetOp::Delete => deletes.push(key),
-                    NetOp::Update(row) => {
-                        let cols: Vec<usize> = (0..row.len())
-                            .filter(|&i| row[i] != Value::UnchangedToast)
-                            .collect();
-                        updates.entry(cols).or_default().push(row);
+                let mut session = 0;
+                if n > 1 {
+                    let h = key_hash(&key);
+                    session = match self.holder(id, h) {
+                        Some(j) => j + 1,
+                        None if self.main_wrote.contains(&id)
+                            || self.second_keys >= SECOND_KEYS =>
+                        {
+                            0
+                        }
+                        None => (h % n as u64) as usize,
+                    };
+                    if session > 0
+                        && self.seconds[session - 1]
+                            .keys
+                            .entry(id)
+                            .or_default()
+                            .insert(h)
+                    {
+                        self.second_keys += 1;
                     }
                 }
+                ops[session].push((key, op));
             }
-            if !deletes.is_empty() {
-                let columns: Vec<TextArray> = (0..rel.key.len())
-                    .map(|k| TextArray(deletes.iter().map(|key| Some(key[k].clone())).collect()))
-                    .collect();
-                let stmt = self
-                    .net_statement(&net::delete_sql(&rel), columns.len())
-                    .await?;
-                work.push((stmt, columns, deletes.len(), rel.display.clone()));
+            for (session, ops) in ops.into_iter().enumerate() {
+                if !ops.is_empty() {
+                    let statements = self.table_statements(&rel, ops, session).await?;
+                    parts[session].extend(statements);
+                }
             }
-            for (cols, rows) in updates {
-                let columns: Vec<TextArray> = cols
-                    .iter()
-                    .map(|&c| {
-                        rows.iter()
-                            .map(|row| match &row[c] {
-                                Value::Text(b) => Ok(Some(b.clone())),
-                                Value::Null => Ok(None),
-                                _ => Err(Error::NotReady(format!(
-                                    "{}: a value arrived in binary form, which this applier does not request",
-                                    rel.display
-                                ))),
-                            })
-                            .collect::<Result<_, _>>()
-                            .map(TextArray)
-                    })
-                    .collect::<Result<_, _>>()?;
-                let stmt = self
-                    .net_statement(&net::update_sql(&rel, &cols), columns.len())
-                    .await?;
-                work.push((stmt, columns, rows.len(), rel.display.clone()));
+        }
+        let main = parts.remove(0);
+        let mut seconds = Vec::new();
+        for (second, statements) in self.seconds.iter_mut().zip(parts) {
+            if !statements.is_empty() {
+                seconds.push((second.client.clone(), !second.in_tx, statements));
+                second.in_tx = true;
             }
+        }
+        Ok(Work::Net(main, seconds))
+    }
+
+    /// The net statements of one table's changes, prepared on `session` (0: the main one).
+    async fn table_statements(
+        &mut self,
+        rel: &Arc<TargetRel>,
+        ops: Vec<(Vec<Bytes>, NetOp)>,
+        session: usize,
+    ) -> Result<Vec<NetStatement>, Error> {
+        let mut work = Vec::new();
+        let mut deletes: Vec<Vec<Bytes>> = Vec::new();
+        let mut updates: HashMap<Vec<usize>, Vec<Tuple>> = HashMap::new();
+        for (key, op) in ops {
+            match op {
+                NetOp::Delete => deletes.push(key),
+                NetOp::Update(row) => {
+                    let cols: Vec<usize> = (0..row.len())
+                        .filter(|&i| row[i] != Value::UnchangedToast)
+                        .collect();
+                    updates.entry(cols).or_default().push(row);
+                }
+            }
+        }
+        if !deletes.is_empty() {
+            let columns: Vec<TextArray> = (0..rel.key.len())
+                .map(|k| TextArray(deletes.iter().map(|key| Some(key[k].clone())).collect()))
+                .collect();
+            let stmt = self
+                .net_statement(&net::delete_sql(rel), columns.len(), session)
+                .await?;
+            work.push((stmt, columns, deletes.len(), rel.display.clone()));
+        }
+        for (cols, rows) in updates {
+            let columns: Vec<TextArray> = cols
+                .iter()
+                .map(|&c| {
+                    rows.iter()
+                        .map(|row| match &row[c] {
+                            Value::Text(b) => Ok(Some(b.clone())),
+                            Value::Null => Ok(None),
+                            _ => Err(Error::NotReady(format!(
+                                "{}: a value arrived in binary form, which this applier does not request",
+                                rel.display
+                            ))),
+                        })
+                        .collect::<Result<_, _>>()
+                        .map(TextArray)
+                })
+                .collect::<Result<_, _>>()?;
+            let stmt = self
+                .net_statement(&net::update_sql(rel, &cols), columns.len(), session)
+                .await?;
+            work.push((stmt, columns, rows.len(), rel.display.clone()));
         }
         Ok(work)
     }
@@ -673,17 +896,14 @@ impl Applier {
     fn run(&mut self, work: Work, commit: Option<Commit>) {
         let client = self.client.clone();
         let before = self.inflight.take();
-        let has_work = match &work {
-            Work::Copy(..) => true,
-            Work::Net(w) => !w.is_empty(),
-        };
+        let has_work = !work.is_none();
         self.inflight_work = has_work || (before.is_some() && self.inflight_work);
         self.inflight = Some(tokio::spawn(async move {
             let mut done = match before {
                 Some(task) => join(task).await?,
                 None => Done::default(),
             };
-            let statements = match work {
+            match work {
                 Work::Copy(stmt, data, what) => {
                     let sink = client
                         .copy_in::<_, Bytes>(&stmt)
@@ -692,28 +912,32 @@ impl Applier {
                     futures_util::pin_mut!(sink);
                     sink.send(data).await.map_err(sql("target", what.clone()))?;
                     sink.as_mut().finish().await.map_err(sql("target", what))?;
-                    Vec::new()
                 }
-                Work::Net(statements) => statements,
-            };
-            for (stmt, columns, rows, table) in statements {
-                let params: Vec<&(dyn ToSql + Sync)> =
-                    columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-                let changed = client.execute(&stmt, &params).await.map_err(sql(
-                    "target",
-                    format!("apply updates or deletes to {table}"),
-                ))?;
-                let m = (rows as u64).saturating_sub(changed);
-                if m > 0 {
-                    tracing::warn!(
-                        table,
-                        missing = m,
-                        "UPDATEs or DELETEs found no row on the target: the target differs from the source"
-                    );
-                    done.missing += m;
+                Work::Net(main, seconds) => {
+                    let others = futures_util::future::try_join_all(seconds.into_iter().map(
+                        |(c, begin, statements)| async move {
+                            if begin {
+                                c.batch_execute("BEGIN")
+                                    .await
+                                    .map_err(sql("target", "begin"))?;
+                            }
+                            apply_net(&c, statements).await
+                        },
+                    ));
+                    let (m, others) = tokio::try_join!(apply_net(&client, main), others)?;
+                    done.missing += m + others.iter().sum::<u64>();
                 }
             }
             if let Some(c) = commit {
+                for (second, gid) in &c.prepare {
+                    second
+                        .batch_execute(&format!("PREPARE TRANSACTION {}", conn::quote_literal(gid)))
+                        .await
+                        .map_err(sql(
+                            "target",
+                            "prepare a further session's part of the group",
+                        ))?;
+                }
                 if c.in_tx {
                     if let Some((lsn, time)) = c.last {
                         client
@@ -730,15 +954,43 @@ impl Applier {
                         .await
                         .map_err(sql("target", "commit applied changes"))?;
                 }
+                // On the main session, whose origin marks them as applied changes too.
+                for (_, gid) in &c.prepare {
+                    client
+                        .batch_execute(&format!("COMMIT PREPARED {}", conn::quote_literal(gid)))
+                        .await
+                        .map_err(sql(
+                            "target",
+                            "commit a further session's part of the group",
+                        ))?;
+                }
                 done.applied = Applied::merge(done.applied, c.applied);
             }
             Ok(done)
         }));
     }
 
-    async fn net_statement(&mut self, sql_text: &str, params: usize) -> Result<Statement, Error> {
-        self.statement(sql_text, &vec![Type::TEXT_ARRAY; params])
+    async fn net_statement(
+        &mut self,
+        sql_text: &str,
+        params: usize,
+        session: usize,
+    ) -> Result<Statement, Error> {
+        let types = vec![Type::TEXT_ARRAY; params];
+        let Some(second) = session.checked_sub(1).map(|i| &mut self.seconds[i]) else {
+            return self.statement(sql_text, &types).await;
+        };
+        if let Some(s) = second.statements.get(sql_text) {
+            return Ok(s.clone());
+        }
+        // Prepared on a session that may be running a task: the connection queues it.
+        let s = second
+            .client
+            .prepare_typed(sql_text, &types)
             .await
+            .map_err(sql("target", format!("prepare {sql_text}")))?;
+        second.statements.insert(sql_text.to_string(), s.clone());
+        Ok(s)
     }
 
     /// Everything before `lsn` has been received: it is applied with the group.
@@ -759,7 +1011,7 @@ impl Applier {
         self.flush_copy().await?;
         self.flush_execs().await?;
         let work = self.net_work().await?;
-        if !work.is_empty() {
+        if !work.is_none() {
             self.begin().await?;
         }
         let group = std::mem::take(&mut self.group);
@@ -771,13 +1023,31 @@ impl Applier {
                 lsn,
                 rows: group.rows,
             });
+        let mut prepare = Vec::new();
+        for (i, second) in self.seconds.iter_mut().enumerate() {
+            if std::mem::take(&mut second.in_tx) {
+                // Changes belong to source transactions, so a group with some has ended one.
+                let (lsn, _) = group.last.ok_or_else(|| {
+                    Error::NotReady("a group with changes ended no source transaction".into())
+                })?;
+                prepare.push((
+                    second.client.clone(),
+                    prepared_name(&self.origin, lsn, i + 1),
+                ));
+            }
+            second.keys.clear();
+        }
+        self.parallel = None;
+        self.main_wrote.clear();
+        self.second_keys = 0;
         if self.in_tx || applied.is_some() {
             self.run(
-                Work::Net(work),
+                work,
                 Some(Commit {
                     in_tx: self.in_tx,
                     last: group.last,
                     applied,
+                    prepare,
                 }),
             );
             self.in_tx = false;
@@ -795,6 +1065,73 @@ struct Commit {
     in_tx: bool,
     last: Option<(Lsn, i64)>,
     applied: Option<Applied>,
+    /// Further sessions with a part of the group, and the name to prepare it under.
+    prepare: Vec<(Arc<Client>, String)>,
+}
+
+impl Work {
+    fn is_none(&self) -> bool {
+        match self {
+            Work::Copy(..) => false,
+            Work::Net(main, seconds) => main.is_empty() && seconds.is_empty(),
+        }
+    }
+}
+
+/// Runs net statements on one session; returns the rows they found missing.
+async fn apply_net(client: &Client, statements: Vec<NetStatement>) -> Result<u64, Error> {
+    let mut missing = 0;
+    for (stmt, columns, rows, table) in statements {
+        let params: Vec<&(dyn ToSql + Sync)> =
+            columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        let changed = client.execute(&stmt, &params).await.map_err(sql(
+            "target",
+            format!("apply updates or deletes to {table}"),
+        ))?;
+        let m = (rows as u64).saturating_sub(changed);
+        if m > 0 {
+            tracing::warn!(
+                table,
+                missing = m,
+                "UPDATEs or DELETEs found no row on the target: the target differs from the source"
+            );
+            missing += m;
+        }
+    }
+    Ok(missing)
+}
+
+/// Finishes the prepared parts of groups that an earlier session of this origin left
+/// behind (it stopped between PREPARE and COMMIT PREPARED): committed where the origin
+/// reached the group's LSN (its main part committed), rolled back otherwise.
+async fn resolve_prepared(client: &Client, origin: &str) -> Result<(), Error> {
+    let rows = client
+        .query(
+            "SELECT gid, pg_replication_origin_progress($1, true)::text FROM pg_prepared_xacts
+              WHERE database = current_database() AND starts_with(gid, $1 || '@')",
+            &[&origin],
+        )
+        .await
+        .map_err(sql("target", "list prepared transactions"))?;
+    for row in rows {
+        let gid: String = row.get(0);
+        let progress: Option<Lsn> = row.get::<_, Option<String>>(1).and_then(|l| l.parse().ok());
+        let Some(lsn) = prepared_lsn(origin, &gid) else {
+            continue;
+        };
+        let commit = progress.is_some_and(|p| p >= lsn);
+        let verb = if commit { "COMMIT" } else { "ROLLBACK" };
+        tracing::info!(
+            gid,
+            committed = commit,
+            "finishing a prepared part of a group"
+        );
+        client
+            .batch_execute(&format!("{verb} PREPARED {}", conn::quote_literal(&gid)))
+            .await
+            .map_err(sql("target", format!("finish prepared transaction {gid}")))?;
+    }
+    Ok(())
 }
 
 async fn join(task: JoinHandle<Result<Done, Error>>) -> Result<Done, Error> {

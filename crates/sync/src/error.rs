@@ -31,6 +31,16 @@ pub enum Error {
         ddl: String,
     },
 
+    /// A change would touch a row that another apply session changed in the same group (it
+    /// holds the row's lock until the group commits): the group is replayed over one session.
+    #[error("{table}: a change touches a row another apply session changed in the same group")]
+    Replay { table: String, lsn: wire::Lsn },
+
+    /// The origin advanced between reading it and taking it (an ended session's commit
+    /// finished meanwhile): the session starts again from it.
+    #[error("the replication origin moved while the session started")]
+    OriginMoved,
+
     /// Nothing to sync from: no run, or its copy has not finished.
     #[error("{0}")]
     NotReady(String),

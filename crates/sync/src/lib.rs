@@ -32,6 +32,9 @@ pub struct SyncOptions {
     /// Transactions carrying this replication origin are not applied: reverse sync skips
     /// what forward sync wrote on green, so nothing loops back to blue.
     pub skip_origin: Option<String>,
+    /// Target sessions that apply updates and deletes (split by key; more than one needs
+    /// max_prepared_transactions on the target, else one is used).
+    pub sessions: usize,
 }
 
 /// The servers a sync touches: it streams from `source`, applies to `target`, and keeps its
@@ -138,6 +141,8 @@ pub async fn sync(
         skip_origin: opts.skip_origin.clone(),
         progress: progress.clone(),
         snapshot_lsns,
+        sessions: opts.sessions.clamp(1, apply::MAX_SESSIONS),
+        serial_until: Default::default(),
     };
     let mut reconnects = 0u64;
     let mut backoff = Duration::from_millis(500);
@@ -145,6 +150,12 @@ pub async fn sync(
         let session_start = Instant::now();
         match session::run(&ctx, &mut stop).await {
             Ok(session::Exit::Stopped) => break Ok(()),
+            Err(Error::Replay { table, lsn }) => {
+                // Not trouble: the group goes again from the origin, over one session.
+                tracing::info!(%table, %lsn, "replaying a group over one session: a change touched a row another session held");
+                ctx.serial_until
+                    .fetch_max(lsn.0, std::sync::atomic::Ordering::SeqCst);
+            }
             Err(e) if e.retryable() && !*stop.borrow() => {
                 if session_start.elapsed() > Duration::from_secs(30) {
                     backoff = Duration::from_millis(500);

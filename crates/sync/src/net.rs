@@ -40,8 +40,9 @@ pub struct NetTable {
     pub ops: HashMap<Vec<Bytes>, NetOp>,
 }
 
-fn id(rel: &Arc<TargetRel>) -> usize {
-    Arc::as_ptr(rel) as usize
+/// A table's identity while its description stands (relations are shared as `Arc`s).
+pub fn table_id(rel: &TargetRel) -> usize {
+    rel as *const TargetRel as usize
 }
 
 /// The key columns' values, when every one is a plain value.
@@ -64,12 +65,12 @@ impl NetChanges {
     /// Whether a change for this key of this table is pending (an INSERT of it must wait).
     pub fn holds(&self, rel: &Arc<TargetRel>, key: &[Bytes]) -> bool {
         self.tables
-            .get(&id(rel))
+            .get(&table_id(rel))
             .is_some_and(|t| t.ops.contains_key(key))
     }
 
     pub fn has_table(&self, rel: &Arc<TargetRel>) -> bool {
-        self.tables.contains_key(&id(rel))
+        self.tables.contains_key(&table_id(rel))
     }
 
     /// An UPDATE that keeps the row's key.
@@ -111,10 +112,12 @@ impl NetChanges {
     }
 
     fn table(&mut self, rel: &Arc<TargetRel>) -> &mut NetTable {
-        self.tables.entry(id(rel)).or_insert_with(|| NetTable {
-            rel: rel.clone(),
-            ops: HashMap::new(),
-        })
+        self.tables
+            .entry(table_id(rel))
+            .or_insert_with(|| NetTable {
+                rel: rel.clone(),
+                ops: HashMap::new(),
+            })
     }
 
     /// Everything pending, emptied.

@@ -2,7 +2,7 @@
 //! commit in groups, confirm to the source only what the target has committed. Any failure
 //! ends the session; the caller reconnects and the next session resumes from the origin.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,11 @@ pub struct Context {
     pub skip_origin: Option<String>,
     pub progress: Arc<Progress>,
     pub snapshot_lsns: std::collections::HashMap<(String, String), Lsn>,
+    /// Sessions that apply net changes (1: the main one only).
+    pub sessions: usize,
+    /// Groups that start with a transaction committed at or before this LSN use the main
+    /// session only: one was replayed after a conflict between sessions (`Error::Replay`).
+    pub serial_until: AtomicU64,
 }
 
 pub enum Exit {
@@ -124,12 +129,37 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             StreamConfig::default(),
         )
         .await?;
-    let mut applier = Applier::open(target_client, &ctx.origin, &settings).await?;
+    let mut seconds = Vec::new();
+    if ctx.sessions > 1 {
+        let allowed = crate::apply::prepared_transactions_allowed(&target_client).await?;
+        if allowed == 0 {
+            tracing::info!(
+                "max_prepared_transactions is 0 on the target: updates and deletes apply over one session"
+            );
+        }
+        for _ in 0..(ctx.sessions - 1).min(allowed) {
+            seconds.push(
+                conn::connect(&ctx.target)
+                    .await
+                    .map_err(|source| Error::Conn {
+                        side: "target",
+                        source,
+                    })?,
+            );
+        }
+    }
+    let mut applier = Applier::open(target_client, seconds, &ctx.origin, &settings).await?;
+    // The origin is this session's now: a group that an ended session was still committing
+    // when the progress was read has finished. Read again, start again if it moved.
+    let now = origin_progress(applier.client(), &ctx.origin).await?;
+    if now.unwrap_or(Lsn::ZERO) != progress_lsn.unwrap_or(Lsn::ZERO) {
+        return Err(Error::OriginMoved);
+    }
     if let Ok(mut p) = ctx.progress.apply_pid.lock() {
         *p = Some(pid);
     }
     ctx.progress.set_applied(start);
-    tracing::info!(slot = %ctx.slot, from = %start, "streaming");
+    tracing::info!(slot = %ctx.slot, from = %start, sessions = applier.sessions(), "streaming");
     ctx.progress.set_error(None);
 
     let mut rels = RelMap::new(ctx.snapshot_lsns.clone(), iso_dates);
@@ -173,6 +203,10 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
         match &event.message {
             LogicalMessage::Begin(b) => {
                 hold_if_due(&mut applier, &stream, ctx, &state_client, b.final_lsn).await?;
+                applier.source_txn(
+                    b.final_lsn,
+                    b.final_lsn.0 > ctx.serial_until.load(Ordering::SeqCst),
+                );
                 txn = Some(Txn {
                     commit_lsn: b.final_lsn,
                     done_before: progress_lsn.is_some_and(|p| b.final_lsn < p),

@@ -24,6 +24,8 @@ const BASE_SETTINGS: &[(&str, &str)] = &[
     ("max_replication_slots", "20"),
     ("max_wal_senders", "20"),
     ("max_connections", "100"),
+    // Lets sync apply over two sessions (two-phase commit), as it does by default.
+    ("max_prepared_transactions", "4"),
     ("fsync", "off"),
     ("full_page_writes", "off"),
     ("synchronous_commit", "off"),

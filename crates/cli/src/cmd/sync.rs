@@ -47,6 +47,7 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
         },
         // Each direction skips what the other wrote: forward sync after a rollback must not
         // send green's writes (which reverse sync already put on blue) back to green.
+        sessions: usize::from(args.apply_sessions),
         skip_origin: Some(if args.reverse {
             sync::origin_name(&args.run)
         } else {
