@@ -397,6 +397,13 @@ fn leftover_prepared_parts_are_finished_by_the_origin() {
             ),
         );
     }
+    assert_eq!(status(&p)["sync"]["prepared_parts"], 2);
+    let o = bluegreen(&["status", "--target", &p.t]);
+    assert!(
+        stdout(&o).contains("2 prepared part(s) of a group left by a stopped sync"),
+        "{}",
+        stdout(&o)
+    );
     let sync = start_sync(&p, "sync2.log");
     p.source.sql(
         DB,

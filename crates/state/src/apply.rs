@@ -34,6 +34,9 @@ pub struct ApplyStatus {
     pub hold_lsn: Option<String>,
     pub held_lsn: Option<String>,
     pub stop_requested: bool,
+    /// Prepared parts of groups on the target (see `rollback_prepared`): a moment's worth
+    /// while sync runs; left behind by a sync that stopped between prepare and commit.
+    pub prepared_parts: i64,
 }
 
 impl ApplyStatus {
@@ -51,7 +54,9 @@ impl ApplyStatus {
                 "SELECT origin, pid, extract(epoch FROM clock_timestamp() - heartbeat)::float8,
                         applied_lsn::text, received_lsn::text, source_lsn::text, lag_bytes,
                         lag_seconds, rows_per_second, retained_bytes, last_error,
-                        hold_lsn::text, held_lsn::text, stop_requested
+                        hold_lsn::text, held_lsn::text, stop_requested,
+                        (SELECT count(*) FROM pg_prepared_xacts
+                          WHERE database = current_database() AND starts_with(gid, origin || '@'))
                    FROM bluegreen.apply WHERE run = $1",
                 &[&run],
             )
@@ -72,6 +77,7 @@ impl ApplyStatus {
             hold_lsn: r.get(11),
             held_lsn: r.get(12),
             stop_requested: r.get(13),
+            prepared_parts: r.get(14),
         }))
     }
 }

@@ -101,10 +101,11 @@ struct Second {
     statements: HashMap<String, Statement>,
     /// Its transaction has begun (or will, in the task that has its first work).
     in_tx: bool,
-    /// Hashes of the keys it changed in its open transaction, per table (`net::table_id`):
+    /// Hashes of the keys it changed in its open transaction, per table (by name: a table's
+    /// description may be sent again within a group):
     /// the main session must not touch them before the group commits, or it would wait for
     /// their row locks while the group waits for it.
-    keys: HashMap<usize, HashSet<u64>>,
+    keys: HashMap<String, HashSet<u64>>,
 }
 
 /// Keys the further sessions may take per group; past that, new keys stay on the main
@@ -219,7 +220,7 @@ pub struct Applier {
     txn_lsn: Lsn,
     /// Tables the main session wrote in this group other than by net changes: their later
     /// net changes stay on it (the further sessions cannot see its uncommitted rows).
-    main_wrote: HashSet<usize>,
+    main_wrote: HashSet<String>,
     /// Keys the further sessions took in this group.
     second_keys: usize,
     in_tx: bool,
@@ -386,10 +387,28 @@ impl Applier {
     }
 
     /// The further session that changed this key of the table in the group, if any.
-    fn holder(&self, table: usize, hash: u64) -> Option<usize> {
+    fn holder(&self, table: &str, hash: u64) -> Option<usize> {
         self.seconds
             .iter()
-            .position(|s| s.keys.get(&table).is_some_and(|k| k.contains(&hash)))
+            .position(|s| s.keys.get(table).is_some_and(|k| k.contains(&hash)))
+    }
+
+    /// Whether a further session changed rows of the table in this group.
+    fn held(&self, table: &str) -> bool {
+        self.seconds.iter().any(|s| s.keys.contains_key(table))
+    }
+
+    /// The source describes a table again: where a further session changed its rows in this
+    /// group, the group is replayed over one session (a new key definition would no longer
+    /// find the rows that session holds).
+    pub fn relation_changed(&self, rel: &TargetRel) -> Result<(), Error> {
+        if self.held(&rel.qualified) {
+            return Err(Error::Replay {
+                table: rel.display.clone(),
+                lsn: self.txn_lsn,
+            });
+        }
+        Ok(())
     }
 
     /// The main session is about to write `rel` other than by net changes, at `keys` (None:
@@ -403,8 +422,8 @@ impl Applier {
         if self.parallel != Some(true) || !rel.batchable {
             return Ok(());
         }
-        let table = net::table_id(rel);
-        let held = self.seconds.iter().any(|s| s.keys.contains_key(&table))
+        let table = rel.qualified.as_str();
+        let held = self.held(table)
             && keys().iter().any(|k| {
                 k.as_ref()
                     .is_none_or(|k| self.holder(table, key_hash(k)).is_some())
@@ -415,7 +434,9 @@ impl Applier {
                 lsn: self.txn_lsn,
             });
         }
-        self.main_wrote.insert(table);
+        if !self.main_wrote.contains(table) {
+            self.main_wrote.insert(table.to_string());
+        }
         Ok(())
     }
 
@@ -770,7 +791,7 @@ impl Applier {
     /// Starts the pending net changes in a task of their own.
     async fn flush_net(&mut self) -> Result<(), Error> {
         let work = self.net_work().await?;
-        if work.is_none() {
+        if work.is_empty() {
             return Ok(());
         }
         self.begin().await?;
@@ -791,7 +812,7 @@ impl Applier {
         let mut parts: Vec<Vec<NetStatement>> = (0..n).map(|_| Vec::new()).collect();
         for table in self.net.take() {
             let rel = table.rel;
-            let id = net::table_id(&rel);
+            let id = rel.qualified.as_str();
             let mut ops: Vec<Vec<(Vec<Bytes>, NetOp)>> = (0..n).map(|_| Vec::new()).collect();
             for (key, op) in table.ops {
                 let mut session = 0;
@@ -799,21 +820,18 @@ impl Applier {
                     let h = key_hash(&key);
                     session = match self.holder(id, h) {
                         Some(j) => j + 1,
-                        None if self.main_wrote.contains(&id)
-                            || self.second_keys >= SECOND_KEYS =>
-                        {
+                        None if self.main_wrote.contains(id) || self.second_keys >= SECOND_KEYS => {
                             0
                         }
                         None => (h % n as u64) as usize,
                     };
-                    if session > 0
-                        && self.seconds[session - 1]
-                            .keys
-                            .entry(id)
-                            .or_default()
-                            .insert(h)
-                    {
-                        self.second_keys += 1;
+                    if session > 0 {
+                        let keys = &mut self.seconds[session - 1].keys;
+                        let new = match keys.get_mut(id) {
+                            Some(set) => set.insert(h),
+                            None => keys.insert(id.to_string(), HashSet::from([h])).is_none(),
+                        };
+                        self.second_keys += usize::from(new);
                     }
                 }
                 ops[session].push((key, op));
@@ -896,7 +914,7 @@ impl Applier {
     fn run(&mut self, work: Work, commit: Option<Commit>) {
         let client = self.client.clone();
         let before = self.inflight.take();
-        let has_work = !work.is_none();
+        let has_work = !work.is_empty();
         self.inflight_work = has_work || (before.is_some() && self.inflight_work);
         self.inflight = Some(tokio::spawn(async move {
             let mut done = match before {
@@ -1011,7 +1029,7 @@ impl Applier {
         self.flush_copy().await?;
         self.flush_execs().await?;
         let work = self.net_work().await?;
-        if !work.is_none() {
+        if !work.is_empty() {
             self.begin().await?;
         }
         let group = std::mem::take(&mut self.group);
@@ -1070,7 +1088,7 @@ struct Commit {
 }
 
 impl Work {
-    fn is_none(&self) -> bool {
+    fn is_empty(&self) -> bool {
         match self {
             Work::Copy(..) => false,
             Work::Net(main, seconds) => main.is_empty() && seconds.is_empty(),

@@ -40,9 +40,8 @@ pub struct NetTable {
     pub ops: HashMap<Vec<Bytes>, NetOp>,
 }
 
-/// A table's identity while its description stands (relations are shared as `Arc`s).
-pub fn table_id(rel: &TargetRel) -> usize {
-    rel as *const TargetRel as usize
+fn id(rel: &Arc<TargetRel>) -> usize {
+    Arc::as_ptr(rel) as usize
 }
 
 /// The key columns' values, when every one is a plain value.
@@ -65,12 +64,12 @@ impl NetChanges {
     /// Whether a change for this key of this table is pending (an INSERT of it must wait).
     pub fn holds(&self, rel: &Arc<TargetRel>, key: &[Bytes]) -> bool {
         self.tables
-            .get(&table_id(rel))
+            .get(&id(rel))
             .is_some_and(|t| t.ops.contains_key(key))
     }
 
     pub fn has_table(&self, rel: &Arc<TargetRel>) -> bool {
-        self.tables.contains_key(&table_id(rel))
+        self.tables.contains_key(&id(rel))
     }
 
     /// An UPDATE that keeps the row's key.
@@ -112,12 +111,10 @@ impl NetChanges {
     }
 
     fn table(&mut self, rel: &Arc<TargetRel>) -> &mut NetTable {
-        self.tables
-            .entry(table_id(rel))
-            .or_insert_with(|| NetTable {
-                rel: rel.clone(),
-                ops: HashMap::new(),
-            })
+        self.tables.entry(id(rel)).or_insert_with(|| NetTable {
+            rel: rel.clone(),
+            ops: HashMap::new(),
+        })
     }
 
     /// Everything pending, emptied.

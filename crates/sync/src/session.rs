@@ -213,6 +213,9 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
                 });
             }
             LogicalMessage::Relation(r) => {
+                if let Some(known) = rels.get(r.id) {
+                    applier.relation_changed(known)?;
+                }
                 // Changes queued under the old description go out under it.
                 applier.flush().await?;
                 rels.learn(r, applier.client(), &source_client).await?;

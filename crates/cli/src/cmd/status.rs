@@ -64,6 +64,7 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
                 "last_error": a.last_error,
                 "hold_lsn": a.hold_lsn,
                 "held_lsn": a.held_lsn,
+                "prepared_parts": a.prepared_parts,
             })
         });
         let doc = json!({
@@ -141,6 +142,12 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             }
             if let Some(e) = &a.last_error {
                 println!("  last error: {e}");
+            }
+            if a.prepared_parts > 0 && !a.running() {
+                println!(
+                    "  {} prepared part(s) of a group left by a stopped sync hold row locks on the target: the next sync finishes them, abort rolls them back",
+                    a.prepared_parts
+                );
             }
         }
     }
