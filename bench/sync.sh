@@ -109,10 +109,14 @@ done
 
 # The same server settings for every consumer. testkit adds wal_level=logical, fsync=off,
 # full_page_writes=off, synchronous_commit=off (the benchmark measures the consumers, not the
-# disk), max_replication_slots=20, max_wal_senders=20. autovacuum is off so that nothing but
-# the benchmark writes WAL while changes accumulate; the script VACUUMs between mixes.
+# disk), max_replication_slots=20, max_wal_senders=20, max_prepared_transactions=4 (sync's
+# second apply session). autovacuum is off so that nothing but the benchmark writes WAL while
+# changes accumulate; the script VACUUMs between mixes. shared_buffers holds what round 2
+# touches (metric_hist grows past 1.2 GB with its indexes): this machine's kernel pages cold
+# file cache out (DAMON reclaim), so with 1 GB round 2 of mix d read from the disk (7.6 s of
+# iowait in a 14.7 s catch-up at 7666bab, and 2.9 s for the subscription).
 settings=(
-  shared_buffers=1GB
+  shared_buffers=3GB
   max_wal_size=16GB
   checkpoint_timeout=30min
   autovacuum=off
@@ -240,20 +244,25 @@ wait_origin() {
   cat "$out"
 }
 
-# In the background: CPU ticks of the process whose pid query $2 on $1 returns, written to $3
-# every 0.2 s (the last value stays when it ends).
+# In the background: CPU ticks of the processes whose pids query $2 on $1 returns (one a
+# line; the first answer counts), summed and written to $3 every 0.2 s (a process's last
+# value stays when it ends).
 cpu_sampler() {
-  local dsn=$1 query=$2 out=$3 pid=""
+  local dsn=$1 query=$2 out=$3 pids=""
   echo "0" >"$out"
   while :; do
-    if [ -z "$pid" ]; then
-      pid=$($pgbin/psql -XAtq "$dsn" -c "$query" 2>/dev/null || true)
-      [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || { pid=""; sleep 0.1; continue; }
+    if [ -z "$pids" ]; then
+      pids=$($pgbin/psql -XAtq "$dsn" -c "$query" 2>/dev/null | tr '\n' ' ' || true)
+      [ -n "${pids// /}" ] || { pids=""; sleep 0.1; continue; }
+      declare -A last=()
     fi
-    local t
-    t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) || break
-    [ -n "$t" ] || break
-    echo "$t" >"$out.tmp" && mv "$out.tmp" "$out"
+    local p t sum=0 alive=0
+    for p in $pids; do
+      t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null) && [ -n "$t" ] && { last[$p]=$t; alive=1; }
+      sum=$(( sum + ${last[$p]:-0} ))
+    done
+    echo "$sum" >"$out.tmp" && mv "$out.tmp" "$out"
+    [ "$alive" = 1 ] || break
     sleep 0.2
   done
 }
@@ -281,7 +290,10 @@ consume_bluegreen() {
   local t0
   t0=$(now)
   cpu_sampler "$src" "$(walsender_q bluegreen_main)" "$d/cpu.wal" & local s1=$!
-  cpu_sampler "$tgt" "SELECT pid FROM bluegreen.apply WHERE run = 'main' AND heartbeat > now() - interval '5 s' AND pid IS NOT NULL" "$d/cpu.tgt" & local s2=$!
+  # Every session bluegreen has on the target (apply sessions, state and status), once its
+  # apply sessions are all connected (the applier registers its pid after that).
+  cpu_sampler "$tgt" "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'bluegreen'
+                        AND EXISTS (SELECT 1 FROM bluegreen.apply WHERE run = 'main' AND heartbeat > now() - interval '5 s' AND pid IS NOT NULL)" "$d/cpu.tgt" & local s2=$!
   local t1
   t1=$(wait_origin "$tgt_admin" bluegreen_main "$goal" "$tpid") || { tail -20 "$d/bg.log" >&2; return 1; }
   sleep 0.3   # one more sample
@@ -515,7 +527,7 @@ fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 pg_version=$(q "$src" "SHOW server_version")
-server_settings=$(q "$tgt_admin" "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','max_wal_size','checkpoint_timeout','fsync','full_page_writes','synchronous_commit','wal_level','work_mem','autovacuum','logical_decoding_work_mem','wal_sender_timeout')")
+server_settings=$(q "$tgt_admin" "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers','max_wal_size','checkpoint_timeout','fsync','full_page_writes','synchronous_commit','wal_level','work_mem','autovacuum','logical_decoding_work_mem','wal_sender_timeout','max_prepared_transactions')")
 cat >"$work/meta.env" <<EOF
 rows=$rows
 rounds=$rounds

@@ -80,7 +80,7 @@ def mixes_table(runs):
 
 def cpu_table(runs):
     lines = [
-        "| round | mix | consumer | s | rows/s | CPU s: client | walsender | target backend "
+        "| round | mix | consumer | s | rows/s | CPU s: client | walsender | target backends "
         "| machine busy | others | iowait | load1 | target reads |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
