@@ -102,9 +102,9 @@ struct Second {
     /// Its transaction has begun (or will, in the task that has its first work).
     in_tx: bool,
     /// Hashes of the keys it changed in its open transaction, per table (by name: a table's
-    /// description may be sent again within a group):
-    /// the main session must not touch them before the group commits, or it would wait for
-    /// their row locks while the group waits for it.
+    /// description may be sent again within a group): the main session must not touch them
+    /// before the group commits, or it would wait for their row locks while the group waits
+    /// for it.
     keys: HashMap<String, HashSet<u64>>,
 }
 
@@ -1315,6 +1315,23 @@ mod tests {
             b"HEAD\\N\t3\nb\t1\nb\t4\na\t2\na\t5\n"
         };
         assert_eq!(&batch.buf[..], expected);
+    }
+
+    #[test]
+    fn prepared_parts_are_named_by_origin_and_group_end() {
+        let lsn: Lsn = "1A/2B3C".parse().unwrap();
+        let gid = prepared_name("bluegreen_main", lsn, 1);
+        assert_eq!(gid, "bluegreen_main@1A/2B3C#1");
+        assert_eq!(prepared_lsn("bluegreen_main", &gid), Some(lsn));
+        // Another run's origin that starts alike is not this one's.
+        assert_eq!(
+            prepared_lsn("bluegreen_main", "bluegreen_main2@1A/2B3C#1"),
+            None
+        );
+        assert_eq!(
+            prepared_lsn("bluegreen_main", "bluegreen_main@junk#1"),
+            None
+        );
     }
 
     #[test]
