@@ -143,11 +143,9 @@ pub async fn request_stop(c: &impl GenericClient, run: &str) -> Result<(), Error
     .map_err(q("request stop"))
 }
 
-/// Rolls back the prepared parts of groups that an applier of `origin` left behind (it was
-/// killed between preparing a group's parts on its further sessions and committing them):
-/// once the run is removed nothing would finish them, and each holds row locks and the
-/// target's xmin horizon. Returns how many there were.
-pub async fn rollback_prepared(c: &impl GenericClient, origin: &str) -> Result<usize, Error> {
+/// Names of the prepared parts of groups that appliers of `origin` prepared in this
+/// database (`<origin>@<group end LSN>#<session>`).
+pub async fn prepared_parts(c: &impl GenericClient, origin: &str) -> Result<Vec<String>, Error> {
     let rows = c
         .query(
             "SELECT gid FROM pg_prepared_xacts
@@ -156,11 +154,19 @@ pub async fn rollback_prepared(c: &impl GenericClient, origin: &str) -> Result<u
         )
         .await
         .map_err(q("list prepared transactions"))?;
-    for row in &rows {
-        let gid: String = row.get(0);
-        c.batch_execute(&format!("ROLLBACK PREPARED {}", conn::quote_literal(&gid)))
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Rolls back the prepared parts of groups that an applier of `origin` left behind (it was
+/// killed between preparing a group's parts on its further sessions and committing them):
+/// once the run is removed nothing would finish them, and each holds row locks and the
+/// target's xmin horizon. Returns how many there were.
+pub async fn rollback_prepared(c: &impl GenericClient, origin: &str) -> Result<usize, Error> {
+    let parts = prepared_parts(c, origin).await?;
+    for gid in &parts {
+        c.batch_execute(&format!("ROLLBACK PREPARED {}", conn::quote_literal(gid)))
             .await
             .map_err(q("roll back a prepared transaction"))?;
     }
-    Ok(rows.len())
+    Ok(parts.len())
 }

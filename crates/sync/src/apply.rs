@@ -1123,17 +1123,20 @@ async fn apply_net(client: &Client, statements: Vec<NetStatement>) -> Result<u64
 /// behind (it stopped between PREPARE and COMMIT PREPARED): committed where the origin
 /// reached the group's LSN (its main part committed), rolled back otherwise.
 async fn resolve_prepared(client: &Client, origin: &str) -> Result<(), Error> {
-    let rows = client
-        .query(
-            "SELECT gid, pg_replication_origin_progress($1, true)::text FROM pg_prepared_xacts
-              WHERE database = current_database() AND starts_with(gid, $1 || '@')",
+    let parts = state::prepared_parts(client, origin).await?;
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let progress: Option<String> = client
+        .query_one(
+            "SELECT pg_replication_origin_progress($1, true)::text",
             &[&origin],
         )
         .await
-        .map_err(sql("target", "list prepared transactions"))?;
-    for row in rows {
-        let gid: String = row.get(0);
-        let progress: Option<Lsn> = row.get::<_, Option<String>>(1).and_then(|l| l.parse().ok());
+        .map_err(sql("target", "read the origin's progress"))?
+        .get(0);
+    let progress: Option<Lsn> = progress.and_then(|l| l.parse().ok());
+    for gid in parts {
         let Some(lsn) = prepared_lsn(origin, &gid) else {
             continue;
         };
