@@ -1127,15 +1127,7 @@ async fn resolve_prepared(client: &Client, origin: &str) -> Result<(), Error> {
     if parts.is_empty() {
         return Ok(());
     }
-    let progress: Option<String> = client
-        .query_one(
-            "SELECT pg_replication_origin_progress($1, true)::text",
-            &[&origin],
-        )
-        .await
-        .map_err(sql("target", "read the origin's progress"))?
-        .get(0);
-    let progress: Option<Lsn> = progress.and_then(|l| l.parse().ok());
+    let progress = crate::session::origin_progress(client, origin).await?;
     for gid in parts {
         let Some(lsn) = prepared_lsn(origin, &gid) else {
             continue;

@@ -441,7 +441,7 @@ async fn output_settings(source: &tokio_postgres::Client) -> Result<(String, boo
 }
 
 /// The end LSN of the last source transaction committed through the origin, if it exists.
-async fn origin_progress(
+pub(crate) async fn origin_progress(
     target: &tokio_postgres::Client,
     origin: &str,
 ) -> Result<Option<Lsn>, Error> {
