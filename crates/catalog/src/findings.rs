@@ -2,7 +2,7 @@
 
 use conn::quote_ident;
 
-use crate::plan::{Finding, Plan, Severity};
+use crate::plan::{Finding, Plan, RelName, Severity, Table};
 
 /// Replication slots a run needs at once: its own slot plus verify's temporary one.
 pub const SLOTS_NEEDED: i32 = 2;
@@ -189,6 +189,9 @@ pub fn judge(
     }
 
     for table in &plan.tables {
+        if !table.children_outside.is_empty() {
+            f.push(rows_outside_plan(plan, table));
+        }
         if table.kind == "partitioned" {
             continue;
         }
@@ -253,4 +256,74 @@ pub fn judge(
         ));
     }
     f
+}
+
+/// A planned table whose rows partly live in tables copy does not read: partitions or
+/// inheritance children in other schemas, or TimescaleDB chunks. Copying it would leave
+/// those rows behind.
+fn rows_outside_plan(plan: &Plan, table: &Table) -> Finding {
+    let name = table.display_name();
+    let shown: Vec<String> = table
+        .children_outside
+        .iter()
+        .take(3)
+        .map(RelName::display)
+        .collect();
+    let more = if table.children_outside.len() > 3 {
+        ", …"
+    } else {
+        ""
+    };
+    let hypertable = plan
+        .hypertables
+        .iter()
+        .any(|h| h.schema == table.schema && h.name == table.name);
+    if hypertable {
+        return blocker(
+            "hypertable",
+            &name,
+            format!(
+                "TimescaleDB hypertable: its rows live in {} chunk(s) ({}{more}) that bluegreen does not copy yet",
+                table.children_outside.len(),
+                shown.join(", ")
+            ),
+            "leave its schema out of this run (--schema), or migrate hypertables with another tool until bluegreen supports them".into(),
+        );
+    }
+    let mut schemas: Vec<&str> = table
+        .children_outside
+        .iter()
+        .map(|c| c.schema.as_str())
+        .collect();
+    schemas.sort_unstable();
+    schemas.dedup();
+    let flags: Vec<String> = plan
+        .schemas
+        .iter()
+        .map(String::as_str)
+        .chain(schemas.iter().copied())
+        .map(|s| format!("--schema {}", shell_word(s)))
+        .collect();
+    blocker(
+        "rows-outside-plan",
+        &name,
+        format!(
+            "{} table(s) inheriting from it ({}{more}) lie outside the planned schemas, so their rows would not be copied",
+            table.children_outside.len(),
+            shown.join(", ")
+        ),
+        format!("plan their schemas too: {}", flags.join(" ")),
+    )
+}
+
+/// A schema name as a shell argument: as it is when that is safe, else single-quoted.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }

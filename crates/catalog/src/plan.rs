@@ -82,6 +82,13 @@ pub struct Table {
     pub columns: Vec<Column>,
     /// Parent, when this table is a partition (copied through its own name, published via root).
     pub partition_of: Option<String>,
+    /// Tables that inherit from this one at any depth (partitions, inheritance children,
+    /// TimescaleDB chunks) in schemas outside the plan: a plain SELECT of this table sees
+    /// their rows, but copy does not read them.
+    pub children_outside: Vec<RelName>,
+    /// How many tables inheriting from this one are planned tables themselves (each read
+    /// on its own).
+    pub children_planned: usize,
     pub owner: String,
     pub selectable: bool,
     /// Present on the target already (in any state).
@@ -100,6 +107,19 @@ impl Table {
     /// Columns that carry data in COPY (generated columns are recomputed by the target).
     pub fn copied_columns(&self) -> impl Iterator<Item = &Column> {
         self.columns.iter().filter(|c| !c.generated)
+    }
+}
+
+/// A relation named by schema and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl RelName {
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
     }
 }
 

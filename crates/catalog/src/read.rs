@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::plan::{Column, Dimension, Extension, Hypertable, Sequence, Server, Table};
+use crate::plan::{Column, Dimension, Extension, Hypertable, RelName, Sequence, Server, Table};
 
 fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |source| Error::Query { what, source }
@@ -139,6 +139,8 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
                 identity_columns: Vec::new(),
                 columns: Vec::new(),
                 partition_of: r.get(10),
+                children_outside: Vec::new(),
+                children_planned: 0,
                 owner: r.get(11),
                 selectable: r.get(12),
                 on_target: false,
@@ -147,8 +149,17 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
         .collect();
     let index_cols: Vec<Option<Vec<String>>> = rows.iter().map(|r| r.get(9)).collect();
 
-    let mut columns = columns(client, &tables.iter().map(|t| t.oid).collect::<Vec<_>>()).await?;
+    let oids: Vec<u32> = tables.iter().map(|t| t.oid).collect();
+    let mut columns = columns(client, &oids).await?;
+    let mut children = descendants(client, &oids).await?;
     for (t, ri_index) in tables.iter_mut().zip(index_cols) {
+        for (schema, name) in children.remove(&t.oid).unwrap_or_default() {
+            if schemas.contains(&schema) {
+                t.children_planned += 1;
+            } else {
+                t.children_outside.push(RelName { schema, name });
+            }
+        }
         t.columns = columns.remove(&t.oid).unwrap_or_default();
         t.identity_columns = match t.replica_identity.as_str() {
             "full" => t.columns.iter().map(|c| c.name.clone()).collect(),
@@ -158,6 +169,34 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
         };
     }
     Ok(tables)
+}
+
+/// Tables inheriting from each of `oids` at any depth (partitions, inheritance children,
+/// TimescaleDB chunks), as (schema, name).
+async fn descendants(
+    client: &Client,
+    oids: &[u32],
+) -> Result<HashMap<u32, Vec<(String, String)>>, Error> {
+    let rows = client
+        .query(
+            "WITH RECURSIVE d(root, rel) AS (
+                 SELECT inhparent, inhrelid FROM pg_inherits WHERE inhparent = ANY($1)
+                 UNION ALL
+                 SELECT d.root, i.inhrelid FROM d JOIN pg_inherits i ON i.inhparent = d.rel)
+             SELECT d.root, n.nspname::text, c.relname::text
+               FROM d JOIN pg_class c ON c.oid = d.rel
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p', 'f')
+              ORDER BY 1, 2, 3",
+            &[&oids],
+        )
+        .await
+        .map_err(q("inheritance"))?;
+    let mut out: HashMap<u32, Vec<(String, String)>> = HashMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+    }
+    Ok(out)
 }
 
 async fn columns(client: &Client, oids: &[u32]) -> Result<HashMap<u32, Vec<Column>>, Error> {

@@ -62,6 +62,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Preloads TimescaleDB (check [`crate::timescaledb_available`] first).
+    pub fn timescaledb(self) -> Self {
+        self.setting("shared_preload_libraries", "'timescaledb'")
+            .setting("timescaledb.telemetry_level", "off")
+    }
+
     pub fn start(self) -> Result<Cluster> {
         Cluster::create(self)
     }

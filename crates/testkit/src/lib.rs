@@ -32,3 +32,31 @@ pub fn pg_bin(name: &str) -> std::path::PathBuf {
 pub fn pgbouncer_available() -> bool {
     pgbouncer::binary().is_some()
 }
+
+/// True when the TimescaleDB extension is installed for these server binaries (its control
+/// file in the share directory `pg_config` names). Tests that need it call
+/// [`skip_without_timescaledb`].
+pub fn timescaledb_available() -> bool {
+    let share = std::process::Command::new(pg_bin("pg_config"))
+        .arg("--sharedir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "/usr/share/postgresql/15".into());
+    std::path::Path::new(&share)
+        .join("extension/timescaledb.control")
+        .exists()
+}
+
+/// For a test that needs TimescaleDB: true (after printing one line saying so) when the
+/// extension is not installed, so the test returns early.
+pub fn skip_without_timescaledb(test: &str) -> bool {
+    if timescaledb_available() {
+        return false;
+    }
+    eprintln!(
+        "skipped {test}: TimescaleDB is not installed for PostgreSQL 15 (README, \"TimescaleDB tests\")"
+    );
+    true
+}

@@ -137,12 +137,12 @@ async fn cut_points(
     let outer: Vec<String> = key.iter().map(|k| format!("{}::text", k.ident)).collect();
     let q = format!(
         "SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS bluegreen_rn
-                           FROM ONLY {}{}) s
+                           FROM {}{}) s
           WHERE bluegreen_rn % {step} = 0 ORDER BY bluegreen_rn",
         outer.join(", "),
         inner.join(", "),
         t.key_order(),
-        t.qualified,
+        t.relation(),
         r.where_clause(t)
     );
     let found = client

@@ -57,9 +57,9 @@ async fn sample_keys(
         .map(|p| format!(" TABLESAMPLE SYSTEM ({p})"))
         .unwrap_or_default();
     let q = format!(
-        "SELECT {} FROM ONLY {}{sample} ORDER BY {}",
+        "SELECT {} FROM {}{sample} ORDER BY {}",
         cols.join(", "),
-        t.qualified,
+        t.relation(),
         t.key_order()
     );
     let rows = source

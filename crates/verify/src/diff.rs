@@ -144,6 +144,7 @@ mod tests {
             schema: "s".into(),
             name: "t".into(),
             qualified: "\"s\".\"t\"".into(),
+            only: false,
             columns: vec![col("id"), col("v"), col("w")],
             key: keyed.then(|| {
                 vec![KeyColumn {

@@ -95,12 +95,12 @@ fn literals(values: &[String]) -> String {
     tuple(values.iter().map(|v| quote_literal(v)))
 }
 
-/// `SELECT cols FROM ONLY t WHERE range` as a COPY statement.
+/// `SELECT cols FROM t WHERE range` as a COPY statement.
 pub fn copy_out_sql(t: &VerifyTable, range: &KeyRange) -> String {
     format!(
-        "COPY (SELECT {} FROM ONLY {}{}) TO STDOUT (FORMAT {})",
+        "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT {})",
         t.column_list(),
-        t.qualified,
+        t.relation(),
         range.where_clause(t),
         t.format.sql()
     )
@@ -122,6 +122,7 @@ mod tests {
             schema: "s".into(),
             name: "t".into(),
             qualified: "\"s\".\"t\"".into(),
+            only: false,
             columns: vec![Column {
                 name: "v".into(),
                 ident: "\"v\"".into(),
@@ -167,6 +168,11 @@ mod tests {
         assert_eq!(r.describe(), "(-inf, (it's, 2)]");
         assert_eq!(
             copy_out_sql(&t, &KeyRange::all()),
+            "COPY (SELECT \"v\" FROM \"s\".\"t\") TO STDOUT (FORMAT binary)"
+        );
+        let only = VerifyTable { only: true, ..t };
+        assert_eq!(
+            copy_out_sql(&only, &KeyRange::all()),
             "COPY (SELECT \"v\" FROM ONLY \"s\".\"t\") TO STDOUT (FORMAT binary)"
         );
     }

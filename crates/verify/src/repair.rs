@@ -39,7 +39,7 @@ pub async fn repair(
             let what = || format!("repair {} {}", t.display(), r.describe());
             done.deleted += tx
                 .execute(
-                    &format!("DELETE FROM ONLY {}{}", t.qualified, r.where_clause(t)),
+                    &format!("DELETE FROM {}{}", t.relation(), r.where_clause(t)),
                     &[],
                 )
                 .await

@@ -87,9 +87,9 @@ fn select_sql(t: &VerifyTable, range: &KeyRange) -> String {
         String::new()
     };
     format!(
-        "SELECT {} FROM ONLY {}{}{order}",
+        "SELECT {} FROM {}{}{order}",
         raw.chain(text).collect::<Vec<_>>().join(", "),
-        t.qualified,
+        t.relation(),
         range.where_clause(t)
     )
 }
@@ -145,7 +145,7 @@ pub async fn row_hashes(
             }
         })
         .collect();
-    let q = format!("SELECT {} FROM ONLY {}", raw.join(", "), t.qualified);
+    let q = format!("SELECT {} FROM {}", raw.join(", "), t.relation());
     let stream = client
         .query_raw(&q, std::iter::empty::<&str>())
         .await

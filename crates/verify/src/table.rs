@@ -43,6 +43,11 @@ pub struct VerifyTable {
     pub name: String,
     /// `"schema"."name"`.
     pub qualified: String,
+    /// Read `FROM ONLY`: the tables inheriting from it are all planned and compared on their
+    /// own. Otherwise verify reads what a plain SELECT sees, children included, so rows that
+    /// live in tables outside the plan (other schemas' partitions, TimescaleDB chunks, a
+    /// hypertable on one side only) are compared too.
+    pub only: bool,
     pub columns: Vec<Column>,
     /// Primary key columns; None: the table is compared as one multiset.
     pub key: Option<Vec<KeyColumn>>,
@@ -55,6 +60,15 @@ pub struct VerifyTable {
 impl VerifyTable {
     pub fn display(&self) -> String {
         format!("{}.{}", self.schema, self.name)
+    }
+
+    /// The relation as verify reads it (`ONLY` or not; see [`VerifyTable::only`]).
+    pub fn relation(&self) -> String {
+        if self.only {
+            format!("ONLY {}", self.qualified)
+        } else {
+            self.qualified.clone()
+        }
     }
 
     /// `c1, c2, …` of the compared columns.
@@ -86,8 +100,9 @@ impl VerifyTable {
     }
 }
 
-/// The plan's ordinary tables (partitions by their own name, as copy reads them), with
-/// collatable key columns looked up on the source.
+/// The plan's ordinary tables (partitions by their own name, as copy reads them), and
+/// partitioned tables with partitions outside the plan as a whole, with collatable key
+/// columns looked up on the source.
 pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>, Error> {
     let oids: Vec<u32> = plan.tables.iter().map(|t| t.oid).collect();
     let rows = source
@@ -103,7 +118,11 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
             .any(|r| r.get::<_, u32>(0) == oid && r.get::<_, &str>(1) == name)
     };
     let mut out = Vec::new();
-    for t in plan.tables.iter().filter(|t| t.kind == "table") {
+    for t in plan
+        .tables
+        .iter()
+        .filter(|t| t.kind == "table" || !t.children_outside.is_empty())
+    {
         let columns: Vec<Column> = t
             .copied_columns()
             .map(|c| Column {
@@ -134,6 +153,7 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
             schema: t.schema.clone(),
             name: t.name.clone(),
             qualified: t.qualified(),
+            only: t.children_outside.is_empty() && t.children_planned > 0,
             format: if columns.iter().any(|c| c.needs_text) {
                 Format::Text
             } else {
