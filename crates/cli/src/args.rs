@@ -32,12 +32,24 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Source ("blue") connection: libpq URI or key=value string.
-    #[arg(long, global = true, value_name = "CONN")]
+    /// Source ("blue") connection: libpq URI or key=value string [env: BLUEGREEN_SOURCE].
+    #[arg(
+        long,
+        global = true,
+        value_name = "CONN",
+        env = "BLUEGREEN_SOURCE",
+        hide_env = true
+    )]
     pub source: Option<String>,
 
-    /// Target ("green") connection: libpq URI or key=value string.
-    #[arg(long, global = true, value_name = "CONN")]
+    /// Target ("green") connection: libpq URI or key=value string [env: BLUEGREEN_TARGET].
+    #[arg(
+        long,
+        global = true,
+        value_name = "CONN",
+        env = "BLUEGREEN_TARGET",
+        hide_env = true
+    )]
     pub target: Option<String>,
 
     /// TOML file holding any of these settings (flags beat the file).

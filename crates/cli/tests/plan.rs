@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{bluegreen, code, fixture_pair, stderr, stdout};
+use common::{bluegreen, bluegreen_env, code, fixture_pair, stderr, stdout};
 use serde_json::Value;
 use testkit::Cluster;
 
@@ -388,4 +388,35 @@ fn help_documents_exit_codes() {
             "{text}"
         );
     }
+}
+
+/// BLUEGREEN_SOURCE and BLUEGREEN_TARGET stand in for the flags (never shown by --help),
+/// and logs written to a pipe carry no colour escapes.
+#[test]
+fn connections_from_the_environment_and_plain_logs() {
+    let (source, target) = fixture_pair();
+    let (s, t) = (
+        source.url("factory_telemetry"),
+        target.url("factory_telemetry"),
+    );
+    let env = [
+        ("BLUEGREEN_SOURCE", s.as_str()),
+        ("BLUEGREEN_TARGET", t.as_str()),
+        ("RUST_LOG", "debug"),
+    ];
+    let o = bluegreen_env(&["plan", "--json"], &env);
+    assert_eq!(code(&o), 1, "the fixture's one blocker: {}", stderr(&o));
+    let plan: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plan["source"]["database"], "factory_telemetry");
+    let logs = stderr(&o);
+    assert!(!logs.is_empty(), "debug logs expected");
+    assert!(
+        !logs.contains('\x1b'),
+        "colour escapes in piped logs: {logs:?}"
+    );
+
+    let o = bluegreen_env(&["plan", "--help"], &env);
+    let help = stdout(&o);
+    assert!(help.contains("BLUEGREEN_SOURCE"), "{help}");
+    assert!(!help.contains(source.password()), "{help}");
 }
