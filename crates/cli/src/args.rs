@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::units;
+
 const EXIT_CODES: &str = "\
 Exit codes (as diff(1), for every command):
   0  clean: nothing blocks, nothing differs
@@ -189,8 +191,8 @@ pub struct CopyArgs {
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 
-    /// Target size of one data chunk, in MB of table heap.
-    #[arg(long, default_value_t = 64, value_name = "MB")]
+    /// Target size of one data chunk, in MB of table heap (or with a unit: 256MB, 1GB).
+    #[arg(long, default_value = "64", value_name = "MB", value_parser = units::megabytes)]
     pub chunk_mb: i64,
 
     /// Where the target schema comes from: `dump` (pg_dump at the run's snapshot; the
@@ -244,8 +246,8 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub group_rows: u64,
 
-    /// Commit a group on the target after this many milliseconds.
-    #[arg(long, default_value_t = 500, value_name = "MS")]
+    /// Commit a group on the target after this many milliseconds (or with a unit: 1s).
+    #[arg(long, default_value = "500", value_name = "MS", value_parser = units::millis)]
     pub group_ms: u64,
 
     /// Target sessions that apply updates and deletes, split by key (1 to 8). More than one
@@ -285,16 +287,16 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub repair: bool,
 
-    /// Target size of one checksum chunk, in MB of table size.
-    #[arg(long, default_value_t = 8, value_name = "MB")]
+    /// Target size of one checksum chunk, in MB of table size (or with a unit: 64MB).
+    #[arg(long, default_value = "8", value_name = "MB", value_parser = units::megabytes)]
     pub chunk_mb: i64,
 
     /// Chunks checked at once, each reading both sides (default: number of CPU cores).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 
-    /// Seconds to wait for a running sync to hold at the snapshot's LSN.
-    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    /// Seconds to wait for a running sync to hold at the snapshot's LSN (or with a unit: 2min).
+    #[arg(long, default_value = "120", value_name = "SECONDS", value_parser = units::whole_seconds)]
     pub hold_timeout: u64,
 
     /// Differing rows listed per table (further differing ranges are listed as ranges).
@@ -328,8 +330,8 @@ pub struct PeekArgs {
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
 
-    /// Stop after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
+    /// Stop after this many seconds (or with a unit: 500ms, 2min).
+    #[arg(long, value_name = "SECONDS", value_parser = units::whole_seconds)]
     pub seconds: Option<u64>,
 }
 
@@ -347,28 +349,31 @@ pub struct FlipArgs {
     #[arg(long = "pooler", value_name = "SPEC")]
     pub poolers: Vec<String>,
 
-    /// Refuse when sync lags more than this many seconds.
-    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    /// Refuse when sync lags more than this many seconds (or with a unit: 500ms).
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = units::seconds)]
     pub max_lag: f64,
 
-    /// Refuse without a clean verify at most this old.
-    #[arg(long, default_value_t = 3600.0, value_name = "SECONDS")]
+    /// Refuse without a clean verify at most this old (seconds, or with a unit: 1h).
+    #[arg(long, default_value = "3600", value_name = "SECONDS", value_parser = units::seconds)]
     pub verify_max_age: f64,
 
     /// Do not require a clean verify.
     #[arg(long)]
     pub no_verify_check: bool,
 
-    /// Refuse when a transaction on the old primary has been open longer than this.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    /// Refuse when a transaction on the old primary has been open longer than this
+    /// (seconds, or with a unit: 2min).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::seconds)]
     pub max_xact_age: f64,
 
-    /// Give up (and put everything back) when a pooler's PAUSE takes longer than this.
-    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    /// Give up (and put everything back) when a pooler's PAUSE takes longer than this
+    /// (seconds, or with a unit: 500ms).
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = units::seconds)]
     pub pause_timeout: f64,
 
-    /// Give up (and put everything back) when sync needs longer than this to catch up.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    /// Give up (and put everything back) when sync needs longer than this to catch up
+    /// (seconds, or with a unit: 30s).
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::seconds)]
     pub drain_timeout: f64,
 
     /// End sessions on the old primary that do not come from bluegreen (after PAUSE).

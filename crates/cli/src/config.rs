@@ -1,13 +1,18 @@
 //! Settings from the `--config` TOML file and the flags; flags win.
 
+use std::ffi::OsString;
 use std::path::Path;
 
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use crate::args::{Cli, LogFormat};
 use crate::trouble::Trouble;
 
 /// The file's shape. Unknown keys are refused so a typo never falls back to a default.
+/// Besides the settings every command shares, one table per command holds that command's
+/// flags by their long names (`chunk_mb = "256MB"` under `[copy]`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -18,6 +23,165 @@ struct File {
     schemas: Vec<String>,
     #[serde(default)]
     pooler: Vec<PoolerEntry>,
+    plan: Option<toml::Table>,
+    copy: Option<toml::Table>,
+    sync: Option<toml::Table>,
+    status: Option<toml::Table>,
+    verify: Option<toml::Table>,
+    cutover: Option<toml::Table>,
+    rollback: Option<toml::Table>,
+    abort: Option<toml::Table>,
+    peek: Option<toml::Table>,
+}
+
+impl File {
+    /// The command tables, by command name.
+    fn sections(&self) -> Vec<(&'static str, &toml::Table)> {
+        [
+            ("plan", &self.plan),
+            ("copy", &self.copy),
+            ("sync", &self.sync),
+            ("status", &self.status),
+            ("verify", &self.verify),
+            ("cutover", &self.cutover),
+            ("rollback", &self.rollback),
+            ("abort", &self.abort),
+            ("peek", &self.peek),
+        ]
+        .into_iter()
+        .filter_map(|(name, t)| t.as_ref().map(|t| (name, t)))
+        .collect()
+    }
+}
+
+/// Parses the command line; with `--config`, the file's table for the command fills in every
+/// flag the command line does not give (flags and BLUEGREEN_* variables win). Usage errors
+/// and --help end the process as clap does.
+pub fn load() -> Result<(Cli, Settings), Trouble> {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    let matches = command
+        .clone()
+        .try_get_matches_from(&argv)
+        .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let Some(path) = cli.global.config.clone() else {
+        let settings = Settings::resolve(&cli, File::default());
+        return Ok((cli, settings));
+    };
+    let path = path.as_path();
+    let file = read(path)?;
+    let mut extra: Vec<OsString> = Vec::new();
+    for (name, table) in file.sections() {
+        let Some(sub) = command.find_subcommand(name) else {
+            continue;
+        };
+        let given = matches
+            .subcommand()
+            .filter(|(used, _)| *used == name)
+            .map(|(_, m)| m);
+        for (key, value) in table {
+            let arg = flag(sub, key).ok_or_else(|| {
+                let known: Vec<String> = sub
+                    .get_arguments()
+                    .filter_map(|a| Some(a.get_long()?.replace('-', "_")))
+                    .filter(|k| k != "help")
+                    .filter(|k| flag(sub, k).is_some())
+                    .collect();
+                Trouble::new(
+                    format!(
+                        "config file {}: [{name}] has no setting `{key}`",
+                        path.display()
+                    ),
+                    format!(
+                        "[{name}] takes {} (the command's flags, - written as _)",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            let flags = as_flags(arg, value).map_err(|e| {
+                Trouble::new(
+                    format!("config file {}: [{name}] {key}: {e}", path.display()),
+                    "see README, \"--config\"",
+                )
+            })?;
+            // Every table is checked, not only the one of the command at hand, so a
+            // mistake under [cutover] shows at the first plan, not at the cutover.
+            let mut alone = vec![argv[0].clone(), name.into()];
+            alone.extend(flags.iter().cloned());
+            with_flags(alone, Vec::new(), path)?;
+            let Some(given) = given else { continue };
+            if matches!(
+                given.value_source(arg.get_id().as_str()),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            ) {
+                continue;
+            }
+            extra.extend(flags);
+        }
+    }
+    let cli = if extra.is_empty() {
+        cli
+    } else {
+        with_flags(argv, extra, path)?
+    };
+    let settings = Settings::resolve(&cli, file);
+    Ok((cli, settings))
+}
+
+/// Parses again with the file's settings appended after the command's own arguments, so
+/// clap checks them as if typed.
+fn with_flags(mut argv: Vec<OsString>, extra: Vec<OsString>, path: &Path) -> Result<Cli, Trouble> {
+    argv.extend(extra);
+    Cli::try_parse_from(argv).map_err(|e| {
+        let text = e.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        Trouble::new(
+            format!("config file {}: {first}", path.display()),
+            "fix that setting in the file (values as the flag takes them)",
+        )
+    })
+}
+
+/// A command's flag by its config key (its long name with `_` for `-`); global flags belong
+/// at the top of the file, not in a command's table.
+fn flag<'a>(sub: &'a clap::Command, key: &str) -> Option<&'a clap::Arg> {
+    sub.get_arguments().find(|a| {
+        !a.is_global_set()
+            && a.get_long()
+                .is_some_and(|l| l != "help" && l.replace('-', "_") == key)
+    })
+}
+
+/// One setting as command-line words: `--flag=value` per value, or `--flag` for `true`.
+fn as_flags(arg: &clap::Arg, value: &toml::Value) -> Result<Vec<OsString>, String> {
+    let long = arg.get_long().unwrap_or_default();
+    let takes_value = arg.get_action().takes_values();
+    let one = |v: &toml::Value| -> Result<Option<String>, String> {
+        match (v, takes_value) {
+            (toml::Value::Boolean(true), false) => Ok(Some(format!("--{long}"))),
+            (toml::Value::Boolean(false), false) => Ok(None),
+            (_, false) => Err("takes true or false".into()),
+            (toml::Value::String(s), true) => Ok(Some(format!("--{long}={s}"))),
+            (toml::Value::Integer(n), true) => Ok(Some(format!("--{long}={n}"))),
+            (toml::Value::Float(n), true) => Ok(Some(format!("--{long}={n}"))),
+            (toml::Value::Boolean(b), true) => Ok(Some(format!("--{long}={b}"))),
+            _ => Err("takes a string, a number or a list of them".into()),
+        }
+    };
+    let values: Vec<&toml::Value> = match value {
+        toml::Value::Array(items) => items.iter().collect(),
+        v => vec![v],
+    };
+    let mut out = Vec::new();
+    for v in values {
+        out.extend(one(v)?.map(OsString::from));
+    }
+    Ok(out)
 }
 
 /// A `[[pooler]]` table: the same keys as `--pooler`.
@@ -57,12 +221,8 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn resolve(cli: &Cli) -> Result<Settings, Trouble> {
-        let file = match &cli.global.config {
-            Some(path) => read(path)?,
-            None => File::default(),
-        };
-        Ok(Settings {
+    fn resolve(cli: &Cli, file: File) -> Settings {
+        Settings {
             source: cli.global.source.clone().or(file.source),
             target: cli.global.target.clone().or(file.target),
             log_format: cli
@@ -72,7 +232,7 @@ impl Settings {
                 .unwrap_or_default(),
             schemas: file.schemas,
             poolers: file.pooler.iter().map(PoolerEntry::spec).collect(),
-        })
+        }
     }
 
     /// Passwords given in connection strings, to keep out of the process title.
@@ -115,7 +275,7 @@ fn read(path: &Path) -> Result<File, Trouble> {
                 path.display(),
                 e.to_string().trim().replace('\n', " ")
             ),
-            "the file takes source, target, log_format, schemas and [[pooler]] tables (see README)",
+            "the file takes source, target, log_format, schemas, [[pooler]] tables, and a table per command ([copy], [sync], [verify], [cutover], …) holding its flags (see README)",
         )
     })
 }

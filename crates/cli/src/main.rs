@@ -8,10 +8,9 @@ mod logging;
 mod proctitle;
 mod render;
 mod trouble;
+mod units;
 
 use std::process::ExitCode;
-
-use clap::Parser;
 
 use crate::trouble::Trouble;
 
@@ -25,9 +24,8 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
-    let cli = args::Cli::parse();
-    let settings = match config::Settings::resolve(&cli) {
-        Ok(s) => s,
+    let (cli, settings) = match config::load() {
+        Ok(loaded) => loaded,
         Err(t) => return t.report(),
     };
     logging::init(settings.log_format);

@@ -420,3 +420,75 @@ fn connections_from_the_environment_and_plain_logs() {
     assert!(help.contains("BLUEGREEN_SOURCE"), "{help}");
     assert!(!help.contains(source.password()), "{help}");
 }
+
+/// A command's table in the config file holds its flags (units allowed); flags win, and
+/// unknown keys or bad values are trouble naming the setting.
+#[test]
+fn config_file_tables_hold_every_command_flag() {
+    let (source, target) = (Cluster::new(), Cluster::new());
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "source = \"{}\"\ntarget = \"{}\"\n{body}",
+                source.url("postgres"),
+                target.url("postgres")
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let cfg = write(
+        "good.toml",
+        "[plan]\njson = true\nschema = [\"nope\"]\n[copy]\nchunk_mb = \"1GB\"\n[cutover]\nmax_lag = \"500ms\"\n",
+    );
+    // [plan] json = true prints JSON; the file's schema does not exist (trouble) ...
+    let o = bluegreen(&["plan", "--config", &cfg]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("schema \"nope\""), "{}", stderr(&o));
+    // ... and a --schema flag beats it.
+    let o = bluegreen(&["plan", "--config", &cfg, "--schema", "public"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let plan: Value = serde_json::from_slice(&o.stdout).expect("[plan] json = true");
+    assert_eq!(plan["schemas"], serde_json::json!(["public"]));
+
+    for (body, cause, hint) in [
+        (
+            "[copy]\nchunk_size = 5\n",
+            "[copy] has no setting `chunk_size`",
+            "chunk_mb",
+        ),
+        (
+            "[cutover]\nmax_lag = \"5 parsecs\"\n",
+            "unknown unit",
+            "fix that setting",
+        ),
+        (
+            "[plan]\njson = \"yes\"\n",
+            "[plan] json: takes true or false",
+            "README",
+        ),
+        (
+            "[plan]\nsource = \"x\"\n",
+            "[plan] has no setting `source`",
+            "json",
+        ),
+    ] {
+        let cfg = write("bad.toml", body);
+        let o = bluegreen(&["plan", "--config", &cfg]);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{body}: {err}");
+        assert!(err.contains(cause), "{body}: {err}");
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with("hint:") && l.contains(hint)),
+            "{body}: {err}"
+        );
+    }
+    // Units on the command line too.
+    let o = bluegreen(&["verify", "--chunk-mb", "5 parsecs"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("kB, MB, GB or TB"), "{}", stderr(&o));
+}
