@@ -109,6 +109,9 @@ pub enum Command {
     Sync(SyncArgs),
 
     /// Show a run: copy progress, applied LSN, lag, apply rate, WAL retained on the source, last error.
+    ///
+    /// Exit 0: sync running, no error, lag under --max-lag. Exit 1: not so (said why), so
+    /// status serves as a probe. Exit 2: trouble (no such run, target unreachable).
     #[command(after_help = EXIT_CODES)]
     Status(StatusArgs),
 
@@ -267,6 +270,10 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+
+    /// Exit 1 (not healthy) when sync lags more than this (seconds, or with a unit: 2min).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::seconds)]
+    pub max_lag: f64,
 }
 
 #[derive(Debug, Args)]

@@ -86,10 +86,15 @@ fn workload(dsn: String, seconds: u64, ledger: PathBuf) -> std::thread::JoinHand
     })
 }
 
+/// `status --json`; its exit code (0 healthy, 1 not) must agree with what it says.
 fn status(p: &Pair) -> serde_json::Value {
     let o = bluegreen(&["status", "--json", "--target", &p.t]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", stderr(&o)));
+    assert_eq!(st["format"], 1, "{st}");
+    let healthy = st["healthy"].as_bool().unwrap();
+    assert_eq!(code(&o), if healthy { 0 } else { 1 }, "{st}");
+    st
 }
 
 /// Waits until the applier has passed the source's current position.
@@ -186,10 +191,16 @@ fn copy_then_sync_under_workload_is_exact() {
         "{st}"
     );
     assert!(st["sync"]["lag_seconds"].as_f64().unwrap() < 0.25, "{st}");
+    assert_eq!(
+        st["healthy"], true,
+        "running, caught up: a probe passes: {st}"
+    );
     stop(sync);
     assert_same(&p, Some(&ledger));
     let st = status(&p);
     assert_eq!(st["sync"]["running"], false, "{st}");
+    assert_eq!(st["healthy"], false, "{st}");
+    assert_eq!(st["problems"][0], "sync is not running", "{st}");
 }
 
 #[test]
@@ -601,6 +612,10 @@ fn lag_is_measured_to_200_ms() {
         seen.push(status(&p)["sync"]["lag_seconds"].as_f64().unwrap_or(0.0));
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Held past a second, the probe fails on a 1 s lag limit.
+    let o = bluegreen(&["status", "--target", &p.t, "--max-lag", "1s"]);
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    assert!(stdout(&o).contains("more than --max-lag"), "{}", stdout(&o));
     p.target.sql(
         DB,
         "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL",

@@ -49,6 +49,12 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     let (chunks, done): (i64, i64) = tables
         .iter()
         .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.done));
+    let problems = problems(apply.as_ref(), args.max_lag);
+    let outcome = if problems.is_empty() {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    };
     if args.json {
         let sync = apply.as_ref().map(|a| {
             json!({
@@ -68,6 +74,7 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             })
         });
         let doc = json!({
+            "format": STATUS_FORMAT,
             "run": run.run,
             "phase": run.phase.as_str(),
             "slot": run.slot_name,
@@ -89,9 +96,11 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             "last_flip": flip.as_ref().map(|(step, at, secs, detail)| json!({
                 "step": step, "at": at, "paused_seconds": secs, "detail": detail,
             })),
+            "healthy": problems.is_empty(),
+            "problems": problems,
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return Ok(Outcome::Clean);
+        return Ok(outcome);
     }
     println!(
         "run {}: phase {}, slot {}, publication {}, copied at {}",
@@ -180,5 +189,43 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             ),
         }
     }
-    Ok(Outcome::Clean)
+    if problems.is_empty() {
+        println!(
+            "healthy: sync running, no error, lag under {}",
+            show_secs(args.max_lag)
+        );
+    } else {
+        println!("not healthy: {}", problems.join("; "));
+    }
+    Ok(outcome)
+}
+
+/// Version of `status --json`'s shape; fields are only ever added.
+const STATUS_FORMAT: u32 = 1;
+
+/// Why the run is not healthy as a probe sees it (exit 1): sync not running, an error, or
+/// lag past `max_lag` seconds.
+fn problems(apply: Option<&ApplyStatus>, max_lag: f64) -> Vec<String> {
+    let Some(a) = apply else {
+        return vec!["sync has never run".into()];
+    };
+    let mut out = Vec::new();
+    if !a.running() {
+        out.push("sync is not running".into());
+    }
+    if let Some(e) = &a.last_error {
+        out.push(format!("sync reports an error: {e}"));
+    }
+    match a.lag_seconds {
+        Some(lag) if lag > max_lag => out.push(format!(
+            "lag {lag:.1} s is more than --max-lag {}",
+            show_secs(max_lag)
+        )),
+        _ => {}
+    }
+    out
+}
+
+fn show_secs(s: f64) -> String {
+    format!("{s} s")
 }
