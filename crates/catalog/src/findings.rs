@@ -241,6 +241,7 @@ pub fn judge(
             "make sure the foreign server is reachable from the target and recreate its user mappings there".into(),
         ));
     }
+    f.extend(timescaledb(plan));
     for e in plan.extensions.iter().filter(|e| !e.available_on_target) {
         f.push(blocker(
             "extension-missing",
@@ -325,5 +326,70 @@ fn shell_word(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// What TimescaleDB needs on both sides before hypertables can move: the extension on the
+/// target at a version no older than the source's, and compression's WAL markers on the
+/// source (without them, rows moved into and out of compressed chunks cannot be told from
+/// real changes in the stream).
+fn timescaledb(plan: &Plan) -> Vec<Finding> {
+    let mut f = Vec::new();
+    let Some(source_version) = plan.source.timescaledb.as_deref() else {
+        return f;
+    };
+    if plan.hypertables.is_empty() && plan.continuous_aggregates.is_empty() {
+        return f;
+    }
+    let ext = plan.extensions.iter().find(|e| e.name == "timescaledb");
+    let target_version = ext.and_then(|e| {
+        e.installed_on_target
+            .clone()
+            .or_else(|| e.default_on_target.clone())
+    });
+    match target_version {
+        None => {} // extension-missing says it.
+        Some(v) if version_key(&v) < version_key(source_version) => f.push(blocker(
+            "timescaledb-version",
+            "target",
+            format!(
+                "the target offers TimescaleDB {v}, older than the source's {source_version}: hypertables, compression and continuous aggregates may not be created the same way"
+            ),
+            format!(
+                "install TimescaleDB {source_version} or newer on the target (for PostgreSQL 15, 2.28.x is the newest; image timescale/timescaledb:latest-pg15), then ALTER EXTENSION timescaledb UPDATE there"
+            ),
+        )),
+        Some(_) => {}
+    }
+    let compressed = plan.hypertables.iter().any(|h| h.compression);
+    if compressed && plan.compression_markers == Some(false) {
+        f.push(blocker(
+            "timescaledb-markers",
+            "source",
+            "timescaledb.enable_compression_wal_markers is off: compressing or decompressing a chunk would stream as deletes and inserts of rows that did not change".into(),
+            "ALTER SYSTEM SET timescaledb.enable_compression_wal_markers = on; SELECT pg_reload_conf();".into(),
+        ));
+    }
+    f
+}
+
+/// `2.28.3` as numbers, for ordering versions.
+fn version_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_key;
+
+    #[test]
+    fn versions_order_numerically() {
+        assert!(version_key("2.17.2") < version_key("2.28.3"));
+        assert!(version_key("2.9.0") < version_key("2.10.0"));
+        assert!(version_key("2.28.3") == version_key("2.28.3"));
+        assert!(version_key("2.28.3-dev") >= version_key("2.28.3"));
     }
 }

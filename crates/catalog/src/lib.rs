@@ -44,10 +44,9 @@ pub async fn build_plan(
     for t in &mut tables {
         t.on_target = existing.contains(&t.display_name());
     }
-    let hypertables = if src.timescaledb.is_some() {
-        read::hypertables(source).await?
-    } else {
-        Vec::new()
+    let timescale = match src.timescaledb {
+        Some(_) => Some(read::timescale(source).await?),
+        None => None,
     };
     let same_cluster = match (read::identity(source).await, read::identity(target).await) {
         (Some(a), Some(b)) => a == b,
@@ -63,11 +62,29 @@ pub async fn build_plan(
         large_objects: read::large_objects(source).await?,
         source: src,
         target: tgt,
+        compression_markers: timescale.as_ref().map(|t| t.markers),
         schemas,
         tables,
-        hypertables,
+        hypertables: Vec::new(),
+        continuous_aggregates: Vec::new(),
+        timescaledb_jobs: Vec::new(),
         findings: Vec::new(),
     };
+    if let Some(t) = timescale {
+        // Only what the planned schemas hold is the run's.
+        let planned = |schema: &str| plan.schemas.iter().any(|s| s == schema);
+        plan.hypertables = t
+            .hypertables
+            .into_iter()
+            .filter(|h| planned(&h.schema))
+            .collect();
+        plan.continuous_aggregates = t
+            .continuous_aggregates
+            .into_iter()
+            .filter(|a| planned(&a.schema))
+            .collect();
+        plan.timescaledb_jobs = t.other_jobs;
+    }
     plan.findings = findings::judge(&plan, &existing, target_can_apply, same_cluster);
     Ok(plan)
 }

@@ -18,6 +18,11 @@ pub struct Plan {
     pub materialized_views: Vec<String>,
     pub foreign_tables: Vec<String>,
     pub hypertables: Vec<Hypertable>,
+    pub continuous_aggregates: Vec<ContinuousAggregate>,
+    /// TimescaleDB background jobs that work on no hypertable (user jobs).
+    pub timescaledb_jobs: Vec<Job>,
+    /// `timescaledb.enable_compression_wal_markers` on the source (None without TimescaleDB).
+    pub compression_markers: Option<bool>,
     pub extensions: Vec<Extension>,
     pub large_objects: i64,
     pub findings: Vec<Finding>,
@@ -153,7 +158,49 @@ pub struct Hypertable {
     pub name: String,
     pub dimensions: Vec<Dimension>,
     pub chunks: i64,
+    /// Compression (the columnstore) is enabled.
     pub compression: bool,
+    pub compressed_chunks: i64,
+    /// `segmentby` and `orderby` as TimescaleDB reports them.
+    pub compression_settings: Option<CompressionSettings>,
+    /// Policies and user jobs on this hypertable (or on its continuous aggregates).
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CompressionSettings {
+    pub segment_by: Option<String>,
+    pub order_by: Option<String>,
+}
+
+/// A TimescaleDB background job: a policy (compression, retention, reorder, continuous
+/// aggregate refresh) or a user job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: i32,
+    /// `compression`, `retention`, `reorder`, `refresh` or `user`.
+    pub kind: String,
+    /// `schema.function` it runs.
+    pub proc: String,
+    pub schedule_interval: String,
+    pub scheduled: bool,
+    pub config: Option<serde_json::Value>,
+    /// The hypertable or continuous aggregate it works on (`schema.name`).
+    pub on: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ContinuousAggregate {
+    pub schema: String,
+    pub name: String,
+    /// The hypertable it aggregates (`schema.name`).
+    pub hypertable: String,
+    pub definition: String,
+    pub materialized_only: bool,
+    /// `schema.name` of the hypertable holding its rows.
+    pub materialization: String,
+    /// Everything before this instant (as text) is materialized.
+    pub watermark: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -171,6 +218,8 @@ pub struct Extension {
     /// Installable on the target (in pg_available_extensions).
     pub available_on_target: bool,
     pub installed_on_target: Option<String>,
+    /// The version `CREATE EXTENSION` would install on the target.
+    pub default_on_target: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use crate::error::Error;
-use crate::plan::{Column, Dimension, Extension, Hypertable, RelName, Sequence, Server, Table};
+use crate::plan::{
+    Column, CompressionSettings, ContinuousAggregate, Dimension, Extension, Hypertable, Job,
+    RelName, Sequence, Server, Table,
+};
 
 fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |source| Error::Query { what, source }
@@ -302,15 +305,15 @@ pub async fn extensions(source: &Client, target: &Client) -> Result<Vec<Extensio
         )
         .await
         .map_err(q("source extensions"))?;
-    let available: HashMap<String, Option<String>> = target
+    let available: HashMap<String, (Option<String>, Option<String>)> = target
         .query(
-            "SELECT name::text, installed_version FROM pg_available_extensions",
+            "SELECT name::text, installed_version, default_version FROM pg_available_extensions",
             &[],
         )
         .await
         .map_err(q("target extensions"))?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
     Ok(installed
         .iter()
@@ -319,7 +322,8 @@ pub async fn extensions(source: &Client, target: &Client) -> Result<Vec<Extensio
             Extension {
                 version: r.get(1),
                 available_on_target: available.contains_key(&name),
-                installed_on_target: available.get(&name).cloned().flatten(),
+                installed_on_target: available.get(&name).and_then(|v| v.0.clone()),
+                default_on_target: available.get(&name).and_then(|v| v.1.clone()),
                 name,
             }
         })
@@ -350,13 +354,30 @@ pub async fn can_apply(client: &Client) -> Result<bool, Error> {
         .map_err(q("apply privileges"))
 }
 
-/// TimescaleDB hypertables and their dimensions, read through timescaledb_information.
-pub async fn hypertables(client: &Client) -> Result<Vec<Hypertable>, Error> {
+/// TimescaleDB's view of the source, read through `timescaledb_information`: hypertables
+/// (dimensions, chunks, compression, jobs), continuous aggregates with their watermarks,
+/// user jobs, and whether compression writes its WAL markers.
+pub struct Timescale {
+    pub hypertables: Vec<Hypertable>,
+    pub continuous_aggregates: Vec<ContinuousAggregate>,
+    pub other_jobs: Vec<Job>,
+    pub markers: bool,
+}
+
+pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
     let tables = client
         .query(
-            "SELECT hypertable_schema::text, hypertable_name::text, num_chunks::bigint,
-                    compression_enabled
-               FROM timescaledb_information.hypertables ORDER BY 1, 2",
+            "SELECT h.hypertable_schema::text, h.hypertable_name::text, h.num_chunks::bigint,
+                    h.compression_enabled,
+                    (SELECT count(*) FROM timescaledb_information.chunks c
+                      WHERE c.hypertable_schema = h.hypertable_schema
+                        AND c.hypertable_name = h.hypertable_name AND c.is_compressed),
+                    s.segmentby, s.orderby
+               FROM timescaledb_information.hypertables h
+               LEFT JOIN timescaledb_information.hypertable_compression_settings s
+                 ON s.hypertable = format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass
+              WHERE h.hypertable_schema NOT LIKE '\\_timescaledb%'
+              ORDER BY 1, 2",
             &[],
         )
         .await
@@ -372,10 +393,97 @@ pub async fn hypertables(client: &Client) -> Result<Vec<Hypertable>, Error> {
         )
         .await
         .map_err(q("hypertable dimensions"))?;
-    Ok(tables
+    let caggs = client
+        .query(
+            "SELECT a.view_schema::text, a.view_name::text,
+                    a.hypertable_schema || '.' || a.hypertable_name,
+                    a.view_definition, a.materialized_only,
+                    a.materialization_hypertable_schema || '.' || a.materialization_hypertable_name,
+                    (SELECT CASE WHEN d.column_type IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype)
+                                 THEN _timescaledb_functions.to_timestamp(
+                                          _timescaledb_functions.cagg_watermark(c.mat_hypertable_id))::text
+                                 ELSE _timescaledb_functions.cagg_watermark(c.mat_hypertable_id)::text END
+                       FROM _timescaledb_catalog.continuous_agg c
+                       JOIN timescaledb_information.dimensions d
+                         ON d.hypertable_schema = a.materialization_hypertable_schema
+                        AND d.hypertable_name = a.materialization_hypertable_name
+                        AND d.dimension_number = 1
+                      WHERE c.user_view_schema = a.view_schema AND c.user_view_name = a.view_name)
+               FROM timescaledb_information.continuous_aggregates a ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(q("continuous aggregates"))?;
+    let jobs = client
+        .query(
+            "SELECT job_id, proc_schema || '.' || proc_name, proc_name::text,
+                    schedule_interval::text, scheduled, config,
+                    hypertable_schema || '.' || hypertable_name
+               FROM timescaledb_information.jobs
+              WHERE job_id >= 1000
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(q("TimescaleDB jobs"))?;
+    let markers: Option<String> = client
+        .query_one(
+            "SELECT current_setting('timescaledb.enable_compression_wal_markers', true)",
+            &[],
+        )
+        .await
+        .map_err(q("TimescaleDB settings"))?
+        .get(0);
+
+    let continuous_aggregates: Vec<ContinuousAggregate> = caggs
+        .iter()
+        .map(|r| ContinuousAggregate {
+            schema: r.get(0),
+            name: r.get(1),
+            hypertable: r.get(2),
+            definition: r.get::<_, String>(3).trim().to_string(),
+            materialized_only: r.get(4),
+            materialization: r.get(5),
+            watermark: r.get(6),
+        })
+        .collect();
+    let mut all_jobs: Vec<Job> = jobs
+        .iter()
+        .map(|r| {
+            let proc: String = r.get(2);
+            Job {
+                id: r.get(0),
+                kind: match proc.as_str() {
+                    "policy_compression" => "compression",
+                    "policy_retention" => "retention",
+                    "policy_reorder" => "reorder",
+                    "policy_refresh_continuous_aggregate" => "refresh",
+                    _ => "user",
+                }
+                .into(),
+                proc: r.get(1),
+                schedule_interval: r.get(3),
+                scheduled: r.get(4),
+                config: r.get(5),
+                on: r.get(6),
+            }
+        })
+        .collect();
+    // A refresh policy names the aggregate's materialization hypertable: show it under the
+    // aggregate's own name and count it with the hypertable it aggregates.
+    for j in &mut all_jobs {
+        if let Some(a) = continuous_aggregates
+            .iter()
+            .find(|a| j.on.as_deref() == Some(a.materialization.as_str()))
+        {
+            j.on = Some(format!("{}.{}", a.schema, a.name));
+        }
+    }
+    let hypertables: Vec<Hypertable> = tables
         .iter()
         .map(|t| {
             let (schema, name): (String, String) = (t.get(0), t.get(1));
+            let qualified = format!("{schema}.{name}");
             let dimensions = dims
                 .iter()
                 .filter(|d| d.get::<_, String>(0) == schema && d.get::<_, String>(1) == name)
@@ -386,13 +494,40 @@ pub async fn hypertables(client: &Client) -> Result<Vec<Hypertable>, Error> {
                     partitions: d.get(5),
                 })
                 .collect();
+            let compression: bool = t.get(3);
+            let aggregates: Vec<String> = continuous_aggregates
+                .iter()
+                .filter(|a| a.hypertable == qualified)
+                .map(|a| format!("{}.{}", a.schema, a.name))
+                .collect();
+            let jobs = all_jobs
+                .iter()
+                .filter(|j| {
+                    j.on.as_deref()
+                        .is_some_and(|on| on == qualified || aggregates.iter().any(|a| a == on))
+                })
+                .cloned()
+                .collect();
             Hypertable {
-                schema,
-                name,
                 dimensions,
                 chunks: t.get(2),
-                compression: t.get(3),
+                compression,
+                compressed_chunks: t.get(4),
+                compression_settings: compression.then(|| CompressionSettings {
+                    segment_by: t.get(5),
+                    order_by: t.get(6),
+                }),
+                jobs,
+                schema,
+                name,
             }
         })
-        .collect())
+        .collect();
+    let other_jobs = all_jobs.into_iter().filter(|j| j.on.is_none()).collect();
+    Ok(Timescale {
+        hypertables,
+        continuous_aggregates,
+        other_jobs,
+        markers: markers.as_deref() != Some("off"),
+    })
 }

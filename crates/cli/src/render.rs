@@ -170,11 +170,41 @@ pub fn plan(p: &Plan) -> String {
                 dims.join(", "),
                 h.chunks,
                 if h.compression {
-                    ", compression on"
+                    format!(", {} compressed", h.compressed_chunks)
                 } else {
-                    ""
+                    String::new()
                 }
             );
+            if let Some(c) = &h.compression_settings {
+                let _ = writeln!(
+                    o,
+                    "    compression: segment by {}, order by {}",
+                    c.segment_by.as_deref().unwrap_or("-"),
+                    c.order_by.as_deref().unwrap_or("-")
+                );
+            }
+            for j in &h.jobs {
+                let _ = writeln!(o, "    {}", job(j));
+            }
+        }
+        for a in &p.continuous_aggregates {
+            let _ = writeln!(
+                o,
+                "  continuous aggregate {}.{} over {} (rows in {}, materialized up to {}{})",
+                a.schema,
+                a.name,
+                a.hypertable,
+                a.materialization,
+                a.watermark.as_deref().unwrap_or("nothing yet"),
+                if a.materialized_only {
+                    ", materialized only"
+                } else {
+                    ", real time"
+                }
+            );
+        }
+        for j in &p.timescaledb_jobs {
+            let _ = writeln!(o, "  {}", job(j));
         }
     }
     if p.large_objects > 0 {
@@ -195,6 +225,23 @@ pub fn plan(p: &Plan) -> String {
 }
 
 /// Blockers, then warnings, each with its fix.
+fn job(j: &catalog::Job) -> String {
+    format!(
+        "job {} {} policy{} every {}{}{}",
+        j.id,
+        j.kind,
+        j.on.as_ref()
+            .map(|on| format!(" on {on}"))
+            .unwrap_or_default(),
+        j.schedule_interval,
+        j.config
+            .as_ref()
+            .map(|c| format!(" {c}"))
+            .unwrap_or_default(),
+        if j.scheduled { "" } else { " (paused)" }
+    )
+}
+
 pub fn findings(list: &[Finding]) -> String {
     let mut o = String::new();
     for (sev, title) in [
