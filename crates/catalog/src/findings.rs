@@ -335,6 +335,26 @@ fn shell_word(s: &str) -> String {
 /// real changes in the stream).
 fn timescaledb(plan: &Plan) -> Vec<Finding> {
     let mut f = Vec::new();
+    let converting =
+        !plan.profile.hypertables.is_empty() || !plan.profile.continuous_aggregates.is_empty();
+    if converting {
+        let available = plan.target.timescaledb.is_some()
+            || plan
+                .extensions
+                .iter()
+                .any(|e| e.name == "timescaledb" && e.available_on_target);
+        if !available || !plan.target.preloads_timescaledb {
+            f.push(blocker(
+                "timescaledb-target",
+                "target",
+                format!(
+                    "the profile makes hypertables, but TimescaleDB is {} on the target",
+                    if available { "not preloaded" } else { "not installed" }
+                ),
+                "run green on a TimescaleDB image (timescale/timescaledb:latest-pg15) or install it, with shared_preload_libraries = 'timescaledb' (a restart)".into(),
+            ));
+        }
+    }
     let Some(source_version) = plan.source.timescaledb.as_deref() else {
         return f;
     };

@@ -4,19 +4,23 @@
 mod error;
 mod findings;
 mod plan;
+mod profile;
 mod read;
 
 pub use error::Error;
 pub use findings::{SENDERS_NEEDED, SLOTS_NEEDED};
 pub use plan::*;
+pub use profile::{AggregateSpec, Conversion, Profile, ProfileText};
 
 use tokio_postgres::Client;
 
 /// What the operator restricted the plan to.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct PlanOptions {
     /// Schemas to migrate; empty means every application schema of the source.
     pub schemas: Vec<String>,
+    /// `--profile`: plain tables that become hypertables on the target.
+    pub profile: Option<ProfileText>,
 }
 
 /// Reads source and target and judges what blocks the migration.
@@ -68,6 +72,7 @@ pub async fn build_plan(
         hypertables: Vec::new(),
         continuous_aggregates: Vec::new(),
         timescaledb_jobs: Vec::new(),
+        profile: Profile::default(),
         findings: Vec::new(),
     };
     if let Some(t) = timescale {
@@ -84,6 +89,9 @@ pub async fn build_plan(
             .filter(|a| planned(&a.schema))
             .collect();
         plan.timescaledb_jobs = t.other_jobs;
+    }
+    if let Some(text) = &opts.profile {
+        plan.profile = profile::resolve(text, &plan, source).await?;
     }
     plan.findings = findings::judge(&plan, &existing, target_can_apply, same_cluster);
     Ok(plan)

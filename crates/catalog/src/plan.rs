@@ -23,12 +23,22 @@ pub struct Plan {
     pub timescaledb_jobs: Vec<Job>,
     /// `timescaledb.enable_compression_wal_markers` on the source (None without TimescaleDB).
     pub compression_markers: Option<bool>,
+    /// `--profile`: plain tables that become hypertables on the target, aggregates to create.
+    pub profile: crate::Profile,
     pub extensions: Vec<Extension>,
     pub large_objects: i64,
     pub findings: Vec<Finding>,
 }
 
 impl Plan {
+    /// The profile's conversion of a table, when it becomes a hypertable on the target.
+    pub fn conversion(&self, schema: &str, name: &str) -> Option<&crate::Conversion> {
+        self.profile
+            .hypertables
+            .iter()
+            .find(|c| c.schema == schema && c.name == name)
+    }
+
     pub fn blockers(&self) -> impl Iterator<Item = &Finding> {
         self.findings
             .iter()
@@ -65,6 +75,8 @@ pub struct Server {
     pub max_wal_senders: i32,
     pub used_wal_senders: i32,
     pub timescaledb: Option<String>,
+    /// `shared_preload_libraries` includes timescaledb (TimescaleDB cannot load otherwise).
+    pub preloads_timescaledb: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

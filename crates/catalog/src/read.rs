@@ -29,7 +29,9 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
                     (SELECT count(*) FROM pg_replication_slots)::int,
                     current_setting('max_wal_senders')::int,
                     (SELECT count(*) FROM pg_stat_replication)::int,
-                    (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text
+                    (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text,
+                    'timescaledb' = ANY(string_to_array(
+                        replace(current_setting('shared_preload_libraries'), ' ', ''), ','))
                FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -51,6 +53,7 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
         max_wal_senders: r.get(11),
         used_wal_senders: r.get(12),
         timescaledb: r.get(13),
+        preloads_timescaledb: r.get(14),
     })
 }
 

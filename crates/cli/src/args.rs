@@ -182,6 +182,11 @@ pub struct PlanArgs {
     /// Schema to migrate (repeatable); default: every application schema of the source.
     #[arg(long = "schema", value_name = "NAME")]
     pub schemas: Vec<String>,
+
+    /// Conversion profile (TOML): plain tables that become TimescaleDB hypertables on the
+    /// target, and continuous aggregates to create there (see README).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +216,12 @@ pub struct CopyArgs {
     /// Do not carry GRANTs over.
     #[arg(long)]
     pub no_privileges: bool,
+
+    /// Conversion profile (TOML): plain tables that become TimescaleDB hypertables on the
+    /// target, with compression and retention policies (paused until cutover) and
+    /// continuous aggregates (see README).
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
 
     /// Schema to migrate (repeatable); default: every application schema of the source.
     #[arg(long = "schema", value_name = "NAME")]

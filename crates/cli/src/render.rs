@@ -207,6 +207,49 @@ pub fn plan(p: &Plan) -> String {
             let _ = writeln!(o, "  {}", job(j));
         }
     }
+    if !p.profile.hypertables.is_empty() || !p.profile.continuous_aggregates.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nprofile: {} table(s) become hypertables on the target (policies paused until cutover)",
+            p.profile.hypertables.len()
+        );
+        for c in &p.profile.hypertables {
+            let _ = writeln!(
+                o,
+                "  {}.{}: by {} every {}, key ({}){}{}{}",
+                c.schema,
+                c.name,
+                c.time_column,
+                c.chunk_interval,
+                c.primary_key.join(", "),
+                if c.compress_segment_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(", compressed by {}", c.compress_segment_by.join(", "))
+                },
+                c.compress_after
+                    .as_ref()
+                    .map(|a| format!(" after {a}"))
+                    .unwrap_or_default(),
+                c.drop_after
+                    .as_ref()
+                    .map(|d| format!(", dropped after {d}"))
+                    .unwrap_or_default()
+            );
+        }
+        for a in &p.profile.continuous_aggregates {
+            let _ = writeln!(
+                o,
+                "  continuous aggregate {}.{}{}",
+                a.schema,
+                a.name,
+                a.refresh_every
+                    .as_ref()
+                    .map(|e| format!(", refreshed every {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     if p.large_objects > 0 {
         let _ = writeln!(o, "\nlarge objects: {}", p.large_objects);
     }

@@ -64,24 +64,11 @@ fn stop(mut child: Running) {
 }
 
 /// Runs the plant workload against `dsn` in a background thread; joins to its ledger path.
+/// The plant workload at 400 rows/s; the ledger's path once it is done.
 fn workload(dsn: String, seconds: u64, ledger: PathBuf) -> std::thread::JoinHandle<PathBuf> {
+    let run = common::workload(dsn, seconds, 400.0, ledger.clone(), 1);
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cfg = fixtures::workload::WorkloadConfig::new(
-            &dsn,
-            Duration::from_secs(seconds),
-            400.0,
-            &ledger,
-        );
-        let report = rt.block_on(fixtures::workload::run(&cfg)).unwrap();
-        assert!(
-            report.summary.committed > 0,
-            "the workload committed nothing"
-        );
+        run.join().unwrap();
         ledger
     })
 }
@@ -135,21 +122,7 @@ fn assert_same(p: &Pair, ledger: Option<&Path>) {
         );
     }
     if let Some(ledger) = ledger {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let (client, conn) = tokio_postgres::connect(&p.t, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let report = fixtures::check(&client, ledger).await.unwrap();
-            assert!(
-                report.is_ok(),
-                "the target lacks committed writes: {report}"
-            );
-        });
+        common::check_ledger(&p.t, ledger);
     }
 }
 

@@ -165,3 +165,144 @@ fn markers_off_on_the_source_block() {
         .unwrap()
         .contains("enable_compression_wal_markers = on"));
 }
+
+fn profile_path() -> String {
+    format!(
+        "{}/../../fixtures/ms5-profile.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// MS5's case: a plain source (the extension installed, no hypertables) whose time-series
+/// tables become hypertables on green by `fixtures/ms5-profile.toml`; then sync under the
+/// plant workload and verify.
+#[test]
+fn the_fixture_becomes_hypertables_by_the_ms5_profile() {
+    if testkit::skip_without_timescaledb("the_fixture_becomes_hypertables_by_the_ms5_profile") {
+        return;
+    }
+    const FT: &str = "factory_telemetry";
+    let start = || Cluster::builder().timescaledb().start().unwrap();
+    let (blue, green) = (start(), start());
+    common::load_fixture_after(&blue, &green, 0.01, "CREATE EXTENSION timescaledb");
+    blue.sql(
+        FT,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let (s, t) = (blue.url(FT), green.url(FT));
+    let profile = profile_path();
+    let o = bluegreen(&[
+        "copy",
+        "--schema",
+        FT,
+        "--profile",
+        &profile,
+        "--source",
+        &s,
+        "--target",
+        &t,
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+
+    let intervals = green.sql(
+        FT,
+        "SELECT string_agg(hypertable_name || ' ' || time_interval, ', ' ORDER BY hypertable_name)
+           FROM timescaledb_information.dimensions WHERE hypertable_schema = 'factory_telemetry'",
+    );
+    assert_eq!(
+        intervals,
+        "energy_consumption 1 day, metric_hist 01:00:00, oee_calculations 1 day, \
+         production_context_history 1 day, production_kpis 1 day"
+    );
+    let key = green.sql(
+        FT,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+          WHERE conrelid = 'factory_telemetry.metric_hist'::regclass AND contype = 'p'",
+    );
+    assert_eq!(key, "PRIMARY KEY (id, ts)");
+    // Compression and retention for five tables, refresh for two aggregates: all paused.
+    let jobs = green.sql(
+        FT,
+        "SELECT count(*) || ' ' || count(*) FILTER (WHERE scheduled)
+           FROM timescaledb_information.jobs WHERE job_id >= 1000",
+    );
+    assert_eq!(jobs, "12 0", "policies present and paused");
+    // The aggregates hold what their query computes on blue.
+    let hourly =
+        "SELECT bucket, line_id, round(oee, 6) FROM factory_telemetry.oee_hourly ORDER BY 1, 2";
+    let on_blue =
+        "SELECT time_bucket('1 hour', calculation_time) AS bucket, line_id, round(avg(oee), 6)
+                     FROM factory_telemetry.oee_calculations GROUP BY 1, 2 ORDER BY 1, 2";
+    let rows = green.sql(FT, hourly);
+    assert!(!rows.is_empty());
+    assert_eq!(rows, blue.sql(FT, on_blue));
+
+    // Sync under the plant workload into the hypertables, then verify through their parents.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sync.log");
+    let sync = common::spawn_bluegreen(&["sync", "--source", &s, "--target", &t], &log);
+    let ledger = dir.path().join("ledger");
+    common::workload(s.clone(), 6, 300.0, ledger.clone(), 1)
+        .join()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let o = bluegreen(&["verify", "--source", &s, "--target", &t]);
+        if code(&o) == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    drop(sync);
+    common::check_ledger(&t, &ledger);
+}
+
+/// A profile that names what does not exist, or an interval PostgreSQL cannot read, is
+/// refused before anything is touched, naming its line.
+#[test]
+fn bad_profiles_are_refused_naming_the_line() {
+    const FT: &str = "factory_telemetry";
+    let (blue, green) = common::fixture_pair();
+    let (s, t) = (blue.url(FT), green.url(FT));
+    let dir = tempfile::tempdir().unwrap();
+    let head = "# ms5\n\n[[hypertable]]\n";
+    for (body, line, cause) in [
+        ("table = \"factory_telemetry.nope\"\ntime_column = \"ts\"\nchunk_interval = \"1 hour\"\n", 4, "not among the planned tables"),
+        ("table = \"factory_telemetry.metric_hist\"\ntime_column = \"tz\"\nchunk_interval = \"1 hour\"\n", 5, "has no column tz"),
+        ("table = \"factory_telemetry.metric_hist\"\ntime_column = \"ts\"\nchunk_interval = \"1 fortnight\"\nprimary_key = [\"id\", \"ts\"]\n", 6, "is not an interval"),
+        ("table = \"factory_telemetry.metric_hist\"\ntime_column = \"ts\"\nchunk_interval = \"1 hour\"\n", 4, "lacks the time column"),
+        ("table = \"factory_telemetry.metric_hist\"\ntime_column = \"ts\"\nchunk_interval = \"1 hour\"\nprimary_key = [\"ts\"]\n", 7, "must hold the source's key"),
+        ("table = \"factory_telemetry.metric_hist\"\ntime_colum = \"ts\"\n", 5, "unknown field"),
+    ] {
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, format!("{head}{body}")).unwrap();
+        let profile = path.to_str().unwrap();
+        for cmd in ["plan", "copy"] {
+            let o = bluegreen(&[cmd, "--profile", profile, "--source", &s, "--target", &t]);
+            let err = stderr(&o);
+            assert_eq!(code(&o), 2, "{body}: {err}");
+            assert!(err.contains(&format!("line {line}:")), "{body}: {err}");
+            assert!(err.contains(cause), "{body}: {err}");
+            assert!(err.lines().any(|l| l.starts_with("hint:")), "{err}");
+        }
+    }
+    // Nothing was touched on either side.
+    assert_eq!(
+        blue.sql(FT, "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+    assert_eq!(blue.sql(FT, "SELECT count(*) FROM pg_publication"), "0");
+    assert_eq!(
+        green.sql(FT, "SELECT count(*) FROM pg_namespace WHERE nspname <> 'public' AND nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"),
+        "0"
+    );
+}

@@ -6,6 +6,7 @@
 mod chunking;
 mod data;
 mod error;
+mod hypertables;
 pub mod names;
 mod pipeline;
 mod postdata;
@@ -185,6 +186,7 @@ pub async fn copy(
             finish,
         )
         .await?;
+        hypertables::finish(&tgt, plan).await?;
         Run::set_phase(&tgt, run, Phase::Copied).await?;
         let data_seconds = report.data_seconds.unwrap_or(0.0);
         state::audit(
@@ -345,6 +347,7 @@ async fn start_run(
             .items
             .retain(|i| i.kind == "MATERIALIZED VIEW DATA");
     }
+    hypertables::adjust_post_data(&mut post_data.items, plan);
 
     let snap_client = conn::connect(source).await.map_err(conn_err("source"))?;
     snap_client
@@ -368,6 +371,7 @@ async fn start_run(
             .await
             .map_err(sql("target", "reset search_path"))?;
     }
+    hypertables::create(&tx, plan).await?;
     Run::set_snapshot(&tx, run, &snap.lsn, &post).await?;
     Chunk::insert_all(&tx, run, &chunks).await?;
     PostDataItem::insert_all(&tx, run, &post_data.items).await?;

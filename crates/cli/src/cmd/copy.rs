@@ -14,6 +14,7 @@ use crate::trouble::Trouble;
 use crate::Outcome;
 
 pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Outcome, Trouble> {
+    let profile = super::read_profile(args.profile.as_deref())?;
     let ((source_spec, source), (target_spec, target)) = super::connect_both(settings).await?;
     let schemas = if args.schemas.is_empty() {
         settings.schemas.clone()
@@ -25,7 +26,7 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Outcome, Trouble
         source_spec.redacted(),
         &target,
         target_spec.redacted(),
-        &PlanOptions { schemas },
+        &PlanOptions { schemas, profile },
     )
     .await
     .map_err(|e| Trouble::catalog("plan", e))?;

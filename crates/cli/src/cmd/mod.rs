@@ -45,3 +45,20 @@ pub async fn connect_both(
     let t = t.map_err(|e| Trouble::conn("target", e))?;
     Ok(((source, s), (target, t)))
 }
+
+/// The `--profile` file's text, read before anything connects.
+pub fn read_profile(
+    path: Option<&std::path::Path>,
+) -> Result<Option<catalog::ProfileText>, Trouble> {
+    let Some(path) = path else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Trouble::new(
+            format!("cannot read profile {}: {e}", path.display()),
+            "check the --profile path (a TOML file; fixtures/ms5-profile.toml is an example)",
+        )
+    })?;
+    Ok(Some(catalog::ProfileText {
+        name: path.display().to_string(),
+        text,
+    }))
+}

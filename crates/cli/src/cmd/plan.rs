@@ -8,6 +8,7 @@ use crate::trouble::Trouble;
 use crate::{render, Outcome};
 
 pub async fn run(args: PlanArgs, settings: &Settings) -> Result<Outcome, Trouble> {
+    let profile = super::read_profile(args.profile.as_deref())?;
     let ((source_spec, source), (target_spec, target)) = super::connect_both(settings).await?;
     let opts = PlanOptions {
         schemas: if args.schemas.is_empty() {
@@ -15,6 +16,7 @@ pub async fn run(args: PlanArgs, settings: &Settings) -> Result<Outcome, Trouble
         } else {
             args.schemas
         },
+        profile,
     };
     let plan = catalog::build_plan(
         &source,

@@ -37,6 +37,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> Result<Outcome, Troub
         target_spec.redacted(),
         &PlanOptions {
             schemas: schemas.clone(),
+            profile: None,
         },
     )
     .await

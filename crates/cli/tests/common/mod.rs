@@ -102,10 +102,19 @@ pub fn create_fixture_schema(pg: &Cluster) {
 
 /// Like [`fixture_pair`] at a given scale (1 ≈ 100 MB).
 pub fn fixture_pair_at(scale: f64) -> (Cluster, Cluster) {
-    let source = Cluster::new();
-    let target = Cluster::new();
+    let (source, target) = (Cluster::new(), Cluster::new());
+    load_fixture_after(&source, &target, scale, "");
+    (source, target)
+}
+
+/// Creates the factory_telemetry database on both and loads the fixture at `scale` into
+/// the source (where `before` has run first, e.g. to create an extension).
+pub fn load_fixture_after(source: &Cluster, target: &Cluster, scale: f64, before: &str) {
     source.create_database("factory_telemetry");
     target.create_database("factory_telemetry");
+    if !before.is_empty() {
+        source.sql("factory_telemetry", before);
+    }
     runtime().block_on(async {
         let (client, conn) =
             tokio_postgres::connect(&source.url("factory_telemetry"), tokio_postgres::NoTls)
@@ -115,5 +124,48 @@ pub fn fixture_pair_at(scale: f64) -> (Cluster, Cluster) {
         fixtures::load(&client, scale).await.unwrap();
     });
     source.sql("factory_telemetry", "ANALYZE");
-    (source, target)
+}
+
+/// The plant workload against `dsn` in a background thread, at `rate` rows/s, recording
+/// every commit in `ledger`. A ledger holds only while nothing else writes its keys: give
+/// each concurrent run its own `seed`.
+pub fn workload(
+    dsn: String,
+    seconds: u64,
+    rate: f64,
+    ledger: std::path::PathBuf,
+    seed: u64,
+) -> std::thread::JoinHandle<fixtures::workload::WorkloadReport> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut cfg = fixtures::workload::WorkloadConfig::new(
+            &dsn,
+            std::time::Duration::from_secs(seconds),
+            rate,
+            &ledger,
+        );
+        cfg.seed = seed;
+        let report = rt.block_on(fixtures::workload::run(&cfg)).unwrap();
+        assert!(
+            report.summary.committed > 0,
+            "the workload committed nothing"
+        );
+        report
+    })
+}
+
+/// Every write the ledger says was committed is on `dsn`.
+pub fn check_ledger(dsn: &str, ledger: &std::path::Path) {
+    runtime().block_on(async {
+        let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let report = fixtures::check(&client, ledger).await.unwrap();
+        assert!(report.is_ok(), "committed writes missing: {report}");
+    });
 }

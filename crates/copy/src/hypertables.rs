@@ -1,0 +1,289 @@
+//! Plain source tables that become TimescaleDB hypertables on the target (`--profile`):
+//! made hypertables right after pre-data (empty, so TimescaleDB routes every copied row to
+//! its chunk), their post-data adjusted to what hypertables accept, and after the data their
+//! compression settings, policies (paused until cutover) and continuous aggregates.
+
+use catalog::{Conversion, Plan};
+use conn::{quote_ident, quote_literal};
+use state::NewItem;
+use tokio_postgres::{Client, GenericClient};
+
+use crate::error::{sql, Error};
+use crate::schedule::tables_named;
+
+/// Policies bluegreen creates on the target; paused until cutover so the target keeps every
+/// row the source has (a verify before cutover compares the same rows).
+pub const POLICY_PROCS: &[&str] = &[
+    "policy_compression",
+    "policy_retention",
+    "policy_refresh_continuous_aggregate",
+];
+
+/// Makes each converted table a hypertable (in the pre-data transaction, while it is empty).
+/// A table that already is one (an operator made it) is left as it is.
+fn converting(plan: &Plan) -> bool {
+    !plan.profile.hypertables.is_empty() || !plan.profile.continuous_aggregates.is_empty()
+}
+
+pub async fn create(tx: &impl GenericClient, plan: &Plan) -> Result<(), Error> {
+    if !converting(plan) {
+        return Ok(());
+    }
+    tx.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .await
+        .map_err(sql("target", "create the timescaledb extension"))?;
+    for c in &plan.profile.hypertables {
+        let already: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                                 WHERE hypertable_schema = $1 AND hypertable_name = $2)",
+                &[&c.schema, &c.name],
+            )
+            .await
+            .map_err(sql("target", "look up hypertables"))?
+            .get(0);
+        if already {
+            continue;
+        }
+        // Default indexes off: the source's own indexes come with post-data.
+        let q = format!(
+            "SELECT create_hypertable($1::text::regclass, by_range($2::text::name, $3::text::{}),
+                                      create_default_indexes => false)",
+            c.interval_type()
+        );
+        tx.query_one(&q, &[&c.qualified(), &c.time_column, &c.chunk_interval])
+            .await
+            .map_err(sql(
+                "target",
+                format!("make {}.{} a hypertable", c.schema, c.name),
+            ))?;
+    }
+    Ok(())
+}
+
+/// Post-data for converted tables as hypertables take it: no `ALTER TABLE ONLY` (TimescaleDB
+/// refuses ONLY, and so keys are built whole rather than split), and the primary key the
+/// profile names.
+pub fn adjust_post_data(items: &mut [NewItem], plan: &Plan) {
+    for item in items {
+        let named = tables_named(&item.sql);
+        let Some(c) = named
+            .iter()
+            .find_map(|(schema, name)| plan.conversion(schema, name))
+        else {
+            continue;
+        };
+        let table = format!("ALTER TABLE ONLY {}", c.qualified());
+        let dumped = format!(
+            "ALTER TABLE ONLY {}.{}",
+            dump_ident(&c.schema),
+            dump_ident(&c.name)
+        );
+        for only in [table, dumped] {
+            if item.sql.contains(&only) {
+                item.sql = item.sql.replace(&only, &only.replace(" ONLY ", " "));
+            }
+        }
+        if item.kind == "CONSTRAINT" && named.len() == 1 {
+            item.sql = with_primary_key(&item.sql, c);
+        }
+    }
+}
+
+/// An identifier as pg_dump writes it (bare when it can be).
+fn dump_ident(s: &str) -> String {
+    let bare = !s.is_empty()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$');
+    if bare {
+        s.to_string()
+    } else {
+        quote_ident(s)
+    }
+}
+
+/// `… PRIMARY KEY (id)…` with the profile's key columns instead.
+fn with_primary_key(sql: &str, c: &Conversion) -> String {
+    let Some(at) = sql.find(" PRIMARY KEY (") else {
+        return sql.to_string();
+    };
+    let open = at + " PRIMARY KEY (".len();
+    let Some(close) = sql[open..].find(')') else {
+        return sql.to_string();
+    };
+    let cols: Vec<String> = c.primary_key.iter().map(|k| quote_ident(k)).collect();
+    format!(
+        "{}{}{}",
+        &sql[..open],
+        cols.join(", "),
+        &sql[open + close..]
+    )
+}
+
+/// After the data and post-data: compression settings, compression and retention policies,
+/// continuous aggregates (created, filled once, refresh policy), every policy paused.
+/// Idempotent, so a resumed copy runs it again safely.
+pub async fn finish(tgt: &Client, plan: &Plan) -> Result<(), Error> {
+    if !converting(plan) {
+        return Ok(());
+    }
+    for c in &plan.profile.hypertables {
+        let table = c.qualified();
+        let what = |w: &str| format!("{w} on {}.{}", c.schema, c.name);
+        if !c.compress_segment_by.is_empty() || c.compress_order_by.is_some() {
+            let mut opts = vec!["timescaledb.compress".to_string()];
+            if !c.compress_segment_by.is_empty() {
+                let cols: Vec<String> = c
+                    .compress_segment_by
+                    .iter()
+                    .map(|s| quote_ident(s))
+                    .collect();
+                opts.push(format!(
+                    "timescaledb.compress_segmentby = {}",
+                    quote_literal(&cols.join(", "))
+                ));
+            }
+            if let Some(o) = &c.compress_order_by {
+                opts.push(format!(
+                    "timescaledb.compress_orderby = {}",
+                    quote_literal(o)
+                ));
+            }
+            tgt.batch_execute(&format!("ALTER TABLE {table} SET ({})", opts.join(", ")))
+                .await
+                .map_err(sql("target", what("set compression")))?;
+        }
+        if let Some(after) = &c.compress_after {
+            tgt.query_one(
+                "SELECT add_compression_policy($1::text::regclass, compress_after => $2::text::interval,
+                                               if_not_exists => true)",
+                &[&table, after],
+            )
+            .await
+            .map_err(sql("target", what("add the compression policy")))?;
+        }
+        if let Some(after) = &c.drop_after {
+            tgt.query_one(
+                "SELECT add_retention_policy($1::text::regclass, drop_after => $2::text::interval,
+                                             if_not_exists => true)",
+                &[&table, after],
+            )
+            .await
+            .map_err(sql("target", what("add the retention policy")))?;
+        }
+    }
+    for a in &plan.profile.continuous_aggregates {
+        let view = a.qualified();
+        let what = |w: &str| format!("{w} {}.{}", a.schema, a.name);
+        tgt.batch_execute(&format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {view} WITH (timescaledb.continuous) AS {} WITH NO DATA",
+            a.query
+        ))
+        .await
+        .map_err(sql("target", what("create the continuous aggregate")))?;
+        // Outside a transaction block, as TimescaleDB requires.
+        tgt.execute(
+            "CALL refresh_continuous_aggregate($1::text::regclass, NULL, NULL)",
+            &[&view],
+        )
+        .await
+        .map_err(sql("target", what("fill the continuous aggregate")))?;
+        if let Some(every) = &a.refresh_every {
+            tgt.query_one(
+                "SELECT add_continuous_aggregate_policy($1::text::regclass,
+                            start_offset => $2::text::interval, end_offset => $3::text::interval,
+                            schedule_interval => $4::text::interval, if_not_exists => true)",
+                &[&view, &a.refresh_start_offset, &a.refresh_end_offset, every],
+            )
+            .await
+            .map_err(sql("target", what("add the refresh policy of")))?;
+        }
+    }
+    set_policies(tgt, plan, false).await.map(drop)
+}
+
+/// Pauses (`scheduled = false`) or starts the policies bluegreen created for the run's
+/// converted tables and aggregates; returns how many jobs it changed. Cutover starts them
+/// when green takes traffic; rollback pauses them again.
+pub async fn set_policies(tgt: &Client, plan: &Plan, scheduled: bool) -> Result<u64, Error> {
+    if !converting(plan) {
+        return Ok(0);
+    }
+    let mut on: Vec<(String, String)> = plan
+        .profile
+        .hypertables
+        .iter()
+        .map(|c| (c.schema.clone(), c.name.clone()))
+        .collect();
+    on.extend(
+        plan.profile
+            .continuous_aggregates
+            .iter()
+            .map(|a| (a.schema.clone(), a.name.clone())),
+    );
+    let (schemas, names): (Vec<String>, Vec<String>) = on.into_iter().unzip();
+    let procs: Vec<&str> = POLICY_PROCS.to_vec();
+    // Refresh policies are listed under the aggregate's materialization hypertable.
+    let rows = tgt
+        .query(
+            "SELECT alter_job(j.job_id, scheduled => $4)
+               FROM timescaledb_information.jobs j
+               LEFT JOIN timescaledb_information.continuous_aggregates a
+                 ON a.materialization_hypertable_schema = j.hypertable_schema
+                AND a.materialization_hypertable_name = j.hypertable_name
+              WHERE j.proc_name = ANY($3) AND j.scheduled <> $4
+                AND EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) o(s, n)
+                             WHERE (o.s, o.n) = (j.hypertable_schema, j.hypertable_name)
+                                OR (o.s, o.n) = (a.view_schema, a.view_name))",
+            &[&schemas, &names, &procs, &scheduled],
+        )
+        .await
+        .map_err(sql(
+            "target",
+            if scheduled {
+                "start the TimescaleDB policies"
+            } else {
+                "pause the TimescaleDB policies"
+            },
+        ))?;
+    Ok(rows.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversion() -> Conversion {
+        Conversion {
+            schema: "factory_telemetry".into(),
+            name: "metric_hist".into(),
+            time_column: "ts".into(),
+            time_type: "timestamp with time zone".into(),
+            chunk_interval: "01:00:00".into(),
+            primary_key: vec!["id".into(), "ts".into()],
+            source_key: vec!["id".into()],
+            compress_segment_by: vec![],
+            compress_order_by: None,
+            compress_after: None,
+            drop_after: None,
+        }
+    }
+
+    #[test]
+    fn primary_key_takes_the_profiles_columns() {
+        let sql = "ALTER TABLE ONLY factory_telemetry.metric_hist\n    ADD CONSTRAINT metric_hist_pkey PRIMARY KEY (id);\n";
+        assert_eq!(
+            with_primary_key(&sql.replace(" ONLY ", " "), &conversion()),
+            "ALTER TABLE factory_telemetry.metric_hist\n    ADD CONSTRAINT metric_hist_pkey PRIMARY KEY (\"id\", \"ts\");\n"
+        );
+    }
+
+    #[test]
+    fn dump_idents_are_bare_when_they_can_be() {
+        assert_eq!(dump_ident("metric_hist"), "metric_hist");
+        assert_eq!(dump_ident("Shift Notes"), "\"Shift Notes\"");
+    }
+}
