@@ -7,6 +7,9 @@
 # prints how long clients were paused; finally a check that green holds every write the
 # workload committed (its ledger), before and after the flip.
 # Environment: DEMO_SCALE (default 0.2, ~60 MB), DEMO_SECONDS (default 45), DEMO_RATE (rows/s, default 500).
+# DEMO_TIMESCALEDB=1 (TimescaleDB installed for PostgreSQL 15): both servers preload it, blue
+# has the extension but plain tables (as MS5's), and copy converts green's time-series tables
+# into hypertables by fixtures/ms5-profile.toml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scale=${DEMO_SCALE:-0.2}
@@ -28,7 +31,13 @@ trap cleanup EXIT
 
 echo "== starting source, target and PgBouncer on 127.0.0.1"
 mkfifo "$work/hold"
-"$bin/bg-servers" "$work/env" <"$work/hold" &
+server_flags=()
+copy_flags=()
+if [ "${DEMO_TIMESCALEDB:-0}" = 1 ]; then
+  server_flags+=(--timescaledb)
+  copy_flags+=(--profile fixtures/ms5-profile.toml)
+fi
+"$bin/bg-servers" "$work/env" "${server_flags[@]}" <"$work/hold" &
 servers_pid=$!
 exec 3>"$work/hold"   # keeps the servers up until this script ends
 for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.1; done
@@ -44,6 +53,9 @@ echo "   source: $src"
 echo "   target: $tgt"
 
 echo "== loading factory_telemetry at scale $scale into the source"
+if [ "${DEMO_TIMESCALEDB:-0}" = 1 ]; then
+  /usr/lib/postgresql/15/bin/psql -X -q -v ON_ERROR_STOP=1 "$src" -c "CREATE EXTENSION timescaledb"
+fi
 "$bin/bg-fixture" load --dsn "$src" --scale "$scale"
 
 echo "== bluegreen plan: what the migration will do and what blocks it"
@@ -63,7 +75,11 @@ workload_pid=$!
 sleep 2
 
 echo "== bluegreen copy (while the plant writes)"
-"$bin/bluegreen" copy --source "$src" --target "$tgt" 2>"$work/copy.log" | tail -n 4
+"$bin/bluegreen" copy --source "$src" --target "$tgt" "${copy_flags[@]}" 2>"$work/copy.log" | tail -n 4
+if [ "${DEMO_TIMESCALEDB:-0}" = 1 ]; then
+  echo "   green's hypertables (fixtures/ms5-profile.toml), policies paused until cutover:"
+  /usr/lib/postgresql/15/bin/psql -X -A -t "$tgt" -c "SELECT '   ' || d.hypertable_name || ': chunks of ' || d.time_interval || ', ' || h.num_chunks || ' chunk(s), ' || (SELECT count(*) FROM timescaledb_information.jobs j WHERE j.hypertable_name = d.hypertable_name AND NOT j.scheduled) || ' paused polic(ies)' FROM timescaledb_information.dimensions d JOIN timescaledb_information.hypertables h USING (hypertable_schema, hypertable_name) WHERE d.hypertable_schema = 'factory_telemetry' ORDER BY 1"
+fi
 
 echo "== bluegreen sync: streaming every change since the copy's snapshot"
 "$bin/bluegreen" sync --source "$src" --target "$tgt" 2>"$work/sync.log" &

@@ -145,3 +145,25 @@ fn pgbouncer_pools_and_reroutes() {
     drop(pb);
     assert!(gone_within(port, &dir, Duration::from_secs(10)));
 }
+
+/// The helper binaries parse their arguments: `--help` prints usage and starts nothing (it
+/// once took `--help` as its env file and wrote the servers' passwords into it).
+#[test]
+fn bg_servers_help_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_bg-servers"))
+        .arg("--help")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Usage: bg-servers"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let o = Command::new(env!("CARGO_BIN_EXE_bg-servers"))
+        .args(["env", "not-a-setting"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

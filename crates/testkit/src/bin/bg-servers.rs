@@ -4,35 +4,59 @@
 //! the file named on the command line, then waits; the servers go away when this process
 //! ends (killed or not).
 //!
-//! Usage: bg-servers ENV_FILE [--subscriber] [setting=value ...]
+//! Usage: bg-servers ENV_FILE [--subscriber] [--timescaledb] [setting=value ...]
 //! (postgresql.conf settings for every server). `--subscriber` adds a second target with the
 //! same settings (SUBSCRIBER_PORT), so that a benchmark's other applying consumer has a server
-//! and a buffer pool of its own, as green would.
+//! and a buffer pool of its own, as green would. `--timescaledb` preloads TimescaleDB.
 
 use std::io::Write;
+use std::path::PathBuf;
 
+use clap::Parser;
 use testkit::{Cluster, Pgbouncer};
 
+/// Starts a local source, target and PgBouncer and writes how to reach them to ENV_FILE
+/// (shell variables, passwords included: keep the file private); holds them until stdin
+/// closes.
+#[derive(Parser)]
+#[command(name = "bg-servers")]
+struct Args {
+    /// File to write the servers' variables to (SOURCE_PORT, TARGET_PORT, POOLER_PORT, …).
+    env_file: PathBuf,
+    /// Also start a second target (SUBSCRIBER_PORT) with the same settings.
+    #[arg(long)]
+    subscriber: bool,
+    /// Preload TimescaleDB on every server (it must be installed).
+    #[arg(long)]
+    timescaledb: bool,
+    /// postgresql.conf settings for every server, as name=value.
+    #[arg(value_name = "SETTING=VALUE", value_parser = setting)]
+    settings: Vec<(String, String)>,
+}
+
+fn setting(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s} is not setting=value"))
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let Some(env_file) = args.next() else {
-        eprintln!("usage: bg-servers ENV_FILE [--subscriber] [setting=value ...]");
+    let Args {
+        env_file,
+        subscriber,
+        timescaledb,
+        settings,
+    } = Args::parse();
+    if timescaledb && !testkit::timescaledb_available() {
+        eprintln!("bg-servers: --timescaledb, but TimescaleDB is not installed for PostgreSQL 15");
         std::process::exit(2);
-    };
-    let mut subscriber = false;
-    let mut settings: Vec<(String, String)> = Vec::new();
-    for a in args {
-        match a.split_once('=') {
-            Some((k, v)) => settings.push((k.to_string(), v.to_string())),
-            None if a == "--subscriber" => subscriber = true,
-            None => {
-                eprintln!("bg-servers: {a} is neither --subscriber nor setting=value");
-                std::process::exit(2);
-            }
-        }
     }
+    let env_file = env_file.display().to_string();
     let start = |name: &str| {
         let mut b = Cluster::builder();
+        if timescaledb {
+            b = b.timescaledb();
+        }
         for (k, v) in &settings {
             b = b.setting(k, v);
         }
@@ -89,7 +113,19 @@ fn main() {
     }
     let text: String = vars.iter().map(|(k, v)| format!("{k}='{v}'\n")).collect();
     let tmp = format!("{env_file}.tmp");
-    if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &env_file)) {
+    // It holds the servers' password: readable by its owner only.
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+            .write_all(text.as_bytes())?;
+        std::fs::rename(&tmp, &env_file)
+    };
+    if let Err(e) = write() {
         eprintln!("bg-servers: cannot write {env_file}: {e}");
         std::process::exit(2);
     }
