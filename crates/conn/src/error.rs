@@ -23,6 +23,10 @@ pub enum Error {
     #[error("TLS with {target}: {cause}")]
     Tls { target: String, cause: String },
 
+    /// The client certificate or its key cannot be used.
+    #[error("client certificate for {target}: {cause}")]
+    ClientCert { target: String, cause: String },
+
     #[error("{target}: {message}")]
     Server {
         target: String,
@@ -47,6 +51,9 @@ impl Error {
             Error::NoDatabase { .. } => "check dbname, or create the database first",
             Error::Tls { .. } => {
                 "check sslmode and sslrootcert (verify-ca/verify-full need the CA certificate that signed the server's), or use sslmode=prefer"
+            }
+            Error::ClientCert { .. } => {
+                "give sslcert= and sslkey= (or PGSSLCERT/PGSSLKEY, or ~/.postgresql/postgresql.crt and .key) as PEM files: a certificate signed by a CA the server trusts and its unencrypted key, readable only by you (chmod 0600)"
             }
             Error::Server { .. } => "see the server's message above",
         }

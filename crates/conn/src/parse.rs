@@ -17,6 +17,8 @@ const KEYS: &[&str] = &[
     "dbname",
     "sslmode",
     "sslrootcert",
+    "sslcert",
+    "sslkey",
     "application_name",
     "fallback_application_name",
     "connect_timeout",

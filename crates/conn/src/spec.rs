@@ -119,6 +119,10 @@ pub struct ConnSpec {
     pub dbname: String,
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
+    /// `sslcert`: the client certificate (PEM) offered when the server asks for one.
+    pub sslcert: Option<PathBuf>,
+    /// `sslkey`: its private key (PEM, unencrypted, private to the owner as libpq demands).
+    pub sslkey: Option<PathBuf>,
     pub application_name: Option<String>,
     pub connect_timeout: Option<Duration>,
     /// `options`: command-line options sent to the server at startup (e.g. `-c statement_timeout=0`).
@@ -193,6 +197,19 @@ impl ConnSpec {
                     .map(|h| h.join(".postgresql/root.crt"))
                     .filter(|p| p.exists())
             });
+        // libpq's defaults: ~/.postgresql/postgresql.crt when it exists, and its key beside
+        // it. A certificate named explicitly must exist (checked when TLS is set up).
+        let sslcert = get("sslcert", "PGSSLCERT").map(PathBuf::from).or_else(|| {
+            env.home()
+                .map(|h| h.join(".postgresql/postgresql.crt"))
+                .filter(|p| p.exists())
+        });
+        let sslkey = get("sslkey", "PGSSLKEY").map(PathBuf::from).or_else(|| {
+            sslcert
+                .as_ref()
+                .and(env.home())
+                .map(|h| h.join(".postgresql/postgresql.key"))
+        });
         let mut spec = ConnSpec {
             host,
             hostaddr: get("hostaddr", "PGHOSTADDR"),
@@ -202,6 +219,8 @@ impl ConnSpec {
             dbname,
             sslmode,
             sslrootcert,
+            sslcert,
+            sslkey,
             application_name: get("application_name", "PGAPPNAME")
                 .or_else(|| p.get("fallback_application_name").map(str::to_owned)),
             connect_timeout,
@@ -230,6 +249,14 @@ impl ConnSpec {
         );
         if let Some(a) = &self.hostaddr {
             s.push_str(&format!(" hostaddr={a}"));
+        }
+        for (key, path) in [("sslcert", &self.sslcert), ("sslkey", &self.sslkey)] {
+            if let Some(p) = path {
+                s.push_str(&format!(
+                    " {key}={}",
+                    parse::quote_value(&p.display().to_string())
+                ));
+            }
         }
         if self.password.is_some() {
             s.push_str(" password=***");
@@ -280,6 +307,12 @@ impl ConnSpec {
         }
         if let Some(r) = &self.sslrootcert {
             kv.push(("sslrootcert", r.display().to_string()));
+        }
+        if let Some(c) = &self.sslcert {
+            kv.push(("sslcert", c.display().to_string()));
+        }
+        if let Some(k) = &self.sslkey {
+            kv.push(("sslkey", k.display().to_string()));
         }
         let dsn = kv
             .iter()

@@ -248,3 +248,116 @@ fn testkit_free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+#[test]
+fn client_certificate_from_keys_environment_and_home() {
+    let home = tempfile::tempdir().unwrap();
+    let none = FakeEnv {
+        vars: HashMap::new(),
+        home: Some(home.path().into()),
+    };
+    let s = ConnSpec::parse_with("host=h", &none).unwrap();
+    assert_eq!((s.sslcert, s.sslkey), (None, None), "no default files");
+
+    let dir = home.path().join(".postgresql");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("postgresql.crt"), "x").unwrap();
+    let s = ConnSpec::parse_with("host=h", &none).unwrap();
+    assert_eq!(s.sslcert, Some(dir.join("postgresql.crt")));
+    assert_eq!(
+        s.sslkey,
+        Some(dir.join("postgresql.key")),
+        "libpq's default key"
+    );
+
+    let e = FakeEnv {
+        vars: [
+            ("PGSSLCERT", "/env/c.crt".into()),
+            ("PGSSLKEY", "/env/c.key".into()),
+        ]
+        .into(),
+        home: Some(home.path().into()),
+    };
+    let s = ConnSpec::parse_with("host=h", &e).unwrap();
+    assert_eq!(s.sslcert, Some("/env/c.crt".into()));
+    assert_eq!(s.sslkey, Some("/env/c.key".into()));
+    let s = ConnSpec::parse_with("host=h sslcert=/s/c.crt sslkey=/s/c.key", &e).unwrap();
+    assert_eq!(
+        s.sslcert,
+        Some("/s/c.crt".into()),
+        "the string beats PGSSLCERT"
+    );
+    assert_eq!(s.sslkey, Some("/s/c.key".into()));
+    let dsn = s.libpq_env().0;
+    assert!(
+        dsn.contains("sslcert=/s/c.crt") && dsn.contains("sslkey=/s/c.key"),
+        "{dsn}"
+    );
+    assert!(
+        s.redacted().contains("sslcert=/s/c.crt"),
+        "{}",
+        s.redacted()
+    );
+}
+
+#[tokio::test]
+async fn client_certificate_login() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = Cluster::builder().client_cert().start().unwrap();
+    let (cert, key) = pg.client_cert().unwrap();
+    let e = env(&[]);
+    let base = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+        pg.port(),
+        pg.ca_cert().unwrap().display()
+    );
+    let with_cert = format!("{base} sslcert={} sslkey={}", cert.display(), key.display());
+    let c = conn::connect(&ConnSpec::parse_with(&with_cert, &e).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let row = c
+        .query_one(
+            "SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("/CN=postgres")
+    );
+
+    // Without the certificate the server refuses (the hba line wants one).
+    let err = one(&ConnSpec::parse_with(&base, &e).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+
+    // A key others can read is refused before dialling, with the fix.
+    let loose = tempfile::tempdir().unwrap();
+    let loose_key = loose.path().join("client.key");
+    std::fs::copy(&key, &loose_key).unwrap();
+    std::fs::set_permissions(&loose_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let s = ConnSpec::parse_with(
+        &format!(
+            "{base} sslcert={} sslkey={}",
+            cert.display(),
+            loose_key.display()
+        ),
+        &e,
+    )
+    .unwrap();
+    let err = one(&s).await.unwrap_err();
+    assert!(matches!(err, Error::ClientCert { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("group or world access") && text.contains("chmod 0600"),
+        "{text}"
+    );
+
+    // A named certificate that is not there is an error, not a silent password attempt.
+    let s = ConnSpec::parse_with(&format!("{base} sslcert=/no/such.crt"), &e).unwrap();
+    let err = one(&s).await.unwrap_err();
+    assert!(matches!(err, Error::ClientCert { .. }), "{err}");
+    assert!(err.to_string().contains("/no/such.crt"), "{err}");
+}

@@ -215,3 +215,42 @@ async fn unreachable_server_names_the_target() {
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_login() {
+    let pg = Cluster::builder().client_cert().start().unwrap();
+    let (cert, key) = pg.client_cert().unwrap();
+    let base = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+        pg.port(),
+        pg.ca_cert().unwrap().display()
+    );
+    let mut c = try_connect(&format!(
+        "{base} sslcert={} sslkey={}",
+        cert.display(),
+        key.display()
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.is_tls());
+    assert_eq!(
+        c.identify_system().await.unwrap().dbname.as_deref(),
+        Some("postgres")
+    );
+    let dn = c
+        .simple_query("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .await
+        .unwrap();
+    assert_eq!(dn[0].first("client_dn"), Some("/CN=postgres"));
+    c.close().await;
+
+    let err = try_connect(&base)
+        .await
+        .err()
+        .expect("the hba line wants a certificate");
+    assert_eq!(
+        err.code(),
+        Some(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{err}"
+    );
+}
