@@ -7,6 +7,10 @@ pub enum Error {
     #[error("invalid connection string: {0}")]
     Invalid(String),
 
+    /// `service=` / PGSERVICE names a service no file defines, or its definition is bad.
+    #[error("connection service: {0}")]
+    Service(String),
+
     #[error("cannot reach {target}: {cause}")]
     Unreachable { target: String, cause: String },
 
@@ -41,6 +45,9 @@ impl Error {
         match self {
             Error::Invalid(_) => {
                 "write a libpq URI (postgresql://user@host:5432/db?sslmode=require) or key=value pairs (host=… port=… dbname=…)"
+            }
+            Error::Service(_) => {
+                "define the service as a [name] section of key=value lines in ~/.pg_service.conf (or the file PGSERVICEFILE names, or PGSYSCONFDIR/pg_service.conf), or correct the service name"
             }
             Error::Unreachable { .. } => {
                 "check host and port, that the server is running and listens on that address (listen_addresses), and any firewall between"

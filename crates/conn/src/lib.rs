@@ -11,6 +11,7 @@ mod ident;
 mod parse;
 mod pgpass;
 mod redact;
+mod service;
 mod spec;
 mod tls;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::parse::{self, Params};
 use crate::pgpass;
+use crate::service;
 
 /// Where the server listens.
 #[derive(Clone, PartialEq, Eq)]
@@ -109,6 +110,9 @@ impl Env for ProcessEnv {
 /// A fully resolved connection. `Debug` and [`ConnSpec::redacted`] never show the password.
 #[derive(Clone)]
 pub struct ConnSpec {
+    /// The `service` (or PGSERVICE) whose pg_service.conf section filled in keys; its values
+    /// are already resolved into the fields below.
+    pub service: Option<String>,
     pub host: Host,
     /// `hostaddr`: the address dialled instead of resolving `host` (which still names the
     /// server for TLS and ~/.pgpass).
@@ -147,7 +151,9 @@ impl ConnSpec {
         Self::resolve(p, env)
     }
 
-    fn resolve(p: Params, env: &dyn Env) -> Result<ConnSpec, Error> {
+    fn resolve(mut p: Params, env: &dyn Env) -> Result<ConnSpec, Error> {
+        // A service's keys lose to the string's but beat the PG* variables, as in libpq.
+        let service = service::apply(&mut p, env)?;
         let get = |key: &str, var: &str| p.get(key).map(str::to_owned).or_else(|| env.var(var));
 
         let host = match get("host", "PGHOST") {
@@ -211,6 +217,7 @@ impl ConnSpec {
                 .map(|h| h.join(".postgresql/postgresql.key"))
         });
         let mut spec = ConnSpec {
+            service,
             host,
             hostaddr: get("hostaddr", "PGHOSTADDR"),
             port,
@@ -249,6 +256,9 @@ impl ConnSpec {
         );
         if let Some(a) = &self.hostaddr {
             s.push_str(&format!(" hostaddr={a}"));
+        }
+        if let Some(name) = &self.service {
+            s.push_str(&format!(" service={}", parse::quote_value(name)));
         }
         for (key, path) in [("sslcert", &self.sslcert), ("sslkey", &self.sslkey)] {
             if let Some(p) = path {

@@ -361,3 +361,94 @@ async fn client_certificate_login() {
     assert!(matches!(err, Error::ClientCert { .. }), "{err}");
     assert!(err.to_string().contains("/no/such.crt"), "{err}");
 }
+
+#[test]
+fn service_file_between_string_and_environment() {
+    let home = tempfile::tempdir().unwrap();
+    let sys = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join(".pg_service.conf"),
+        "[prod]\nhost=svc.example\nport=6000\ndbname=svcdb\nsslmode=require\n",
+    )
+    .unwrap();
+    std::fs::write(
+        sys.path().join("pg_service.conf"),
+        "[prod]\nhost=never-used\n[sys]\nhost=sys.example\n",
+    )
+    .unwrap();
+    let e = FakeEnv {
+        vars: [
+            ("PGSYSCONFDIR", sys.path().display().to_string()),
+            ("PGPORT", "7000".into()),
+            ("PGUSER", "envuser".into()),
+        ]
+        .into(),
+        home: Some(home.path().into()),
+    };
+    let s = ConnSpec::parse_with("service=prod dbname=strdb", &e).unwrap();
+    assert_eq!(s.host, Host::Tcp("svc.example".into()), "user file first");
+    assert_eq!(s.port, 6000, "the service beats PGPORT");
+    assert_eq!(s.dbname, "strdb", "the string beats the service");
+    assert_eq!(s.user, "envuser", "the environment fills the rest");
+    assert_eq!(s.sslmode, SslMode::Require);
+    assert_eq!(s.service.as_deref(), Some("prod"));
+    assert!(s.redacted().contains("service=prod"), "{}", s.redacted());
+    let dsn = s.libpq_env().0;
+    assert!(
+        dsn.contains("host=svc.example") && dsn.contains("port=6000") && !dsn.contains("service"),
+        "pg_dump gets the resolved keys: {dsn}"
+    );
+
+    let s = ConnSpec::parse_with("postgresql:///?service=sys", &e).unwrap();
+    assert_eq!(s.host, Host::Tcp("sys.example".into()), "then PGSYSCONFDIR");
+
+    let mut e = e;
+    e.vars.insert("PGSERVICE", "sys".into());
+    let s = ConnSpec::parse_with("", &e).unwrap();
+    assert_eq!(s.host, Host::Tcp("sys.example".into()), "PGSERVICE");
+
+    let err = ConnSpec::parse_with("service=nope", &e).unwrap_err();
+    assert!(matches!(err, Error::Service(_)), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("\"nope\"")
+            && text.contains(&home.path().join(".pg_service.conf").display().to_string())
+            && text.contains(&sys.path().join("pg_service.conf").display().to_string()),
+        "names the files searched: {text}"
+    );
+
+    let other = home.path().join("other.conf");
+    std::fs::write(&other, "[prod]\nport=6100\n").unwrap();
+    e.vars.insert("PGSERVICEFILE", other.display().to_string());
+    let s = ConnSpec::parse_with("service=prod", &e).unwrap();
+    assert_eq!(s.port, 6100, "PGSERVICEFILE replaces ~/.pg_service.conf");
+}
+
+#[tokio::test]
+async fn service_file_supplies_the_server() {
+    let pg = Cluster::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "[migration source]\nhost=127.0.0.1\nport={}\ndbname=svc_db\nuser=postgres\nsslmode=disable\n",
+            pg.port()
+        ),
+    )
+    .unwrap();
+    pg.create_database("svc_db");
+    let e = env(&[
+        ("PGSERVICEFILE", &file.display().to_string()),
+        ("PGSYSCONFDIR", &dir.path().display().to_string()),
+        ("PGPASSWORD", pg.password()),
+    ]);
+    let s = ConnSpec::parse_with("service='migration source'", &e).unwrap();
+    let c = conn::connect(&s).await.unwrap_or_else(|e| panic!("{e}"));
+    let db: String = c
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(db, "svc_db");
+}
