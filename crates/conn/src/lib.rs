@@ -15,8 +15,8 @@ mod service;
 mod spec;
 mod tls;
 
-pub use connect::{connect, pg_message};
+pub use connect::{connect, pg_config, pg_message};
 pub use error::Error;
 pub use ident::{qualified, quote_ident, quote_literal};
 pub use redact::redact;
-pub use spec::{ConnSpec, Env, Host, SslMode};
+pub use spec::{ConnSpec, Env, Host, Keepalives, SslMode};

@@ -25,6 +25,11 @@ const KEYS: &[&str] = &[
     "options",
     "passfile",
     "service",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
 ];
 
 #[derive(Debug, Default)]

@@ -76,6 +76,95 @@ impl SslMode {
     }
 }
 
+/// TCP keepalives and the user timeout, so a dead link (a WAN path that silently drops
+/// packets) fails a connection within a bound instead of hanging it for hours. `None` leaves
+/// the system's value (libpq's 0). Unix sockets ignore them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalives {
+    /// `keepalives` (1 or 0).
+    pub enabled: bool,
+    /// `keepalives_idle`: quiet time before the first probe.
+    pub idle: Option<Duration>,
+    /// `keepalives_interval`: time between unanswered probes.
+    pub interval: Option<Duration>,
+    /// `keepalives_count`: unanswered probes before the connection is dropped.
+    pub count: Option<u32>,
+    /// `tcp_user_timeout`: how long sent data may stay unacknowledged.
+    pub tcp_user_timeout: Option<Duration>,
+}
+
+impl Default for Keepalives {
+    /// bluegreen's defaults (libpq leaves them to the system, whose 2 h idle time is far too
+    /// long for a migration): a silent link is noticed within about 25 s when idle
+    /// (10 s + 3 × 5 s) and 30 s when data is waiting for an acknowledgement.
+    fn default() -> Self {
+        Keepalives {
+            enabled: true,
+            idle: Some(Duration::from_secs(10)),
+            interval: Some(Duration::from_secs(5)),
+            count: Some(3),
+            tcp_user_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Keepalives {
+    /// As libpq keys (0 = system default), for the connection string of libpq programs.
+    pub fn libpq_pairs(&self) -> [(&'static str, String); 5] {
+        let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs()).to_string();
+        [
+            ("keepalives", u8::from(self.enabled).to_string()),
+            ("keepalives_idle", secs(self.idle)),
+            ("keepalives_interval", secs(self.interval)),
+            ("keepalives_count", self.count.unwrap_or(0).to_string()),
+            (
+                "tcp_user_timeout",
+                self.tcp_user_timeout
+                    .map_or(0, |d| d.as_millis())
+                    .to_string(),
+            ),
+        ]
+    }
+
+    fn resolve(p: &Params) -> Result<Keepalives, Error> {
+        let d = Keepalives::default();
+        let num = |key: &str, unit: &str| -> Result<Option<Option<u32>>, Error> {
+            let Some(v) = p.get(key) else {
+                return Ok(None);
+            };
+            match v.trim().parse::<u32>() {
+                Ok(0) => Ok(Some(None)),
+                Ok(n) => Ok(Some(Some(n))),
+                Err(_) => Err(Error::Invalid(format!(
+                    "invalid {key} \"{v}\": give {unit} (0 = the system's default)"
+                ))),
+            }
+        };
+        let secs = |key| -> Result<Option<Option<Duration>>, Error> {
+            Ok(num(key, "whole seconds")?.map(|n| n.map(|n| Duration::from_secs(n.into()))))
+        };
+        let enabled = match p.get("keepalives").map(str::trim) {
+            None => d.enabled,
+            Some("1") => true,
+            Some("0") => false,
+            Some(v) => {
+                return Err(Error::Invalid(format!(
+                    "invalid keepalives \"{v}\": give 1 (on) or 0 (off)"
+                )))
+            }
+        };
+        Ok(Keepalives {
+            enabled,
+            idle: secs("keepalives_idle")?.unwrap_or(d.idle),
+            interval: secs("keepalives_interval")?.unwrap_or(d.interval),
+            count: num("keepalives_count", "a number of probes")?.unwrap_or(d.count),
+            tcp_user_timeout: num("tcp_user_timeout", "milliseconds")?
+                .map(|n| n.map(|ms| Duration::from_millis(ms.into())))
+                .unwrap_or(d.tcp_user_timeout),
+        })
+    }
+}
+
 /// The process environment as parsing sees it; tests pass their own.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
@@ -129,6 +218,8 @@ pub struct ConnSpec {
     pub sslkey: Option<PathBuf>,
     pub application_name: Option<String>,
     pub connect_timeout: Option<Duration>,
+    /// TCP keepalives and user timeout, for SQL and replication connections alike.
+    pub keepalives: Keepalives,
     /// `options`: command-line options sent to the server at startup (e.g. `-c statement_timeout=0`).
     pub options: Option<String>,
 }
@@ -231,6 +322,7 @@ impl ConnSpec {
             application_name: get("application_name", "PGAPPNAME")
                 .or_else(|| p.get("fallback_application_name").map(str::to_owned)),
             connect_timeout,
+            keepalives: Keepalives::resolve(&p)?,
             options: get("options", "PGOPTIONS"),
         };
         if spec.password.is_none() {
@@ -266,6 +358,13 @@ impl ConnSpec {
                     " {key}={}",
                     parse::quote_value(&p.display().to_string())
                 ));
+            }
+        }
+        // Keepalive settings only where they differ from bluegreen's defaults.
+        let defaults = Keepalives::default().libpq_pairs();
+        for (pair, default) in self.keepalives.libpq_pairs().into_iter().zip(defaults) {
+            if pair != default {
+                s.push_str(&format!(" {}={}", pair.0, pair.1));
             }
         }
         if self.password.is_some() {
@@ -324,6 +423,7 @@ impl ConnSpec {
         if let Some(k) = &self.sslkey {
             kv.push(("sslkey", k.display().to_string()));
         }
+        kv.extend(self.keepalives.libpq_pairs());
         let dsn = kv
             .iter()
             .map(|(k, v)| format!("{k}={}", parse::quote_value(v)))

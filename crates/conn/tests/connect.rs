@@ -452,3 +452,84 @@ async fn service_file_supplies_the_server() {
         .get(0);
     assert_eq!(db, "svc_db");
 }
+
+#[test]
+fn keepalives_default_for_a_wan_and_keys_override() {
+    use std::time::Duration;
+    let e = env(&[]);
+    let s = ConnSpec::parse_with("host=h", &e).unwrap();
+    let k = s.keepalives;
+    assert!(k.enabled);
+    assert_eq!(
+        (k.idle, k.interval, k.count, k.tcp_user_timeout),
+        (
+            Some(Duration::from_secs(10)),
+            Some(Duration::from_secs(5)),
+            Some(3),
+            Some(Duration::from_secs(30))
+        )
+    );
+    let cfg = conn::pg_config(&s).unwrap();
+    assert!(cfg.get_keepalives());
+    assert_eq!(cfg.get_keepalives_idle(), Duration::from_secs(10));
+    assert_eq!(cfg.get_keepalives_interval(), Some(Duration::from_secs(5)));
+    assert_eq!(cfg.get_keepalives_retries(), Some(3));
+    assert_eq!(cfg.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+    let dsn = s.libpq_env().0;
+    assert!(
+        dsn.contains("keepalives=1 keepalives_idle=10 keepalives_interval=5 keepalives_count=3 tcp_user_timeout=30000"),
+        "pg_dump gets the same settings: {dsn}"
+    );
+    assert!(
+        !s.redacted().contains("keepalives"),
+        "defaults are not shown: {}",
+        s.redacted()
+    );
+
+    let s = ConnSpec::parse_with(
+        "postgresql://h/db?keepalives_idle=60&keepalives_interval=0&keepalives_count=9&tcp_user_timeout=1500",
+        &e,
+    )
+    .unwrap();
+    let k = s.keepalives;
+    assert_eq!(
+        (k.idle, k.interval, k.count, k.tcp_user_timeout),
+        (
+            Some(Duration::from_secs(60)),
+            None,
+            Some(9),
+            Some(Duration::from_millis(1500))
+        ),
+        "0 leaves the system's value, as in libpq"
+    );
+    let cfg = conn::pg_config(&s).unwrap();
+    assert_eq!(cfg.get_keepalives_idle(), Duration::from_secs(60));
+    assert_eq!(cfg.get_keepalives_retries(), Some(9));
+    assert_eq!(
+        cfg.get_tcp_user_timeout(),
+        Some(&Duration::from_millis(1500))
+    );
+    let shown = s.redacted();
+    assert!(
+        shown.contains("keepalives_idle=60")
+            && shown.contains("keepalives_interval=0")
+            && !shown.contains("keepalives=1"),
+        "{shown}"
+    );
+    assert!(s.libpq_env().0.contains("keepalives_interval=0 "));
+
+    let s = ConnSpec::parse_with("host=h keepalives=0", &e).unwrap();
+    assert!(!s.keepalives.enabled);
+    assert!(!conn::pg_config(&s).unwrap().get_keepalives());
+    assert!(s.libpq_env().0.contains("keepalives=0"));
+
+    for (input, needle) in [
+        ("keepalives=yes", "invalid keepalives"),
+        ("keepalives_idle=-1", "invalid keepalives_idle"),
+        ("keepalives_count=x", "invalid keepalives_count"),
+        ("tcp_user_timeout=1.5", "invalid tcp_user_timeout"),
+    ] {
+        let err = ConnSpec::parse_with(input, &e).unwrap_err().to_string();
+        assert!(err.contains(needle), "{input}: {err}");
+    }
+}

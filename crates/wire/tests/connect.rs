@@ -254,3 +254,62 @@ async fn client_certificate_login() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_settings_reach_the_socket() {
+    use std::time::Duration;
+    let pg = Cluster::new();
+    let opts = |extra: &str| {
+        let dsn = common::dsn(&pg, "postgres", extra);
+        async move {
+            let c = try_connect(&dsn).await.unwrap_or_else(|e| panic!("{e}"));
+            let o = c.tcp_options().expect("a TCP socket").unwrap();
+            c.close().await;
+            o
+        }
+    };
+    let o = opts("").await;
+    assert_eq!(
+        o,
+        wire::TcpOptions {
+            keepalive: true,
+            idle: Duration::from_secs(10),
+            interval: Duration::from_secs(5),
+            count: 3,
+            user_timeout: Duration::from_secs(30),
+        },
+        "bluegreen's defaults"
+    );
+    let o =
+        opts("keepalives_idle=42 keepalives_interval=7 keepalives_count=4 tcp_user_timeout=12000")
+            .await;
+    assert_eq!(
+        (o.keepalive, o.idle, o.interval, o.count, o.user_timeout),
+        (
+            true,
+            Duration::from_secs(42),
+            Duration::from_secs(7),
+            4,
+            Duration::from_secs(12)
+        )
+    );
+    let o = opts("keepalives=0 tcp_user_timeout=0").await;
+    assert!(!o.keepalive);
+    assert_eq!(o.user_timeout, Duration::ZERO);
+
+    // TLS too: the options sit on the TCP socket under it.
+    let tls = Cluster::builder().tls().start().unwrap();
+    let c = try_connect(&format!(
+        "host=127.0.0.1 port={} user=postgres password={} dbname=postgres sslmode=require keepalives_idle=11",
+        tls.port(),
+        tls.password()
+    ))
+    .await
+    .unwrap();
+    assert!(c.is_tls());
+    assert_eq!(
+        c.tcp_options().unwrap().unwrap().idle,
+        Duration::from_secs(11)
+    );
+    c.close().await;
+}
