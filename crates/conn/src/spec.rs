@@ -206,6 +206,9 @@ pub struct ConnSpec {
     /// `hostaddr`: the address dialled instead of resolving `host` (which still names the
     /// server for TLS and ~/.pgpass).
     pub hostaddr: Option<String>,
+    /// Only `hostaddr` was given: `host` holds that address (dialled over TCP, matched in
+    /// ~/.pgpass, shown in messages), and there is no name for sslmode=verify-full to check.
+    pub host_from_hostaddr: bool,
     pub port: u16,
     pub user: String,
     pub password: Option<String>,
@@ -247,16 +250,29 @@ impl ConnSpec {
         let service = service::apply(&mut p, env)?;
         let get = |key: &str, var: &str| p.get(key).map(str::to_owned).or_else(|| env.var(var));
 
-        let host = match get("host", "PGHOST") {
-            Some(h) if h.contains(',') => {
+        let hostaddr = get("hostaddr", "PGHOSTADDR");
+        if let Some(a) = &hostaddr {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::Invalid(format!(
+                    "hostaddr \"{a}\" is not an IP address: give the server's numeric address (a name goes in host=)"
+                )));
+            }
+        }
+        let (host, host_from_hostaddr) = match (get("host", "PGHOST"), &hostaddr) {
+            (Some(h), _) if h.contains(',') => {
                 return Err(Error::Invalid(format!(
                     "several hosts (\"{h}\") are not supported: give the one server to migrate"
                 )))
             }
-            Some(h) if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
-            Some(h) => Host::Tcp(h),
-            None if Path::new(DEFAULT_SOCKET_DIR).is_dir() => Host::Unix(DEFAULT_SOCKET_DIR.into()),
-            None => Host::Tcp("localhost".into()),
+            (Some(h), _) if !h.starts_with('/') => (Host::Tcp(h), false),
+            // hostaddr alone (or beside a socket directory) means TCP to that address, as
+            // in libpq; the address then also stands for the host in ~/.pgpass.
+            (_, Some(a)) => (Host::Tcp(a.clone()), true),
+            (Some(h), None) => (Host::Unix(PathBuf::from(h)), false),
+            (None, None) if Path::new(DEFAULT_SOCKET_DIR).is_dir() => {
+                (Host::Unix(DEFAULT_SOCKET_DIR.into()), false)
+            }
+            (None, None) => (Host::Tcp("localhost".into()), false),
         };
         let port = match get("port", "PGPORT") {
             None => 5432,
@@ -310,7 +326,8 @@ impl ConnSpec {
         let mut spec = ConnSpec {
             service,
             host,
-            hostaddr: get("hostaddr", "PGHOSTADDR"),
+            hostaddr,
+            host_from_hostaddr,
             port,
             user,
             password: get("password", "PGPASSWORD"),
@@ -338,17 +355,20 @@ impl ConnSpec {
 
     /// The connection without its password, for logs, errors and reports.
     pub fn redacted(&self) -> String {
-        let mut s = format!(
-            "host={} port={} user={} dbname={} sslmode={}",
-            self.host,
+        let mut s = String::new();
+        if !self.host_from_hostaddr {
+            s.push_str(&format!("host={} ", self.host));
+        }
+        if let Some(a) = &self.hostaddr {
+            s.push_str(&format!("hostaddr={a} "));
+        }
+        s.push_str(&format!(
+            "port={} user={} dbname={} sslmode={}",
             self.port,
             self.user,
             self.dbname,
             self.sslmode.as_str()
-        );
-        if let Some(a) = &self.hostaddr {
-            s.push_str(&format!(" hostaddr={a}"));
-        }
+        ));
         if let Some(name) = &self.service {
             s.push_str(&format!(" service={}", parse::quote_value(name)));
         }
@@ -398,22 +418,25 @@ impl ConnSpec {
     /// command line as a password-free string, the password only in PGPASSWORD, so it never
     /// shows in a process title.
     pub fn libpq_env(&self) -> (String, Vec<(&'static str, String)>) {
-        let mut kv = vec![
-            (
+        let mut kv = Vec::new();
+        if !self.host_from_hostaddr {
+            kv.push((
                 "host",
                 match &self.host {
                     Host::Tcp(h) => h.clone(),
                     Host::Unix(d) => d.display().to_string(),
                 },
-            ),
+            ));
+        }
+        if let Some(a) = &self.hostaddr {
+            kv.push(("hostaddr", a.clone()));
+        }
+        kv.extend([
             ("port", self.port.to_string()),
             ("user", self.user.clone()),
             ("dbname", self.dbname.clone()),
             ("sslmode", self.sslmode.as_str().to_string()),
-        ];
-        if let Some(a) = &self.hostaddr {
-            kv.push(("hostaddr", a.clone()));
-        }
+        ]);
         if let Some(r) = &self.sslrootcert {
             kv.push(("sslrootcert", r.display().to_string()));
         }

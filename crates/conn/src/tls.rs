@@ -32,6 +32,11 @@ impl ConnSpec {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_err(e.to_string()))?;
+        if self.sslmode == SslMode::VerifyFull && self.host_from_hostaddr {
+            return Err(tls_err(
+                "sslmode=verify-full needs a host name to check the server's certificate against: add host=<the name on the certificate> (hostaddr= only says where to connect), or use sslmode=verify-ca".into(),
+            ));
+        }
         let verify_chain = match self.sslmode {
             SslMode::VerifyCa | SslMode::VerifyFull => true,
             SslMode::Require => self.sslrootcert.is_some(),

@@ -533,3 +533,96 @@ fn keepalives_default_for_a_wan_and_keys_override() {
         assert!(err.contains(needle), "{input}: {err}");
     }
 }
+
+#[test]
+fn hostaddr_alone_means_tcp_to_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join(".pgpass");
+    std::fs::write(
+        &file,
+        "localhost:*:*:*:socket-pw\n10.1.2.3:5432:*:u:addr-pw\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let e = FakeEnv {
+        vars: HashMap::new(),
+        home: Some(home.path().into()),
+    };
+    let s = ConnSpec::parse_with("hostaddr=10.1.2.3 user=u", &e).unwrap();
+    assert_eq!(
+        s.host,
+        Host::Tcp("10.1.2.3".into()),
+        "not the default socket directory"
+    );
+    assert!(s.host_from_hostaddr);
+    assert_eq!(
+        s.password.as_deref(),
+        Some("addr-pw"),
+        "pgpass matches the address"
+    );
+    let dsn = s.libpq_env().0;
+    assert!(dsn.starts_with("hostaddr=10.1.2.3 port=5432"), "{dsn}");
+    assert!(!s.redacted().contains("host="), "{}", s.redacted());
+
+    // PGHOSTADDR too; a socket directory beside it does not win either (libpq dials hostaddr).
+    let e2 = env(&[("PGHOSTADDR", "10.9.9.9")]);
+    let s = ConnSpec::parse_with("host=/tmp", &e2).unwrap();
+    assert_eq!(s.host, Host::Tcp("10.9.9.9".into()));
+
+    // With a host name, the name is what pgpass, TLS and messages use.
+    let s = ConnSpec::parse_with("host=db.example hostaddr=10.1.2.3 user=u", &e).unwrap();
+    assert_eq!(s.host, Host::Tcp("db.example".into()));
+    assert!(!s.host_from_hostaddr);
+    assert_eq!(s.password, None);
+
+    // verify-full has no name to check without host=; verify-ca does not need one.
+    let ca = home.path().join("ca.crt");
+    std::fs::write(&ca, "not used").unwrap();
+    let s = ConnSpec::parse_with(
+        &format!(
+            "hostaddr=10.1.2.3 sslmode=verify-full sslrootcert={}",
+            ca.display()
+        ),
+        &e,
+    )
+    .unwrap();
+    let err = s.tls_config().unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("add host="), "{err}");
+
+    let err = ConnSpec::parse_with("hostaddr=db.example", &e).unwrap_err();
+    assert!(err.to_string().contains("not an IP address"), "{err}");
+}
+
+#[tokio::test]
+async fn hostaddr_alone_connects_over_tcp() {
+    let pg = Cluster::builder().tls().start().unwrap();
+    let e = env(&[]);
+    for mode in ["disable", "require"] {
+        let s = ConnSpec::parse_with(
+            &format!(
+                "hostaddr=127.0.0.1 port={} user=postgres password={} dbname=postgres sslmode={mode}",
+                pg.port(),
+                pg.password()
+            ),
+            &e,
+        )
+        .unwrap();
+        let c = conn::connect(&s)
+            .await
+            .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let row = c
+            .query_one(
+                "SELECT host(client_addr), ssl FROM pg_stat_activity JOIN pg_stat_ssl USING (pid) WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, Option<String>>(0).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(row.get::<_, bool>(1), mode == "require");
+    }
+}

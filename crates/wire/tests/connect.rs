@@ -313,3 +313,34 @@ async fn keepalive_settings_reach_the_socket() {
     );
     c.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostaddr_alone_dials_tcp() {
+    let pg = Cluster::builder().tls().start().unwrap();
+    for extra in [
+        "sslmode=disable".to_string(),
+        format!(
+            "sslmode=verify-ca sslrootcert={}",
+            pg.ca_cert().unwrap().display()
+        ),
+    ] {
+        let mut c = try_connect(&format!(
+            "hostaddr=127.0.0.1 port={} user=postgres password={} dbname=postgres {extra}",
+            pg.port(),
+            pg.password()
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{extra}: {e}"));
+        assert!(c.tcp_options().is_some(), "a TCP socket");
+        assert_eq!(c.is_tls(), extra.contains("verify-ca"));
+        let r = c
+            .simple_query(
+                "SELECT host(client_addr) AS a FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+        assert_eq!(r[0].first("a"), Some("127.0.0.1"), "{extra}");
+        assert!(c.identify_system().await.is_ok());
+        c.close().await;
+    }
+}
