@@ -447,6 +447,9 @@ impl ConnSpec {
             kv.push(("sslkey", k.display().to_string()));
         }
         kv.extend(self.keepalives.libpq_pairs());
+        if let Some(t) = self.connect_timeout {
+            kv.push(("connect_timeout", t.as_secs().to_string()));
+        }
         let dsn = kv
             .iter()
             .map(|(k, v)| format!("{k}={}", parse::quote_value(v)))

@@ -626,3 +626,73 @@ async fn hostaddr_alone_connects_over_tcp() {
         assert_eq!(row.get::<_, bool>(1), mode == "require");
     }
 }
+
+#[test]
+fn passwords_from_a_service_stay_hidden() {
+    let secret = "Svc-S3cret";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("svc.conf");
+    std::fs::write(
+        &file,
+        format!("[s]\nhost=h\npassword={secret}\nsslcert=/c/client.crt\nsslkey=/c/client.key\nkeepalives_idle=17\nconnect_timeout=9\n"),
+    )
+    .unwrap();
+    let e = env(&[("PGSERVICEFILE", &file.display().to_string())]);
+    let s = ConnSpec::parse_with("service=s", &e).unwrap();
+    assert_eq!(s.password.as_deref(), Some(secret));
+    let (dsn, vars) = s.libpq_env();
+    for shown in [s.redacted(), format!("{s:?}"), dsn.clone()] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert_eq!(vars, vec![("PGPASSWORD", secret.to_string())]);
+    for key in [
+        "host=h",
+        "sslcert=/c/client.crt",
+        "sslkey=/c/client.key",
+        "keepalives_idle=17",
+        "connect_timeout=9",
+    ] {
+        assert!(dsn.contains(key), "{key} missing from {dsn}");
+    }
+    assert!(s.redacted().contains("password=***"), "{}", s.redacted());
+}
+
+/// pg_dump and psql get what bluegreen resolved (service, hostaddr, client certificate), so
+/// they reach the same server the same way.
+#[test]
+fn libpq_programs_connect_the_same_way() {
+    let pg = Cluster::builder().client_cert().start().unwrap();
+    let (cert, key) = pg.client_cert().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("svc.conf");
+    std::fs::write(
+        &file,
+        format!(
+            "[certs]\nhostaddr=127.0.0.1\nport={}\nuser=postgres\ndbname=postgres\nsslmode=verify-ca\nsslrootcert={}\nsslcert={}\nsslkey={}\n",
+            pg.port(),
+            pg.ca_cert().unwrap().display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let e = env(&[("PGSERVICEFILE", &file.display().to_string())]);
+    let s = ConnSpec::parse_with("service=certs keepalives_idle=20", &e).unwrap();
+    let (dsn, vars) = s.libpq_env();
+    assert!(!dsn.contains("service"), "{dsn}");
+    let out = std::process::Command::new(testkit::pg_bin("psql"))
+        .args(["-X", "-A", "-t", "-c"])
+        .arg("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .arg(&dsn)
+        .envs(vars)
+        .env_remove("PGSERVICE")
+        .env_remove("PGSERVICEFILE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql with {dsn}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "/CN=postgres");
+}
