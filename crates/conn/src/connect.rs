@@ -10,6 +10,25 @@ use crate::spec::{ConnSpec, Host, SslMode};
 
 /// Opens a client and drives its connection on the tokio runtime.
 pub async fn connect(spec: &ConnSpec) -> Result<Client, Error> {
+    let cfg = pg_config(spec)?;
+    let client = match spec.tls_config()? {
+        None => {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(|e| classify(spec, e))?;
+            tokio::spawn(conn);
+            client
+        }
+        Some(tls) => {
+            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+            let (client, conn) = cfg.connect(tls).await.map_err(|e| classify(spec, e))?;
+            tokio::spawn(conn);
+            client
+        }
+    };
+    Ok(client)
+}
+
+/// The tokio-postgres configuration [`connect`] uses (TLS aside).
+pub fn pg_config(spec: &ConnSpec) -> Result<Config, Error> {
     let mut cfg = Config::new();
     match &spec.host {
         Host::Tcp(h) => cfg.host(h),
@@ -39,21 +58,21 @@ pub async fn connect(spec: &ConnSpec) -> Result<Client, Error> {
         SslMode::Prefer => PgSslMode::Prefer,
         _ => PgSslMode::Require,
     });
-
-    let client = match spec.tls_config()? {
-        None => {
-            let (client, conn) = cfg.connect(NoTls).await.map_err(|e| classify(spec, e))?;
-            tokio::spawn(conn);
-            client
-        }
-        Some(tls) => {
-            let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-            let (client, conn) = cfg.connect(tls).await.map_err(|e| classify(spec, e))?;
-            tokio::spawn(conn);
-            client
-        }
-    };
-    Ok(client)
+    let k = &spec.keepalives;
+    cfg.keepalives(k.enabled);
+    if let Some(d) = k.idle {
+        cfg.keepalives_idle(d);
+    }
+    if let Some(d) = k.interval {
+        cfg.keepalives_interval(d);
+    }
+    if let Some(n) = k.count {
+        cfg.keepalives_retries(n);
+    }
+    if let Some(d) = k.tcp_user_timeout {
+        cfg.tcp_user_timeout(d);
+    }
+    Ok(cfg)
 }
 
 /// Sorts a connect failure by what the operator must fix.

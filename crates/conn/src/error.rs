@@ -7,6 +7,10 @@ pub enum Error {
     #[error("invalid connection string: {0}")]
     Invalid(String),
 
+    /// `service=` / PGSERVICE names a service no file defines, or its definition is bad.
+    #[error("connection service: {0}")]
+    Service(String),
+
     #[error("cannot reach {target}: {cause}")]
     Unreachable { target: String, cause: String },
 
@@ -23,6 +27,10 @@ pub enum Error {
     #[error("TLS with {target}: {cause}")]
     Tls { target: String, cause: String },
 
+    /// The client certificate or its key cannot be used.
+    #[error("client certificate for {target}: {cause}")]
+    ClientCert { target: String, cause: String },
+
     #[error("{target}: {message}")]
     Server {
         target: String,
@@ -38,6 +46,9 @@ impl Error {
             Error::Invalid(_) => {
                 "write a libpq URI (postgresql://user@host:5432/db?sslmode=require) or key=value pairs (host=… port=… dbname=…)"
             }
+            Error::Service(_) => {
+                "define the service as a [name] section of key=value lines in ~/.pg_service.conf (or the file PGSERVICEFILE names, or PGSYSCONFDIR/pg_service.conf), or correct the service name"
+            }
             Error::Unreachable { .. } => {
                 "check host and port, that the server is running and listens on that address (listen_addresses), and any firewall between"
             }
@@ -47,6 +58,9 @@ impl Error {
             Error::NoDatabase { .. } => "check dbname, or create the database first",
             Error::Tls { .. } => {
                 "check sslmode and sslrootcert (verify-ca/verify-full need the CA certificate that signed the server's), or use sslmode=prefer"
+            }
+            Error::ClientCert { .. } => {
+                "give sslcert= and sslkey= (or PGSSLCERT/PGSSLKEY, or ~/.postgresql/postgresql.crt and .key) as PEM files: a certificate signed by a CA the server trusts and its unencrypted key, readable only by you (chmod 0600)"
             }
             Error::Server { .. } => "see the server's message above",
         }

@@ -11,11 +11,12 @@ mod ident;
 mod parse;
 mod pgpass;
 mod redact;
+mod service;
 mod spec;
 mod tls;
 
-pub use connect::{connect, pg_message};
+pub use connect::{connect, pg_config, pg_message};
 pub use error::Error;
 pub use ident::{qualified, quote_ident, quote_literal};
 pub use redact::redact;
-pub use spec::{ConnSpec, Env, Host, SslMode};
+pub use spec::{ConnSpec, Env, Host, Keepalives, SslMode};

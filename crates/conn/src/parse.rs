@@ -17,11 +17,19 @@ const KEYS: &[&str] = &[
     "dbname",
     "sslmode",
     "sslrootcert",
+    "sslcert",
+    "sslkey",
     "application_name",
     "fallback_application_name",
     "connect_timeout",
     "options",
     "passfile",
+    "service",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
 ];
 
 #[derive(Debug, Default)]
@@ -35,6 +43,14 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
+    /// Sets `key` unless the string already gave it (a service file's keys lose to the
+    /// string's). `key` must be one of [`known_keys`].
+    pub fn set_default(&mut self, key: &str, value: String) {
+        if self.get(key).is_none() {
+            self.0.insert(key.to_string(), value);
+        }
+    }
+
     fn set(&mut self, key: &str, value: String) -> Result<(), Error> {
         if !KEYS.contains(&key) {
             return Err(Error::Invalid(format!(
@@ -45,6 +61,11 @@ impl Params {
         self.0.insert(key.to_string(), value);
         Ok(())
     }
+}
+
+/// The keys a connection string (or a service file) may hold.
+pub fn known_keys() -> &'static [&'static str] {
+    KEYS
 }
 
 pub fn parse(s: &str) -> Result<Params, Error> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::Error;
 use crate::parse::{self, Params};
 use crate::pgpass;
+use crate::service;
 
 /// Where the server listens.
 #[derive(Clone, PartialEq, Eq)]
@@ -75,6 +76,95 @@ impl SslMode {
     }
 }
 
+/// TCP keepalives and the user timeout, so a dead link (a WAN path that silently drops
+/// packets) fails a connection within a bound instead of hanging it for hours. `None` leaves
+/// the system's value (libpq's 0). Unix sockets ignore them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalives {
+    /// `keepalives` (1 or 0).
+    pub enabled: bool,
+    /// `keepalives_idle`: quiet time before the first probe.
+    pub idle: Option<Duration>,
+    /// `keepalives_interval`: time between unanswered probes.
+    pub interval: Option<Duration>,
+    /// `keepalives_count`: unanswered probes before the connection is dropped.
+    pub count: Option<u32>,
+    /// `tcp_user_timeout`: how long sent data may stay unacknowledged.
+    pub tcp_user_timeout: Option<Duration>,
+}
+
+impl Default for Keepalives {
+    /// bluegreen's defaults (libpq leaves them to the system, whose 2 h idle time is far too
+    /// long for a migration): a silent link is noticed within about 25 s when idle
+    /// (10 s + 3 × 5 s) and 30 s when data is waiting for an acknowledgement.
+    fn default() -> Self {
+        Keepalives {
+            enabled: true,
+            idle: Some(Duration::from_secs(10)),
+            interval: Some(Duration::from_secs(5)),
+            count: Some(3),
+            tcp_user_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl Keepalives {
+    /// As libpq keys (0 = system default), for the connection string of libpq programs.
+    pub fn libpq_pairs(&self) -> [(&'static str, String); 5] {
+        let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs()).to_string();
+        [
+            ("keepalives", u8::from(self.enabled).to_string()),
+            ("keepalives_idle", secs(self.idle)),
+            ("keepalives_interval", secs(self.interval)),
+            ("keepalives_count", self.count.unwrap_or(0).to_string()),
+            (
+                "tcp_user_timeout",
+                self.tcp_user_timeout
+                    .map_or(0, |d| d.as_millis())
+                    .to_string(),
+            ),
+        ]
+    }
+
+    fn resolve(p: &Params) -> Result<Keepalives, Error> {
+        let d = Keepalives::default();
+        let num = |key: &str, unit: &str| -> Result<Option<Option<u32>>, Error> {
+            let Some(v) = p.get(key) else {
+                return Ok(None);
+            };
+            match v.trim().parse::<u32>() {
+                Ok(0) => Ok(Some(None)),
+                Ok(n) => Ok(Some(Some(n))),
+                Err(_) => Err(Error::Invalid(format!(
+                    "invalid {key} \"{v}\": give {unit} (0 = the system's default)"
+                ))),
+            }
+        };
+        let secs = |key| -> Result<Option<Option<Duration>>, Error> {
+            Ok(num(key, "whole seconds")?.map(|n| n.map(|n| Duration::from_secs(n.into()))))
+        };
+        let enabled = match p.get("keepalives").map(str::trim) {
+            None => d.enabled,
+            Some("1") => true,
+            Some("0") => false,
+            Some(v) => {
+                return Err(Error::Invalid(format!(
+                    "invalid keepalives \"{v}\": give 1 (on) or 0 (off)"
+                )))
+            }
+        };
+        Ok(Keepalives {
+            enabled,
+            idle: secs("keepalives_idle")?.unwrap_or(d.idle),
+            interval: secs("keepalives_interval")?.unwrap_or(d.interval),
+            count: num("keepalives_count", "a number of probes")?.unwrap_or(d.count),
+            tcp_user_timeout: num("tcp_user_timeout", "milliseconds")?
+                .map(|n| n.map(|ms| Duration::from_millis(ms.into())))
+                .unwrap_or(d.tcp_user_timeout),
+        })
+    }
+}
+
 /// The process environment as parsing sees it; tests pass their own.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
@@ -109,18 +199,30 @@ impl Env for ProcessEnv {
 /// A fully resolved connection. `Debug` and [`ConnSpec::redacted`] never show the password.
 #[derive(Clone)]
 pub struct ConnSpec {
+    /// The `service` (or PGSERVICE) whose pg_service.conf section filled in keys; its values
+    /// are already resolved into the fields below.
+    pub service: Option<String>,
     pub host: Host,
     /// `hostaddr`: the address dialled instead of resolving `host` (which still names the
     /// server for TLS and ~/.pgpass).
     pub hostaddr: Option<String>,
+    /// Only `hostaddr` was given: `host` holds that address (dialled over TCP, matched in
+    /// ~/.pgpass, shown in messages), and there is no name for sslmode=verify-full to check.
+    pub host_from_hostaddr: bool,
     pub port: u16,
     pub user: String,
     pub password: Option<String>,
     pub dbname: String,
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
+    /// `sslcert`: the client certificate (PEM) offered when the server asks for one.
+    pub sslcert: Option<PathBuf>,
+    /// `sslkey`: its private key (PEM, unencrypted, private to the owner as libpq demands).
+    pub sslkey: Option<PathBuf>,
     pub application_name: Option<String>,
     pub connect_timeout: Option<Duration>,
+    /// TCP keepalives and user timeout, for SQL and replication connections alike.
+    pub keepalives: Keepalives,
     /// `options`: command-line options sent to the server at startup (e.g. `-c statement_timeout=0`).
     pub options: Option<String>,
 }
@@ -143,19 +245,34 @@ impl ConnSpec {
         Self::resolve(p, env)
     }
 
-    fn resolve(p: Params, env: &dyn Env) -> Result<ConnSpec, Error> {
+    fn resolve(mut p: Params, env: &dyn Env) -> Result<ConnSpec, Error> {
+        // A service's keys lose to the string's but beat the PG* variables, as in libpq.
+        let service = service::apply(&mut p, env)?;
         let get = |key: &str, var: &str| p.get(key).map(str::to_owned).or_else(|| env.var(var));
 
-        let host = match get("host", "PGHOST") {
-            Some(h) if h.contains(',') => {
+        let hostaddr = get("hostaddr", "PGHOSTADDR");
+        if let Some(a) = &hostaddr {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::Invalid(format!(
+                    "hostaddr \"{a}\" is not an IP address: give the server's numeric address (a name goes in host=)"
+                )));
+            }
+        }
+        let (host, host_from_hostaddr) = match (get("host", "PGHOST"), &hostaddr) {
+            (Some(h), _) if h.contains(',') => {
                 return Err(Error::Invalid(format!(
                     "several hosts (\"{h}\") are not supported: give the one server to migrate"
                 )))
             }
-            Some(h) if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
-            Some(h) => Host::Tcp(h),
-            None if Path::new(DEFAULT_SOCKET_DIR).is_dir() => Host::Unix(DEFAULT_SOCKET_DIR.into()),
-            None => Host::Tcp("localhost".into()),
+            (Some(h), _) if !h.starts_with('/') => (Host::Tcp(h), false),
+            // hostaddr alone (or beside a socket directory) means TCP to that address, as
+            // in libpq; the address then also stands for the host in ~/.pgpass.
+            (_, Some(a)) => (Host::Tcp(a.clone()), true),
+            (Some(h), None) => (Host::Unix(PathBuf::from(h)), false),
+            (None, None) if Path::new(DEFAULT_SOCKET_DIR).is_dir() => {
+                (Host::Unix(DEFAULT_SOCKET_DIR.into()), false)
+            }
+            (None, None) => (Host::Tcp("localhost".into()), false),
         };
         let port = match get("port", "PGPORT") {
             None => 5432,
@@ -193,18 +310,36 @@ impl ConnSpec {
                     .map(|h| h.join(".postgresql/root.crt"))
                     .filter(|p| p.exists())
             });
+        // libpq's defaults: ~/.postgresql/postgresql.crt when it exists, and its key beside
+        // it. A certificate named explicitly must exist (checked when TLS is set up).
+        let sslcert = get("sslcert", "PGSSLCERT").map(PathBuf::from).or_else(|| {
+            env.home()
+                .map(|h| h.join(".postgresql/postgresql.crt"))
+                .filter(|p| p.exists())
+        });
+        let sslkey = get("sslkey", "PGSSLKEY").map(PathBuf::from).or_else(|| {
+            sslcert
+                .as_ref()
+                .and(env.home())
+                .map(|h| h.join(".postgresql/postgresql.key"))
+        });
         let mut spec = ConnSpec {
+            service,
             host,
-            hostaddr: get("hostaddr", "PGHOSTADDR"),
+            hostaddr,
+            host_from_hostaddr,
             port,
             user,
             password: get("password", "PGPASSWORD"),
             dbname,
             sslmode,
             sslrootcert,
+            sslcert,
+            sslkey,
             application_name: get("application_name", "PGAPPNAME")
                 .or_else(|| p.get("fallback_application_name").map(str::to_owned)),
             connect_timeout,
+            keepalives: Keepalives::resolve(&p)?,
             options: get("options", "PGOPTIONS"),
         };
         if spec.password.is_none() {
@@ -220,16 +355,37 @@ impl ConnSpec {
 
     /// The connection without its password, for logs, errors and reports.
     pub fn redacted(&self) -> String {
-        let mut s = format!(
-            "host={} port={} user={} dbname={} sslmode={}",
-            self.host,
+        let mut s = String::new();
+        if !self.host_from_hostaddr {
+            s.push_str(&format!("host={} ", self.host));
+        }
+        if let Some(a) = &self.hostaddr {
+            s.push_str(&format!("hostaddr={a} "));
+        }
+        s.push_str(&format!(
+            "port={} user={} dbname={} sslmode={}",
             self.port,
             self.user,
             self.dbname,
             self.sslmode.as_str()
-        );
-        if let Some(a) = &self.hostaddr {
-            s.push_str(&format!(" hostaddr={a}"));
+        ));
+        if let Some(name) = &self.service {
+            s.push_str(&format!(" service={}", parse::quote_value(name)));
+        }
+        for (key, path) in [("sslcert", &self.sslcert), ("sslkey", &self.sslkey)] {
+            if let Some(p) = path {
+                s.push_str(&format!(
+                    " {key}={}",
+                    parse::quote_value(&p.display().to_string())
+                ));
+            }
+        }
+        // Keepalive settings only where they differ from bluegreen's defaults.
+        let defaults = Keepalives::default().libpq_pairs();
+        for (pair, default) in self.keepalives.libpq_pairs().into_iter().zip(defaults) {
+            if pair != default {
+                s.push_str(&format!(" {}={}", pair.0, pair.1));
+            }
         }
         if self.password.is_some() {
             s.push_str(" password=***");
@@ -262,24 +418,37 @@ impl ConnSpec {
     /// command line as a password-free string, the password only in PGPASSWORD, so it never
     /// shows in a process title.
     pub fn libpq_env(&self) -> (String, Vec<(&'static str, String)>) {
-        let mut kv = vec![
-            (
+        let mut kv = Vec::new();
+        if !self.host_from_hostaddr {
+            kv.push((
                 "host",
                 match &self.host {
                     Host::Tcp(h) => h.clone(),
                     Host::Unix(d) => d.display().to_string(),
                 },
-            ),
+            ));
+        }
+        if let Some(a) = &self.hostaddr {
+            kv.push(("hostaddr", a.clone()));
+        }
+        kv.extend([
             ("port", self.port.to_string()),
             ("user", self.user.clone()),
             ("dbname", self.dbname.clone()),
             ("sslmode", self.sslmode.as_str().to_string()),
-        ];
-        if let Some(a) = &self.hostaddr {
-            kv.push(("hostaddr", a.clone()));
-        }
+        ]);
         if let Some(r) = &self.sslrootcert {
             kv.push(("sslrootcert", r.display().to_string()));
+        }
+        if let Some(c) = &self.sslcert {
+            kv.push(("sslcert", c.display().to_string()));
+        }
+        if let Some(k) = &self.sslkey {
+            kv.push(("sslkey", k.display().to_string()));
+        }
+        kv.extend(self.keepalives.libpq_pairs());
+        if let Some(t) = self.connect_timeout {
+            kv.push(("connect_timeout", t.as_secs().to_string()));
         }
         let dsn = kv
             .iter()

@@ -9,7 +9,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -32,30 +32,37 @@ impl ConnSpec {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_err(e.to_string()))?;
+        if self.sslmode == SslMode::VerifyFull && self.host_from_hostaddr {
+            return Err(tls_err(
+                "sslmode=verify-full needs a host name to check the server's certificate against: add host=<the name on the certificate> (hostaddr= only says where to connect), or use sslmode=verify-ca".into(),
+            ));
+        }
         let verify_chain = match self.sslmode {
             SslMode::VerifyCa | SslMode::VerifyFull => true,
             SslMode::Require => self.sslrootcert.is_some(),
             _ => false,
         };
-        let config = if verify_chain {
+        let verifier: Arc<dyn ServerCertVerifier> = if verify_chain {
             let roots = Arc::new(self.root_store()?);
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                 .build()
                 .map_err(|e| tls_err(e.to_string()))?;
-            let verifier: Arc<dyn ServerCertVerifier> = if self.sslmode == SslMode::VerifyFull {
+            if self.sslmode == SslMode::VerifyFull {
                 webpki
             } else {
                 Arc::new(ChainOnly(webpki))
-            };
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(verifier)
-                .with_no_client_auth()
+            }
         } else {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-                .with_no_client_auth()
+            Arc::new(NoVerify(provider))
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let config = match self.client_cert()? {
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| self.cert_err(format!("cannot use the certificate and key: {e}")))?,
+            None => builder.with_no_client_auth(),
         };
         Ok(Some(Arc::new(config)))
     }
@@ -83,6 +90,60 @@ impl ConnSpec {
             target: self.target(),
             cause: format!("host is not a valid TLS server name: {e}"),
         })
+    }
+
+    fn cert_err(&self, cause: String) -> Error {
+        Error::ClientCert {
+            target: self.target(),
+            cause,
+        }
+    }
+
+    /// The client certificate chain and key, when `sslcert` is set (explicitly or by
+    /// ~/.postgresql/postgresql.crt existing). rustls offers it only if the server asks.
+    fn client_cert(
+        &self,
+    ) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, Error> {
+        let Some(cert) = &self.sslcert else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(cert)
+            .map_err(|e| self.cert_err(format!("cannot read sslcert {}: {e}", cert.display())))?;
+        let chain = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.cert_err(format!("sslcert {} is not PEM: {e}", cert.display())))?;
+        if chain.is_empty() {
+            return Err(self.cert_err(format!("sslcert {} holds no certificate", cert.display())));
+        }
+        let key = self.sslkey.as_ref().ok_or_else(|| {
+            self.cert_err(format!(
+                "sslcert {} is given but no private key: set sslkey= (or PGSSLKEY)",
+                cert.display()
+            ))
+        })?;
+        let meta = std::fs::metadata(key).map_err(|e| {
+            self.cert_err(format!(
+                "certificate {} present, but not its private key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+        if let Some(why) = key_access_problem(&meta) {
+            return Err(self.cert_err(format!(
+                "private key file {} {why}; run chmod 0600 {}",
+                key.display(),
+                key.display()
+            )));
+        }
+        let pem = std::fs::read(key)
+            .map_err(|e| self.cert_err(format!("cannot read sslkey {}: {e}", key.display())))?;
+        let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+            self.cert_err(format!(
+                "sslkey {} holds no usable private key ({e}); an encrypted key must be decrypted first (openssl pkey -in key -out key.plain)",
+                key.display()
+            ))
+        })?;
+        Ok(Some((chain, key)))
     }
 
     fn root_store(&self) -> Result<RootCertStore, Error> {
@@ -113,6 +174,20 @@ impl ConnSpec {
             )));
         }
         Ok(store)
+    }
+}
+
+/// libpq's rule for key files: mode 0600 or less, or 0640 or less when owned by root (so a
+/// group can share a system-wide key). Anything looser is refused, not just warned about.
+fn key_access_problem(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::MetadataExt;
+    let mode = meta.mode();
+    if meta.uid() == 0 {
+        (mode & 0o037 != 0).then_some(
+            "has group or world access (a key owned by root may be at most u=rw,g=r, 0640)",
+        )
+    } else {
+        (mode & 0o077 != 0).then_some("has group or world access (it must be at most u=rw, 0600)")
     }
 }
 

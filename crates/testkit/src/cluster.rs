@@ -39,6 +39,7 @@ pub struct ClusterBuilder {
     settings: Vec<(String, String)>,
     hba: Vec<String>,
     tls: bool,
+    client_cert: bool,
 }
 
 impl ClusterBuilder {
@@ -62,6 +63,16 @@ impl ClusterBuilder {
         self
     }
 
+    /// Like [`ClusterBuilder::tls`], and the same CA also signs a client certificate for the
+    /// superuser (`Cluster::client_cert`); TCP logins, replication ones included, then need
+    /// that certificate (`hostssl ... cert`) instead of a password.
+    pub fn client_cert(mut self) -> Self {
+        self.tls = true;
+        self.client_cert = true;
+        self.hba_line("hostssl all all 127.0.0.1/32 cert")
+            .hba_line("hostssl replication all 127.0.0.1/32 cert")
+    }
+
     /// Preloads TimescaleDB (check [`crate::timescaledb_available`] first).
     pub fn timescaledb(self) -> Self {
         self.setting("shared_preload_libraries", "'timescaledb'")
@@ -79,6 +90,7 @@ pub struct Cluster {
     port: u16,
     password: &'static str,
     tls: bool,
+    client_cert: bool,
 }
 
 impl Cluster {
@@ -118,6 +130,13 @@ impl Cluster {
                 dir.path().display()
             ));
         }
+        if b.client_cert {
+            write_client_cert(dir.path())?;
+            conf.push_str(&format!(
+                "ssl_ca_file = '{}/ca.crt'\n",
+                dir.path().display()
+            ));
+        }
         for (k, v) in &b.settings {
             conf.push_str(&format!("{k} = {v}\n"));
         }
@@ -145,6 +164,7 @@ impl Cluster {
             port: 0,
             password: password(),
             tls: b.tls,
+            client_cert: b.client_cert,
         };
         let mut last = String::new();
         for _ in 0..8 {
@@ -222,6 +242,13 @@ impl Cluster {
     /// PEM of the CA that signed the server certificate, when started with `tls()`.
     pub fn ca_cert(&self) -> Option<PathBuf> {
         self.tls.then(|| self.dir().join("ca.crt"))
+    }
+
+    /// The superuser's client certificate and key (mode 0600), when started with
+    /// `client_cert()`.
+    pub fn client_cert(&self) -> Option<(PathBuf, PathBuf)> {
+        self.client_cert
+            .then(|| (self.dir().join("client.crt"), self.dir().join("client.key")))
     }
 
     /// Runs SQL through psql as the superuser and returns unaligned, tuples-only output.
@@ -399,9 +426,39 @@ fn write_self_signed_cert(dir: &Path) -> Result<()> {
         .arg(p("ext.cnf"))
         .arg("-out")
         .arg(p("server.crt")))?;
-    let mut perms = fs::metadata(p("server.key"))
-        .map_err(|e| e.to_string())?
-        .permissions();
+    private(&p("server.key"))
+}
+
+/// A client certificate for the superuser (CN = user name, as `cert` authentication wants)
+/// signed by the CA of [`write_self_signed_cert`].
+fn write_client_cert(dir: &Path) -> Result<()> {
+    let p = |f: &str| dir.join(f);
+    run(Command::new("openssl")
+        .args(["req", "-newkey", "rsa:2048", "-nodes"])
+        .args(["-subj", &format!("/CN={SUPERUSER}")])
+        .arg("-keyout")
+        .arg(p("client.key"))
+        .arg("-out")
+        .arg(p("client.csr")))?;
+    // Extensions make it an X.509 v3 certificate; rustls refuses v1.
+    fs::write(p("client.cnf"), "extendedKeyUsage=clientAuth\n").map_err(|e| e.to_string())?;
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .arg("-in")
+        .arg(p("client.csr"))
+        .arg("-CA")
+        .arg(p("ca.crt"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-extfile")
+        .arg(p("client.cnf"))
+        .arg("-out")
+        .arg(p("client.crt")))?;
+    private(&p("client.key"))
+}
+
+fn private(path: &Path) -> Result<()> {
+    let mut perms = fs::metadata(path).map_err(|e| e.to_string())?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
-    fs::set_permissions(p("server.key"), perms).map_err(|e| e.to_string())
+    fs::set_permissions(path, perms).map_err(|e| e.to_string())
 }

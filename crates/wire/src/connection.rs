@@ -148,6 +148,12 @@ impl ReplicationConnection {
         self.t.tls
     }
 
+    /// The TCP keepalive and user-timeout options on the connection's socket, read back from
+    /// the kernel; None on a unix socket.
+    pub fn tcp_options(&self) -> Option<std::io::Result<crate::TcpOptions>> {
+        self.t.tcp_options()
+    }
+
     /// Notices received so far (also logged as they arrive).
     pub fn take_notices(&mut self) -> Vec<DbError> {
         std::mem::take(&mut self.info.notices)

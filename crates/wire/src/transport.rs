@@ -11,6 +11,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::codec::{self, Backend};
 use crate::error::Error;
+use crate::sockopt;
 
 /// Any byte stream to the server.
 pub(crate) trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -27,6 +28,8 @@ pub(crate) struct Transport {
     tcp_fd: Option<RawFd>,
     /// The SO_RCVLOWAT last set.
     lowat: i32,
+    /// The TCP socket, for reading its options back; None on unix sockets.
+    tcp: Option<RawFd>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -40,7 +43,14 @@ impl Transport {
             tls,
             tcp_fd,
             lowat: 1,
+            tcp: tcp_fd,
         }
+    }
+
+    /// The keepalive and user-timeout options in force on the TCP socket; None on a unix
+    /// socket.
+    pub(crate) fn tcp_options(&self) -> Option<std::io::Result<crate::TcpOptions>> {
+        self.tcp.map(sockopt::read)
     }
 
     /// Reads more bytes, but lets them gather in the socket first: the kernel signals the
@@ -196,6 +206,7 @@ async fn dial(spec: &ConnSpec) -> Result<(Box<dyn Socket>, Option<RawFd>), Error
             // Status updates are tiny and time-critical.
             s.set_nodelay(true).map_err(connect_err)?;
             let fd = s.as_raw_fd();
+            sockopt::apply(fd, &spec.keepalives).map_err(connect_err)?;
             Ok((Box::new(s), Some(fd)))
         }
     }

@@ -215,3 +215,132 @@ async fn unreachable_server_names_the_target() {
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_login() {
+    let pg = Cluster::builder().client_cert().start().unwrap();
+    let (cert, key) = pg.client_cert().unwrap();
+    let base = format!(
+        "host=localhost hostaddr=127.0.0.1 port={} user=postgres dbname=postgres sslmode=verify-full sslrootcert={}",
+        pg.port(),
+        pg.ca_cert().unwrap().display()
+    );
+    let mut c = try_connect(&format!(
+        "{base} sslcert={} sslkey={}",
+        cert.display(),
+        key.display()
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.is_tls());
+    assert_eq!(
+        c.identify_system().await.unwrap().dbname.as_deref(),
+        Some("postgres")
+    );
+    let dn = c
+        .simple_query("SELECT client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .await
+        .unwrap();
+    assert_eq!(dn[0].first("client_dn"), Some("/CN=postgres"));
+    c.close().await;
+
+    let err = try_connect(&base)
+        .await
+        .err()
+        .expect("the hba line wants a certificate");
+    assert_eq!(
+        err.code(),
+        Some(sqlstate::INVALID_AUTHORIZATION_SPECIFICATION),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_settings_reach_the_socket() {
+    use std::time::Duration;
+    let pg = Cluster::new();
+    let opts = |extra: &str| {
+        let dsn = common::dsn(&pg, "postgres", extra);
+        async move {
+            let c = try_connect(&dsn).await.unwrap_or_else(|e| panic!("{e}"));
+            let o = c.tcp_options().expect("a TCP socket").unwrap();
+            c.close().await;
+            o
+        }
+    };
+    let o = opts("").await;
+    assert_eq!(
+        o,
+        wire::TcpOptions {
+            keepalive: true,
+            idle: Duration::from_secs(10),
+            interval: Duration::from_secs(5),
+            count: 3,
+            user_timeout: Duration::from_secs(30),
+        },
+        "bluegreen's defaults"
+    );
+    let o =
+        opts("keepalives_idle=42 keepalives_interval=7 keepalives_count=4 tcp_user_timeout=12000")
+            .await;
+    assert_eq!(
+        (o.keepalive, o.idle, o.interval, o.count, o.user_timeout),
+        (
+            true,
+            Duration::from_secs(42),
+            Duration::from_secs(7),
+            4,
+            Duration::from_secs(12)
+        )
+    );
+    let o = opts("keepalives=0 tcp_user_timeout=0").await;
+    assert!(!o.keepalive);
+    assert_eq!(o.user_timeout, Duration::ZERO);
+
+    // TLS too: the options sit on the TCP socket under it.
+    let tls = Cluster::builder().tls().start().unwrap();
+    let c = try_connect(&format!(
+        "host=127.0.0.1 port={} user=postgres password={} dbname=postgres sslmode=require keepalives_idle=11",
+        tls.port(),
+        tls.password()
+    ))
+    .await
+    .unwrap();
+    assert!(c.is_tls());
+    assert_eq!(
+        c.tcp_options().unwrap().unwrap().idle,
+        Duration::from_secs(11)
+    );
+    c.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostaddr_alone_dials_tcp() {
+    let pg = Cluster::builder().tls().start().unwrap();
+    for extra in [
+        "sslmode=disable".to_string(),
+        format!(
+            "sslmode=verify-ca sslrootcert={}",
+            pg.ca_cert().unwrap().display()
+        ),
+    ] {
+        let mut c = try_connect(&format!(
+            "hostaddr=127.0.0.1 port={} user=postgres password={} dbname=postgres {extra}",
+            pg.port(),
+            pg.password()
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{extra}: {e}"));
+        assert!(c.tcp_options().is_some(), "a TCP socket");
+        assert_eq!(c.is_tls(), extra.contains("verify-ca"));
+        let r = c
+            .simple_query(
+                "SELECT host(client_addr) AS a FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+            )
+            .await
+            .unwrap();
+        assert_eq!(r[0].first("a"), Some("127.0.0.1"), "{extra}");
+        assert!(c.identify_system().await.is_ok());
+        c.close().await;
+    }
+}
