@@ -343,7 +343,7 @@ fn timescaledb(plan: &Plan) -> Vec<Finding> {
                 .extensions
                 .iter()
                 .any(|e| e.name == "timescaledb" && e.available_on_target);
-        if !available || !plan.target.preloads_timescaledb {
+        if !available || plan.target.preloads_timescaledb == Some(false) {
             f.push(blocker(
                 "timescaledb-target",
                 "target",

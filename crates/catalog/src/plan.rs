@@ -75,8 +75,9 @@ pub struct Server {
     pub max_wal_senders: i32,
     pub used_wal_senders: i32,
     pub timescaledb: Option<String>,
-    /// `shared_preload_libraries` includes timescaledb (TimescaleDB cannot load otherwise).
-    pub preloads_timescaledb: bool,
+    /// `shared_preload_libraries` includes timescaledb (TimescaleDB cannot load otherwise);
+    /// None where the role may not read the setting.
+    pub preloads_timescaledb: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -30,8 +30,9 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
                     current_setting('max_wal_senders')::int,
                     (SELECT count(*) FROM pg_stat_replication)::int,
                     (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text,
-                    'timescaledb' = ANY(string_to_array(
-                        replace(current_setting('shared_preload_libraries'), ' ', ''), ','))
+                    -- NULL where the role may not read it (pg_settings hides it then).
+                    (SELECT 'timescaledb' = ANY(string_to_array(replace(setting, ' ', ''), ','))
+                       FROM pg_settings WHERE name = 'shared_preload_libraries')
                FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
