@@ -212,7 +212,9 @@ pub struct AbortArgs {
     #[arg(long, default_value = "main", value_name = "NAME")]
     pub run: String,
 
-    /// Also drop the schemas the run copied on the target.
+    /// Also drop what the run's copy created on the target (recorded by copy; never an
+    /// object the run did not create). Exit 1 when something else depends on it, or when
+    /// no record is left (a plain abort removed it).
     #[arg(long)]
     pub drop_data: bool,
 }

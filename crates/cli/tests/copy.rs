@@ -134,8 +134,10 @@ fn copy_is_exact_and_abort_removes_the_run() {
         );
     }
     assert_same_everything(&source, &target);
+    // The record of what the run created went with its state: nothing to drop by.
     let o = bluegreen(&["abort", "--target", &t, "--drop-data"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_same_everything(&source, &target);
 }
 
 #[test]
@@ -320,4 +322,110 @@ fn source_without_logical_wal_is_refused() {
         ),
         "0"
     );
+}
+
+/// `abort --drop-data` drops what the run's copy created and nothing else: an operator's
+/// table in `public` (which existed before the copy) stays, a schema the run created stays
+/// while an operator's table is in it, and a view an operator made over a copied table
+/// refuses the drop with nothing removed.
+#[test]
+fn drop_data_drops_only_what_the_run_created() {
+    let (source, target) = fixture_pair_at(0.002);
+    source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&copy_args(&s, &t, &[]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    target.sql(
+        DB,
+        "CREATE TABLE public.mine (x int); INSERT INTO public.mine VALUES (1);
+         CREATE TABLE factory_telemetry.operator_notes (x int);
+         CREATE VIEW public.hist_ids AS SELECT id FROM factory_telemetry.metric_hist",
+    );
+
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("view hist_ids"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("nothing was removed"), "{}", stdout(&o));
+    assert_eq!(source_artifacts(&source), "1 slots, 1 publications");
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT to_regclass('factory_telemetry.metric_hist') IS NOT NULL"
+        ),
+        "t"
+    );
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM bluegreen.runs"), "1");
+
+    target.sql(DB, "DROP VIEW public.hist_ids");
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("schema public: kept"), "{out}");
+    assert!(out.contains("schema factory_telemetry: kept"), "{out}");
+    assert!(
+        out.contains("table factory_telemetry.operator_notes"),
+        "{out}"
+    );
+    assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM public.mine"), "1");
+    // Of the copied schema only the operator's table is left: no table, view, sequence,
+    // function or type of the copy.
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT (SELECT string_agg(relname, ',') FROM pg_class
+                      WHERE relnamespace = 'factory_telemetry'::regnamespace)
+                 || ' ' || (SELECT count(*) FROM pg_proc
+                      WHERE pronamespace = 'factory_telemetry'::regnamespace)
+                 || ' ' || (SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen')"
+        ),
+        "operator_notes 0 0"
+    );
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM pg_type WHERE typnamespace = 'factory_telemetry'::regnamespace
+                AND typrelid = 0 AND typelem = 0"
+        ),
+        "0"
+    );
+}
+
+/// After a plain abort the run's record is gone: plain abort says what stays, and a later
+/// `--drop-data` says it found no record and exits 1 instead of "none found", 0.
+#[test]
+fn drop_data_after_plain_abort_says_the_data_stays() {
+    let source = Cluster::new();
+    let target = Cluster::new();
+    source.create_database(DB);
+    target.create_database(DB);
+    source.sql(
+        DB,
+        "CREATE SCHEMA app; CREATE TABLE app.t (id serial PRIMARY KEY, v text);
+         INSERT INTO app.t (v) VALUES ('a'), ('b');",
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&copy_args(&s, &t, &["--schema", "app"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("kept (1 schema, 1 sequence, 1 table"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bluegreen(&["abort", "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("no record of what run main created"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM app.t"), "2");
 }

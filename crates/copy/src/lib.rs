@@ -5,6 +5,7 @@
 
 mod chunking;
 mod data;
+mod dropdata;
 mod error;
 pub mod names;
 mod pipeline;
@@ -22,6 +23,7 @@ use conn::{qualified, quote_ident, ConnSpec};
 use state::{Chunk, NewRun, Phase, PostDataItem, Run, TableSummary};
 use tokio_postgres::Client;
 
+pub use dropdata::Dropped;
 pub use error::Error;
 pub use progress::Counters;
 
@@ -359,6 +361,7 @@ async fn start_run(
     let t0 = Instant::now();
     let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
     if opts.target_schema == TargetSchema::Dump {
+        let before = state::created::before(&tx).await?;
         tx.batch_execute(&pre)
             .await
             .map_err(sql("target", "apply the schema (pre-data)"))?;
@@ -367,6 +370,8 @@ async fn start_run(
         tx.batch_execute("RESET search_path")
             .await
             .map_err(sql("target", "reset search_path"))?;
+        // In the same transaction: what exists now and did not before is the run's.
+        state::created::record(&tx, run, &before).await?;
     }
     Run::set_snapshot(&tx, run, &snap.lsn, &post).await?;
     Chunk::insert_all(&tx, run, &chunks).await?;
@@ -477,12 +482,47 @@ pub struct Removed {
     pub slot: bool,
     pub publication: bool,
     pub state: bool,
-    pub schemas_dropped: Vec<String>,
+    /// With `drop_data`: what was dropped and kept on the target.
+    pub data: DropData,
+    /// Without `drop_data`: objects the run created that stay, as (kind, count).
+    pub kept: Vec<(String, usize)>,
+    /// Schemas the run copied into that existed before it (never dropped).
+    pub schemas_not_created: Vec<String>,
+}
+
+/// The target's side of `abort --drop-data`.
+#[derive(Debug, Default)]
+pub enum DropData {
+    /// Not asked for, or no target given.
+    #[default]
+    NotAsked,
+    /// The target holds no record of the run (a plain abort removed it, or it never ran
+    /// here): nothing was dropped, and whatever it copied stays.
+    NoRecord,
+    /// Objects outside the record depend on the run's (dependent, what it depends on):
+    /// nothing was removed on either side.
+    Blocked(Vec<(String, String)>),
+    Dropped(Dropped),
+}
+
+/// Objects outside run's record that depend on what the run created, which stop
+/// `abort --drop-data` (empty: nothing stops it).
+pub async fn drop_data_blockers(
+    run: &str,
+    target: &ConnSpec,
+) -> Result<Vec<(String, String)>, Error> {
+    names::validate_run(run)?;
+    let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+    if !state::exists(&tgt).await? || Run::get(&tgt, run).await?.is_none() {
+        return Ok(Vec::new());
+    }
+    Ok(state::created::foreign_dependents(&tgt, run).await?)
 }
 
 /// Removes what a run created: slot and publication on the source (ending any session that
-/// streams from the slot), the run's state on the target, and with `drop_data` the schemas
-/// it copied. Safe to run again; either side may be given alone.
+/// streams from the slot), the run's state on the target, and with `drop_data` the objects
+/// its copy created there (see [`dropdata`]). Safe to run again; either side may be given
+/// alone.
 pub async fn abort(
     run: &str,
     source: Option<&ConnSpec>,
@@ -491,6 +531,13 @@ pub async fn abort(
 ) -> Result<Removed, Error> {
     names::validate_run(run)?;
     let mut removed = Removed::default();
+    if let (Some(target), true) = (target, drop_data) {
+        let blockers = drop_data_blockers(run, target).await?;
+        if !blockers.is_empty() {
+            removed.data = DropData::Blocked(blockers);
+            return Ok(removed);
+        }
+    }
     if let Some(source) = source {
         let src = conn::connect(source).await.map_err(conn_err("source"))?;
         // After a cutover blue is fenced read-only for new sessions; abort still cleans it.
@@ -502,22 +549,44 @@ pub async fn abort(
         removed.publication = source::drop_publication(&src, &names::publication(run)).await?;
     }
     if let Some(target) = target {
-        let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+        let mut tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+        if drop_data {
+            removed.data = DropData::NoRecord;
+        }
         if state::exists(&tgt).await? {
             stop_applier(&tgt, run).await?;
             if let Some(r) = Run::get(&tgt, run).await? {
+                let created = state::created::CreatedObject::list(&tgt, run).await?;
+                removed.schemas_not_created = r
+                    .schemas
+                    .iter()
+                    .filter(|s| {
+                        !created
+                            .iter()
+                            .any(|o| o.is_schema() && o.identity == quote_ident(s))
+                    })
+                    .cloned()
+                    .collect();
+                let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
                 if drop_data {
-                    for s in &r.schemas {
-                        tgt.batch_execute(&format!(
-                            "DROP SCHEMA IF EXISTS {} CASCADE",
-                            quote_ident(s)
-                        ))
-                        .await
-                        .map_err(sql("target", format!("drop schema {s}")))?;
-                        removed.schemas_dropped.push(s.clone());
+                    match dropdata::drop_created(&tx, run).await? {
+                        Ok(d) => removed.data = DropData::Dropped(d),
+                        Err(blockers) => {
+                            // Something appeared since the check: keep the state too.
+                            removed.data = DropData::Blocked(blockers);
+                            return Ok(removed);
+                        }
+                    }
+                } else {
+                    for o in created.iter().filter(|o| o.present) {
+                        match removed.kept.iter_mut().find(|(k, _)| *k == o.kind) {
+                            Some((_, n)) => *n += 1,
+                            None => removed.kept.push((o.kind.clone(), 1)),
+                        }
                     }
                 }
-                removed.state = Run::delete(&tgt, run).await?;
+                removed.state = Run::delete(&tx, run).await?;
+                tx.commit().await.map_err(sql("target", "commit"))?;
             }
             if Run::count(&tgt).await? == 0 {
                 state::drop_schema(&tgt).await?;

@@ -7,6 +7,7 @@
 
 mod apply;
 mod chunks;
+pub mod created;
 mod migrate;
 mod post_data;
 mod runs;

@@ -121,6 +121,17 @@ CREATE TABLE bluegreen.verify_chunks (
     PRIMARY KEY (verify_id, pass, table_schema, table_name, chunk)
 );
 "#,
+    // What the run's pre-data created on the target (abort --drop-data drops only these).
+    r#"
+CREATE TABLE bluegreen.created (
+    run      text NOT NULL REFERENCES bluegreen.runs ON DELETE CASCADE,
+    classid  oid  NOT NULL,
+    objid    oid  NOT NULL,
+    kind     text NOT NULL,
+    identity text NOT NULL,
+    PRIMARY KEY (run, classid, objid)
+);
+"#,
 ];
 
 /// Version this build knows.
