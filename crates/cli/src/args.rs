@@ -158,6 +158,11 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// Run the plan is for: its slot and publication (bluegreen_<run>) must not exist on
+    /// the source unless the target's state knows the run.
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
     /// Print the plan as JSON (stable shape, see README) instead of text.
     #[arg(long)]
     pub json: bool,

@@ -429,3 +429,58 @@ fn drop_data_after_plain_abort_says_the_data_stays() {
     );
     assert_eq!(target.sql(DB, "SELECT count(*) FROM app.t"), "2");
 }
+
+/// Another migration from the same source (to another target) holds bluegreen_main: a copy
+/// to this target refuses (exit 1) and leaves that slot and publication alone; plan reports
+/// it as a blocker; another --run name works.
+#[test]
+fn slot_of_the_same_name_unknown_to_the_target_is_never_dropped() {
+    let source = Cluster::new();
+    let target = Cluster::new();
+    source.create_database(DB);
+    target.create_database("green_a");
+    target.create_database("green_b");
+    source.sql(
+        DB,
+        "CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    );
+    let s = source.url(DB);
+    let (a, b) = (target.url("green_a"), target.url("green_b"));
+    let o = bluegreen(&copy_args(&s, &a, &["--schema", "app"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let slot = "SELECT slot_name || ' ' || restart_lsn FROM pg_replication_slots";
+    let before = source.sql(DB, slot);
+
+    let o = bluegreen(&["plan", "--source", &s, "--target", &b, "--schema", "app"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("run-name-in-use") || stdout(&o).contains("another migration"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("--run NAME"), "{}", stdout(&o));
+    // The target that knows the run is not blocked by its own slot.
+    let o = bluegreen(&["plan", "--source", &s, "--target", &a, "--schema", "app"]);
+    assert!(!stdout(&o).contains("another migration"), "{}", stdout(&o));
+
+    let o = bluegreen(&copy_args(&s, &b, &["--schema", "app"]));
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("another migration"), "{}", stdout(&o));
+    assert_eq!(
+        source.sql(DB, slot),
+        before,
+        "the other migration's slot is untouched"
+    );
+    assert_eq!(source_artifacts(&source), "1 slots, 1 publications");
+    assert_eq!(
+        target.sql(
+            "green_b",
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('bluegreen', 'app')"
+        ),
+        "0"
+    );
+
+    let o = bluegreen(&copy_args(&s, &b, &["--schema", "app", "--run", "b"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(source_artifacts(&source), "2 slots, 2 publications");
+}

@@ -26,6 +26,7 @@ use tokio_postgres::Client;
 pub use dropdata::Dropped;
 pub use error::Error;
 pub use progress::Counters;
+pub use source::name_in_use;
 
 use crate::data::Snapshot;
 use crate::error::sql;
@@ -87,6 +88,9 @@ pub async fn copy(
         None
     };
     refuse_bad_input(plan, &tgt, existing.as_ref(), opts).await?;
+    if let Some(f) = source::name_in_use(&src, &tgt, run).await? {
+        return Err(Error::Blocked(vec![f]));
+    }
     let resumed = existing
         .as_ref()
         .is_some_and(|r| r.phase != Phase::Creating);
@@ -96,14 +100,26 @@ pub async fn copy(
     let mut exporter = None;
     let mut snapshot = None;
     if existing.as_ref().is_none_or(|r| r.phase == Phase::Creating) {
-        match start_run(plan, &src, &mut tgt, source, opts, existing.is_some()).await {
+        let mut made = Made::default();
+        match start_run(
+            plan,
+            &src,
+            &mut tgt,
+            source,
+            opts,
+            existing.is_some(),
+            &mut made,
+        )
+        .await
+        {
             Ok((exp, snap)) => {
                 exporter = Some(exp);
                 snapshot = Some(snap);
             }
             Err(e) => {
-                // Nothing half-done stays behind: the slot, the publication and the state row go.
-                if let Err(undo) = abort(run, Some(source), Some(target), false).await {
+                // Nothing half-done stays behind: the state row goes, and the slot and the
+                // publication if this start made them (never ones of the same name it found).
+                if let Err(undo) = undo_start(run, &src, target, &made).await {
                     tracing::warn!(error = %undo, "could not remove what the failed start created; run bluegreen abort");
                 }
                 return Err(e);
@@ -289,6 +305,24 @@ async fn refuse_bad_input(
     Ok(())
 }
 
+/// What a start of the run went on to create on the source (set before each attempt, so a
+/// create that failed half-way counts: the name was free when the start began).
+#[derive(Debug, Default)]
+struct Made {
+    publication: bool,
+    slot: bool,
+}
+
+async fn undo_start(run: &str, src: &Client, target: &ConnSpec, made: &Made) -> Result<(), Error> {
+    if made.slot {
+        source::drop_slot(src, &names::slot(run)).await?;
+    }
+    if made.publication {
+        source::drop_publication(src, &names::publication(run)).await?;
+    }
+    abort(run, None, Some(target), false).await.map(|_| ())
+}
+
 /// Creates the run's publication and slot, dumps the schema at the slot's snapshot, applies
 /// pre-data, and records chunks and post-data items: one target transaction, so the run is
 /// either fully planned or still `creating` (and a rerun starts it over).
@@ -299,6 +333,7 @@ async fn start_run(
     source: &ConnSpec,
     opts: &CopyOptions,
     restarting: bool,
+    made: &mut Made,
 ) -> Result<(wire::ExportedSnapshot, Snapshot), Error> {
     let run = opts.run.as_str();
     let (slot, publication) = (names::slot(run), names::publication(run));
@@ -321,8 +356,10 @@ async fn start_run(
         )
         .await?;
     }
+    made.publication = true;
     source::create_publication(src, &publication, &plan.schemas).await?;
     let repl = wire::ReplicationConnection::connect(source).await?;
+    made.slot = true;
     let exported = repl.create_slot_exporting(&slot, false).await?;
     let snap = Snapshot {
         name: exported.snapshot_name().to_string(),
