@@ -132,6 +132,14 @@ CREATE TABLE bluegreen.created (
     PRIMARY KEY (run, classid, objid)
 );
 "#,
+    // UPDATEs/DELETEs the applier found no row for: green diverged (cutover needs a clean
+    // verify started after diverged_at).
+    r#"
+ALTER TABLE bluegreen.apply
+    ADD COLUMN diverged_rows bigint NOT NULL DEFAULT 0,
+    ADD COLUMN diverged_at   timestamptz,
+    ADD COLUMN diverged_lsn  pg_lsn;
+"#,
 ];
 
 /// Version this build knows.

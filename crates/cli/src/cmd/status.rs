@@ -65,6 +65,10 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
                 "hold_lsn": a.hold_lsn,
                 "held_lsn": a.held_lsn,
                 "prepared_parts": a.prepared_parts,
+                "diverged_rows": a.diverged_rows,
+                "diverged_at": a.diverged_at,
+                "diverged_lsn": a.diverged_lsn,
+                "diverged": a.diverged(),
             })
         });
         let doc = json!({
@@ -142,6 +146,20 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             }
             if let Some(e) = &a.last_error {
                 println!("  last error: {e}");
+            }
+            if a.diverged() {
+                println!(
+                    "  error: green diverged: {} UPDATE(s)/DELETE(s) found no row on green (latest at {}, source LSN {}); run bluegreen verify --repair: cutover refuses until a verify started after that is clean",
+                    a.diverged_rows,
+                    a.diverged_at.as_deref().unwrap_or("-"),
+                    a.diverged_lsn.as_deref().unwrap_or("-")
+                );
+            } else if a.diverged_rows > 0 {
+                println!(
+                    "  {} UPDATE(s)/DELETE(s) found no row on green (latest at {}); a later verify was clean",
+                    a.diverged_rows,
+                    a.diverged_at.as_deref().unwrap_or("-")
+                );
             }
             if a.prepared_parts > 0 && !a.running() {
                 println!(
