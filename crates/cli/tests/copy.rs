@@ -484,3 +484,46 @@ fn slot_of_the_same_name_unknown_to_the_target_is_never_dropped() {
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(source_artifacts(&source), "2 slots, 2 publications");
 }
+
+/// A run copied by a bluegreen from before the record (state schema version 3): status and
+/// abort still read it; --drop-data refuses (exit 1, nothing removed) rather than guess.
+#[test]
+fn run_without_a_record_is_never_guessed_from() {
+    let source = Cluster::new();
+    let target = Cluster::new();
+    source.create_database(DB);
+    target.create_database(DB);
+    source.sql(
+        DB,
+        "CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&copy_args(&s, &t, &["--schema", "app"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // What the state schema looked like at version 3 (a sync had registered its row).
+    target.sql(
+        DB,
+        "INSERT INTO bluegreen.apply (run, origin) VALUES ('main', 'bluegreen_main');
+         DROP TABLE bluegreen.created; ALTER TABLE bluegreen.runs DROP COLUMN created_recorded;
+         ALTER TABLE bluegreen.apply DROP COLUMN diverged_rows, DROP COLUMN diverged_at,
+             DROP COLUMN diverged_lsn;
+         DELETE FROM bluegreen.schema_version WHERE version > 3",
+    );
+    let o = bluegreen(&["status", "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("kept no record"), "{}", stdout(&o));
+    assert_eq!(source_artifacts(&source), "1 slots, 1 publications");
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM app.t"), "1");
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen'"
+        ),
+        "0"
+    );
+}

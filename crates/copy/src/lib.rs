@@ -337,12 +337,12 @@ async fn start_run(
 ) -> Result<(wire::ExportedSnapshot, Snapshot), Error> {
     let run = opts.run.as_str();
     let (slot, publication) = (names::slot(run), names::publication(run));
+    state::migrate(tgt).await?;
     if restarting {
         // An earlier start died before its snapshot was recorded: remove what it made.
         source::drop_slot(src, &slot).await?;
         source::drop_publication(src, &publication).await?;
     } else {
-        state::migrate(tgt).await?;
         // Recorded before anything exists on the source, so abort can always find it.
         Run::insert(
             &*tgt,
@@ -410,6 +410,7 @@ async fn start_run(
         // In the same transaction: what exists now and did not before is the run's.
         state::created::record(&tx, run, &before).await?;
     }
+    state::created::mark_recorded(&tx, run).await?;
     Run::set_snapshot(&tx, run, &snap.lsn, &post).await?;
     Chunk::insert_all(&tx, run, &chunks).await?;
     PostDataItem::insert_all(&tx, run, &post_data.items).await?;
@@ -539,21 +540,26 @@ pub enum DropData {
     /// Objects outside the record depend on the run's (dependent, what it depends on):
     /// nothing was removed on either side.
     Blocked(Vec<(String, String)>),
+    /// The run exists but its copy kept no record (an older bluegreen copied it): nothing
+    /// was removed on either side.
+    NotRecorded,
     Dropped(Dropped),
 }
 
-/// Objects outside run's record that depend on what the run created, which stop
-/// `abort --drop-data` (empty: nothing stops it).
-pub async fn drop_data_blockers(
-    run: &str,
-    target: &ConnSpec,
-) -> Result<Vec<(String, String)>, Error> {
+/// What stops `abort --drop-data` before anything is removed: objects outside the run's
+/// record that depend on what it created ([`DropData::Blocked`]), or a run without a
+/// record ([`DropData::NotRecorded`]). None: nothing stops it.
+pub async fn drop_data_refusal(run: &str, target: &ConnSpec) -> Result<Option<DropData>, Error> {
     names::validate_run(run)?;
     let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
     if !state::exists(&tgt).await? || Run::get(&tgt, run).await?.is_none() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    Ok(state::created::foreign_dependents(&tgt, run).await?)
+    if !state::created::recorded(&tgt, run).await? {
+        return Ok(Some(DropData::NotRecorded));
+    }
+    let blockers = state::created::foreign_dependents(&tgt, run).await?;
+    Ok((!blockers.is_empty()).then_some(DropData::Blocked(blockers)))
 }
 
 /// Removes what a run created: slot and publication on the source (ending any session that
@@ -569,9 +575,8 @@ pub async fn abort(
     names::validate_run(run)?;
     let mut removed = Removed::default();
     if let (Some(target), true) = (target, drop_data) {
-        let blockers = drop_data_blockers(run, target).await?;
-        if !blockers.is_empty() {
-            removed.data = DropData::Blocked(blockers);
+        if let Some(refusal) = drop_data_refusal(run, target).await? {
+            removed.data = refusal;
             return Ok(removed);
         }
     }
@@ -593,7 +598,17 @@ pub async fn abort(
         if state::exists(&tgt).await? {
             stop_applier(&tgt, run).await?;
             if let Some(r) = Run::get(&tgt, run).await? {
-                let created = state::created::CreatedObject::list(&tgt, run).await?;
+                let recorded = state::created::recorded(&tgt, run).await?;
+                if drop_data && !recorded {
+                    // Appeared since the check (a copy restarted meanwhile): keep it all.
+                    removed.data = DropData::NotRecorded;
+                    return Ok(removed);
+                }
+                let created = if recorded {
+                    state::created::CreatedObject::list(&tgt, run).await?
+                } else {
+                    Vec::new()
+                };
                 removed.schemas_not_created = r
                     .schemas
                     .iter()

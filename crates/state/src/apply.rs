@@ -69,13 +69,18 @@ impl ApplyStatus {
                         hold_lsn::text, held_lsn::text, stop_requested,
                         (SELECT count(*) FROM pg_prepared_xacts
                           WHERE database = current_database() AND starts_with(gid, origin || '@')),
-                        diverged_rows, to_char(diverged_at, 'YYYY-MM-DD HH24:MI:SS TZ'),
-                        diverged_lsn::text,
-                        coalesce((SELECT v.result = 'equal' AND v.started_at > a.diverged_at
+                        coalesce(d.rows, 0), to_char(d.at, 'YYYY-MM-DD HH24:MI:SS TZ'), d.lsn,
+                        coalesce((SELECT v.result = 'equal' AND v.started_at > d.at
                                     FROM bluegreen.verify_runs v
                                    WHERE v.run = a.run AND v.result IN ('equal', 'differ', 'repaired')
                                    ORDER BY v.id DESC LIMIT 1), false)
-                   FROM bluegreen.apply a WHERE run = $1",
+                   FROM bluegreen.apply a,
+                        -- Through jsonb: a state schema from before version 5 lacks the
+                        -- columns until sync migrates it, and status and abort still read it.
+                        LATERAL (SELECT (to_jsonb(a) ->> 'diverged_rows')::bigint AS rows,
+                                        (to_jsonb(a) ->> 'diverged_at')::timestamptz AS at,
+                                        to_jsonb(a) ->> 'diverged_lsn' AS lsn) d
+                  WHERE a.run = $1",
                 &[&run],
             )
             .await

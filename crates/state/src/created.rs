@@ -59,6 +59,33 @@ pub async fn record(c: &impl GenericClient, run: &str, before: &Before) -> Resul
     .map_err(q("record created objects"))
 }
 
+/// Marks the run's record as taken (in the transaction that applies pre-data, also when
+/// the target's schema was the operator's and the run created nothing).
+pub async fn mark_recorded(c: &impl GenericClient, run: &str) -> Result<(), Error> {
+    c.execute(
+        "UPDATE bluegreen.runs SET created_recorded = true WHERE run = $1",
+        &[&run],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("mark the record of created objects"))
+}
+
+/// Whether the run's copy recorded what it created: false for a run copied by a bluegreen
+/// older than the record (state schema version 4), or one whose start did not finish.
+pub async fn recorded(c: &impl GenericClient, run: &str) -> Result<bool, Error> {
+    // Through jsonb: an older state schema has no such column.
+    let row = c
+        .query_opt(
+            "SELECT coalesce((to_jsonb(r) ->> 'created_recorded')::boolean, false)
+               FROM bluegreen.runs r WHERE r.run = $1",
+            &[&run],
+        )
+        .await
+        .map_err(q("look up the record of created objects"))?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
+
 /// One object a run created, as recorded and as it stands now.
 #[derive(Debug, Clone)]
 pub struct CreatedObject {

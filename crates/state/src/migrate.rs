@@ -131,6 +131,7 @@ CREATE TABLE bluegreen.created (
     identity text NOT NULL,
     PRIMARY KEY (run, classid, objid)
 );
+ALTER TABLE bluegreen.runs ADD COLUMN created_recorded boolean NOT NULL DEFAULT false;
 "#,
     // UPDATEs/DELETEs the applier found no row for: green diverged (cutover needs a clean
     // verify started after diverged_at).

@@ -25,11 +25,11 @@ pub async fn run(args: AbortArgs, settings: &Settings) -> Result<Outcome, Troubl
     }
     // Refused drops touch nothing on either side: check before the reverse stream goes.
     if let (Some(t), true) = (target.as_ref(), args.drop_data) {
-        let blockers = copy::drop_data_blockers(&args.run, t)
+        if let Some(refusal) = copy::drop_data_refusal(&args.run, t)
             .await
-            .map_err(Trouble::copy)?;
-        if !blockers.is_empty() {
-            print_blocked(&args.run, &blockers);
+            .map_err(Trouble::copy)?
+        {
+            print_refusal(&args.run, &refusal);
             return Ok(Outcome::Findings);
         }
     }
@@ -41,8 +41,8 @@ pub async fn run(args: AbortArgs, settings: &Settings) -> Result<Outcome, Troubl
     let removed = copy::abort(&args.run, source.as_ref(), target.as_ref(), args.drop_data)
         .await
         .map_err(Trouble::copy)?;
-    if let DropData::Blocked(blockers) = &removed.data {
-        print_blocked(&args.run, blockers);
+    if matches!(removed.data, DropData::Blocked(_) | DropData::NotRecorded) {
+        print_refusal(&args.run, &removed.data);
         return Ok(Outcome::Findings);
     }
     let said = |b: bool| if b { "removed" } else { "none found" };
@@ -81,7 +81,7 @@ pub async fn run(args: AbortArgs, settings: &Settings) -> Result<Outcome, Troubl
             );
         }
         match &removed.data {
-            DropData::NotAsked | DropData::Blocked(_) => {}
+            DropData::NotAsked | DropData::Blocked(_) | DropData::NotRecorded => {}
             DropData::NoRecord => {
                 println!(
                     "target: no record of what run {} created (a plain abort removes it, or the run never copied here): nothing dropped; anything it copied stays",
@@ -95,12 +95,19 @@ pub async fn run(args: AbortArgs, settings: &Settings) -> Result<Outcome, Troubl
     Ok(outcome)
 }
 
-fn print_blocked(run: &str, blockers: &[(String, String)]) {
-    println!("target: objects that run {run} did not create depend on what it created:");
-    for (dependent, on) in blockers {
-        println!("  {dependent} (depends on {on})");
+fn print_refusal(run: &str, refusal: &DropData) {
+    match refusal {
+        DropData::Blocked(blockers) => {
+            println!("target: objects that run {run} did not create depend on what it created:");
+            for (dependent, on) in blockers {
+                println!("  {dependent} (depends on {on})");
+            }
+            println!("nothing was removed on either side: drop or change those objects, then run abort --drop-data again (or plain abort to keep the data)");
+        }
+        _ => println!(
+            "target: run {run} was copied by a bluegreen that kept no record of what it created, so --drop-data cannot tell its objects from others: nothing was removed on either side; drop the copied objects by hand, then run abort without --drop-data"
+        ),
     }
-    println!("nothing was removed on either side: drop or change those objects, then run abort --drop-data again (or plain abort to keep the data)");
 }
 
 fn print_dropped(d: &copy::Dropped) {
