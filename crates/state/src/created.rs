@@ -6,11 +6,13 @@ use crate::{q, Error, GenericClient};
 
 /// Every object that can be created and dropped on its own, by catalog and OID. Parts of
 /// other objects (a table's row type, an array type, a toast table) and extension members
-/// are left out when recording: they go with their owner.
+/// are left out when recording: they go with their owner. So are other sessions' temporary
+/// objects (not the run's, whatever appears meanwhile).
 const DROPPABLE: &str = "
     SELECT 'pg_catalog.pg_namespace'::regclass::oid AS classid, oid AS objid FROM pg_catalog.pg_namespace
+               WHERE nspname !~ '^pg_(toast_)?temp_'
     UNION ALL SELECT 'pg_catalog.pg_class'::regclass, oid FROM pg_catalog.pg_class
-               WHERE relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+               WHERE relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND relpersistence <> 't'
     UNION ALL SELECT 'pg_catalog.pg_type'::regclass, oid FROM pg_catalog.pg_type
     UNION ALL SELECT 'pg_catalog.pg_proc'::regclass, oid FROM pg_catalog.pg_proc
     UNION ALL SELECT 'pg_catalog.pg_extension'::regclass, oid FROM pg_catalog.pg_extension
