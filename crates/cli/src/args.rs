@@ -175,6 +175,11 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// Run the plan is for: its slot and publication (bluegreen_<run>) must not exist on
+    /// the source unless the target's state knows the run.
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
     /// Print the plan as JSON (stable shape, see README) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -240,7 +245,9 @@ pub struct AbortArgs {
     #[arg(long, default_value = "main", value_name = "NAME")]
     pub run: String,
 
-    /// Also drop the schemas the run copied on the target.
+    /// Also drop what the run's copy created on the target (recorded by copy; never an
+    /// object the run did not create). Exit 1 when something else depends on it, or when
+    /// no record is left (a plain abort removed it).
     #[arg(long)]
     pub drop_data: bool,
 }

@@ -134,8 +134,10 @@ fn copy_is_exact_and_abort_removes_the_run() {
         );
     }
     assert_same_everything(&source, &target);
+    // The record of what the run created went with its state: nothing to drop by.
     let o = bluegreen(&["abort", "--target", &t, "--drop-data"]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert_same_everything(&source, &target);
 }
 
 #[test]
@@ -313,6 +315,216 @@ fn source_without_logical_wal_is_refused() {
     assert_eq!(code(&o), 1);
     assert!(stdout(&o).contains("wal_level = logical"), "{}", stdout(&o));
     assert_eq!(source.sql(DB, "SELECT count(*) FROM pg_publication"), "0");
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen'"
+        ),
+        "0"
+    );
+}
+
+/// `abort --drop-data` drops what the run's copy created and nothing else: an operator's
+/// table in `public` (which existed before the copy) stays, a schema the run created stays
+/// while an operator's table is in it, and a view an operator made over a copied table
+/// refuses the drop with nothing removed.
+#[test]
+fn drop_data_drops_only_what_the_run_created() {
+    let (source, target) = fixture_pair_at(0.002);
+    source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&copy_args(&s, &t, &[]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    target.sql(
+        DB,
+        "CREATE TABLE public.mine (x int); INSERT INTO public.mine VALUES (1);
+         CREATE TABLE factory_telemetry.operator_notes (x int);
+         CREATE VIEW public.hist_ids AS SELECT id FROM factory_telemetry.metric_hist",
+    );
+
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("view hist_ids"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("nothing was removed"), "{}", stdout(&o));
+    assert_eq!(source_artifacts(&source), "1 slots, 1 publications");
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT to_regclass('factory_telemetry.metric_hist') IS NOT NULL"
+        ),
+        "t"
+    );
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM bluegreen.runs"), "1");
+
+    target.sql(DB, "DROP VIEW public.hist_ids");
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("schema public: kept"), "{out}");
+    assert!(out.contains("schema factory_telemetry: kept"), "{out}");
+    assert!(
+        out.contains("table factory_telemetry.operator_notes"),
+        "{out}"
+    );
+    assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM public.mine"), "1");
+    // Of the copied schema only the operator's table is left: no table, view, sequence,
+    // function or type of the copy.
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT (SELECT string_agg(relname, ',') FROM pg_class
+                      WHERE relnamespace = 'factory_telemetry'::regnamespace)
+                 || ' ' || (SELECT count(*) FROM pg_proc
+                      WHERE pronamespace = 'factory_telemetry'::regnamespace)
+                 || ' ' || (SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen')"
+        ),
+        "operator_notes 0 0"
+    );
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM pg_type WHERE typnamespace = 'factory_telemetry'::regnamespace
+                AND typrelid = 0 AND typelem = 0"
+        ),
+        "0"
+    );
+}
+
+/// After a plain abort the run's record is gone: plain abort says what stays, and a later
+/// `--drop-data` says it found no record and exits 1 instead of "none found", 0.
+#[test]
+fn drop_data_after_plain_abort_says_the_data_stays() {
+    let source = Cluster::new();
+    let target = Cluster::new();
+    source.create_database(DB);
+    target.create_database(DB);
+    source.sql(
+        DB,
+        "CREATE SCHEMA app; CREATE TABLE app.t (id serial PRIMARY KEY, v text);
+         INSERT INTO app.t (v) VALUES ('a'), ('b');",
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&copy_args(&s, &t, &["--schema", "app"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("kept (1 schema, 1 sequence, 1 table"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bluegreen(&["abort", "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("no record of what run main created"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM app.t"), "2");
+}
+
+/// Another migration from the same source (to another target) holds bluegreen_main: a copy
+/// to this target refuses (exit 1) and leaves that slot and publication alone; plan reports
+/// it as a blocker; another --run name works.
+#[test]
+fn slot_of_the_same_name_unknown_to_the_target_is_never_dropped() {
+    let source = Cluster::new();
+    let target = Cluster::new();
+    source.create_database(DB);
+    target.create_database("green_a");
+    target.create_database("green_b");
+    source.sql(
+        DB,
+        "CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    );
+    let s = source.url(DB);
+    let (a, b) = (target.url("green_a"), target.url("green_b"));
+    let o = bluegreen(&copy_args(&s, &a, &["--schema", "app"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let slot = "SELECT slot_name || ' ' || restart_lsn FROM pg_replication_slots";
+    let before = source.sql(DB, slot);
+
+    let o = bluegreen(&["plan", "--source", &s, "--target", &b, "--schema", "app"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("run-name-in-use") || stdout(&o).contains("another migration"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("--run NAME"), "{}", stdout(&o));
+    // The target that knows the run is not blocked by its own slot.
+    let o = bluegreen(&["plan", "--source", &s, "--target", &a, "--schema", "app"]);
+    assert!(!stdout(&o).contains("another migration"), "{}", stdout(&o));
+
+    let o = bluegreen(&copy_args(&s, &b, &["--schema", "app"]));
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("another migration"), "{}", stdout(&o));
+    assert_eq!(
+        source.sql(DB, slot),
+        before,
+        "the other migration's slot is untouched"
+    );
+    assert_eq!(source_artifacts(&source), "1 slots, 1 publications");
+    assert_eq!(
+        target.sql(
+            "green_b",
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('bluegreen', 'app')"
+        ),
+        "0"
+    );
+
+    let o = bluegreen(&copy_args(&s, &b, &["--schema", "app", "--run", "b"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(source_artifacts(&source), "2 slots, 2 publications");
+}
+
+/// A run copied by a bluegreen from before the record (state schema version 3): status and
+/// abort still read it; --drop-data refuses (exit 1, nothing removed) rather than guess.
+#[test]
+fn run_without_a_record_is_never_guessed_from() {
+    let source = Cluster::new();
+    let target = Cluster::new();
+    source.create_database(DB);
+    target.create_database(DB);
+    source.sql(
+        DB,
+        "CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&copy_args(&s, &t, &["--schema", "app"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // What the state schema looked like at version 3 (a sync had registered its row).
+    target.sql(
+        DB,
+        "INSERT INTO bluegreen.apply (run, origin) VALUES ('main', 'bluegreen_main');
+         DROP TABLE bluegreen.created; ALTER TABLE bluegreen.runs DROP COLUMN created_recorded;
+         ALTER TABLE bluegreen.apply DROP COLUMN diverged_rows, DROP COLUMN diverged_at,
+             DROP COLUMN diverged_lsn;
+         DELETE FROM bluegreen.schema_version WHERE version > 3",
+    );
+    // status reads the older schema (exit 1 only because sync is not running).
+    let o = bluegreen(&["status", "--target", &t]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("not healthy: sync is not running"),
+        "{}",
+        stdout(&o)
+    );
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("kept no record"), "{}", stdout(&o));
+    assert_eq!(source_artifacts(&source), "1 slots, 1 publications");
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM app.t"), "1");
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
     assert_eq!(
         target.sql(
             DB,

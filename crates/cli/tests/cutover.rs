@@ -539,3 +539,64 @@ fn pooler_spec_errors_are_clear() {
         assert!(stderr(&o).contains(needle), "{spec}: {}", stderr(&o));
     }
 }
+
+/// An UPDATE that finds no row on green is recorded as a divergence: status shows it as an
+/// error and cutover refuses (even with --no-verify-check) until a verify started after it
+/// is clean.
+#[test]
+fn divergence_blocks_cutover_until_a_later_verify_is_clean() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let row = "id = (SELECT min(id) FROM factory_telemetry.metric_hist)";
+    r.green.sql(
+        DB,
+        &format!("DELETE FROM factory_telemetry.metric_hist WHERE {row}"),
+    );
+    r.blue.sql(
+        DB,
+        &format!("UPDATE factory_telemetry.metric_hist SET value_real = -1 WHERE {row}"),
+    );
+    let started = Instant::now();
+    while r.green.sql(
+        DB,
+        "SELECT diverged_rows FROM bluegreen.apply WHERE run = 'main'",
+    ) != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "divergence not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = bluegreen(&["status", "--target", &r.t]);
+    assert!(
+        stdout(&st).contains("error: green diverged: 1 UPDATE(s)/DELETE(s)"),
+        "{}",
+        stdout(&st)
+    );
+    assert_eq!(code(&st), 1, "a diverged green fails the status probe");
+
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("green diverged"), "{}", stderr(&o));
+    r.assert_on_blue_and_syncing();
+
+    // A verify that repairs, then one that finds it equal: cutover goes ahead.
+    let v = bluegreen(&["verify", "--source", &r.s, "--target", &r.t, "--repair"]);
+    assert_eq!(code(&v), 1, "{}{}", stdout(&v), stderr(&v));
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 2, "a repair is not yet a clean verify");
+    assert!(stderr(&o).contains("green diverged"), "{}", stderr(&o));
+    let v = bluegreen(&["verify", "--source", &r.s, "--target", &r.t]);
+    assert_eq!(code(&v), 0, "{}{}", stdout(&v), stderr(&v));
+    let st = bluegreen(&["status", "--target", &r.t]);
+    assert!(
+        !stdout(&st).contains("error: green diverged"),
+        "{}",
+        stdout(&st)
+    );
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    stop(fwd);
+}

@@ -230,6 +230,16 @@ fn the_fixture_becomes_hypertables_by_the_ms5_profile() {
            FROM timescaledb_information.jobs WHERE job_id >= 1000",
     );
     assert_eq!(jobs, "12 0", "policies present and paused");
+    // No policy ran before it was paused: green still holds every row, however old (the
+    // fixture's telemetry is older than the 90-day retention).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let count = "SELECT count(*) FROM factory_telemetry.metric_hist";
+    assert_eq!(green.sql(FT, count), blue.sql(FT, count));
+    let runs = green.sql(
+        FT,
+        "SELECT count(*) FROM timescaledb_information.job_stats WHERE job_id >= 1000 AND total_runs > 0",
+    );
+    assert_eq!(runs, "0", "a policy ran on green before cutover");
     // The aggregates hold what their query computes on blue.
     let hourly =
         "SELECT bucket, line_id, round(oee, 6) FROM factory_telemetry.oee_hourly ORDER BY 1, 2";

@@ -530,3 +530,41 @@ fn help_and_trouble() {
     let o = bluegreen(&["verify", "--source", &s, "--target", &t, "--chunk-mb", "0"]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
+
+/// A copy that failed in post-data left equal rows but no index: verify does not call that
+/// EQUAL; it says the copy is incomplete and exits 1.
+#[test]
+fn verify_of_a_copy_that_failed_in_post_data_is_not_equal() {
+    let source = Cluster::new();
+    let target = Cluster::new();
+    source.create_database(DB);
+    target.create_database(DB);
+    // An index over a function that fails without a database setting the source has and
+    // pg_dump does not carry: post-data fails on the target after the data is in.
+    source.sql(DB, &format!("ALTER DATABASE {DB} SET app.ok = 'yes'"));
+    source.sql(
+        DB,
+        "CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, v int);
+         CREATE FUNCTION app.f(int) RETURNS int IMMUTABLE LANGUAGE sql
+             AS $$ SELECT CASE WHEN current_setting('app.ok', true) = 'yes' THEN $1 ELSE $1 / 0 END $$;
+         INSERT INTO app.t SELECT g, g FROM generate_series(1, 100) g;
+         CREATE INDEX t_f_idx ON app.t (app.f(v))",
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t, "--schema", "app"]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    // Index builds overlap the data phase, so the run stops in either phase.
+    let phase = target.sql(DB, "SELECT phase FROM bluegreen.runs");
+    assert!(phase == "post-data" || phase == "data", "{phase}");
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM app.t"), "100");
+
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t, "--schema", "app"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(!stdout(&o).contains("EQUAL"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("copy is incomplete"), "{}", stdout(&o));
+    assert_eq!(
+        target.sql(DB, "SELECT count(*) FROM bluegreen.verify_runs"),
+        "0",
+        "no verify recorded that cutover could take for clean"
+    );
+}

@@ -123,10 +123,12 @@ fn with_primary_key(sql: &str, c: &Conversion) -> String {
     )
 }
 
-/// After the data and post-data: compression settings, compression and retention policies,
-/// continuous aggregates (created, filled once, refresh policy), every policy paused.
+/// After the data and post-data: compression settings, continuous aggregates (created and
+/// filled once), then every policy (compression, retention, refresh) added and paused in one
+/// transaction: TimescaleDB's scheduler starts a new job at once, and a retention policy
+/// that ran before it was paused would drop old rows green must keep until cutover.
 /// Idempotent, so a resumed copy runs it again safely.
-pub async fn finish(tgt: &Client, plan: &Plan) -> Result<(), Error> {
+pub async fn finish(tgt: &mut Client, plan: &Plan) -> Result<(), Error> {
     if !converting(plan) {
         return Ok(());
     }
@@ -156,24 +158,6 @@ pub async fn finish(tgt: &Client, plan: &Plan) -> Result<(), Error> {
                 .await
                 .map_err(sql("target", what("set compression")))?;
         }
-        if let Some(after) = &c.compress_after {
-            tgt.query_one(
-                "SELECT add_compression_policy($1::text::regclass, compress_after => $2::text::interval,
-                                               if_not_exists => true)",
-                &[&table, after],
-            )
-            .await
-            .map_err(sql("target", what("add the compression policy")))?;
-        }
-        if let Some(after) = &c.drop_after {
-            tgt.query_one(
-                "SELECT add_retention_policy($1::text::regclass, drop_after => $2::text::interval,
-                                             if_not_exists => true)",
-                &[&table, after],
-            )
-            .await
-            .map_err(sql("target", what("add the retention policy")))?;
-        }
     }
     for a in &plan.profile.continuous_aggregates {
         let view = a.qualified();
@@ -191,8 +175,38 @@ pub async fn finish(tgt: &Client, plan: &Plan) -> Result<(), Error> {
         )
         .await
         .map_err(sql("target", what("fill the continuous aggregate")))?;
+    }
+    let tx = tgt
+        .transaction()
+        .await
+        .map_err(sql("target", "begin adding the policies"))?;
+    for c in &plan.profile.hypertables {
+        let table = c.qualified();
+        let what = |w: &str| format!("{w} on {}.{}", c.schema, c.name);
+        if let Some(after) = &c.compress_after {
+            tx.query_one(
+                "SELECT add_compression_policy($1::text::regclass, compress_after => $2::text::interval,
+                                               if_not_exists => true)",
+                &[&table, after],
+            )
+            .await
+            .map_err(sql("target", what("add the compression policy")))?;
+        }
+        if let Some(after) = &c.drop_after {
+            tx.query_one(
+                "SELECT add_retention_policy($1::text::regclass, drop_after => $2::text::interval,
+                                             if_not_exists => true)",
+                &[&table, after],
+            )
+            .await
+            .map_err(sql("target", what("add the retention policy")))?;
+        }
+    }
+    for a in &plan.profile.continuous_aggregates {
+        let view = a.qualified();
+        let what = |w: &str| format!("{w} {}.{}", a.schema, a.name);
         if let Some(every) = &a.refresh_every {
-            tgt.query_one(
+            tx.query_one(
                 "SELECT add_continuous_aggregate_policy($1::text::regclass,
                             start_offset => $2::text::interval, end_offset => $3::text::interval,
                             schedule_interval => $4::text::interval, if_not_exists => true)",
@@ -202,13 +216,20 @@ pub async fn finish(tgt: &Client, plan: &Plan) -> Result<(), Error> {
             .map_err(sql("target", what("add the refresh policy of")))?;
         }
     }
-    set_policies(tgt, plan, false).await.map(drop)
+    set_policies(&tx, plan, false).await?;
+    tx.commit()
+        .await
+        .map_err(sql("target", "commit the paused policies"))
 }
 
 /// Pauses (`scheduled = false`) or starts the policies bluegreen created for the run's
 /// converted tables and aggregates; returns how many jobs it changed. Cutover starts them
 /// when green takes traffic; rollback pauses them again.
-pub async fn set_policies(tgt: &Client, plan: &Plan, scheduled: bool) -> Result<u64, Error> {
+pub async fn set_policies(
+    tgt: &impl GenericClient,
+    plan: &Plan,
+    scheduled: bool,
+) -> Result<u64, Error> {
     if !converting(plan) {
         return Ok(0);
     }

@@ -5,6 +5,7 @@
 
 mod chunking;
 mod data;
+mod dropdata;
 mod error;
 mod hypertables;
 pub mod names;
@@ -23,8 +24,10 @@ use conn::{qualified, quote_ident, ConnSpec};
 use state::{Chunk, NewRun, Phase, PostDataItem, Run, TableSummary};
 use tokio_postgres::Client;
 
+pub use dropdata::Dropped;
 pub use error::Error;
 pub use progress::Counters;
+pub use source::name_in_use;
 
 use crate::data::Snapshot;
 use crate::error::sql;
@@ -86,6 +89,9 @@ pub async fn copy(
         None
     };
     refuse_bad_input(plan, &tgt, existing.as_ref(), opts).await?;
+    if let Some(f) = source::name_in_use(&src, &tgt, run).await? {
+        return Err(Error::Blocked(vec![f]));
+    }
     let resumed = existing
         .as_ref()
         .is_some_and(|r| r.phase != Phase::Creating);
@@ -95,14 +101,26 @@ pub async fn copy(
     let mut exporter = None;
     let mut snapshot = None;
     if existing.as_ref().is_none_or(|r| r.phase == Phase::Creating) {
-        match start_run(plan, &src, &mut tgt, source, opts, existing.is_some()).await {
+        let mut made = Made::default();
+        match start_run(
+            plan,
+            &src,
+            &mut tgt,
+            source,
+            opts,
+            existing.is_some(),
+            &mut made,
+        )
+        .await
+        {
             Ok((exp, snap)) => {
                 exporter = Some(exp);
                 snapshot = Some(snap);
             }
             Err(e) => {
-                // Nothing half-done stays behind: the slot, the publication and the state row go.
-                if let Err(undo) = abort(run, Some(source), Some(target), false).await {
+                // Nothing half-done stays behind: the state row goes, and the slot and the
+                // publication if this start made them (never ones of the same name it found).
+                if let Err(undo) = undo_start(run, &src, target, &made).await {
                     tracing::warn!(error = %undo, "could not remove what the failed start created; run bluegreen abort");
                 }
                 return Err(e);
@@ -186,7 +204,7 @@ pub async fn copy(
             finish,
         )
         .await?;
-        hypertables::finish(&tgt, plan).await?;
+        hypertables::finish(&mut tgt, plan).await?;
         Run::set_phase(&tgt, run, Phase::Copied).await?;
         let data_seconds = report.data_seconds.unwrap_or(0.0);
         state::audit(
@@ -289,6 +307,24 @@ async fn refuse_bad_input(
     Ok(())
 }
 
+/// What a start of the run went on to create on the source (set before each attempt, so a
+/// create that failed half-way counts: the name was free when the start began).
+#[derive(Debug, Default)]
+struct Made {
+    publication: bool,
+    slot: bool,
+}
+
+async fn undo_start(run: &str, src: &Client, target: &ConnSpec, made: &Made) -> Result<(), Error> {
+    if made.slot {
+        source::drop_slot(src, &names::slot(run)).await?;
+    }
+    if made.publication {
+        source::drop_publication(src, &names::publication(run)).await?;
+    }
+    abort(run, None, Some(target), false).await.map(|_| ())
+}
+
 /// Creates the run's publication and slot, dumps the schema at the slot's snapshot, applies
 /// pre-data, and records chunks and post-data items: one target transaction, so the run is
 /// either fully planned or still `creating` (and a rerun starts it over).
@@ -299,15 +335,16 @@ async fn start_run(
     source: &ConnSpec,
     opts: &CopyOptions,
     restarting: bool,
+    made: &mut Made,
 ) -> Result<(wire::ExportedSnapshot, Snapshot), Error> {
     let run = opts.run.as_str();
     let (slot, publication) = (names::slot(run), names::publication(run));
+    state::migrate(tgt).await?;
     if restarting {
         // An earlier start died before its snapshot was recorded: remove what it made.
         source::drop_slot(src, &slot).await?;
         source::drop_publication(src, &publication).await?;
     } else {
-        state::migrate(tgt).await?;
         // Recorded before anything exists on the source, so abort can always find it.
         Run::insert(
             &*tgt,
@@ -321,8 +358,10 @@ async fn start_run(
         )
         .await?;
     }
+    made.publication = true;
     source::create_publication(src, &publication, &plan.schemas).await?;
     let repl = wire::ReplicationConnection::connect(source).await?;
+    made.slot = true;
     let exported = repl.create_slot_exporting(&slot, false).await?;
     let snap = Snapshot {
         name: exported.snapshot_name().to_string(),
@@ -362,6 +401,7 @@ async fn start_run(
     let t0 = Instant::now();
     let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
     if opts.target_schema == TargetSchema::Dump {
+        let before = state::created::before(&tx).await?;
         tx.batch_execute(&pre)
             .await
             .map_err(sql("target", "apply the schema (pre-data)"))?;
@@ -370,8 +410,13 @@ async fn start_run(
         tx.batch_execute("RESET search_path")
             .await
             .map_err(sql("target", "reset search_path"))?;
+        hypertables::create(&tx, plan).await?;
+        // In the same transaction: what exists now and did not before is the run's.
+        state::created::record(&tx, run, &before).await?;
+    } else {
+        hypertables::create(&tx, plan).await?;
     }
-    hypertables::create(&tx, plan).await?;
+    state::created::mark_recorded(&tx, run).await?;
     Run::set_snapshot(&tx, run, &snap.lsn, &post).await?;
     Chunk::insert_all(&tx, run, &chunks).await?;
     PostDataItem::insert_all(&tx, run, &post_data.items).await?;
@@ -481,12 +526,52 @@ pub struct Removed {
     pub slot: bool,
     pub publication: bool,
     pub state: bool,
-    pub schemas_dropped: Vec<String>,
+    /// With `drop_data`: what was dropped and kept on the target.
+    pub data: DropData,
+    /// Without `drop_data`: objects the run created that stay, as (kind, count).
+    pub kept: Vec<(String, usize)>,
+    /// Schemas the run copied into that existed before it (never dropped).
+    pub schemas_not_created: Vec<String>,
+}
+
+/// The target's side of `abort --drop-data`.
+#[derive(Debug, Default)]
+pub enum DropData {
+    /// Not asked for, or no target given.
+    #[default]
+    NotAsked,
+    /// The target holds no record of the run (a plain abort removed it, or it never ran
+    /// here): nothing was dropped, and whatever it copied stays.
+    NoRecord,
+    /// Objects outside the record depend on the run's (dependent, what it depends on):
+    /// nothing was removed on either side.
+    Blocked(Vec<(String, String)>),
+    /// The run exists but its copy kept no record (an older bluegreen copied it): nothing
+    /// was removed on either side.
+    NotRecorded,
+    Dropped(Dropped),
+}
+
+/// What stops `abort --drop-data` before anything is removed: objects outside the run's
+/// record that depend on what it created ([`DropData::Blocked`]), or a run without a
+/// record ([`DropData::NotRecorded`]). None: nothing stops it.
+pub async fn drop_data_refusal(run: &str, target: &ConnSpec) -> Result<Option<DropData>, Error> {
+    names::validate_run(run)?;
+    let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+    if !state::exists(&tgt).await? || Run::get(&tgt, run).await?.is_none() {
+        return Ok(None);
+    }
+    if !state::created::recorded(&tgt, run).await? {
+        return Ok(Some(DropData::NotRecorded));
+    }
+    let blockers = state::created::foreign_dependents(&tgt, run).await?;
+    Ok((!blockers.is_empty()).then_some(DropData::Blocked(blockers)))
 }
 
 /// Removes what a run created: slot and publication on the source (ending any session that
-/// streams from the slot), the run's state on the target, and with `drop_data` the schemas
-/// it copied. Safe to run again; either side may be given alone.
+/// streams from the slot), the run's state on the target, and with `drop_data` the objects
+/// its copy created there (see [`dropdata`]). Safe to run again; either side may be given
+/// alone.
 pub async fn abort(
     run: &str,
     source: Option<&ConnSpec>,
@@ -495,6 +580,12 @@ pub async fn abort(
 ) -> Result<Removed, Error> {
     names::validate_run(run)?;
     let mut removed = Removed::default();
+    if let (Some(target), true) = (target, drop_data) {
+        if let Some(refusal) = drop_data_refusal(run, target).await? {
+            removed.data = refusal;
+            return Ok(removed);
+        }
+    }
     if let Some(source) = source {
         let src = conn::connect(source).await.map_err(conn_err("source"))?;
         // After a cutover blue is fenced read-only for new sessions; abort still cleans it.
@@ -506,22 +597,54 @@ pub async fn abort(
         removed.publication = source::drop_publication(&src, &names::publication(run)).await?;
     }
     if let Some(target) = target {
-        let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+        let mut tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+        if drop_data {
+            removed.data = DropData::NoRecord;
+        }
         if state::exists(&tgt).await? {
             stop_applier(&tgt, run).await?;
             if let Some(r) = Run::get(&tgt, run).await? {
+                let recorded = state::created::recorded(&tgt, run).await?;
+                if drop_data && !recorded {
+                    // Appeared since the check (a copy restarted meanwhile): keep it all.
+                    removed.data = DropData::NotRecorded;
+                    return Ok(removed);
+                }
+                let created = if recorded {
+                    state::created::CreatedObject::list(&tgt, run).await?
+                } else {
+                    Vec::new()
+                };
+                removed.schemas_not_created = r
+                    .schemas
+                    .iter()
+                    .filter(|s| {
+                        !created
+                            .iter()
+                            .any(|o| o.is_schema() && o.identity == quote_ident(s))
+                    })
+                    .cloned()
+                    .collect();
+                let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
                 if drop_data {
-                    for s in &r.schemas {
-                        tgt.batch_execute(&format!(
-                            "DROP SCHEMA IF EXISTS {} CASCADE",
-                            quote_ident(s)
-                        ))
-                        .await
-                        .map_err(sql("target", format!("drop schema {s}")))?;
-                        removed.schemas_dropped.push(s.clone());
+                    match dropdata::drop_created(&tx, run).await? {
+                        Ok(d) => removed.data = DropData::Dropped(d),
+                        Err(blockers) => {
+                            // Something appeared since the check: keep the state too.
+                            removed.data = DropData::Blocked(blockers);
+                            return Ok(removed);
+                        }
+                    }
+                } else {
+                    for o in created.iter().filter(|o| o.present) {
+                        match removed.kept.iter_mut().find(|(k, _)| *k == o.kind) {
+                            Some((_, n)) => *n += 1,
+                            None => removed.kept.push((o.kind.clone(), 1)),
+                        }
                     }
                 }
-                removed.state = Run::delete(&tgt, run).await?;
+                removed.state = Run::delete(&tx, run).await?;
+                tx.commit().await.map_err(sql("target", "commit"))?;
             }
             if Run::count(&tgt).await? == 0 {
                 state::drop_schema(&tgt).await?;

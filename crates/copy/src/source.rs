@@ -67,3 +67,54 @@ pub async fn drop_slot(c: &Client, slot: &str) -> Result<bool, Error> {
         fix: "stop the process streaming from it, then run abort again".into(),
     })
 }
+
+/// The run's slot and publication when they already exist on the source, described.
+async fn artifacts_present(c: &Client, run: &str) -> Result<Vec<String>, Error> {
+    let (slot, publication) = (crate::names::slot(run), crate::names::publication(run));
+    let row = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1),
+                    EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2)",
+            &[&slot, &publication],
+        )
+        .await
+        .map_err(sql("source", "look up the run's slot and publication"))?;
+    let mut found = Vec::new();
+    if row.get(0) {
+        found.push(format!("replication slot {slot}"));
+    }
+    if row.get(1) {
+        found.push(format!("publication {publication}"));
+    }
+    Ok(found)
+}
+
+/// A blocker when the source already has the run's slot or publication while the target's
+/// state does not know the run: another migration from this source (to another target) may
+/// be streaming from them, so they are never dropped to make room.
+pub async fn name_in_use(
+    src: &Client,
+    tgt: &Client,
+    run: &str,
+) -> Result<Option<catalog::Finding>, Error> {
+    let known = state::exists(tgt).await? && state::Run::get(tgt, run).await?.is_some();
+    if known {
+        return Ok(None);
+    }
+    let found = artifacts_present(src, run).await?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(catalog::Finding {
+        severity: catalog::Severity::Blocker,
+        code: "run-name-in-use".into(),
+        subject: "source".into(),
+        message: format!(
+            "the source already has {} while the target's state has no run {run}: another migration from this source may be using them",
+            found.join(" and ")
+        ),
+        fix: format!(
+            "start this migration under another name (--run NAME on copy and every later command); if they are a leftover of your own run {run}, remove them with bluegreen abort --source … --run {run}"
+        ),
+    }))
+}

@@ -222,6 +222,15 @@ async fn guardrails(cx: &mut Ctx<'_>) -> Result<(), Error> {
     if let Some(e) = &apply.last_error {
         return Err(Error::Guardrail(format!("{which} reports an error: {e}")));
     }
+    // Whatever --no-verify-check says: green is known to differ until a verify says otherwise.
+    if matches!(cx.dir, Direction::Cutover) && apply.diverged() {
+        return Err(Error::Guardrail(format!(
+            "green diverged: {} UPDATE(s)/DELETE(s) found no row on green (latest at {}, source LSN {}): run bluegreen verify --repair; cutover needs a clean verify started after that",
+            apply.diverged_rows,
+            apply.diverged_at.as_deref().unwrap_or("-"),
+            apply.diverged_lsn.as_deref().unwrap_or("-"),
+        )));
+    }
     if apply.hold_lsn.is_some() {
         return Err(held_by_another(cx));
     }

@@ -37,11 +37,23 @@ pub struct ApplyStatus {
     /// Prepared parts of groups on the target (see `rollback_prepared`): a moment's worth
     /// while sync runs; left behind by a sync that stopped between prepare and commit.
     pub prepared_parts: i64,
+    /// UPDATEs and DELETEs that found no row on the target, ever (green diverged).
+    pub diverged_rows: i64,
+    /// When the latest of them was recorded, and the source LSN applied by then.
+    pub diverged_at: Option<String>,
+    pub diverged_lsn: Option<String>,
+    /// A verify that started after the latest divergence found the run equal.
+    pub divergence_verified: bool,
 }
 
 impl ApplyStatus {
     /// A heartbeat this recent means a sync process is attached.
     pub const ALIVE: Duration = Duration::from_secs(5);
+
+    /// Green diverged and no clean verify has looked at it since.
+    pub fn diverged(&self) -> bool {
+        self.diverged_rows > 0 && !self.divergence_verified
+    }
 
     pub fn running(&self) -> bool {
         self.heartbeat_age
@@ -56,8 +68,19 @@ impl ApplyStatus {
                         lag_seconds, rows_per_second, retained_bytes, last_error,
                         hold_lsn::text, held_lsn::text, stop_requested,
                         (SELECT count(*) FROM pg_prepared_xacts
-                          WHERE database = current_database() AND starts_with(gid, origin || '@'))
-                   FROM bluegreen.apply WHERE run = $1",
+                          WHERE database = current_database() AND starts_with(gid, origin || '@')),
+                        coalesce(d.rows, 0), to_char(d.at, 'YYYY-MM-DD HH24:MI:SS TZ'), d.lsn,
+                        coalesce((SELECT v.result = 'equal' AND v.started_at > d.at
+                                    FROM bluegreen.verify_runs v
+                                   WHERE v.run = a.run AND v.result IN ('equal', 'differ', 'repaired')
+                                   ORDER BY v.id DESC LIMIT 1), false)
+                   FROM bluegreen.apply a,
+                        -- Through jsonb: a state schema from before version 5 lacks the
+                        -- columns until sync migrates it, and status and abort still read it.
+                        LATERAL (SELECT (to_jsonb(a) ->> 'diverged_rows')::bigint AS rows,
+                                        (to_jsonb(a) ->> 'diverged_at')::timestamptz AS at,
+                                        to_jsonb(a) ->> 'diverged_lsn' AS lsn) d
+                  WHERE a.run = $1",
                 &[&run],
             )
             .await
@@ -78,6 +101,10 @@ impl ApplyStatus {
             held_lsn: r.get(12),
             stop_requested: r.get(13),
             prepared_parts: r.get(14),
+            diverged_rows: r.get(15),
+            diverged_at: r.get(16),
+            diverged_lsn: r.get(17),
+            divergence_verified: r.get(18),
         }))
     }
 }
@@ -169,4 +196,24 @@ pub async fn rollback_prepared(c: &impl GenericClient, origin: &str) -> Result<u
             .map_err(q("roll back a prepared transaction"))?;
     }
     Ok(parts.len())
+}
+
+/// Records that `rows` UPDATEs or DELETEs found no row on the target: green has diverged
+/// from the source. The count only grows; a clean verify started later clears the guardrail.
+pub async fn record_divergence(
+    c: &impl GenericClient,
+    run: &str,
+    rows: i64,
+    lsn: &str,
+) -> Result<(), Error> {
+    c.execute(
+        "UPDATE bluegreen.apply
+            SET diverged_rows = diverged_rows + $2, diverged_at = clock_timestamp(),
+                diverged_lsn = $3::text::pg_lsn
+          WHERE run = $1",
+        &[&run, &rows, &lsn],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("record a divergence"))
 }

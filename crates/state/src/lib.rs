@@ -7,14 +7,15 @@
 
 mod apply;
 mod chunks;
+pub mod created;
 mod migrate;
 mod post_data;
 mod runs;
 pub mod verify;
 
 pub use apply::{
-    emit_hold_message, prepared_parts, release, request_hold, request_stop, rollback_prepared,
-    take_hold, ApplyStatus, HOLD_MESSAGE_PREFIX,
+    emit_hold_message, prepared_parts, record_divergence, release, request_hold, request_stop,
+    rollback_prepared, take_hold, ApplyStatus, HOLD_MESSAGE_PREFIX,
 };
 pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};
 pub use migrate::{drop_schema, exists, known_version, migrate, SCHEMA};

@@ -121,6 +121,26 @@ CREATE TABLE bluegreen.verify_chunks (
     PRIMARY KEY (verify_id, pass, table_schema, table_name, chunk)
 );
 "#,
+    // What the run's pre-data created on the target (abort --drop-data drops only these).
+    r#"
+CREATE TABLE bluegreen.created (
+    run      text NOT NULL REFERENCES bluegreen.runs ON DELETE CASCADE,
+    classid  oid  NOT NULL,
+    objid    oid  NOT NULL,
+    kind     text NOT NULL,
+    identity text NOT NULL,
+    PRIMARY KEY (run, classid, objid)
+);
+ALTER TABLE bluegreen.runs ADD COLUMN created_recorded boolean NOT NULL DEFAULT false;
+"#,
+    // UPDATEs/DELETEs the applier found no row for: green diverged (cutover needs a clean
+    // verify started after diverged_at).
+    r#"
+ALTER TABLE bluegreen.apply
+    ADD COLUMN diverged_rows bigint NOT NULL DEFAULT 0,
+    ADD COLUMN diverged_at   timestamptz,
+    ADD COLUMN diverged_lsn  pg_lsn;
+"#,
 ];
 
 /// Version this build knows.

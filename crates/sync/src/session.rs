@@ -335,6 +335,30 @@ async fn report(
         ctx.progress.set_applied(a.lsn);
         ctx.progress.rows.fetch_add(a.rows, Ordering::Relaxed);
     }
+    let missing = std::mem::take(&mut applier.missing_rows);
+    if missing > 0 {
+        record_divergence(ctx, missing).await.unwrap_or_else(|e| {
+            // Kept for the next report: the state row must learn of it.
+            tracing::warn!(error = %e, "could not record the divergence in the state schema; retrying");
+            applier.missing_rows += missing;
+        });
+    }
+    Ok(())
+}
+
+/// Green diverged (rows the source changed were not there): recorded in the state schema,
+/// where status shows it and cutover refuses until a later verify is clean. Rare, so a
+/// connection of its own.
+async fn record_divergence(ctx: &Context, rows: u64) -> Result<(), Error> {
+    let c = conn::connect(&ctx.state)
+        .await
+        .map_err(|source| Error::Conn {
+            side: "state",
+            source,
+        })?;
+    let lsn = ctx.progress.applied().to_string();
+    state::record_divergence(&c, &ctx.run, rows as i64, &lsn).await?;
+    tracing::error!(rows, lsn = %lsn, "UPDATEs or DELETEs found no row on the target: green has diverged from the source; run bluegreen verify --repair (cutover refuses until a later verify is clean)");
     Ok(())
 }
 

@@ -50,6 +50,11 @@ pub enum Error {
 
     #[error("worker failed: {0}")]
     Worker(String),
+
+    /// The run's copy stopped before it finished (its phase is still `phase`): equal rows
+    /// would not make green a copy of blue (indexes, constraints or data are missing).
+    #[error("run {run}'s copy is incomplete (it stopped in phase {phase}): nothing was compared")]
+    Incomplete { run: String, phase: &'static str },
 }
 
 impl Error {
@@ -61,6 +66,7 @@ impl Error {
             Error::State(_) | Error::Sql { .. } | Error::Copy { .. } | Error::Worker(_) => {
                 "fix the cause above and run verify again; it changes nothing on either server unless --repair is given".into()
             }
+            Error::Incomplete { .. } => "run the same `bluegreen copy` again to finish it (it resumes where it stopped), then verify".into(),
             Error::Hold { .. } => "check `bluegreen status` for the applier's lag and errors; verify again once it keeps up, or give a longer --hold-timeout".into(),
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use catalog::Plan;
 use conn::ConnSpec;
 use state::verify::{ChunkResult, NewVerify, Outcome, Totals};
-use state::{ApplyStatus, Run};
+use state::{ApplyStatus, Phase, Run};
 use tokio_postgres::Client;
 
 use crate::bisect::{locate, Located, Pair, Unlocated};
@@ -72,6 +72,12 @@ pub async fn verify(
     let run_row = Run::get(&state_client, run)
         .await?
         .ok_or_else(|| no_run(run))?;
+    if !matches!(run_row.phase, Phase::Copied | Phase::CutOver) {
+        return Err(Error::Incomplete {
+            run: run.to_string(),
+            phase: run_row.phase.as_str(),
+        });
+    }
     state::migrate(&mut state_client).await?;
     let locked: bool = state_client
         .query_one(

@@ -18,7 +18,7 @@ pub async fn run(args: PlanArgs, settings: &Settings) -> Result<Outcome, Trouble
         },
         profile,
     };
-    let plan = catalog::build_plan(
+    let mut plan = catalog::build_plan(
         &source,
         source_spec.redacted(),
         &target,
@@ -27,6 +27,13 @@ pub async fn run(args: PlanArgs, settings: &Settings) -> Result<Outcome, Trouble
     )
     .await
     .map_err(|e| Trouble::catalog("plan", e))?;
+    copy::names::validate_run(&args.run).map_err(Trouble::copy)?;
+    if let Some(f) = copy::name_in_use(&source, &target, &args.run)
+        .await
+        .map_err(Trouble::copy)?
+    {
+        plan.findings.push(f);
+    }
     if args.json {
         let json = serde_json::to_string_pretty(&plan)
             .map_err(|e| Trouble::new(format!("cannot render the plan as JSON: {e}"), ""))?;

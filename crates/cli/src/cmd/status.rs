@@ -71,6 +71,10 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
                 "hold_lsn": a.hold_lsn,
                 "held_lsn": a.held_lsn,
                 "prepared_parts": a.prepared_parts,
+                "diverged_rows": a.diverged_rows,
+                "diverged_at": a.diverged_at,
+                "diverged_lsn": a.diverged_lsn,
+                "diverged": a.diverged(),
             })
         });
         let doc = json!({
@@ -152,6 +156,20 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             if let Some(e) = &a.last_error {
                 println!("  last error: {e}");
             }
+            if a.diverged() {
+                println!(
+                    "  error: green diverged: {} UPDATE(s)/DELETE(s) found no row on green (latest at {}, source LSN {}); run bluegreen verify --repair: cutover refuses until a verify started after that is clean",
+                    a.diverged_rows,
+                    a.diverged_at.as_deref().unwrap_or("-"),
+                    a.diverged_lsn.as_deref().unwrap_or("-")
+                );
+            } else if a.diverged_rows > 0 {
+                println!(
+                    "  {} UPDATE(s)/DELETE(s) found no row on green (latest at {}); a later verify was clean",
+                    a.diverged_rows,
+                    a.diverged_at.as_deref().unwrap_or("-")
+                );
+            }
             if a.prepared_parts > 0 && !a.running() {
                 println!(
                     "  {} prepared part(s) of a group left by a stopped sync hold row locks on the target: the next sync finishes them, abort rolls them back",
@@ -215,6 +233,12 @@ fn problems(apply: Option<&ApplyStatus>, max_lag: f64) -> Vec<String> {
     }
     if let Some(e) = &a.last_error {
         out.push(format!("sync reports an error: {e}"));
+    }
+    if a.diverged() {
+        out.push(format!(
+            "green diverged ({} update(s)/delete(s) found no row) and no clean verify has looked since",
+            a.diverged_rows
+        ));
     }
     match a.lag_seconds {
         Some(lag) if lag > max_lag => out.push(format!(

@@ -69,11 +69,25 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> Result<Outcome, Troub
             }
             return Err(Trouble::new("interrupted", "run verify again; nothing was changed unless --repair had begun, and a repair commits all or nothing"));
         }
-    }
-    .map_err(|e| {
-        let hint = e.hint();
-        Trouble::new(e.to_string(), hint)
-    })?;
+    };
+    let report = match report {
+        Ok(r) => r,
+        // A finding about the run, not trouble: exit 1 with what finishes it.
+        Err(e @ verify::Error::Incomplete { .. }) => {
+            if args.json {
+                let doc = serde_json::json!({ "run": args.run, "equal": false,
+                    "copy_incomplete": true, "message": e.to_string(), "fix": e.hint() });
+                println!("{doc:#}");
+            } else {
+                println!("NOT VERIFIED: {e}\n  fix: {}", e.hint());
+            }
+            return Ok(Outcome::Findings);
+        }
+        Err(e) => {
+            let hint = e.hint();
+            return Err(Trouble::new(e.to_string(), hint));
+        }
+    };
     if args.json {
         let json = serde_json::to_string_pretty(&report)
             .map_err(|e| Trouble::new(format!("cannot render the report as JSON: {e}"), ""))?;
