@@ -240,6 +240,12 @@ fn the_fixture_becomes_hypertables_by_the_ms5_profile() {
         "SELECT count(*) FROM timescaledb_information.job_stats WHERE job_id >= 1000 AND total_runs > 0",
     );
     assert_eq!(runs, "0", "a policy ran on green before cutover");
+    let st = bluegreen(&["status", "--json", "--target", &t]);
+    let st: Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(
+        st["timescaledb_policies"],
+        serde_json::json!({"started": 0, "paused": 12})
+    );
     // The aggregates hold what their query computes on blue.
     let hourly =
         "SELECT bucket, line_id, round(oee, 6) FROM factory_telemetry.oee_hourly ORDER BY 1, 2";

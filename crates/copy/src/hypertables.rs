@@ -11,14 +11,6 @@ use tokio_postgres::{Client, GenericClient};
 use crate::error::{sql, Error};
 use crate::schedule::tables_named;
 
-/// Policies bluegreen creates on the target; paused until cutover so the target keeps every
-/// row the source has (a verify before cutover compares the same rows).
-pub const POLICY_PROCS: &[&str] = &[
-    "policy_compression",
-    "policy_retention",
-    "policy_refresh_continuous_aggregate",
-];
-
 /// Makes each converted table a hypertable (in the pre-data transaction, while it is empty).
 /// A table that already is one (an operator made it) is left as it is.
 fn converting(plan: &Plan) -> bool {
@@ -216,61 +208,10 @@ pub async fn finish(tgt: &mut Client, plan: &Plan) -> Result<(), Error> {
             .map_err(sql("target", what("add the refresh policy of")))?;
         }
     }
-    set_policies(&tx, plan, false).await?;
+    state::policies::set_paused(&tx, &plan.schemas, true).await?;
     tx.commit()
         .await
         .map_err(sql("target", "commit the paused policies"))
-}
-
-/// Pauses (`scheduled = false`) or starts the policies bluegreen created for the run's
-/// converted tables and aggregates; returns how many jobs it changed. Cutover starts them
-/// when green takes traffic; rollback pauses them again.
-pub async fn set_policies(
-    tgt: &impl GenericClient,
-    plan: &Plan,
-    scheduled: bool,
-) -> Result<u64, Error> {
-    if !converting(plan) {
-        return Ok(0);
-    }
-    let mut on: Vec<(String, String)> = plan
-        .profile
-        .hypertables
-        .iter()
-        .map(|c| (c.schema.clone(), c.name.clone()))
-        .collect();
-    on.extend(
-        plan.profile
-            .continuous_aggregates
-            .iter()
-            .map(|a| (a.schema.clone(), a.name.clone())),
-    );
-    let (schemas, names): (Vec<String>, Vec<String>) = on.into_iter().unzip();
-    let procs: Vec<&str> = POLICY_PROCS.to_vec();
-    // Refresh policies are listed under the aggregate's materialization hypertable.
-    let rows = tgt
-        .query(
-            "SELECT alter_job(j.job_id, scheduled => $4)
-               FROM timescaledb_information.jobs j
-               LEFT JOIN timescaledb_information.continuous_aggregates a
-                 ON a.materialization_hypertable_schema = j.hypertable_schema
-                AND a.materialization_hypertable_name = j.hypertable_name
-              WHERE j.proc_name = ANY($3) AND j.scheduled <> $4
-                AND EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) o(s, n)
-                             WHERE (o.s, o.n) = (j.hypertable_schema, j.hypertable_name)
-                                OR (o.s, o.n) = (a.view_schema, a.view_name))",
-            &[&schemas, &names, &procs, &scheduled],
-        )
-        .await
-        .map_err(sql(
-            "target",
-            if scheduled {
-                "start the TimescaleDB policies"
-            } else {
-                "pause the TimescaleDB policies"
-            },
-        ))?;
-    Ok(rows.len() as u64)
 }
 
 #[cfg(test)]

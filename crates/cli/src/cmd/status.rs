@@ -46,6 +46,9 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     let verify = state::verify::latest(&client, &args.run)
         .await
         .map_err(|e| Trouble::state("target", e))?;
+    let policies = state::policies::counts(&client, &run.schemas)
+        .await
+        .map_err(|e| Trouble::state("target", e))?;
     let (chunks, done): (i64, i64) = tables
         .iter()
         .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.done));
@@ -99,6 +102,9 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             })),
             "last_flip": flip.as_ref().map(|(step, at, secs, detail)| json!({
                 "step": step, "at": at, "paused_seconds": secs, "detail": detail,
+            })),
+            "timescaledb_policies": policies.map(|(started, paused)| json!({
+                "started": started, "paused": paused,
             })),
             "healthy": problems.is_empty(),
             "problems": problems,
@@ -206,6 +212,16 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
                     .unwrap_or_default()
             ),
         }
+    }
+    if let Some((started, paused)) = policies.filter(|(s, p)| s + p > 0) {
+        println!(
+            "TimescaleDB policies on green: {paused} paused, {started} started{}",
+            if paused > 0 {
+                " (green keeps every row blue has until cutover starts them)"
+            } else {
+                ""
+            }
+        );
     }
     if problems.is_empty() {
         println!(
