@@ -679,7 +679,7 @@ async fn stop_applier(tgt: &Client, run: &str) -> Result<(), Error> {
             .map_err(sql("target", "end the applier's session"))?;
         }
     }
-    let origin = format!("bluegreen_{run}");
+    let origin = state::names::origin(run);
     for _ in 0..50 {
         match tgt
             .execute(

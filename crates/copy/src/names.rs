@@ -1,5 +1,5 @@
-//! A run's name and the source-side artifacts named after it, so `abort` can always find
-//! them, even with the target's state gone.
+//! A run's name, checked before it names anything (the names themselves are made in
+//! `state::names`).
 
 use crate::Error;
 
@@ -19,17 +19,4 @@ pub fn validate_run(run: &str) -> Result<(), Error> {
     }
 }
 
-/// The run's permanent logical replication slot on the source.
-pub fn slot(run: &str) -> String {
-    format!("bluegreen_{run}")
-}
-
-/// The run's publication on the source.
-pub fn publication(run: &str) -> String {
-    format!("bluegreen_{run}")
-}
-
-/// A temporary slot that exports a fresh snapshot when a run resumes after a crash.
-pub fn resume_slot(run: &str) -> String {
-    format!("bluegreen_{run}_resume")
-}
+pub use state::names::{publication, resume_slot, slot};

@@ -69,10 +69,7 @@ enum Direction {
     Rollback,
 }
 
-/// The reverse stream's run name: green's changes flow to blue under it after cutover.
-pub fn reverse_run(run: &str) -> String {
-    format!("{run}_reverse")
-}
+pub use state::names::reverse_run;
 
 /// Moves traffic from blue to green. `blue`/`green` are bluegreen's own connections.
 pub async fn cutover(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Result<Report, Error> {
@@ -476,7 +473,7 @@ fn endpoint_for(cx: &Ctx<'_>, admin: &Admin) -> Endpoint {
 /// takes a write: every write green takes after the flip is in the slot. Changes the forward
 /// applier made on green carry its replication origin and are skipped by the reverse applier.
 async fn arm_reverse(cx: &Ctx<'_>) -> Result<(), Error> {
-    let name = format!("bluegreen_{}", reverse_run(&cx.opts.run));
+    let name = state::names::slot(&reverse_run(&cx.opts.run));
     let list: Vec<String> = cx.schemas.iter().map(|s| quote_ident(s)).collect();
     cx.state
         .batch_execute(&format!(
@@ -566,7 +563,7 @@ pub async fn remove_reverse(
             .await
             .map_err(sql("blue", "end the reverse applier"))?;
         }
-        let origin = format!("bluegreen_{rev}");
+        let origin = state::names::origin(&rev);
         for _ in 0..50 {
             match c
                 .execute(
@@ -590,7 +587,7 @@ pub async fn remove_reverse(
 }
 
 async fn drop_reverse_on_green(state: &Client, run: &str) -> Result<(), Error> {
-    let name = format!("bluegreen_{}", reverse_run(run));
+    let name = state::names::slot(&reverse_run(run));
     for _ in 0..50 {
         let row = state
             .query_opt(

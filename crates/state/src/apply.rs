@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Prefix of the logical message a hold requester emits on the source after asking; the
 /// applier reads the request at once when it sees one.
-pub const HOLD_MESSAGE_PREFIX: &str = "bluegreen";
+pub const HOLD_MESSAGE_PREFIX: &str = crate::names::PREFIX;
 
 use crate::{q, Error, GenericClient};
 

@@ -9,6 +9,7 @@ mod apply;
 mod chunks;
 pub mod created;
 mod migrate;
+pub mod names;
 pub mod policies;
 mod post_data;
 mod runs;

@@ -57,10 +57,7 @@ impl Endpoints {
     }
 }
 
-/// The replication origin on the target that records what the run has applied.
-pub fn origin_name(run: &str) -> String {
-    format!("bluegreen_{run}")
-}
+pub use state::names::origin as origin_name;
 
 /// What a finished (stopped) sync reports.
 #[derive(Debug, Clone)]

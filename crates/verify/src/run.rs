@@ -100,7 +100,7 @@ pub async fn verify(
             origin: other
                 .as_ref()
                 .map(|s| s.origin.clone())
-                .unwrap_or_else(|| format!("bluegreen_{run}")),
+                .unwrap_or_else(|| state::names::origin(run)),
         },
     };
     if let (true, Mode::Offline { origin }) = (opts.repair, &mode) {

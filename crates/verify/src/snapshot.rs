@@ -222,7 +222,7 @@ async fn take_held(
     let origin = ApplyStatus::get(sides.state, sides.run)
         .await?
         .map(|s| s.origin)
-        .unwrap_or_else(|| format!("bluegreen_{}", sides.run));
+        .unwrap_or_else(|| state::names::origin(sides.run));
     if let Some(applied) = origin_progress(sides.state, &origin).await {
         if parse_lsn(&applied)? > x {
             release_quietly(sides).await;
@@ -330,7 +330,7 @@ fn parse_lsn(s: &str) -> Result<Lsn, Error> {
 /// A temporary slot exporting a snapshot; it vanishes with its connection.
 async fn export_source(sides: &Sides<'_>) -> Result<wire::ExportedSnapshot, Error> {
     let repl = wire::ReplicationConnection::connect(sides.source).await?;
-    let slot = format!("bluegreen_{}_v{}", sides.run, std::process::id());
+    let slot = state::names::verify_slot(sides.run, std::process::id());
     let exported = repl.create_slot_exporting(&slot, true).await?;
     tracing::info!(lsn = %exported.consistent_point(), "source snapshot taken");
     Ok(exported)

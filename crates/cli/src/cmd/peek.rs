@@ -11,7 +11,7 @@ use crate::Outcome;
 
 pub async fn run(args: PeekArgs, settings: &Settings) -> Result<Outcome, Trouble> {
     let source = settings.spec("source")?;
-    let default_name = format!("bluegreen_{}", args.run);
+    let default_name = state::names::slot(&args.run);
     let start_lsn = args
         .start_lsn
         .as_deref()
