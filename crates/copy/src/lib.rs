@@ -317,10 +317,10 @@ struct Made {
 
 async fn undo_start(run: &str, src: &Client, target: &ConnSpec, made: &Made) -> Result<(), Error> {
     if made.slot {
-        source::drop_slot(src, &names::slot(run)).await?;
+        state::teardown::drop_slot(src, &names::slot(run)).await?;
     }
     if made.publication {
-        source::drop_publication(src, &names::publication(run)).await?;
+        state::teardown::drop_publication(src, &names::publication(run)).await?;
     }
     abort(run, None, Some(target), false).await.map(|_| ())
 }
@@ -342,8 +342,8 @@ async fn start_run(
     state::migrate(tgt).await?;
     if restarting {
         // An earlier start died before its snapshot was recorded: remove what it made.
-        source::drop_slot(src, &slot).await?;
-        source::drop_publication(src, &publication).await?;
+        state::teardown::drop_slot(src, &slot).await?;
+        state::teardown::drop_publication(src, &publication).await?;
     } else {
         // Recorded before anything exists on the source, so abort can always find it.
         Run::insert(
@@ -592,9 +592,10 @@ pub async fn abort(
         src.batch_execute("SET default_transaction_read_only = off")
             .await
             .map_err(sql("source", "session settings"))?;
-        removed.slot = source::drop_slot(&src, &names::slot(run)).await?;
-        source::drop_slot(&src, &names::resume_slot(run)).await?;
-        removed.publication = source::drop_publication(&src, &names::publication(run)).await?;
+        removed.slot = state::teardown::drop_slot(&src, &names::slot(run)).await?;
+        state::teardown::drop_slot(&src, &names::resume_slot(run)).await?;
+        removed.publication =
+            state::teardown::drop_publication(&src, &names::publication(run)).await?;
     }
     if let Some(target) = target {
         let mut tgt = conn::connect(target).await.map_err(conn_err("target"))?;
@@ -679,28 +680,6 @@ async fn stop_applier(tgt: &Client, run: &str) -> Result<(), Error> {
             .map_err(sql("target", "end the applier's session"))?;
         }
     }
-    let origin = state::names::origin(run);
-    for _ in 0..50 {
-        match tgt
-            .execute(
-                "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
-                &[&origin],
-            )
-            .await
-        {
-            Ok(_) => {
-                state::rollback_prepared(tgt, &origin).await?;
-                return Ok(());
-            }
-            // Still held by a session that is ending.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(sql("target", "drop the replication origin")(e)),
-        }
-    }
-    Err(Error::Refused {
-        what: format!("replication origin {origin} stays in use"),
-        fix: "stop the bluegreen sync process of this run, then run abort again".into(),
-    })
+    state::teardown::drop_origin(tgt, &state::names::origin(run)).await?;
+    Ok(())
 }

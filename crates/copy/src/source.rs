@@ -17,58 +17,6 @@ pub async fn create_publication(c: &Client, name: &str, schemas: &[String]) -> R
     .map_err(sql("source", format!("create publication {name}")))
 }
 
-pub async fn drop_publication(c: &Client, name: &str) -> Result<bool, Error> {
-    let existed = c
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
-        .await
-        .map_err(sql("source", "look up publication"))?
-        .is_some();
-    c.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))
-        .await
-        .map_err(sql("source", format!("drop publication {name}")))?;
-    Ok(existed)
-}
-
-/// Drops the slot, first ending any session streaming from it (a running sync or copy).
-/// Returns whether it existed.
-pub async fn drop_slot(c: &Client, slot: &str) -> Result<bool, Error> {
-    for _ in 0..50 {
-        let row = c
-            .query_opt(
-                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .map_err(sql("source", "look up slot"))?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        if let Some(pid) = row.get::<_, Option<i32>>(0) {
-            c.execute("SELECT pg_terminate_backend($1)", &[&pid])
-                .await
-                .map_err(sql("source", "end the slot's session"))?;
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            continue;
-        }
-        match c
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-            .await
-        {
-            Ok(_) => return Ok(true),
-            // Taken again between our look and the drop: go round once more.
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) => {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(sql("source", format!("drop slot {slot}"))(e)),
-        }
-    }
-    Err(Error::Refused {
-        what: format!("replication slot {slot} stays in use"),
-        fix: "stop the process streaming from it, then run abort again".into(),
-    })
-}
-
-/// The run's slot and publication when they already exist on the source, described.
 async fn artifacts_present(c: &Client, run: &str) -> Result<Vec<String>, Error> {
     let (slot, publication) = (crate::names::slot(run), crate::names::publication(run));
     let row = c

@@ -13,6 +13,7 @@ pub mod names;
 pub mod policies;
 mod post_data;
 mod runs;
+pub mod teardown;
 pub mod verify;
 
 pub use apply::{
@@ -27,6 +28,19 @@ pub use runs::{NewRun, Phase, Run};
 use thiserror::Error;
 pub use tokio_postgres::GenericClient;
 
+/// What fixes an error where the stage reporting it cannot say better.
+impl Error {
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::InUse { .. } => Some(
+                "stop the bluegreen process of this run that holds it (sync, verify or cutover), then run the command again",
+            ),
+            Error::TooNew { .. } => Some("use the bluegreen version that wrote the state schema, or a newer one"),
+            Error::Query { .. } | Error::Corrupt(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("state schema: {what}: {source}")]
@@ -39,6 +53,8 @@ pub enum Error {
     TooNew { found: i32, known: i32 },
     #[error("unknown value {0:?} in the state schema")]
     Corrupt(String),
+    #[error("{kind} {name} stays in use")]
+    InUse { kind: &'static str, name: String },
 }
 
 pub(crate) fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
