@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Fuzzes crate wire's pgoutput decoder with cargo-fuzz (libFuzzer) for a while.
-#   scripts/fuzz.sh [SECONDS=60] [TARGET=pgoutput]
+# Fuzzes with cargo-fuzz (libFuzzer) for a while: pgoutput (wire's decoder), copybin
+# (verify's COPY row splitter), connstr (connection strings and pooler specs, with the rule
+# that a parsed password never shows redacted), or all of them one after another.
+#   scripts/fuzz.sh [SECONDS=60] [TARGET=all|pgoutput|copybin|connstr]
 # Installs cargo-fuzz when missing. Works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets
 # cargo-fuzz's -Z flags (sanitizer, coverage) through. Crashes land in fuzz/artifacts/TARGET.
 set -euo pipefail
 
 secs="${1:-60}"
-target="${2:-pgoutput}"
+target="${2:-all}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
@@ -14,6 +16,10 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 
 cd "$root/fuzz"
+if [ "$target" = all ]; then
+    for t in pgoutput copybin connstr; do "$root/scripts/fuzz.sh" "$secs" "$t"; done
+    exit 0
+fi
 corpus="corpus/$target"
 mkdir -p "$corpus"
 # Start from real pgoutput bytes captured from PostgreSQL 15 (committed under seeds/).
