@@ -603,3 +603,23 @@ fn lag_is_measured_to_200_ms() {
     assert!(status(&p)["sync"]["lag_seconds"].as_f64().unwrap() < 0.25);
     stop(sync);
 }
+
+/// energy_consumption's key is GENERATED ALWAYS AS IDENTITY: an UPDATE of other columns
+/// must not set it (the target refuses, and sync used to retry forever), and one that gives
+/// a row a new identity value (`SET id = DEFAULT`) carries that value over.
+#[test]
+fn updates_of_always_identity_tables_apply() {
+    let p = copied_pair(0.002);
+    let sync = start_sync(&p, "sync.log");
+    p.source.sql(
+        DB,
+        "UPDATE factory_telemetry.energy_consumption SET power_kw = power_kw + 1 WHERE id % 3 = 0;
+         UPDATE factory_telemetry.energy_consumption SET id = DEFAULT
+          WHERE id = (SELECT min(id) FROM factory_telemetry.energy_consumption);",
+    );
+    wait_caught_up(&p);
+    assert_same(&p, None);
+    let st = status(&p);
+    assert_eq!(st["sync"]["last_error"], serde_json::Value::Null, "{st}");
+    stop(sync);
+}

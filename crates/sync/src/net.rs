@@ -193,6 +193,7 @@ mod tests {
             display: "s.t".into(),
             columns: vec!["\"id\"".into(), "\"v\"".into(), "\"doc\"".into()],
             types: vec!["bigint".into(), "text".into(), "text".into()],
+            always_identity: vec![false; 3],
             key: vec![0],
             full_identity: false,
             applies_from: Lsn(0),

@@ -24,6 +24,9 @@ pub struct TargetRel {
     pub columns: Vec<String>,
     /// The target's type of each column, as format_type prints it.
     pub types: Vec<String>,
+    /// Columns the target makes `GENERATED ALWAYS AS IDENTITY`: an UPDATE may only set them to
+    /// DEFAULT, so they are left out where unchanged and overridden where they change.
+    pub always_identity: Vec<bool>,
     /// Positions of the replica identity key columns (all columns for FULL).
     pub key: Vec<usize>,
     /// REPLICA IDENTITY FULL: the old row is the whole row, and rows may repeat.
@@ -77,7 +80,7 @@ impl RelMap {
         let qualified = qualified(&rel.namespace, &rel.name);
         let rows = target
             .query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attidentity = 'a'
                    FROM pg_attribute a
                   WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&qualified],
@@ -93,15 +96,19 @@ impl RelMap {
                 ),
             });
         }
-        let target_types: HashMap<String, String> =
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let target_types: HashMap<String, (String, bool)> = rows
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
         let mut columns = Vec::with_capacity(rel.columns.len());
         let mut types = Vec::with_capacity(rel.columns.len());
+        let mut always_identity = Vec::with_capacity(rel.columns.len());
         for c in &rel.columns {
             match target_types.get(&c.name) {
-                Some(t) => {
+                Some((t, always)) => {
                     columns.push(quote_ident(&c.name));
                     types.push(t.clone());
+                    always_identity.push(*always);
                 }
                 None => {
                     let source_type: String = source
@@ -161,7 +168,13 @@ impl RelMap {
             .await
             .map_err(sql("target", format!("look up {display}'s indexes")))?;
         let (one_unique, no_trigger): (bool, bool) = (indexes.get(0), indexes.get(1));
-        let batchable = !full_identity && !key.is_empty() && one_unique && no_trigger;
+        // Net changes set every column they carry; an ALWAYS identity column takes the row
+        // path, which leaves it out unless it really changes.
+        let batchable = !full_identity
+            && !key.is_empty()
+            && one_unique
+            && no_trigger
+            && !always_identity.contains(&true);
         let insert_order = indexes
             .get::<_, Option<String>>(2)
             .filter(|_| no_trigger)
@@ -182,6 +195,7 @@ impl RelMap {
                 display,
                 columns,
                 types,
+                always_identity,
                 copy_binary,
                 key,
                 full_identity,
