@@ -226,6 +226,10 @@ pub struct CopyArgs {
     /// Schema to migrate (repeatable); default: every application schema of the source.
     #[arg(long = "schema", value_name = "NAME")]
     pub schemas: Vec<String>,
+    /// A server that answers nothing this long counts as gone: a probe over a connection of
+    /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
+    pub link_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -331,6 +335,11 @@ pub struct VerifyArgs {
     /// Differing rows listed per table (further differing ranges are listed as ranges).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_rows: i64,
+
+    /// A server that answers nothing this long counts as gone: a probe over a connection of
+    /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
+    pub link_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -281,3 +281,133 @@ fn a_stop_that_cannot_finish_still_ends() {
     stop(sync);
     assert_same(&p, Some(&ledger));
 }
+
+/// Runs `bluegreen args…` in the background until it exits (at most `limit`); its exit
+/// code, how long it took, and its stderr.
+fn run_bounded(dir: &Path, name: &str, args: &[&str], limit: Duration) -> (i32, Duration, String) {
+    let log_path = dir.join(name);
+    let mut child = spawn_bluegreen(args, &log_path);
+    let read = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (status, took) = exit_within(&mut child, limit, read);
+    (status.code().unwrap_or(-1), took, read())
+}
+
+/// Verify through a dead link ends with exit 2 within its link timeout and says which side,
+/// whether the link was dead before it started (a connection that is accepted and never
+/// answered) or died while it compared.
+#[test]
+fn verify_through_a_black_hole_fails_within_the_link_timeout() {
+    let p = copied_pair(0.005);
+    let (s, t) = p.via();
+    let args = [
+        "verify",
+        "--source",
+        s.as_str(),
+        "--target",
+        t.as_str(),
+        "--link-timeout",
+        "3s",
+    ];
+    // Through healthy links it is clean.
+    let (code, _, out) = run_bounded(p.dir.path(), "clean.log", &args, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}");
+
+    p.pt.black_hole(None);
+    let (code, took, out) = run_bounded(p.dir.path(), "before.log", &args, Duration::from_secs(30));
+    assert_eq!(code, 2, "{out}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(
+        out.contains("target: no answer within 3 s (--link-timeout): the link looks dead"),
+        "{out}"
+    );
+    assert!(out.contains("hint:"), "{out}");
+
+    // Dying while it compares: slowed down by latency, then the source link goes.
+    p.pt.reset();
+    p.pt.pass();
+    p.ps.latency(Duration::from_millis(20), Duration::from_millis(20));
+    let mut child = spawn_bluegreen(&args, &p.dir.path().join("during.log"));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "verify finished before the fault: {}",
+        log(&p, "during.log")
+    );
+    p.ps.black_hole(None);
+    let (status, took) = exit_within(&mut child, Duration::from_secs(30), || {
+        log(&p, "during.log")
+    });
+    let during = log(&p, "during.log");
+    assert_eq!(status.code(), Some(2), "{during}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(
+        during.contains("source: no answer within 3 s (--link-timeout)"),
+        "{during}"
+    );
+}
+
+/// A copy whose source link is reset while it copies data stops with exit 2; run again, it
+/// resumes and the target is exact.
+#[test]
+fn copy_through_a_reset_link_resumes_when_run_again() {
+    let (source, target) = fixture_pair_at(0.1);
+    source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let ps = Proxy::to_port(source.port()).unwrap();
+    let pt = Proxy::to_port(target.port()).unwrap();
+    let (s, t) = (ps.url(&source, DB), pt.url(&target, DB));
+    let dir = tempfile::tempdir().unwrap();
+    // About 1 MB/s from the source: the data phase takes long enough to be cut.
+    ps.bandwidth(Some(1 << 20));
+    let args = [
+        "copy",
+        "--source",
+        s.as_str(),
+        "--target",
+        t.as_str(),
+        "--jobs",
+        "1",
+        "--chunk-mb",
+        "1",
+        "--link-timeout",
+        "5s",
+    ];
+    let mut child = spawn_bluegreen(&args, &dir.path().join("first.log"));
+    let started = Instant::now();
+    loop {
+        let done = target
+            .psql(
+                DB,
+                "SELECT count(*) FILTER (WHERE state = 'done') FROM bluegreen.chunks",
+            )
+            .unwrap_or_default();
+        if done.parse::<i64>().is_ok_and(|n| n >= 2) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60) && child.try_wait().unwrap().is_none(),
+            "the copy never reached its data phase ({done:?}, {:?}): {}",
+            child.try_wait(),
+            std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ps.reset();
+    let first = || std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default();
+    let (status, _) = exit_within(&mut child, Duration::from_secs(30), first);
+    assert_eq!(status.code(), Some(2), "{}", first());
+    assert_eq!(target.sql(DB, "SELECT phase FROM bluegreen.runs"), "data");
+
+    ps.bandwidth(None);
+    let (code, _, log) = run_bounded(dir.path(), "again.log", &args, Duration::from_secs(120));
+    assert_eq!(code, 0, "{log}");
+    for table in fixtures::TABLES {
+        let q = format!("SELECT t::text FROM {table} t ORDER BY 1");
+        assert!(source.sql(DB, &q) == target.sql(DB, &q), "{table} differs");
+    }
+}

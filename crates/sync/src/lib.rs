@@ -44,8 +44,6 @@ pub struct SyncOptions {
     pub stop_grace: Duration,
 }
 
-pub use link::DEFAULT_TIMEOUT as DEFAULT_LINK_TIMEOUT;
-
 /// The servers a sync touches: it streams from `source`, applies to `target`, and keeps its
 /// state (run row, apply row) in `state` — the target for forward sync; for reverse sync
 /// after cutover, green, which is then the source.
