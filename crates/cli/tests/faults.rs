@@ -176,6 +176,25 @@ fn sync_resumes_exactly_after_resets_on_either_link() {
     assert!(log.contains("resuming from the origin"), "{log}");
 }
 
+/// A slow link (10 ms each way on both links, 2 MB/s from the source) is not a dead link,
+/// even with a link timeout of 2 s: no session is cut, and the target is exact.
+#[test]
+fn a_slow_link_is_not_taken_for_a_dead_one() {
+    let p = copied_pair(0.005);
+    for proxy in [&p.ps, &p.pt] {
+        proxy.latency(Duration::from_millis(10), Duration::from_millis(10));
+    }
+    p.ps.bandwidth(Some(2 << 20));
+    let writer = workload(&p, 8);
+    let sync = start_sync(&p, "sync.log", &["--link-timeout", "2s"]);
+    let ledger = writer.join().unwrap();
+    wait_caught_up(&p, Duration::from_secs(60), "sync.log");
+    stop(sync);
+    assert_same(&p, Some(&ledger));
+    let log = log(&p, "sync.log");
+    assert!(!log.contains("resuming from the origin"), "{log}");
+}
+
 /// A black hole on one link while the plant writes: the link timeout (5 s) finds it, sync
 /// reconnects once new connections pass again (after 8 s, the old flows staying dead), ends
 /// what the dead session left on the servers, and resumes exactly.
