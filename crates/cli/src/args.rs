@@ -231,6 +231,10 @@ pub struct CopyArgs {
     /// Schema to migrate (repeatable); default: every application schema of the source.
     #[arg(long = "schema", value_name = "NAME")]
     pub schemas: Vec<String>,
+    /// A server that answers nothing this long counts as gone: a probe over a connection of
+    /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
+    pub link_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -277,6 +281,17 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 2, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=8))]
     pub apply_sessions: u16,
+
+    /// A server that answers nothing this long counts as gone: a silent replication stream
+    /// (asked for a reply a third of the way in) or an unanswered probe; sync then
+    /// reconnects and resumes from the origin (seconds, or with a unit: 500ms, 1min).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
+    pub link_timeout: std::time::Duration,
+
+    /// After SIGINT/SIGTERM, how long to wait for the transaction at hand before ending
+    /// without it (a second signal ends at once; seconds, or with a unit).
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::duration)]
+    pub stop_grace: std::time::Duration,
 }
 
 #[derive(Debug, Args)]
@@ -327,6 +342,11 @@ pub struct VerifyArgs {
     /// Differing rows listed per table (further differing ranges are listed as ranges).
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_rows: i64,
+
+    /// A server that answers nothing this long counts as gone: a probe over a connection of
+    /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
+    pub link_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,15 @@ pub fn whole_seconds(s: &str) -> Result<u64, String> {
     seconds(s).map(|v| v.ceil() as u64)
 }
 
+/// A positive duration; a plain number is seconds.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let v = seconds(s)?;
+    if !(v > 0.0 && v < 1e9) {
+        return Err(format!("\"{s}\" is not a positive duration"));
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
+}
+
 /// A duration in whole milliseconds (rounded up); a plain number is milliseconds.
 pub fn millis(s: &str) -> Result<u64, String> {
     scaled(s, 0.001, TIME_UNITS, TIME_KINDS).map(|v| (v * 1000.0).round().max(0.0) as u64)

@@ -8,6 +8,7 @@
 mod connect;
 mod error;
 mod ident;
+mod link;
 mod parse;
 mod pgpass;
 mod redact;
@@ -18,5 +19,6 @@ mod tls;
 pub use connect::{connect, pg_config, pg_message};
 pub use error::Error;
 pub use ident::{qualified, quote_ident, quote_literal};
+pub use link::{watch_link, DEFAULT_LINK_TIMEOUT};
 pub use redact::redact;
 pub use spec::{ConnSpec, Env, Host, Keepalives, SslMode};

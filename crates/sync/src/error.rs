@@ -41,6 +41,19 @@ pub enum Error {
     #[error("the replication origin moved while the session started")]
     OriginMoved,
 
+    /// A server gave no answer within the link timeout: the connection (or the path to the
+    /// server) is taken for dead, and the session reconnects.
+    #[error("{side}: no answer within {} s (--link-timeout): the link looks dead", .after.as_secs_f64())]
+    LinkDead {
+        side: &'static str,
+        after: std::time::Duration,
+    },
+
+    /// Stopped before the transaction at hand could be finished (a second stop request, the
+    /// grace period after the first, or a dead link while stopping).
+    #[error("stopped without finishing: {why}; changes received after {applied} were not committed on the target, and the next sync resumes from the target's replication origin at {applied}")]
+    Abandoned { why: String, applied: wire::Lsn },
+
     /// Nothing to sync from: no run, or its copy has not finished.
     #[error("{0}")]
     NotReady(String),
@@ -52,6 +65,8 @@ impl Error {
             Error::Conn { source, .. } => source.hint().into(),
             Error::SchemaMismatch { ddl, .. } => format!("run on the target: {ddl}"),
             Error::NotReady(_) => "run bluegreen copy for this run first".into(),
+            Error::LinkDead { .. } => "check the network path to that server (firewall, NAT or load balancer timeouts); sync reconnects with backoff and resumes from the target's replication origin".into(),
+            Error::Abandoned { .. } => "run bluegreen sync again: it resumes exactly where the last commit left off".into(),
             _ => "sync reconnects and resumes from the target's replication origin; see bluegreen status".into(),
         }
     }
@@ -61,7 +76,7 @@ impl Error {
     /// change waiting for its DDL. Not: a missing run or slot, refused credentials.
     pub fn retryable(&self) -> bool {
         match self {
-            Error::NotReady(_) => false,
+            Error::NotReady(_) | Error::Abandoned { .. } => false,
             Error::Conn { source, .. } => matches!(
                 source,
                 conn::Error::Unreachable { .. } | conn::Error::Server { .. }

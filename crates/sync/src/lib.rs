@@ -6,6 +6,7 @@
 mod apply;
 mod binary;
 mod error;
+mod link;
 mod net;
 mod progress;
 mod relmap;
@@ -35,6 +36,12 @@ pub struct SyncOptions {
     /// Target sessions that apply updates and deletes (split by key; more than one needs
     /// max_prepared_transactions on the target, else one is used).
     pub sessions: usize,
+    /// A server that gives no answer this long counts as gone (see [`link`]): the session
+    /// reconnects. Also bounds every wait of sync outside a session.
+    pub link_timeout: Duration,
+    /// After a stop request, how long to wait for the transaction at hand before giving it
+    /// up (it is sent again at the next start).
+    pub stop_grace: Duration,
 }
 
 /// The servers a sync touches: it streams from `source`, applies to `target`, and keeps its
@@ -70,16 +77,24 @@ pub struct Report {
 
 /// Streams and applies until `stop` turns true or a stop is requested through the state
 /// schema. Lost connections and failed transactions are retried with backoff (each retry
-/// resumes from the origin); a schema change the target lacks waits for its DDL.
+/// resumes from the origin); a schema change the target lacks waits for its DDL. Once
+/// stopping, `force` turning true or `opts.stop_grace` passing ends it at once
+/// ([`Error::Abandoned`]: what was not committed is sent again at the next start).
 pub async fn sync(
     ends: &Endpoints,
     opts: &SyncOptions,
     mut stop: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
 ) -> Result<Report, Error> {
     let started = Instant::now();
     let run = opts.run.as_str();
-    let mut tgt = conn::connect(&ends.state)
+    let limit = opts.link_timeout;
+    let mut tgt = link::within(limit, conn::connect(&ends.state))
         .await
+        .ok_or(Error::LinkDead {
+            side: "state",
+            after: limit,
+        })?
         .map_err(|source| Error::Conn {
             side: "state",
             source,
@@ -108,13 +123,19 @@ pub async fn sync(
         .filter_map(|(s, t, l)| Some(((s, t), l.parse().ok()?)))
         .collect();
     let origin = origin_name(run);
-    tgt.execute(
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&run, &origin];
+    let register = tgt.execute(
         "INSERT INTO bluegreen.apply (run, origin) VALUES ($1, $2)
          ON CONFLICT (run) DO UPDATE SET stop_requested = false, hold_lsn = NULL, held_lsn = NULL",
-        &[&run, &origin],
-    )
-    .await
-    .map_err(error::sql("target", "register the applier"))?;
+        &params,
+    );
+    link::within(limit, register)
+        .await
+        .ok_or(Error::LinkDead {
+            side: "state",
+            after: limit,
+        })?
+        .map_err(error::sql("target", "register the applier"))?;
     drop(tgt);
 
     let progress = Arc::new(Progress::default());
@@ -124,6 +145,7 @@ pub async fn sync(
         ends.source.clone(),
         ends.state.clone(),
         progress.clone(),
+        limit,
     ));
     let ctx = session::Context {
         run: run.to_string(),
@@ -140,12 +162,22 @@ pub async fn sync(
         snapshot_lsns,
         sessions: opts.sessions.clamp(1, apply::MAX_SESSIONS),
         serial_until: Default::default(),
+        link_timeout: limit,
+        backends: Default::default(),
+        walsender: Default::default(),
     };
     let mut reconnects = 0u64;
     let mut backoff = Duration::from_millis(500);
     let result = loop {
         let session_start = Instant::now();
-        match session::run(&ctx, &mut stop).await {
+        let give_up = forced(stop.clone(), force.clone(), opts.stop_grace);
+        let outcome = tokio::select! {
+            r = session::run(&ctx, &mut stop) => r,
+            why = give_up => {
+                break Err(Error::Abandoned { why, applied: progress.applied() });
+            }
+        };
+        match outcome {
             Ok(session::Exit::Stopped) => break Ok(()),
             Err(Error::Replay { table, lsn }) => {
                 // Not trouble: the group goes again from the origin, over one session.
@@ -173,20 +205,42 @@ pub async fn sync(
                     break Ok(());
                 }
             }
+            Err(e) if e.retryable() => {
+                // Stopping, and the session could not finish.
+                break Err(Error::Abandoned {
+                    why: e.to_string(),
+                    applied: progress.applied(),
+                });
+            }
             Err(e) => break Err(e),
         }
     };
-    // One last status row, then mark the applier as gone so status says so at once.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    status.abort();
-    if let Ok(c) = conn::connect(&ends.state).await {
-        let _ = c
-            .execute(
-                "UPDATE bluegreen.apply SET heartbeat = NULL, pid = NULL WHERE run = $1",
-                &[&run],
-            )
-            .await;
+    // One last status row, then mark the applier as gone so status says so at once. (Not
+    // after giving up: the link may be dead, and ending promptly was asked for.)
+    let abandoned = matches!(result, Err(Error::Abandoned { .. }));
+    if !abandoned {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
+    status.abort();
+    let gone = async {
+        if let Ok(c) = conn::connect(&ends.state).await {
+            let _ = c
+                .execute(
+                    "UPDATE bluegreen.apply SET heartbeat = NULL, pid = NULL WHERE run = $1",
+                    &[&run],
+                )
+                .await;
+        }
+    };
+    // Bounded by the stop's grace too: a stop on a dead link must not wait here for it.
+    let bound = if abandoned {
+        Duration::from_secs(1)
+    } else if *stop.borrow() {
+        limit.min(opts.stop_grace)
+    } else {
+        limit
+    };
+    link::within(bound, gone).await;
     result?;
     Ok(Report {
         applied_lsn: progress.applied().to_string(),
@@ -194,4 +248,51 @@ pub async fn sync(
         reconnects,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Why a stop cannot wait any longer: resolves `stop_grace` after `stop` turns true, or
+/// when `force` does, whichever comes first; never before a stop.
+async fn forced(
+    mut stop: watch::Receiver<bool>,
+    mut force: watch::Receiver<bool>,
+    grace: Duration,
+) -> String {
+    if stop.wait_for(|s| *s).await.is_err() {
+        // No one can ask for a stop any more.
+        std::future::pending::<()>().await;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(grace) => format!("the transaction at hand did not finish within {} s of the stop request", grace.as_secs_f64()),
+        r = force.wait_for(|f| *f) => match r {
+            Ok(_) => "a second stop request".into(),
+            Err(_) => {
+                tokio::time::sleep(grace).await;
+                format!("the transaction at hand did not finish within {} s of the stop request", grace.as_secs_f64())
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_gives_up_after_the_grace_or_a_second_request() {
+        let (stop_tx, stop) = watch::channel(false);
+        let (force_tx, force) = watch::channel(false);
+        let grace = Duration::from_millis(300);
+        let waiting = tokio::time::timeout(grace * 2, forced(stop.clone(), force.clone(), grace));
+        assert!(waiting.await.is_err(), "nothing before a stop");
+        stop_tx.send(true).unwrap();
+        let t = Instant::now();
+        let why = forced(stop.clone(), force.clone(), grace).await;
+        assert!(t.elapsed() >= grace, "{why}");
+        assert!(why.contains("did not finish within 0.3 s"), "{why}");
+        force_tx.send(true).unwrap();
+        let t = Instant::now();
+        let why = forced(stop, force, grace).await;
+        assert!(t.elapsed() < grace, "{why}");
+        assert_eq!(why, "a second stop request");
+    }
 }

@@ -65,7 +65,9 @@ pub async fn status_task(
     source: ConnSpec,
     target: ConnSpec,
     progress: std::sync::Arc<Progress>,
+    limit: Duration,
 ) {
+    // Every wait is bounded: a query stuck on a dead link would stop status for good.
     let mut src: Option<tokio_postgres::Client> = None;
     let mut tgt: Option<tokio_postgres::Client> = None;
     // (source LSN, when seen): lag in seconds is the age of the oldest one not yet applied.
@@ -76,53 +78,68 @@ pub async fn status_task(
         tokio::time::sleep(Duration::from_millis(200)).await;
         tick += 1;
         if tgt.is_none() {
-            tgt = conn::connect(&target).await.ok();
+            tgt = crate::link::within(limit, conn::connect(&target))
+                .await
+                .and_then(Result::ok);
         }
         let Some(t) = &tgt else { continue };
-        match t
-            .query_opt(
+        let request = crate::link::within(
+            limit,
+            t.query_opt(
                 "SELECT hold_lsn::text, stop_requested FROM bluegreen.apply WHERE run = $1",
                 &[&run],
-            )
-            .await
-        {
-            Ok(Some(row)) => {
+            ),
+        )
+        .await;
+        match request {
+            Some(Ok(Some(row))) => {
                 let hold: Option<String> = row.get(0);
                 if let Ok(mut h) = progress.hold.lock() {
                     *h = hold.and_then(|s| s.parse().ok());
                 }
                 progress.stop_requested.store(row.get(1), Ordering::SeqCst);
             }
-            Ok(None) => {}
-            Err(_) => {
+            Some(Ok(None)) => {}
+            Some(Err(_)) | None => {
                 tgt = None;
                 continue;
             }
         }
         // Every tick: the source's position, then a message, so lag is known to 200 ms.
         if src.is_none() {
-            src = conn::connect(&source).await.ok();
+            src = crate::link::within(limit, conn::connect(&source))
+                .await
+                .and_then(Result::ok);
         }
         let (mut source_lsn, mut retained) = (None, None::<i64>);
         if let Some(s) = &src {
             // The position first, then the message: the message lands after it, so once
             // the applier has passed the message, everything up to the position is applied.
-            let position = s
-                .query_one(
+            let position = crate::link::within(
+                limit,
+                s.query_one(
                     "SELECT pg_current_wal_lsn()::text,
                             (SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint
                                FROM pg_replication_slots WHERE slot_name = $1)",
                     &[&slot],
-                )
-                .await;
-            let emitted = s
-                .execute(
-                    "SELECT pg_logical_emit_message(false, 'bluegreen_heartbeat', $1)",
-                    &[&run],
-                )
-                .await;
+                ),
+            )
+            .await;
+            let emitted = match position {
+                Some(Ok(_)) => {
+                    crate::link::within(
+                        limit,
+                        s.execute(
+                            "SELECT pg_logical_emit_message(false, 'bluegreen_heartbeat', $1)",
+                            &[&run],
+                        ),
+                    )
+                    .await
+                }
+                _ => None,
+            };
             match (position, emitted) {
-                (Ok(row), Ok(_)) => {
+                (Some(Ok(row)), Some(Ok(_))) => {
                     source_lsn = row.get::<_, String>(0).parse::<Lsn>().ok();
                     retained = row.get(1);
                 }
@@ -160,8 +177,9 @@ pub async fn status_task(
         let error = progress.last_error.lock().ok().and_then(|e| e.clone());
         let pid = progress.apply_pid.lock().ok().and_then(|p| *p);
         let received = Lsn(progress.received.load(Ordering::SeqCst));
-        let result = t
-            .execute(
+        let result = crate::link::within(
+            limit,
+            t.execute(
                 "UPDATE bluegreen.apply
                     SET heartbeat = clock_timestamp(), pid = $2,
                         applied_lsn = $3::text::pg_lsn, received_lsn = $4::text::pg_lsn,
@@ -183,9 +201,10 @@ pub async fn status_task(
                     &retained,
                     &error,
                 ],
-            )
-            .await;
-        if result.is_err() {
+            ),
+        )
+        .await;
+        if !matches!(result, Some(Ok(_))) {
             tgt = None;
         }
     }

@@ -66,6 +66,13 @@ pub struct Context {
     /// Groups that start with a transaction committed at or before this LSN use the main
     /// session only: one was replayed after a conflict between sessions (`Error::Replay`).
     pub serial_until: AtomicU64,
+    /// How long a silent server counts as alive (see [`crate::link`]).
+    pub link_timeout: Duration,
+    /// This run's target backends and walsender of the session that ran last: a session cut
+    /// off by a dead link leaves them behind (holding the origin, row locks, the slot), and
+    /// the next one ends them.
+    pub backends: std::sync::Mutex<Vec<i32>>,
+    pub walsender: std::sync::Mutex<Option<i32>>,
 }
 
 pub enum Exit {
@@ -81,7 +88,18 @@ struct Txn {
     done_before: bool,
 }
 
+/// One session, ended early when either server stops answering (see [`crate::link`]).
 pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit, Error> {
+    let limit = ctx.link_timeout;
+    tokio::select! {
+        r = stream_and_apply(ctx, stop) => r,
+        e = crate::link::watch(ctx.source.clone(), "source", limit) => Err(e),
+        e = crate::link::watch(ctx.target.clone(), "target", limit) => Err(e),
+        e = crate::link::watch(ctx.state.clone(), "state", limit), if ctx.state.redacted() != ctx.source.redacted() && ctx.state.redacted() != ctx.target.redacted() => Err(e),
+    }
+}
+
+async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit, Error> {
     let target_client = conn::connect(&ctx.target)
         .await
         .map_err(|source| Error::Conn {
@@ -100,12 +118,10 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             side: "state",
             source,
         })?;
+    end_leftovers(ctx, &target_client, &source_client).await?;
     let (settings, iso_dates) = output_settings(&source_client).await?;
-    let pid: i32 = target_client
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .map_err(sql("target", "backend pid"))?
-        .get(0);
+    let pid = backend_pid(&target_client).await?;
+    remember_backend(ctx, pid);
     let run_exists = state_client
         .query_opt("SELECT 1 FROM bluegreen.runs WHERE run = $1", &[&ctx.run])
         .await
@@ -121,12 +137,19 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
     let start = progress_lsn.unwrap_or(ctx.start).max(ctx.start);
     // The stream first: if abort removed the slot, this fails before the origin is recreated.
     let repl = ReplicationConnection::connect(&ctx.source).await?;
+    if let Ok(mut w) = ctx.walsender.lock() {
+        *w = Some(repl.backend_pid());
+    }
+    let config = StreamConfig {
+        silence_timeout: Some(ctx.link_timeout),
+        ..StreamConfig::default()
+    };
     let mut stream = repl
         .start_replication(
             &ctx.slot,
             start,
             &PgOutputOptions::new([ctx.publication.clone()]),
-            StreamConfig::default(),
+            config,
         )
         .await?;
     let mut seconds = Vec::new();
@@ -138,14 +161,14 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
             );
         }
         for _ in 0..(ctx.sessions - 1).min(allowed) {
-            seconds.push(
-                conn::connect(&ctx.target)
-                    .await
-                    .map_err(|source| Error::Conn {
-                        side: "target",
-                        source,
-                    })?,
-            );
+            let c = conn::connect(&ctx.target)
+                .await
+                .map_err(|source| Error::Conn {
+                    side: "target",
+                    source,
+                })?;
+            remember_backend(ctx, backend_pid(&c).await?);
+            seconds.push(c);
         }
     }
     let mut applier = Applier::open(target_client, seconds, &ctx.origin, &settings).await?;
@@ -290,6 +313,81 @@ pub async fn run(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Result<Exit
         }
         report(&mut applier, &stream, ctx).await?;
     }
+}
+
+async fn backend_pid(client: &tokio_postgres::Client) -> Result<i32, Error> {
+    Ok(client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(sql("target", "backend pid"))?
+        .get(0))
+}
+
+fn remember_backend(ctx: &Context, pid: i32) {
+    if let Ok(mut b) = ctx.backends.lock() {
+        b.push(pid);
+    }
+}
+
+/// Ends what the last session left behind. After a reset its backends are gone already;
+/// after a dead link they may live on (the server cannot tell), holding the origin, row
+/// locks and the slot until their own timeouts, which for an idle backend can be hours.
+async fn end_leftovers(
+    ctx: &Context,
+    target: &tokio_postgres::Client,
+    source: &tokio_postgres::Client,
+) -> Result<(), Error> {
+    let pids = ctx
+        .backends
+        .lock()
+        .map(|mut b| std::mem::take(&mut *b))
+        .unwrap_or_default();
+    if !pids.is_empty() {
+        let ended = target
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE pid = ANY($1) AND pid <> pg_backend_pid()
+                    AND datname = current_database()",
+                &[&pids],
+            )
+            .await
+            .map_err(sql("target", "end the last session's backends"))?;
+        if ended > 0 {
+            tracing::info!(backends = ended, "ended the last session's target backends");
+        }
+    }
+    let walsender = ctx.walsender.lock().ok().and_then(|w| *w);
+    if let Some(pid) = walsender {
+        // Once dying, a walsender blocked on a dead socket still tries to send its farewell
+        // there; a repeated request lets it go without (PostgreSQL gives up sending when
+        // asked to die while blocked).
+        let started = Instant::now();
+        loop {
+            let held = source
+                .query_opt(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+                      WHERE slot_name = $1 AND active_pid = $2",
+                    &[&ctx.slot, &pid],
+                )
+                .await
+                .map_err(sql("source", "end the last session's walsender"))?
+                .is_some();
+            if !held {
+                if let Ok(mut w) = ctx.walsender.lock() {
+                    *w = None;
+                }
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(5) {
+                // Kept: the next session asks again.
+                tracing::warn!(pid, "the last session's walsender has not ended yet; the slot stays busy until it does");
+                break;
+            }
+            tracing::info!(pid, "ending the last session's walsender");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }
 
 /// The relation a change lands in, if this change is to be applied: not when the transaction

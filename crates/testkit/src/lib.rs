@@ -8,9 +8,11 @@
 mod cluster;
 mod pgbouncer;
 mod process;
+mod proxy;
 
 pub use cluster::{Cluster, ClusterBuilder};
 pub use pgbouncer::{Pgbouncer, PgbouncerBuilder};
+pub use proxy::{Mode as ProxyMode, Proxy};
 
 /// Errors are plain strings: the test kit fails tests, it does not recover.
 pub type Result<T> = std::result::Result<T, String>;

@@ -106,6 +106,10 @@ pub enum Error {
     /// connection, which PostgreSQL 15 ends at once), not at our request.
     #[error("the server ended the replication stream without being asked to")]
     StreamEndedByServer,
+    /// Nothing came from the server for this long although a reply was asked for: the link
+    /// is taken for dead (see [`crate::StreamConfig::silence_timeout`]).
+    #[error("no message from the server for {} s although a reply was asked for: the link looks dead", .0.as_secs_f64())]
+    Silent(Duration),
     /// The stream's background task is gone (it failed earlier or was shut down).
     #[error("the replication stream is no longer running")]
     StreamGone,

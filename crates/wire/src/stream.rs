@@ -40,6 +40,11 @@ pub struct StreamConfig {
     /// Never report a flush position, so the slot does not move whatever is confirmed or
     /// received: for looking at a slot that something else consumes (`peek`).
     pub read_only: bool,
+    /// A stream silent this long counts as a dead link ([`Error::Silent`]). A third of the
+    /// way in, the status update asks the walsender for a reply (it answers at once with a
+    /// keepalive), so a live server is never silent that long, however idle. Time the
+    /// consumer keeps the reader from reading does not count. None: wait forever.
+    pub silence_timeout: Option<Duration>,
 }
 
 impl Default for StreamConfig {
@@ -49,6 +54,7 @@ impl Default for StreamConfig {
             channel_capacity: 256,
             buffer_bytes: 4 << 20,
             read_only: false,
+            silence_timeout: None,
         }
     }
 }
@@ -382,6 +388,10 @@ impl Worker {
         let mut pending: Vec<XLogData> = Vec::new();
         let mut pending_bytes = 0;
         let mut pace = Pace::new();
+        let quiet = self.config.silence_timeout.filter(|q| !q.is_zero());
+        // When the server was last heard (or the consumer last let the reader read), and
+        // whether a reply has been asked for since.
+        let (mut heard, mut asked) = (Instant::now(), false);
         loop {
             // Work through what is buffered, as long as the consumer has room.
             while pending_bytes < BATCH_BYTES {
@@ -414,8 +424,22 @@ impl Worker {
                     };
                     permit.send(Envelope { data: std::mem::take(&mut pending), _budget: budget });
                     pending_bytes = 0;
+                    (heard, asked) = (Instant::now(), false);
                 }
-                (read, waited) = timed(self.conn.t.fill_gathered(pace.lowat(), GATHER_WAIT)), if pending.is_empty() => pace.read(read?, waited),
+                (read, waited) = timed(self.conn.t.fill_gathered(pace.lowat(), GATHER_WAIT)), if pending.is_empty() => {
+                    pace.read(read?, waited);
+                    (heard, asked) = (Instant::now(), false);
+                }
+                _ = tokio::time::sleep_until(silence_check(heard, quiet, asked)), if quiet.is_some() && pending.is_empty() => {
+                    let q = quiet.unwrap_or_default();
+                    if heard.elapsed() >= q {
+                        return Err(Error::Silent(q));
+                    }
+                    if !asked {
+                        self.send_status(true).await?;
+                        asked = true;
+                    }
+                }
             }
         }
     }
@@ -519,6 +543,13 @@ impl Worker {
             }
         }
     }
+}
+
+/// When the silence since `heard` next needs a look: a third of `quiet` in, to ask for a
+/// reply; at `quiet`, to give up.
+fn silence_check(heard: Instant, quiet: Option<Duration>, asked: bool) -> Instant {
+    let q = quiet.unwrap_or(Duration::from_secs(3600));
+    heard + if asked { q } else { q / 3 }
 }
 
 /// The future's output and how long it took.

@@ -128,3 +128,57 @@ async fn server_shutdown_ends_the_stream_with_a_clear_error() {
     assert!(matches!(err, Error::StreamEndedByServer), "{err}");
     drop(pg);
 }
+
+/// An idle stream with a short silence timeout stays up (its reply requests are answered at
+/// once, long before the walsender's own keepalive); through a black hole it ends with
+/// `Error::Silent` within the timeout, where without one it would wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_timeout_ends_a_black_holed_stream_and_spares_an_idle_one() {
+    let pg = Cluster::new();
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t",
+    );
+    let proxy = testkit::Proxy::to_port(pg.port()).unwrap();
+    let spec = conn::ConnSpec::parse(&format!(
+        "host=127.0.0.1 port={} user=postgres password={} dbname=postgres sslmode=disable",
+        proxy.port(),
+        pg.password()
+    ))
+    .unwrap();
+    let mut c = wire::ReplicationConnection::connect(&spec).await.unwrap();
+    c.create_slot("quiet", false, SnapshotAction::NoExport)
+        .await
+        .unwrap();
+    let quiet = Duration::from_secs(2);
+    let config = StreamConfig {
+        status_interval: Duration::from_secs(60),
+        silence_timeout: Some(quiet),
+        ..StreamConfig::default()
+    };
+    let mut stream = c
+        .start_replication("quiet", Lsn::ZERO, &PgOutputOptions::new(["pub"]), config)
+        .await
+        .unwrap();
+    // Idle for three timeouts (wal_sender_timeout is 60 s: the server sends nothing
+    // unasked): still up, and data still flows.
+    let idle = tokio::time::timeout(quiet * 3, stream.recv()).await;
+    assert!(idle.is_err(), "no message while idle, got {idle:?}");
+    pg.sql("postgres", "INSERT INTO t VALUES (1)");
+    common::next_txn(&mut stream, WAIT).await;
+
+    proxy.black_hole(None);
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(quiet * 4, async {
+        loop {
+            if let Err(e) = stream.recv().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("a black-holed stream must end within its silence timeout");
+    assert!(matches!(end, Error::Silent(d) if d == quiet), "{end:?}");
+    let took = started.elapsed();
+    assert!(took >= quiet && took < quiet * 2, "{took:?}");
+}

@@ -17,15 +17,44 @@ use crate::Outcome;
 pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Trouble> {
     match command {
         Command::Plan(args) => plan::run(args, &settings).await,
-        Command::Copy(args) => copy::run(args, &settings).await,
+        Command::Copy(args) => {
+            let limit = args.link_timeout;
+            watched(&settings, limit, copy::run(args, &settings)).await
+        }
         Command::Abort(args) => abort::run(args, &settings).await,
         Command::Cutover(args) => cutover::run(args, &settings, false).await,
         Command::Rollback(args) => cutover::run(args, &settings, true).await,
         Command::Peek(args) => peek::run(args, &settings).await,
         Command::Sync(args) => sync::run(args, &settings).await,
         Command::Status(args) => status::run(args, &settings).await,
-        Command::Verify(args) => verify::run(args, &settings).await,
+        Command::Verify(args) => {
+            let limit = args.link_timeout;
+            watched(&settings, limit, verify::run(args, &settings)).await
+        }
     }
+}
+
+/// Runs `work` while probing both servers (see [`conn::watch_link`]): a server that gives
+/// no answer within `limit` ends it with trouble naming the side, rather than a wait on a
+/// dead socket with no end.
+async fn watched(
+    settings: &Settings,
+    limit: std::time::Duration,
+    work: impl std::future::Future<Output = Result<Outcome, Trouble>>,
+) -> Result<Outcome, Trouble> {
+    let (source, target) = (settings.spec("source")?, settings.spec("target")?);
+    let side = tokio::select! {
+        r = work => return r,
+        _ = conn::watch_link(source, limit) => "source",
+        _ = conn::watch_link(target, limit) => "target",
+    };
+    Err(Trouble::new(
+        format!(
+            "{side}: no answer within {} s (--link-timeout): the link looks dead",
+            limit.as_secs_f64()
+        ),
+        "check the network path to that server (firewall, NAT or load balancer timeouts), then run the command again: copy resumes where it stopped, verify starts over",
+    ))
 }
 
 /// Connects to both sides at once; trouble names the side that failed.

@@ -14,15 +14,32 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
     let target = settings.spec("target")?;
     copy::names::validate_run(&args.run).map_err(Trouble::copy)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (force_tx, force_rx) = tokio::sync::watch::channel(false);
+    let grace = args.stop_grace;
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        let mut int =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+        for n in 0..2 {
+            tokio::select! {
+                _ = next_signal(&mut int) => {}
+                _ = next_signal(&mut term) => {}
+            }
+            if n == 0 {
+                tracing::info!(
+                    "stop requested: finishing the transaction at hand (a second SIGINT/SIGTERM, or {} s, ends without it)",
+                    grace.as_secs_f64()
+                );
+                let _ = stop_tx.send(true);
+            } else {
+                tracing::warn!("second stop request: ending without the transaction at hand");
+                let _ = force_tx.send(true);
+            }
         }
-        tracing::info!("stop requested: finishing the transaction at hand");
-        let _ = stop_tx.send(true);
+        // Both senders live on, so a dropped one is never taken for a request.
+        std::future::pending::<()>().await;
+        drop((stop_tx, force_tx));
     });
     let ends = if args.reverse {
         // Green streams back to blue; the state stays on green.
@@ -48,13 +65,15 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
         // Each direction skips what the other wrote: forward sync after a rollback must not
         // send green's writes (which reverse sync already put on blue) back to green.
         sessions: usize::from(args.apply_sessions),
+        link_timeout: args.link_timeout,
+        stop_grace: args.stop_grace,
         skip_origin: Some(if args.reverse {
             sync::origin_name(&args.run)
         } else {
             sync::origin_name(&cutover::reverse_run(&args.run))
         }),
     };
-    let report = sync::sync(&ends, &opts, stop_rx)
+    let report = sync::sync(&ends, &opts, stop_rx, force_rx)
         .await
         .map_err(Trouble::sync)?;
     println!(
@@ -62,4 +81,14 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
         report.applied_lsn, report.rows, report.seconds, report.reconnects
     );
     Ok(Outcome::Clean)
+}
+
+/// The next delivery of a signal; never, when it could not be registered.
+async fn next_signal(sig: &mut Option<tokio::signal::unix::Signal>) {
+    match sig.as_mut() {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
