@@ -421,7 +421,8 @@ pub struct FlipArgs {
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::seconds)]
     pub drain_timeout: f64,
 
-    /// End sessions on the old primary that do not come from bluegreen (after PAUSE).
-    #[arg(long)]
+    /// Kept for old scripts: every session on the old primary not from bluegreen is ended
+    /// after the fence, with or without it.
+    #[arg(long, hide = true)]
     pub terminate_other_sessions: bool,
 }

@@ -600,3 +600,57 @@ fn divergence_blocks_cutover_until_a_later_verify_is_clean() {
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     stop(fwd);
 }
+
+/// Sessions opened on blue before cutover, outside the pooler, are ended by the fence: one
+/// that would write after its sleep and one inside an open transaction. Neither write lands
+/// on blue after the flip (it did before, and never reached green).
+#[test]
+fn sessions_open_on_blue_cannot_write_after_cutover() {
+    let r = rig();
+    for pg in [&r.green, &r.blue] {
+        pg.sql(
+            DB,
+            "CREATE TABLE public.probe (id int PRIMARY KEY, note text)",
+        );
+    }
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let session = |script: &str| {
+        let mut c = r.blue.psql_command(DB);
+        c.args(["-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        child
+    };
+    let mut idle = session(
+        "SELECT 1;\nSELECT pg_sleep(6);\nINSERT INTO public.probe VALUES (1, 'after sleeping');\n",
+    );
+    let mut open = session(
+        "BEGIN;\nINSERT INTO public.probe VALUES (2, 'in an open transaction');\nSELECT pg_sleep(5);\nCOMMIT;\n",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("ended after the fence"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!idle.wait().unwrap().success(), "the idle session went on");
+    assert!(
+        !open.wait().unwrap().success(),
+        "the open transaction committed"
+    );
+    assert_eq!(r.blue.sql(DB, "SELECT count(*) FROM public.probe"), "0");
+    assert_eq!(r.green.sql(DB, "SELECT count(*) FROM public.probe"), "0");
+    stop(fwd);
+}

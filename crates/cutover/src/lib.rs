@@ -43,9 +43,6 @@ pub struct Options {
     pub pause_timeout: Duration,
     /// Limit on waiting for the applier to reach the old primary's position.
     pub drain_timeout: Duration,
-    /// Terminate sessions on the old primary that do not come from bluegreen (after PAUSE,
-    /// so the poolers' own server connections are idle).
-    pub terminate_other_sessions: bool,
 }
 
 /// What a flip reports.
@@ -56,9 +53,8 @@ pub struct Report {
     pub steps: Vec<(String, f64)>,
     /// The old primary's LSN the new one was caught up to.
     pub drained_at: String,
-    /// Sessions on the old primary that did not come from bluegreen, at fencing time.
+    /// Sessions on the old primary that did not come from bluegreen, ended at fencing time.
     pub other_sessions: Vec<String>,
-    pub terminated: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,7 +332,7 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
     }
     cx.step("pause");
 
-    let (others, terminated) = at("fence", fence(cx).await)?;
+    let others = at("fence", fence(cx).await)?;
     done.fenced = true;
     cx.step("fence");
 
@@ -397,7 +393,6 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
         steps: cx.steps.clone(),
         drained_at,
         other_sessions: others,
-        terminated,
     })
 }
 
@@ -650,43 +645,58 @@ async fn sync_sequences(cx: &Ctx<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-/// New sessions on the old primary become read-only; sessions that do not come from
-/// bluegreen are listed and, if asked, ended.
-async fn fence(cx: &Ctx<'_>) -> Result<(Vec<String>, bool), Error> {
+/// Fences the old primary read-only for new sessions, then ends every session on it that is
+/// not bluegreen's and waits until each is gone: an idle session, or one inside a
+/// transaction, could otherwise commit there after the drain position is taken, a write the
+/// new primary would never see (and a key the new primary would hand out again). New
+/// sessions that come in meanwhile are ended too; the drain position is taken only after.
+async fn fence(cx: &Ctx<'_>) -> Result<Vec<String>, Error> {
     set_read_only(&cx.old, true).await?;
-    let rows = cx
-        .old
-        .query(
-            "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name, state
-               FROM pg_stat_activity
-              WHERE datname = current_database() AND backend_type = 'client backend'
-                AND pid <> pg_backend_pid() AND application_name NOT LIKE 'bluegreen%'",
-            &[],
-        )
-        .await
-        .map_err(sql("old primary", "list sessions"))?;
-    let others: Vec<String> = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "pid {} user {} from {} app {:?} ({})",
-                r.get::<_, i32>(0),
-                r.get::<_, String>(1),
-                r.get::<_, String>(2),
-                r.get::<_, String>(3),
-                r.get::<_, Option<String>>(4).unwrap_or_default()
+    let started = Instant::now();
+    let mut ended: Vec<(i32, String)> = Vec::new();
+    loop {
+        let rows = cx
+            .old
+            .query(
+                "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name, state
+                   FROM pg_stat_activity
+                  WHERE datname = current_database() AND backend_type = 'client backend'
+                    AND pid <> pg_backend_pid() AND application_name NOT LIKE 'bluegreen%'",
+                &[],
             )
-        })
-        .collect();
-    if cx.opts.terminate_other_sessions {
+            .await
+            .map_err(sql("old primary", "list sessions"))?;
+        if rows.is_empty() {
+            return Ok(ended.into_iter().map(|(_, s)| s).collect());
+        }
         for r in &rows {
+            let pid: i32 = r.get(0);
+            if !ended.iter().any(|(p, _)| *p == pid) {
+                ended.push((
+                    pid,
+                    format!(
+                        "pid {pid} user {} from {} app {:?} ({})",
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, String>(3),
+                        r.get::<_, Option<String>>(4).unwrap_or_default()
+                    ),
+                ));
+            }
             cx.old
-                .execute("SELECT pg_terminate_backend($1)", &[&r.get::<_, i32>(0)])
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
                 .await
                 .map_err(sql("old primary", "end a session"))?;
         }
+        if started.elapsed() > cx.opts.pause_timeout {
+            return Err(Error::Timeout(format!(
+                "{} session(s) on the old primary did not end within --pause-timeout {:?}",
+                rows.len(),
+                cx.opts.pause_timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    Ok((others, cx.opts.terminate_other_sessions))
 }
 
 /// Lifts a read-only fence from the database, if one is set; says whether it was.
@@ -794,11 +804,14 @@ fn held_by_another(cx: &Ctx<'_>) -> Error {
 }
 
 /// Asks the applier to stop exactly at the old primary's current position and waits until
-/// it has: then the new primary holds every write the old one committed.
+/// it has: then the new primary holds every write the old one committed. The position is
+/// WAL's insert position, past every record inserted so far: under asynchronous commit a
+/// transaction that committed before the fence may not be written yet, and the write
+/// position (`pg_current_wal_lsn`) could fall short of its commit record.
 async fn drain(cx: &Ctx<'_>, done: &mut Done) -> Result<String, Error> {
     let lsn: String = cx
         .old
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .await
         .map_err(sql("old primary", "current WAL position"))?
         .get(0);

@@ -42,7 +42,6 @@ pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outc
         max_xact_age: secs(args.max_xact_age, "max-xact-age")?,
         pause_timeout: secs(args.pause_timeout, "pause-timeout")?,
         drain_timeout: secs(args.drain_timeout, "drain-timeout")?,
-        terminate_other_sessions: args.terminate_other_sessions,
     };
     let report = if back {
         cutover::rollback(&blue, &green, &opts).await
@@ -64,14 +63,7 @@ pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outc
         println!("  {step:<22} {:>8.1} ms", s * 1000.0);
     }
     if !report.other_sessions.is_empty() {
-        println!(
-            "sessions on the old primary not from bluegreen{}:",
-            if report.terminated {
-                " (ended)"
-            } else {
-                " (left running: they can no longer start writable transactions)"
-            }
-        );
+        println!("sessions on the old primary not from bluegreen, ended after the fence:");
         for s in &report.other_sessions {
             println!("  {s}");
         }
