@@ -171,6 +171,11 @@ pub enum Command {
     /// Exit 0: done. Exit 2: trouble (unknown slot or publication, slot in use, …).
     #[command(after_help = EXIT_CODES)]
     Peek(PeekArgs),
+
+    /// Started by cutover and rollback (not by hand): puts a flip back if its coordinator dies
+    /// between PAUSE and RESUME. Reads its orders from stdin.
+    #[command(name = "cutover-watchdog", hide = true)]
+    CutoverWatchdog,
 }
 
 #[derive(Debug, Args)]

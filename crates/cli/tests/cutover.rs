@@ -654,3 +654,90 @@ fn sessions_open_on_blue_cannot_write_after_cutover() {
     assert_eq!(r.green.sql(DB, "SELECT count(*) FROM public.probe"), "0");
     stop(fwd);
 }
+
+/// kill -9 of a cutover while clients are paused, blue fenced and sync held: its watchdog
+/// gives traffic back to blue within seconds (before: clients hung until PgBouncer's query
+/// timeout, blue stayed fenced, sync held for 10 minutes), and the next cutover succeeds.
+#[test]
+fn a_cutover_killed_mid_pause_gives_traffic_back_to_blue() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let log = std::fs::File::create(r.dir.path().join("cutover.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args([
+            "cutover",
+            "--source",
+            &r.s,
+            "--target",
+            &r.t,
+            "--pooler",
+            &r.pooler_arg,
+            "--no-verify-check",
+        ])
+        .env("BLUEGREEN_TEST_STALL_AFTER", "drain")
+        .env("BLUEGREEN_TEST_STALL_MS", "60000")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Polls of blue carry a bluegreen application name, so the fence leaves them alone.
+    let on_blue = |q: &str| {
+        let out = r
+            .blue
+            .psql_command(DB)
+            .env("PGAPPNAME", "bluegreen-test")
+            .args(["-c", q])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let fenced = || {
+        on_blue(
+            "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+              WHERE d.datname = current_database()",
+        ) != "0"
+    };
+    let held = || {
+        r.green.sql(
+            DB,
+            "SELECT count(*) FROM bluegreen.apply WHERE held_lsn IS NOT NULL",
+        ) != "0"
+    };
+    let started = Instant::now();
+    while !(fenced() && held()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the cutover never reached its drain: {}",
+            std::fs::read_to_string(r.dir.path().join("cutover.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while fenced() || held() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "nothing was put back: {}",
+            std::fs::read_to_string(r.dir.path().join("cutover.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    r.assert_on_blue_and_syncing();
+    assert!(
+        r.green
+            .sql(DB, "SELECT count(*) FROM bluegreen.audit WHERE step = 'cutover-aborted' AND detail->>'by' = 'watchdog'")
+            != "0"
+    );
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(r.pooled_port(), r.green.port());
+    stop(fwd);
+}

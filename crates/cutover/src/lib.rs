@@ -15,6 +15,7 @@
 pub mod dbfile;
 mod error;
 pub mod pooler;
+pub mod watchdog;
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use crate::pooler::Admin;
 pub use crate::pooler::PoolerSpec;
 use futures_util::future::join_all;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub run: String,
     pub poolers: Vec<PoolerSpec>,
@@ -77,8 +78,9 @@ pub async fn rollback(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Resu
     flip(Direction::Rollback, blue, green, opts).await
 }
 
-/// What has been done so far, so a failure can undo exactly that.
-#[derive(Default)]
+/// What has been done so far, so a failure can undo exactly that (the coordinator itself,
+/// or its watchdog if the coordinator dies).
+#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
 struct Done {
     reverse_armed: bool,
     paused: Vec<usize>,
@@ -102,6 +104,7 @@ struct Ctx<'a> {
     schemas: Vec<String>,
     steps: Vec<(String, f64)>,
     clock: Instant,
+    watchdog: Option<watchdog::Watchdog>,
 }
 
 impl Ctx<'_> {
@@ -109,7 +112,42 @@ impl Ctx<'_> {
         let t = self.clock.elapsed().as_secs_f64();
         tracing::info!(step = name, seconds = t, "cutover step");
         self.steps.push((name.to_string(), t));
+        stall_for_tests(name);
         self.clock = Instant::now();
+    }
+
+    /// A step that changed what an undo must put back: the watchdog hears of it at once.
+    async fn mark(&mut self, name: &str, done: &Done) {
+        self.tell(done).await;
+        self.step(name);
+    }
+
+    async fn tell(&mut self, done: &Done) {
+        if let Some(w) = self.watchdog.as_mut() {
+            if let Err(e) = w.report(done).await {
+                tracing::warn!(error = %e, "the cutover watchdog could not be told; going on without it");
+                self.watchdog = None;
+            }
+        }
+    }
+
+    /// Dismisses the watchdog: RESUME was answered, or the undo has run.
+    async fn dismiss_watchdog(&mut self) {
+        if let Some(w) = self.watchdog.take() {
+            w.finish().await;
+        }
+    }
+}
+
+/// Test hook: `BLUEGREEN_TEST_STALL_AFTER=<step>` holds the coordinator that long
+/// (`BLUEGREEN_TEST_STALL_MS`, default 10 s) after that step, so a test can kill it there.
+fn stall_for_tests(step: &str) {
+    if std::env::var("BLUEGREEN_TEST_STALL_AFTER").is_ok_and(|s| s == step) {
+        let ms = std::env::var("BLUEGREEN_TEST_STALL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        std::thread::sleep(Duration::from_millis(ms));
     }
 }
 
@@ -131,17 +169,10 @@ async fn flip(
                 .into(),
         ));
     }
-    let (old_spec, new_spec) = match dir {
-        Direction::Cutover => (blue, green),
-        Direction::Rollback => (green, blue),
-    };
-    let state = connect(green, "green").await?;
-    let run = Run::get(&state, &opts.run)
-        .await?
-        .ok_or_else(|| Error::Guardrail(format!("no run {} on green", opts.run)))?;
-    let (want, apply_run) = match dir {
-        Direction::Cutover => (Phase::Copied, opts.run.clone()),
-        Direction::Rollback => (Phase::CutOver, reverse_run(&opts.run)),
+    let (mut cx, run) = open(dir, blue, green, opts).await?;
+    let want = match dir {
+        Direction::Cutover => Phase::Copied,
+        Direction::Rollback => Phase::CutOver,
     };
     if run.phase != want {
         return Err(Error::Guardrail(format!(
@@ -151,29 +182,10 @@ async fn flip(
             want.as_str()
         )));
     }
-    let old = connect(old_spec, "old primary").await?;
-    let new = connect(new_spec, "new primary").await?;
-    // Our own sessions write (sequences, marks) even on a database fenced read-only.
-    for c in [&old, &new, &state] {
-        c.batch_execute("SET default_transaction_read_only = off")
-            .await
-            .map_err(sql("database", "session settings"))?;
-    }
-    let mut cx = Ctx {
-        dir,
-        opts,
-        state,
-        old,
-        new,
-        new_spec,
-        admins: Vec::new(),
-        apply_run,
-        schemas: run.schemas.clone(),
-        steps: Vec::new(),
-        clock: Instant::now(),
-    };
     guardrails(&mut cx).await?;
     cx.step("guardrails");
+    // From here on a dead coordinator would strand what it did: its watchdog puts it back.
+    cx.watchdog = Some(watchdog::Watchdog::start(dir, blue, green, opts).await?);
 
     let mut done = Done::default();
     match sequence(&mut cx, &mut done).await {
@@ -184,6 +196,7 @@ async fn flip(
         Err((step, cause)) => {
             tracing::warn!(step, error = %cause, "cutover step failed; putting everything back");
             undo(&cx, &done).await;
+            cx.dismiss_watchdog().await;
             let _ = state::audit(
                 &cx.state,
                 &opts.run,
@@ -198,6 +211,76 @@ async fn flip(
             })
         }
     }
+}
+
+/// Connects to green (the run's state), the old and the new primary for one direction.
+async fn open<'a>(
+    dir: Direction,
+    blue: &'a ConnSpec,
+    green: &'a ConnSpec,
+    opts: &'a Options,
+) -> Result<(Ctx<'a>, Run), Error> {
+    let (old_spec, new_spec) = match dir {
+        Direction::Cutover => (blue, green),
+        Direction::Rollback => (green, blue),
+    };
+    let state = connect(green, "green").await?;
+    let run = Run::get(&state, &opts.run)
+        .await?
+        .ok_or_else(|| Error::Guardrail(format!("no run {} on green", opts.run)))?;
+    let apply_run = match dir {
+        Direction::Cutover => opts.run.clone(),
+        Direction::Rollback => reverse_run(&opts.run),
+    };
+    let old = connect(old_spec, "old primary").await?;
+    let new = connect(new_spec, "new primary").await?;
+    // Our own sessions write (sequences, marks) even on a database fenced read-only.
+    for c in [&old, &new, &state] {
+        c.batch_execute("SET default_transaction_read_only = off")
+            .await
+            .map_err(sql("database", "session settings"))?;
+    }
+    let cx = Ctx {
+        dir,
+        opts,
+        state,
+        old,
+        new,
+        new_spec,
+        admins: Vec::new(),
+        apply_run,
+        schemas: run.schemas.clone(),
+        steps: Vec::new(),
+        clock: Instant::now(),
+        watchdog: None,
+    };
+    Ok((cx, run))
+}
+
+/// The watchdog's undo of a flip whose coordinator died (see [`watchdog`]): what `done`
+/// records is put back as the coordinator would have, and the audit log says so.
+async fn undo_for(
+    dir: Direction,
+    blue: &ConnSpec,
+    green: &ConnSpec,
+    opts: &Options,
+    done: &Done,
+) -> Result<(), Error> {
+    let (mut cx, _) = open(dir, blue, green, opts).await?;
+    for spec in &opts.poolers {
+        cx.admins
+            .push(Admin::connect(spec, opts.pause_timeout).await?);
+    }
+    undo(&cx, done).await;
+    state::audit(
+        &cx.state,
+        &opts.run,
+        "cutover-aborted",
+        None,
+        serde_json::json!({ "by": "watchdog", "error": "the coordinator died mid-flip" }),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn guardrails(cx: &mut Ctx<'_>) -> Result<(), Error> {
@@ -312,7 +395,7 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
         at("unfence green", lift_fence(&cx.new).await)?;
         at("arm rollback", arm_reverse(cx).await)?;
         done.reverse_armed = true;
-        cx.step("arm rollback");
+        cx.mark("arm rollback", done).await;
     }
     at("pre-sync sequences", sync_sequences(cx).await)?;
     cx.step("pre-sync sequences");
@@ -330,14 +413,14 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
         done.paused.push(i);
         at("pause", r)?;
     }
-    cx.step("pause");
+    cx.mark("pause", done).await;
 
-    let others = at("fence", fence(cx).await)?;
     done.fenced = true;
-    cx.step("fence");
+    let others = at("fence", fence(cx).await)?;
+    cx.mark("fence", done).await;
 
     let drained_at = at("drain", drain(cx, done).await)?;
-    cx.step("drain");
+    cx.mark("drain", done).await;
 
     at("final sequence sync", sync_sequences(cx).await)?;
     cx.step("final sequence sync");
@@ -346,9 +429,10 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
         // Blue was fenced read-only at cutover; it takes writes again from RESUME on.
         at("unfence", set_read_only(&cx.new, false).await)?;
         done.unfenced_new = true;
-        cx.step("unfence");
+        cx.mark("unfence", done).await;
     }
-    for (i, admin) in cx.admins.iter().enumerate() {
+    for i in 0..cx.admins.len() {
+        let admin = &cx.admins[i];
         let to = endpoint_for(cx, admin);
         let text = at(
             "flip",
@@ -361,6 +445,8 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
             dbfile::write_atomically(&admin.spec.file, &new_text),
         )?;
         done.files.push((i, text));
+        cx.tell(done).await;
+        let admin = &cx.admins[i];
         at("flip", admin.reload(cx.opts.pause_timeout).await)?;
         let now = at("flip", admin.target_of_db(cx.opts.pause_timeout).await)?;
         if now.as_ref().map(|e| (&e.host, e.port)) != Some((&to.host, to.port)) {
@@ -380,6 +466,8 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
 
     let results = join_all(cx.admins.iter().map(|a| a.resume(cx.opts.pause_timeout))).await;
     let paused = paused_at.elapsed();
+    // Traffic is on the new primary: nothing for the watchdog to put back.
+    cx.dismiss_watchdog().await;
     for r in results {
         // Traffic already points at the new primary: a pooler that will not resume is an
         // operator's emergency, not a reason to flip back.
@@ -758,7 +846,7 @@ const PRE_DRAIN_STALE: usize = 3;
 /// --drain-timeout fails the cutover (nothing is paused yet). When the rounds stop getting
 /// shorter, or after [`PRE_DRAIN_ROUNDS`] rounds or [`PRE_DRAIN_BUDGET`], the pause follows
 /// anyway, and its drain takes about as long as the last round.
-async fn pre_drain(cx: &Ctx<'_>, done: &mut Done) -> Result<(), Error> {
+async fn pre_drain(cx: &mut Ctx<'_>, done: &mut Done) -> Result<(), Error> {
     let begun = Instant::now();
     let (mut best, mut stale) = (Duration::MAX, 0);
     for round in 1..=PRE_DRAIN_ROUNDS {
@@ -766,6 +854,7 @@ async fn pre_drain(cx: &Ctx<'_>, done: &mut Done) -> Result<(), Error> {
         let lsn = drain(cx, done).await?;
         state::release(&cx.state, &cx.apply_run).await?;
         done.hold = false;
+        cx.tell(done).await;
         let took = started.elapsed();
         tracing::debug!(
             round,
@@ -808,7 +897,7 @@ fn held_by_another(cx: &Ctx<'_>) -> Error {
 /// WAL's insert position, past every record inserted so far: under asynchronous commit a
 /// transaction that committed before the fence may not be written yet, and the write
 /// position (`pg_current_wal_lsn`) could fall short of its commit record.
-async fn drain(cx: &Ctx<'_>, done: &mut Done) -> Result<String, Error> {
+async fn drain(cx: &mut Ctx<'_>, done: &mut Done) -> Result<String, Error> {
     let lsn: String = cx
         .old
         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
@@ -819,6 +908,7 @@ async fn drain(cx: &Ctx<'_>, done: &mut Done) -> Result<String, Error> {
         return Err(held_by_another(cx));
     }
     done.hold = true;
+    cx.tell(done).await;
     // A message after the position tells the applier the stream has passed it.
     state::emit_hold_message(&cx.old).await?;
     let started = Instant::now();

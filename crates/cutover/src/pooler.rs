@@ -17,6 +17,8 @@ use crate::Error;
 /// bluegreen reaches them (e.g. a Kubernetes service name).
 #[derive(Debug, Clone)]
 pub struct PoolerSpec {
+    /// The spec as given (the watchdog gets it through its pipe).
+    pub text: String,
     pub admin: String,
     pub db: String,
     pub file: PathBuf,
@@ -51,6 +53,7 @@ impl FromStr for PoolerSpec {
         }
         let need = |what: &str| Error::Usage(format!("--pooler needs {what}=…"));
         Ok(PoolerSpec {
+            text: s.to_string(),
             admin: admin.ok_or_else(|| need("admin"))?,
             db: db.ok_or_else(|| need("db"))?,
             file: file.ok_or_else(|| need("file"))?,

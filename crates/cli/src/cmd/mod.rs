@@ -31,6 +31,10 @@ pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Troubl
             let limit = args.link_timeout;
             watched(&settings, limit, verify::run(args, &settings)).await
         }
+        Command::CutoverWatchdog => ::cutover::watchdog::serve()
+            .await
+            .map(|()| Outcome::Clean)
+            .map_err(Trouble::cutover),
     }
 }
 

@@ -1,0 +1,195 @@
+//! A cutover that dies between PAUSE and RESUME (killed, out of memory, its machine gone)
+//! must not leave clients paused, the old primary fenced and sync held. Before the PAUSE the
+//! coordinator starts a watchdog: the same binary (`bluegreen cutover-watchdog`, hidden) in a
+//! process group of its own, so a signal to the coordinator's group does not reach it. The
+//! coordinator writes its orders (how to reach both servers and the poolers) to the
+//! watchdog's stdin, then what it has done after every step, and `done` once RESUME has
+//! been answered or its own undo has run. Should stdin close without `done`, the coordinator
+//! is gone: the watchdog connects on its own and undoes what the last report says was done,
+//! the way the coordinator's own undo would (files back, RELOAD, hold released, fence lifted,
+//! every pooler resumed), and records that in the audit log.
+//!
+//! Passwords travel only through the pipe, never on a command line or in the environment.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use conn::ConnSpec;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+
+use crate::{Direction, Done, Error, Options, PoolerSpec};
+
+/// The hidden subcommand that runs [`serve`].
+pub const SUBCOMMAND: &str = "cutover-watchdog";
+
+/// What the watchdog needs to undo a flip on its own.
+#[derive(Serialize, Deserialize)]
+struct Orders {
+    rollback: bool,
+    blue: Conn,
+    green: Conn,
+    run: String,
+    /// `--pooler` specs as given.
+    poolers: Vec<String>,
+    pause_timeout_ms: u64,
+}
+
+/// A connection as a password-free libpq string plus its password.
+#[derive(Serialize, Deserialize)]
+struct Conn {
+    dsn: String,
+    password: Option<String>,
+}
+
+impl Conn {
+    fn of(spec: &ConnSpec) -> Conn {
+        Conn {
+            dsn: spec.libpq_env().0,
+            password: spec.password.clone(),
+        }
+    }
+
+    fn spec(&self) -> Result<ConnSpec, Error> {
+        let mut spec = ConnSpec::parse(&self.dsn).map_err(|source| Error::Conn {
+            side: "watchdog",
+            source,
+        })?;
+        spec.password = self.password.clone();
+        Ok(spec)
+    }
+}
+
+/// One line from the coordinator after the orders.
+#[derive(Serialize, Deserialize)]
+enum Report {
+    Did(Done),
+    /// RESUME was answered, or the coordinator's own undo has run: nothing left to guard.
+    Finished,
+}
+
+/// The coordinator's end of the pipe.
+pub(crate) struct Watchdog {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Watchdog {
+    /// Starts the watchdog and hands it its orders.
+    pub(crate) async fn start(
+        dir: Direction,
+        blue: &ConnSpec,
+        green: &ConnSpec,
+        opts: &Options,
+    ) -> Result<Watchdog, Error> {
+        let exe = std::env::current_exe().map_err(|e| {
+            Error::Pooler(format!(
+                "cannot find the bluegreen binary for the watchdog: {e}"
+            ))
+        })?;
+        let mut cmd = Command::new(exe);
+        cmd.arg(SUBCOMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Pooler(format!("cannot start the cutover watchdog: {e}")))?;
+        let orders = Orders {
+            rollback: dir == Direction::Rollback,
+            blue: Conn::of(blue),
+            green: Conn::of(green),
+            run: opts.run.clone(),
+            poolers: opts.poolers.iter().map(|p| p.text.clone()).collect(),
+            pause_timeout_ms: opts.pause_timeout.as_millis() as u64,
+        };
+        let mut w = Watchdog {
+            stdin: child.stdin.take(),
+            child,
+        };
+        w.send(&serde_json::to_string(&orders).unwrap_or_default())
+            .await?;
+        Ok(w)
+    }
+
+    /// Tells the watchdog what has been done so far.
+    pub(crate) async fn report(&mut self, done: &Done) -> Result<(), Error> {
+        let line = serde_json::to_string(&Report::Did(done.clone())).unwrap_or_default();
+        self.send(&line).await
+    }
+
+    /// Nothing left to guard: the watchdog exits without touching anything.
+    pub(crate) async fn finish(mut self) {
+        let line = serde_json::to_string(&Report::Finished).unwrap_or_default();
+        if let Err(e) = self.send(&line).await {
+            tracing::warn!(error = %e, "could not dismiss the cutover watchdog");
+        }
+        drop(self.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+        }
+    }
+
+    async fn send(&mut self, line: &str) -> Result<(), Error> {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| Error::Pooler("the cutover watchdog is gone".into()))?;
+        let write = async {
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.write_all(b"\n").await?;
+            stdin.flush().await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Pooler(format!("the cutover watchdog: {e}"))),
+            Err(_) => Err(Error::Timeout("the cutover watchdog does not read".into())),
+        }
+    }
+}
+
+/// The watchdog process: reads its orders and reports from stdin until `Finished` (exit
+/// quietly) or the end of input without it (undo what the last report says was done).
+pub async fn serve() -> Result<(), Error> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let Some(first) = lines.next_line().await.ok().flatten() else {
+        return Ok(());
+    };
+    let orders: Orders = serde_json::from_str(&first)
+        .map_err(|e| Error::Usage(format!("cutover-watchdog: unreadable orders: {e}")))?;
+    let mut done: Option<Done> = None;
+    // Until the end of input (or a broken pipe): the coordinator is gone.
+    while let Ok(Some(line)) = lines.next_line().await {
+        match serde_json::from_str::<Report>(&line) {
+            Ok(Report::Did(d)) => done = Some(d),
+            Ok(Report::Finished) => return Ok(()),
+            Err(_) => {}
+        }
+    }
+    let Some(done) = done else { return Ok(()) };
+    tracing::error!("the cutover coordinator died mid-flip; the watchdog puts everything back");
+    let poolers = orders
+        .poolers
+        .iter()
+        .map(|p| p.parse::<PoolerSpec>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = Options {
+        run: orders.run.clone(),
+        poolers,
+        pause_timeout: Duration::from_millis(orders.pause_timeout_ms),
+        ..Options::default()
+    };
+    let dir = if orders.rollback {
+        Direction::Rollback
+    } else {
+        Direction::Cutover
+    };
+    let (blue, green) = (orders.blue.spec()?, orders.green.spec()?);
+    crate::undo_for(dir, &blue, &green, &opts, &done).await
+}
