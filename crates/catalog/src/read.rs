@@ -160,9 +160,27 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
     Ok(tables)
 }
 
+/// The object identifier types whose values name other objects by OID (PostgreSQL docs,
+/// "Object Identifier Types"); `oid` itself is a plain number and stays binary.
+const REG_TYPES: [&str; 11] = [
+    "regclass",
+    "regcollation",
+    "regconfig",
+    "regdictionary",
+    "regnamespace",
+    "regoper",
+    "regoperator",
+    "regproc",
+    "regprocedure",
+    "regrole",
+    "regtype",
+];
+
 async fn columns(client: &Client, oids: &[u32]) -> Result<HashMap<u32, Vec<Column>>, Error> {
     // needs_text: arrays whose element is user-defined or not a plain base type, and
-    // composites, carry type OIDs in binary COPY that differ between databases.
+    // composites, carry type OIDs in binary COPY that differ between databases; reg* values
+    // are OIDs of other objects (a class, a type, a function…), which mean other objects or
+    // none on the target. Domains (over domains) count as the type they end in.
     let rows = client
         .query(
             "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod),
@@ -171,13 +189,21 @@ async fn columns(client: &Client, oids: &[u32]) -> Result<HashMap<u32, Vec<Colum
                     bt.typtype = 'c'
                     OR (bt.typelem <> 0 AND bt.typlen = -1
                         AND (bt.typelem >= 16384 OR et.typtype IN ('c', 'd', 'e')))
+                    OR bt.oid IN (SELECT unnest($2::text[]::regtype[]))
+                    OR (bt.typlen = -1 AND bt.typelem IN (SELECT unnest($2::text[]::regtype[])))
                FROM pg_attribute a
-               JOIN pg_type t ON t.oid = a.atttypid
-               JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+               CROSS JOIN LATERAL (
+                    WITH RECURSIVE d(oid, typtype, typbasetype) AS (
+                         SELECT oid, typtype, typbasetype FROM pg_type WHERE oid = a.atttypid
+                         UNION ALL
+                         SELECT p.oid, p.typtype, p.typbasetype
+                           FROM pg_type p JOIN d ON p.oid = d.typbasetype WHERE d.typtype = 'd')
+                    SELECT oid FROM d WHERE typtype <> 'd') base
+               JOIN pg_type bt ON bt.oid = base.oid
                LEFT JOIN pg_type et ON et.oid = bt.typelem
               WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
               ORDER BY a.attrelid, a.attnum",
-            &[&oids],
+            &[&oids, &&REG_TYPES[..]],
         )
         .await
         .map_err(q("columns"))?;
