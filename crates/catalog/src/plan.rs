@@ -113,8 +113,8 @@ pub struct Column {
     pub generated: bool,
     /// `always` or `by default` for identity columns.
     pub identity: Option<String>,
-    /// Binary COPY would embed database-specific type OIDs (arrays or composites of
-    /// user-defined types), so this column travels in text form.
+    /// Binary COPY would embed database-specific OIDs (arrays or composites of user-defined
+    /// types, reg* values), so this column travels in text form.
     pub needs_text: bool,
 }
 

@@ -72,3 +72,82 @@ fn reg_columns_are_copied_and_compared_by_name() {
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("r.refs"), "{}", stdout(&o));
 }
+
+#[test]
+fn existing_target_with_other_column_types_is_refused_and_never_verified_equal() {
+    let (source, target) = pair();
+    let blue = "CREATE SCHEMA e;
+                CREATE TABLE e.w (id int PRIMARY KEY, f int4, t timestamp, k int8);
+                CREATE TABLE e.m (id int PRIMARY KEY, a int);";
+    source.sql(DB, blue);
+    source.sql(
+        DB,
+        "INSERT INTO e.w VALUES (1, 1, '2020-04-05 06:07:08', 1234); INSERT INTO e.m VALUES (1, 2);",
+    );
+    target.sql(
+        DB,
+        "CREATE SCHEMA e;
+         CREATE TABLE e.w (id int PRIMARY KEY, f real, t timestamptz, k timestamp);
+         CREATE TABLE e.m (id int PRIMARY KEY, b int NOT NULL);",
+    );
+    let o = copy(&source, &target, &["--target-schema", "existing"]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    for line in [
+        "e.w.f: integer on the source, real on the target",
+        "e.w.t: timestamp without time zone on the source, timestamp with time zone on the target",
+        "e.w.k: bigint on the source, timestamp without time zone on the target",
+        "e.m.a: column (integer) is missing on the target",
+        "e.m.b: NOT NULL without a default on the target",
+        "ALTER TABLE",
+    ] {
+        assert!(err.contains(line), "{line} not in {err}");
+    }
+    assert_eq!(
+        source.sql(DB, "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+    assert_eq!(target.sql(DB, "SELECT count(*) FROM e.w"), "0");
+
+    // Matching types copy; then the target's types change under bytes that stay the same
+    // (what a binary copy into other types leaves): verify must not call that equal.
+    target.sql(DB, "DROP SCHEMA e CASCADE");
+    target.sql(DB, blue);
+    let o = copy(&source, &target, &["--target-schema", "existing"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = verify(&source, &target);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let file = std::env::temp_dir().join(format!("bluegreen-ew-{}.bin", std::process::id()));
+    let file = file.to_str().unwrap();
+    source.sql(DB, &format!("COPY e.w TO '{file}' (FORMAT binary)"));
+    target.sql(
+        DB,
+        &format!(
+            "TRUNCATE e.w;
+             ALTER TABLE e.w ALTER f TYPE real, ALTER t TYPE timestamptz,
+                             ALTER k TYPE timestamp USING NULL;
+             COPY e.w FROM '{file}' (FORMAT binary);"
+        ),
+    );
+    let _ = std::fs::remove_file(file);
+    assert_eq!(target.sql(DB, "SELECT f FROM e.w"), "1e-45");
+    let o = verify(&source, &target);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    for line in [
+        r#"f: source "1"  target "1e-45""#,
+        r#"t: source "2020-04-05 06:07:08"  target "2020-04-05 06:07:08+00""#,
+        r#"k: source "1234"  target "2000-01-01 00:00:00.001234""#,
+    ] {
+        assert!(stdout(&o).contains(line), "{line} not in {}", stdout(&o));
+    }
+
+    // A compared column missing on the target: refused, naming it.
+    target.sql(DB, "ALTER TABLE e.m DROP COLUMN a");
+    let o = verify(&source, &target);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("column e.m.a (integer) is missing on the target"),
+        "{}",
+        stderr(&o)
+    );
+}

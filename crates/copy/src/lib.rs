@@ -4,6 +4,7 @@
 //! resumes where it stopped.
 
 mod chunking;
+mod columns;
 mod data;
 mod error;
 pub mod names;
@@ -246,6 +247,7 @@ async fn refuse_bad_input(
         return Ok(());
     }
     if opts.target_schema == TargetSchema::Existing {
+        let mut mismatched = Vec::new();
         for s in &plan.schemas {
             let found = tgt
                 .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[s])
@@ -282,6 +284,18 @@ async fn refuse_bad_input(
                     fix: format!("empty it (TRUNCATE {name};) or migrate into an empty database"),
                 });
             }
+            let target_columns = columns::target_columns(tgt, &name).await?;
+            mismatched.extend(columns::mismatches(t, &target_columns));
+        }
+        if !mismatched.is_empty() {
+            return Err(Error::Refused {
+                what: format!(
+                    "{} column(s) on the target do not take the source's values as they are (binary COPY does not convert):\n  {}",
+                    mismatched.len(),
+                    mismatched.join("\n  ")
+                ),
+                fix: "make the target's columns match the source's (ALTER TABLE … ALTER COLUMN … TYPE …, ADD COLUMN, DROP COLUMN on the target), or drop those tables and let copy create them with --target-schema dump".into(),
+            });
         }
     }
     Ok(())

@@ -139,6 +139,7 @@ mod tests {
             name: n.into(),
             ident: format!("\"{n}\""),
             needs_text: false,
+            source_type: "integer".into(),
         };
         VerifyTable {
             schema: "s".into(),

@@ -126,6 +126,7 @@ mod tests {
                 name: "v".into(),
                 ident: "\"v\"".into(),
                 needs_text: false,
+                source_type: "integer".into(),
             }],
             key: Some(
                 key.iter()

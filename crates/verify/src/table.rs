@@ -13,8 +13,11 @@ pub struct Column {
     pub name: String,
     /// Quoted identifier.
     pub ident: String,
-    /// Binary form embeds database-specific type OIDs: compare its text form.
+    /// Binary form embeds database-specific OIDs, or the target's type differs from the
+    /// source's: compare its text form.
     pub needs_text: bool,
+    /// The source's type, as `format_type` prints it.
+    pub source_type: String,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +113,7 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
                 name: c.name.clone(),
                 ident: quote_ident(&c.name),
                 needs_text: c.needs_text,
+                source_type: c.type_name.clone(),
             })
             .collect();
         if columns.is_empty() {
@@ -146,4 +150,63 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
         });
     }
     Ok(out)
+}
+
+/// Columns whose type on the target differs from the source's are compared by their text
+/// forms: equal bytes of different types are not equal values (an int4 1 read as real is
+/// 1e-45). A compared column missing on the target is refused, naming it.
+pub async fn align_with_target(tables: &mut [VerifyTable], target: &Client) -> Result<(), Error> {
+    let names: Vec<String> = tables.iter().map(|t| t.qualified.clone()).collect();
+    let rows = target
+        .query(
+            "SELECT n.i::int, a.attname::text, format_type(a.atttypid, a.atttypmod)
+               FROM unnest($1::text[]) WITH ORDINALITY n(name, i)
+               JOIN pg_attribute a ON a.attrelid = to_regclass(n.name)
+              WHERE a.attnum > 0 AND NOT a.attisdropped",
+            &[&names],
+        )
+        .await
+        .map_err(sql("target", "read the target's column types"))?;
+    for (i, t) in tables.iter_mut().enumerate() {
+        let of_table: Vec<(String, String)> = rows
+            .iter()
+            .filter(|r| r.get::<_, i32>(0) as usize == i + 1)
+            .map(|r| (r.get(1), r.get(2)))
+            .collect();
+        if of_table.is_empty() {
+            // The table itself is missing: reading it reports that.
+            continue;
+        }
+        let shown = t.display();
+        for c in &mut t.columns {
+            match of_table.iter().find(|(name, _)| *name == c.name) {
+                None => {
+                    return Err(Error::Refused {
+                        what: format!(
+                            "column {shown}.{} ({}) is missing on the target",
+                            c.name, c.source_type
+                        ),
+                        fix: format!(
+                            "add it on the target (ALTER TABLE {} ADD COLUMN {} {}) and copy its values, or verify other schemas with --schema",
+                            t.qualified, c.ident, c.source_type
+                        ),
+                    });
+                }
+                Some((_, ty)) if *ty != c.source_type => {
+                    tracing::warn!(
+                        column = %format!("{shown}.{}", c.name),
+                        source = %c.source_type,
+                        target = %ty,
+                        "column types differ: compared by their text forms"
+                    );
+                    c.needs_text = true;
+                }
+                Some(_) => {}
+            }
+        }
+        if t.columns.iter().any(|c| c.needs_text) {
+            t.format = Format::Text;
+        }
+    }
+    Ok(())
 }
