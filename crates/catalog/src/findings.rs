@@ -29,12 +29,15 @@ fn warning(code: &str, subject: &str, message: String, fix: String) -> Finding {
 /// Everything the plan shows that must be fixed or known before a migration starts.
 /// `existing_on_target`: planned tables already present on the target;
 /// `target_can_apply`: privileges that stand in for superuser when applying changes;
-/// `same_cluster`: source and target are one database.
+/// `same_cluster`: source and target are one database;
+/// `locale_indexes`: the source's indexes whose contents depend on its locale (read only when
+/// the locales differ).
 pub fn judge(
     plan: &Plan,
     existing_on_target: &[String],
     target_can_apply: bool,
     same_cluster: bool,
+    locale_indexes: &[String],
 ) -> Vec<Finding> {
     let mut f = Vec::new();
     let (s, t) = (&plan.source, &plan.target);
@@ -230,6 +233,9 @@ pub fn judge(
             "move them into bytea columns before migrating".into(),
         ));
     }
+    if (&s.collate, &s.ctype) != (&t.collate, &t.ctype) {
+        f.push(locale_warning(plan, locale_indexes));
+    }
     for ft in &plan.foreign_tables {
         f.push(warning(
             "foreign-table",
@@ -253,4 +259,51 @@ pub fn judge(
         ));
     }
     f
+}
+
+/// The databases' locales differ: the target computes generated columns (`lower(a)`, …)
+/// and orders text differently, so name what depends on it.
+fn locale_warning(plan: &Plan, locale_indexes: &[String]) -> Finding {
+    let (s, t) = (&plan.source, &plan.target);
+    let generated: Vec<String> = plan
+        .tables
+        .iter()
+        .flat_map(|tb| {
+            tb.columns
+                .iter()
+                .filter(|c| c.generated)
+                .map(move |c| format!("{}.{}", tb.display_name(), c.name))
+        })
+        .collect();
+    let list = |what: &str, v: &[String]| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            let shown: Vec<&str> = v.iter().take(10).map(String::as_str).collect();
+            format!(
+                "; {what}: {}{}",
+                shown.join(", "),
+                if v.len() > 10 { ", …" } else { "" }
+            )
+        }
+    };
+    warning(
+        "locale-differs",
+        "target",
+        format!(
+            "the databases' locales differ (source LC_COLLATE {} LC_CTYPE {}, target LC_COLLATE {} LC_CTYPE {}): the target computes generated columns and sorts text by its own{}{}",
+            s.collate,
+            s.ctype,
+            t.collate,
+            t.ctype,
+            list("generated columns (verify compares them)", &generated),
+            list("indexes", locale_indexes),
+        ),
+        format!(
+            "create the target database with the source's locale: CREATE DATABASE {} LC_COLLATE {} LC_CTYPE {} TEMPLATE template0;",
+            quote_ident(&t.database),
+            conn::quote_literal(&s.collate),
+            conn::quote_literal(&s.ctype)
+        ),
+    )
 }

@@ -54,6 +54,11 @@ pub async fn build_plan(
         _ => false,
     };
     let target_can_apply = tgt.superuser || read::can_apply(target).await?;
+    let locale_indexes = if (&src.collate, &src.ctype) != (&tgt.collate, &tgt.ctype) {
+        read::locale_dependent_indexes(source, &schemas).await?
+    } else {
+        Vec::new()
+    };
     let mut plan = Plan {
         format: PLAN_FORMAT,
         sequences: read::sequences(source, &schemas).await?,
@@ -68,6 +73,12 @@ pub async fn build_plan(
         hypertables,
         findings: Vec::new(),
     };
-    plan.findings = findings::judge(&plan, &existing, target_can_apply, same_cluster);
+    plan.findings = findings::judge(
+        &plan,
+        &existing,
+        target_can_apply,
+        same_cluster,
+        &locale_indexes,
+    );
     Ok(plan)
 }

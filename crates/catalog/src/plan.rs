@@ -60,6 +60,10 @@ pub struct Server {
     pub max_wal_senders: i32,
     pub used_wal_senders: i32,
     pub timescaledb: Option<String>,
+    /// The database's `datcollate` and `datctype`: what text comparison, `lower()` and the
+    /// like do with the default collation.
+    pub collate: String,
+    pub ctype: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

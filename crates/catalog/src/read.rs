@@ -26,8 +26,10 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
                     (SELECT count(*) FROM pg_replication_slots)::int,
                     current_setting('max_wal_senders')::int,
                     (SELECT count(*) FROM pg_stat_replication)::int,
-                    (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text
-               FROM pg_roles r WHERE r.rolname = current_user",
+                    (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text,
+                    d.datcollate::text, d.datctype::text
+               FROM pg_roles r, pg_database d
+              WHERE r.rolname = current_user AND d.datname = current_database()",
             &[],
         )
         .await
@@ -48,6 +50,8 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
         max_wal_senders: r.get(11),
         used_wal_senders: r.get(12),
         timescaledb: r.get(13),
+        collate: r.get(14),
+        ctype: r.get(15),
     })
 }
 
@@ -311,6 +315,28 @@ pub async fn extensions(source: &Client, target: &Client) -> Result<Vec<Extensio
             }
         })
         .collect())
+}
+
+/// Indexes (`schema.name`) of the planned schemas whose contents depend on the database's
+/// locale: over an expression or with a predicate, or on a column of the default collation.
+pub async fn locale_dependent_indexes(
+    client: &Client,
+    schemas: &[String],
+) -> Result<Vec<String>, Error> {
+    let rows = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_index i
+               JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = ANY($1)
+                AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
+                     OR 100::oid = ANY(i.indcollation::oid[]))
+              ORDER BY 1",
+            &[&schemas],
+        )
+        .await
+        .map_err(q("locale-dependent indexes"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Tables (`schema.name`) that already exist on the target in the planned schemas.

@@ -151,3 +151,55 @@ fn existing_target_with_other_column_types_is_refused_and_never_verified_equal()
         stderr(&o)
     );
 }
+
+#[test]
+fn other_locale_is_warned_and_generated_columns_are_compared() {
+    let (source, target) = (Cluster::new(), Cluster::new());
+    source.create_database(DB); // the cluster's C.UTF-8
+    target.sql(
+        "postgres",
+        &format!("CREATE DATABASE {DB} LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"),
+    );
+    source.sql(
+        DB,
+        "CREATE SCHEMA g;
+         CREATE TABLE g.t (id int PRIMARY KEY, a text,
+                           b text GENERATED ALWAYS AS (lower(a)) STORED);
+         CREATE INDEX t_lower ON g.t (lower(a));
+         CREATE INDEX t_a ON g.t (a);
+         CREATE INDEX t_id ON g.t (id);
+         INSERT INTO g.t (id, a) VALUES (1, 'ÉCOLE'), (2, 'PLAIN');",
+    );
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&["plan", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    for part in [
+        "locale-differs",
+        "source LC_COLLATE C.UTF-8 LC_CTYPE C.UTF-8, target LC_COLLATE C LC_CTYPE C",
+        "g.t.b",
+        "g.t_lower",
+        "g.t_a",
+        "LC_CTYPE 'C.UTF-8' TEMPLATE template0",
+    ] {
+        assert!(out.contains(part), "{part} not in {out}");
+    }
+    assert!(!out.contains("g.t_id"), "{out}");
+
+    let o = copy(&source, &target, &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(source.sql(DB, "SELECT b FROM g.t WHERE id = 1"), "école");
+    assert_eq!(target.sql(DB, "SELECT b FROM g.t WHERE id = 1"), "École");
+    let o = verify(&source, &target);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(r#"b: source "école"  target "École""#),
+        "{}",
+        stdout(&o)
+    );
+    // Repair writes the stored columns only (COPY cannot write b); the target computes b
+    // again by its own locale, so the difference stays.
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t, "--repair"]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(target.sql(DB, "SELECT b FROM g.t WHERE id = 1"), "École");
+}

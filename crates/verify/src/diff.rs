@@ -140,6 +140,7 @@ mod tests {
             ident: format!("\"{n}\""),
             needs_text: false,
             source_type: "integer".into(),
+            generated: false,
         };
         VerifyTable {
             schema: "s".into(),

@@ -1,5 +1,5 @@
-//! What verify needs to know of one table: the columns it compares (every non-generated
-//! column, in the same order on both sides), its key, and the COPY format.
+//! What verify needs to know of one table: the columns it compares (every column, generated
+//! ones included, in the same order on both sides), its key, and the COPY format.
 
 use catalog::Plan;
 use conn::quote_ident;
@@ -18,6 +18,9 @@ pub struct Column {
     pub needs_text: bool,
     /// The source's type, as `format_type` prints it.
     pub source_type: String,
+    /// Computed by each server: compared (the target may compute it otherwise, e.g. under
+    /// another locale), never written by a repair.
+    pub generated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +72,16 @@ impl VerifyTable {
             .join(", ")
     }
 
+    /// `c1, c2, …` of the compared columns a COPY can write (not generated ones).
+    pub fn stored_column_list(&self) -> String {
+        self.columns
+            .iter()
+            .filter(|c| !c.generated)
+            .map(|c| c.ident.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// ORDER BY list of the key (empty without a key).
     pub fn key_order(&self) -> String {
         self.key
@@ -108,20 +121,22 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
     let mut out = Vec::new();
     for t in plan.tables.iter().filter(|t| t.kind == "table") {
         let columns: Vec<Column> = t
-            .copied_columns()
+            .columns
+            .iter()
             .map(|c| Column {
                 name: c.name.clone(),
                 ident: quote_ident(&c.name),
                 needs_text: c.needs_text,
                 source_type: c.type_name.clone(),
+                generated: c.generated,
             })
             .collect();
         if columns.is_empty() {
             continue;
         }
         let key = t.primary_key.as_ref().and_then(|pk| {
-            // A key over a generated column cannot be read back from COPY: compare the
-            // table as a multiset instead.
+            // Every key column is among the compared columns (generated ones included);
+            // should one not be, the table is compared as a multiset.
             pk.iter()
                 .all(|k| columns.iter().any(|c| &c.name == k))
                 .then(|| {
