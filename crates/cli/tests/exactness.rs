@@ -203,3 +203,66 @@ fn other_locale_is_warned_and_generated_columns_are_compared() {
     assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(target.sql(DB, "SELECT b FROM g.t WHERE id = 1"), "École");
 }
+
+#[test]
+fn source_database_output_settings_do_not_change_values() {
+    let (source, target) = pair();
+    source.sql(
+        DB,
+        "CREATE SCHEMA s;
+         CREATE TABLE s.v (id int PRIMARY KEY, d date, bc date, i interval, f float8,
+                           r regclass);
+         INSERT INTO s.v VALUES (1, '2020-04-05', '0044-03-15 BC', '-1 days -02:00:00',
+                                 0.1::float8 + 0.2::float8, 's.v');",
+    );
+    // New sessions, bluegreen's included, get these unless they set their own.
+    source.sql(
+        DB,
+        &format!(
+            "ALTER DATABASE {DB} SET datestyle = 'SQL, DMY';
+             ALTER DATABASE {DB} SET intervalstyle = 'sql_standard';
+             ALTER DATABASE {DB} SET extra_float_digits = 0;
+             ALTER DATABASE {DB} SET bytea_output = 'escape';"
+        ),
+    );
+    let rows = "SET datestyle = 'ISO, YMD'; SET intervalstyle = 'postgres';
+                SET extra_float_digits = 3;
+                SELECT string_agg(row(id, d, bc, i, f, r)::text, ' ' ORDER BY id) FROM s.v";
+    let on_source = source.sql(DB, rows);
+    assert_eq!(
+        on_source,
+        "(1,2020-04-05,\"0044-03-15 BC\",\"-1 days -02:00:00\",0.30000000000000004,s.v)"
+    );
+    let o = copy(&source, &target, &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(target.sql(DB, rows), on_source);
+
+    // Sync: the walsender prints values with the session's settings too.
+    let dir = tempfile::tempdir().unwrap();
+    let (s, t) = (source.url(DB), target.url(DB));
+    let mut sync = common::spawn_bluegreen(
+        &["sync", "--source", &s, "--target", &t],
+        &dir.path().join("sync.log"),
+    );
+    source.sql(
+        DB,
+        "INSERT INTO s.v VALUES (2, make_date(2021, 6, 7), make_date(-10, 1, 2),
+                                 make_interval(days => -3, hours => -4),
+                                 0.1::float8 + 0.2::float8, 's.v');",
+    );
+    let on_source = source.sql(DB, rows);
+    let started = std::time::Instant::now();
+    while target.sql(DB, "SELECT count(*) FROM s.v") != "2" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "row 2 not applied: {}",
+            std::fs::read_to_string(dir.path().join("sync.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(target.sql(DB, rows), on_source);
+    unsafe { libc::kill(sync.id() as i32, libc::SIGTERM) };
+    assert!(sync.wait().unwrap().success());
+    let o = verify(&source, &target);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+}

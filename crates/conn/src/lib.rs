@@ -14,7 +14,7 @@ mod redact;
 mod spec;
 mod tls;
 
-pub use connect::{connect, pg_message};
+pub use connect::{connect, connect_plain, pg_message, startup_options, OUTPUT_SETTINGS};
 pub use error::Error;
 pub use ident::{qualified, quote_ident, quote_literal};
 pub use redact::redact;
