@@ -23,6 +23,23 @@ pub struct Column {
     pub generated: bool,
 }
 
+impl Column {
+    /// The value compared in binary form: the column, except that a NaN of `real` or
+    /// `double precision` becomes the one NaN `'NaN'` reads as. PostgreSQL holds all NaNs
+    /// equal, but their bytes differ (`'Infinity' - 'Infinity'` has the sign bit set), and
+    /// sync's text path can only write the NaN `'NaN'` reads as.
+    pub fn compared(&self) -> String {
+        match self.source_type.as_str() {
+            "double precision" | "real" => format!(
+                "CASE WHEN {i} = 'NaN' THEN 'NaN'::{t} ELSE {i} END",
+                i = self.ident,
+                t = self.source_type
+            ),
+            _ => self.ident.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct KeyColumn {
     pub name: String,
@@ -63,11 +80,11 @@ impl VerifyTable {
         format!("{}.{}", self.schema, self.name)
     }
 
-    /// `c1, c2, …` of the compared columns.
+    /// `c1, c2, …` of the compared values (see [`Column::compared`]), for SELECT.
     pub fn column_list(&self) -> String {
         self.columns
             .iter()
-            .map(|c| c.ident.as_str())
+            .map(Column::compared)
             .collect::<Vec<_>>()
             .join(", ")
     }
