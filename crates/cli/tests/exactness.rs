@@ -76,18 +76,24 @@ fn reg_columns_are_copied_and_compared_by_name() {
 #[test]
 fn existing_target_with_other_column_types_is_refused_and_never_verified_equal() {
     let (source, target) = pair();
-    let blue = "CREATE SCHEMA e;
-                CREATE TABLE e.w (id int PRIMARY KEY, f int4, t timestamp, k int8);
+    let blue = "CREATE SCHEMA e; CREATE TYPE e.mood AS ENUM ('ok');
+                CREATE TABLE e.w (id int PRIMARY KEY, f int4, t timestamp, k int8, m e.mood);
                 CREATE TABLE e.m (id int PRIMARY KEY, a int);";
     source.sql(DB, blue);
     source.sql(
         DB,
-        "INSERT INTO e.w VALUES (1, 1, '2020-04-05 06:07:08', 1234); INSERT INTO e.m VALUES (1, 2);",
+        "INSERT INTO e.w VALUES (1, 1, '2020-04-05 06:07:08', 1234, 'ok');
+         INSERT INTO e.m VALUES (1, 2);",
+    );
+    // On the source e.mood prints as mood, on the target as e.mood: still the same type.
+    source.sql(
+        DB,
+        &format!("ALTER DATABASE {DB} SET search_path = e, public"),
     );
     target.sql(
         DB,
-        "CREATE SCHEMA e;
-         CREATE TABLE e.w (id int PRIMARY KEY, f real, t timestamptz, k timestamp);
+        "CREATE SCHEMA e; CREATE TYPE e.mood AS ENUM ('ok');
+         CREATE TABLE e.w (id int PRIMARY KEY, f real, t timestamptz, k timestamp, m e.mood);
          CREATE TABLE e.m (id int PRIMARY KEY, b int NOT NULL);",
     );
     let o = copy(&source, &target, &["--target-schema", "existing"]);
@@ -103,6 +109,7 @@ fn existing_target_with_other_column_types_is_refused_and_never_verified_equal()
     ] {
         assert!(err.contains(line), "{line} not in {err}");
     }
+    assert!(!err.contains("e.w.m"), "{err}");
     assert_eq!(
         source.sql(DB, "SELECT count(*) FROM pg_replication_slots"),
         "0"
@@ -117,6 +124,11 @@ fn existing_target_with_other_column_types_is_refused_and_never_verified_equal()
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     let o = verify(&source, &target);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        !stderr(&o).contains("column types differ"),
+        "{}",
+        stderr(&o)
+    );
     let file = std::env::temp_dir().join(format!("bluegreen-ew-{}.bin", std::process::id()));
     let file = file.to_str().unwrap();
     source.sql(DB, &format!("COPY e.w TO '{file}' (FORMAT binary)"));

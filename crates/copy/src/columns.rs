@@ -10,9 +10,9 @@ use tokio_postgres::Client;
 
 use crate::error::{sql, Error};
 
-/// A target column as the check needs it.
+/// A column of one side as the check needs it.
 #[derive(Debug, Clone)]
-pub struct TargetColumn {
+pub struct SideColumn {
     pub name: String,
     pub type_name: String,
     pub not_null: bool,
@@ -21,8 +21,19 @@ pub struct TargetColumn {
     pub generated: bool,
 }
 
-pub async fn target_columns(tgt: &Client, qualified: &str) -> Result<Vec<TargetColumn>, Error> {
-    let rows = tgt
+/// The columns of `qualified` on one side, types printed with an empty search_path (every
+/// type outside pg_catalog schema-qualified), so a database-level search_path on either
+/// side does not make equal types look different.
+pub async fn columns_of(
+    client: &Client,
+    side: &'static str,
+    qualified: &str,
+) -> Result<Vec<SideColumn>, Error> {
+    client
+        .batch_execute("SET search_path = ''")
+        .await
+        .map_err(sql(side, "SET search_path"))?;
+    let rows = client
         .query(
             "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull,
                     attgenerated <> '' OR attidentity <> '' OR atthasdef, attgenerated <> ''
@@ -32,10 +43,14 @@ pub async fn target_columns(tgt: &Client, qualified: &str) -> Result<Vec<TargetC
             &[&qualified],
         )
         .await
-        .map_err(sql("target", "read the target's columns"))?;
+        .map_err(sql(side, format!("read the columns of {qualified}")))?;
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .map_err(sql(side, "RESET search_path"))?;
     Ok(rows
         .iter()
-        .map(|r| TargetColumn {
+        .map(|r| SideColumn {
             name: r.get(0),
             type_name: r.get(1),
             not_null: r.get(2),
@@ -46,10 +61,18 @@ pub async fn target_columns(tgt: &Client, qualified: &str) -> Result<Vec<TargetC
 }
 
 /// Each way the target's columns cannot take the source's rows exactly, as one line.
-pub fn mismatches(source: &Table, target: &[TargetColumn]) -> Vec<String> {
+/// `source_columns`: the source table's columns read as the target's are.
+pub fn mismatches(
+    source: &Table,
+    source_columns: &[SideColumn],
+    target: &[SideColumn],
+) -> Vec<String> {
     let name = source.display_name();
     let mut out = Vec::new();
-    for c in source.copied_columns() {
+    for plan_column in source.copied_columns() {
+        let Some(c) = source_columns.iter().find(|c| c.name == plan_column.name) else {
+            continue;
+        };
         match target.iter().find(|t| t.name == c.name) {
             None => out.push(format!(
                 "{name}.{}: column ({}) is missing on the target",

@@ -85,7 +85,7 @@ pub async fn copy(
     } else {
         None
     };
-    refuse_bad_input(plan, &tgt, existing.as_ref(), opts).await?;
+    refuse_bad_input(plan, &src, &tgt, existing.as_ref(), opts).await?;
     let resumed = existing
         .as_ref()
         .is_some_and(|r| r.phase != Phase::Creating);
@@ -218,6 +218,7 @@ pub async fn copy(
 /// Everything that would make the copy fail or lose data, found before anything is touched.
 async fn refuse_bad_input(
     plan: &Plan,
+    src: &Client,
     tgt: &Client,
     existing: Option<&Run>,
     opts: &CopyOptions,
@@ -284,8 +285,9 @@ async fn refuse_bad_input(
                     fix: format!("empty it (TRUNCATE {name};) or migrate into an empty database"),
                 });
             }
-            let target_columns = columns::target_columns(tgt, &name).await?;
-            mismatched.extend(columns::mismatches(t, &target_columns));
+            let source_columns = columns::columns_of(src, "source", &name).await?;
+            let target_columns = columns::columns_of(tgt, "target", &name).await?;
+            mismatched.extend(columns::mismatches(t, &source_columns, &target_columns));
         }
         if !mismatched.is_empty() {
             return Err(Error::Refused {

@@ -118,7 +118,7 @@ pub async fn verify(
         .into_iter()
         .filter(|t| schemas.contains(&t.schema))
         .collect();
-    crate::table::align_with_target(&mut tables, &state_client).await?;
+    crate::table::align_with_target(&mut tables, &source_client, &state_client).await?;
     let sides = Sides {
         source,
         target,

@@ -187,23 +187,18 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
 /// Columns whose type on the target differs from the source's are compared by their text
 /// forms: equal bytes of different types are not equal values (an int4 1 read as real is
 /// 1e-45). A compared column missing on the target is refused, naming it.
-pub async fn align_with_target(tables: &mut [VerifyTable], target: &Client) -> Result<(), Error> {
-    let names: Vec<String> = tables.iter().map(|t| t.qualified.clone()).collect();
-    let rows = target
-        .query(
-            "SELECT n.i::int, a.attname::text, format_type(a.atttypid, a.atttypmod)
-               FROM unnest($1::text[]) WITH ORDINALITY n(name, i)
-               JOIN pg_attribute a ON a.attrelid = to_regclass(n.name)
-              WHERE a.attnum > 0 AND NOT a.attisdropped",
-            &[&names],
-        )
-        .await
-        .map_err(sql("target", "read the target's column types"))?;
+pub async fn align_with_target(
+    tables: &mut [VerifyTable],
+    source: &Client,
+    target: &Client,
+) -> Result<(), Error> {
+    let source_types = column_types(tables, source, "source").await?;
+    let rows = column_types(tables, target, "target").await?;
     for (i, t) in tables.iter_mut().enumerate() {
         let of_table: Vec<(String, String)> = rows
             .iter()
-            .filter(|r| r.get::<_, i32>(0) as usize == i + 1)
-            .map(|r| (r.get(1), r.get(2)))
+            .filter(|(n, _, _)| *n == i)
+            .map(|(_, c, ty)| (c.clone(), ty.clone()))
             .collect();
         if of_table.is_empty() {
             // The table itself is missing: reading it reports that.
@@ -211,6 +206,11 @@ pub async fn align_with_target(tables: &mut [VerifyTable], target: &Client) -> R
         }
         let shown = t.display();
         for c in &mut t.columns {
+            let source_type = source_types
+                .iter()
+                .find(|(n, name, _)| *n == i && *name == c.name)
+                .map(|(_, _, ty)| ty.as_str())
+                .unwrap_or(c.source_type.as_str());
             match of_table.iter().find(|(name, _)| *name == c.name) {
                 None => {
                     return Err(Error::Refused {
@@ -224,10 +224,10 @@ pub async fn align_with_target(tables: &mut [VerifyTable], target: &Client) -> R
                         ),
                     });
                 }
-                Some((_, ty)) if *ty != c.source_type => {
+                Some((_, ty)) if ty != source_type => {
                     tracing::warn!(
                         column = %format!("{shown}.{}", c.name),
-                        source = %c.source_type,
+                        source = %source_type,
                         target = %ty,
                         "column types differ: compared by their text forms"
                     );
@@ -241,4 +241,37 @@ pub async fn align_with_target(tables: &mut [VerifyTable], target: &Client) -> R
         }
     }
     Ok(())
+}
+
+/// (table position, column, type) of every column of `tables` on one side, types printed
+/// with an empty search_path (every type outside pg_catalog schema-qualified), so a
+/// database-level search_path on either side does not make equal types look different.
+async fn column_types(
+    tables: &[VerifyTable],
+    client: &Client,
+    side: &'static str,
+) -> Result<Vec<(usize, String, String)>, Error> {
+    let names: Vec<String> = tables.iter().map(|t| t.qualified.clone()).collect();
+    client
+        .batch_execute("SET search_path = ''")
+        .await
+        .map_err(sql(side, "SET search_path"))?;
+    let rows = client
+        .query(
+            "SELECT n.i::int, a.attname::text, format_type(a.atttypid, a.atttypmod)
+               FROM unnest($1::text[]) WITH ORDINALITY n(name, i)
+               JOIN pg_attribute a ON a.attrelid = to_regclass(n.name)
+              WHERE a.attnum > 0 AND NOT a.attisdropped",
+            &[&names],
+        )
+        .await
+        .map_err(sql(side, "read column types"))?;
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .map_err(sql(side, "RESET search_path"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as usize - 1, r.get(1), r.get(2)))
+        .collect())
 }
