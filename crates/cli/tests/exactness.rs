@@ -338,3 +338,38 @@ fn nans_of_either_sign_are_equal() {
         stdout(&o)
     );
 }
+
+#[test]
+fn operator_created_fixture_schema_copies_exactly() {
+    let (source, target) = common::fixture_pair_at(0.002);
+    let db = "factory_telemetry";
+    source.sql(
+        db,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    common::create_fixture_schema(&target);
+    // The operator's triggers and foreign keys exist while the data loads: neither may
+    // change or refuse the source's rows (a trigger counting downloads would count twice,
+    // a foreign key see children before their parents).
+    let (s, t) = (source.url(db), target.url(db));
+    let o = bluegreen(&[
+        "copy",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--target-schema",
+        "existing",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        !stderr(&o).contains("column types differ"),
+        "{}",
+        stderr(&o)
+    );
+}
