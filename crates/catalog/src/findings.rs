@@ -29,12 +29,15 @@ fn warning(code: &str, subject: &str, message: String, fix: String) -> Finding {
 /// Everything the plan shows that must be fixed or known before a migration starts.
 /// `existing_on_target`: planned tables already present on the target;
 /// `target_can_apply`: privileges that stand in for superuser when applying changes;
-/// `same_cluster`: source and target are one database.
+/// `same_cluster`: source and target are one database;
+/// `locale_indexes`: the source's indexes whose contents depend on its locale (read only when
+/// the locales differ).
 pub fn judge(
     plan: &Plan,
     existing_on_target: &[String],
     target_can_apply: bool,
     same_cluster: bool,
+    locale_indexes: &[String],
 ) -> Vec<Finding> {
     let mut f = Vec::new();
     let (s, t) = (&plan.source, &plan.target);
@@ -222,6 +225,18 @@ pub fn judge(
             ));
         }
     }
+    if let Some(first) = plan.prepared_transactions.first() {
+        f.push(blocker(
+            "prepared-transactions",
+            "source",
+            format!(
+                "{} prepared transaction(s) on the source ({first}{}): the run's slot cannot be created until they end, so copy would wait",
+                plan.prepared_transactions.len(),
+                if plan.prepared_transactions.len() > 1 { ", …" } else { "" }
+            ),
+            "finish them: COMMIT PREPARED 'gid'; or ROLLBACK PREPARED 'gid'; (SELECT gid FROM pg_prepared_xacts lists them)".into(),
+        ));
+    }
     if plan.large_objects > 0 {
         f.push(blocker(
             "large-objects",
@@ -232,6 +247,9 @@ pub fn judge(
             ),
             "move them into bytea columns before migrating".into(),
         ));
+    }
+    if (&s.collate, &s.ctype) != (&t.collate, &t.ctype) {
+        f.push(locale_warning(plan, locale_indexes));
     }
     for ft in &plan.foreign_tables {
         f.push(warning(
@@ -399,6 +417,53 @@ fn version_key(v: &str) -> Vec<u64> {
         .filter(|p| !p.is_empty())
         .map(|p| p.parse().unwrap_or(0))
         .collect()
+}
+
+/// The databases' locales differ: the target computes generated columns (`lower(a)`, …)
+/// and orders text differently, so name what depends on it.
+fn locale_warning(plan: &Plan, locale_indexes: &[String]) -> Finding {
+    let (s, t) = (&plan.source, &plan.target);
+    let generated: Vec<String> = plan
+        .tables
+        .iter()
+        .flat_map(|tb| {
+            tb.columns
+                .iter()
+                .filter(|c| c.generated)
+                .map(move |c| format!("{}.{}", tb.display_name(), c.name))
+        })
+        .collect();
+    let list = |what: &str, v: &[String]| {
+        if v.is_empty() {
+            String::new()
+        } else {
+            let shown: Vec<&str> = v.iter().take(10).map(String::as_str).collect();
+            format!(
+                "; {what}: {}{}",
+                shown.join(", "),
+                if v.len() > 10 { ", …" } else { "" }
+            )
+        }
+    };
+    warning(
+        "locale-differs",
+        "target",
+        format!(
+            "the databases' locales differ (source LC_COLLATE {} LC_CTYPE {}, target LC_COLLATE {} LC_CTYPE {}): the target computes generated columns and sorts text by its own{}{}",
+            s.collate,
+            s.ctype,
+            t.collate,
+            t.ctype,
+            list("generated columns (verify compares them)", &generated),
+            list("indexes", locale_indexes),
+        ),
+        format!(
+            "create the target database with the source's locale: CREATE DATABASE {} LC_COLLATE {} LC_CTYPE {} TEMPLATE template0;",
+            quote_ident(&t.database),
+            conn::quote_literal(&s.collate),
+            conn::quote_literal(&s.ctype)
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -57,6 +57,11 @@ pub async fn build_plan(
         _ => false,
     };
     let target_can_apply = tgt.superuser || read::can_apply(target).await?;
+    let locale_indexes = if (&src.collate, &src.ctype) != (&tgt.collate, &tgt.ctype) {
+        read::locale_dependent_indexes(source, &schemas).await?
+    } else {
+        Vec::new()
+    };
     let mut plan = Plan {
         format: PLAN_FORMAT,
         sequences: read::sequences(source, &schemas).await?,
@@ -64,6 +69,7 @@ pub async fn build_plan(
         foreign_tables: read::relations_of_kind(source, &schemas, "f").await?,
         extensions: read::extensions(source, target).await?,
         large_objects: read::large_objects(source).await?,
+        prepared_transactions: read::prepared_transactions(source).await?,
         source: src,
         target: tgt,
         compression_markers: timescale.as_ref().map(|t| t.markers),
@@ -93,6 +99,12 @@ pub async fn build_plan(
     if let Some(text) = &opts.profile {
         plan.profile = profile::resolve(text, &plan, source).await?;
     }
-    plan.findings = findings::judge(&plan, &existing, target_can_apply, same_cluster);
+    plan.findings = findings::judge(
+        &plan,
+        &existing,
+        target_can_apply,
+        same_cluster,
+        &locale_indexes,
+    );
     Ok(plan)
 }

@@ -27,6 +27,10 @@ pub struct Plan {
     pub profile: crate::Profile,
     pub extensions: Vec<Extension>,
     pub large_objects: i64,
+    /// Transactions prepared on the source (`PREPARE TRANSACTION`) and not yet finished, as
+    /// `gid (owner, database, since)`: the run's slot cannot reach a consistent point while
+    /// one is open.
+    pub prepared_transactions: Vec<String>,
     pub findings: Vec<Finding>,
 }
 
@@ -78,6 +82,10 @@ pub struct Server {
     /// `shared_preload_libraries` includes timescaledb (TimescaleDB cannot load otherwise);
     /// None where the role may not read the setting.
     pub preloads_timescaledb: Option<bool>,
+    /// The database's `datcollate` and `datctype`: what text comparison, `lower()` and the
+    /// like do with the default collation.
+    pub collate: String,
+    pub ctype: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,8 +159,8 @@ pub struct Column {
     pub generated: bool,
     /// `always` or `by default` for identity columns.
     pub identity: Option<String>,
-    /// Binary COPY would embed database-specific type OIDs (arrays or composites of
-    /// user-defined types), so this column travels in text form.
+    /// Binary COPY would embed database-specific OIDs (arrays or composites of user-defined
+    /// types, reg* values), so this column travels in text form.
     pub needs_text: bool,
 }
 

@@ -32,8 +32,10 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
                     (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text,
                     -- NULL where the role may not read it (pg_settings hides it then).
                     (SELECT 'timescaledb' = ANY(string_to_array(replace(setting, ' ', ''), ','))
-                       FROM pg_settings WHERE name = 'shared_preload_libraries')
-               FROM pg_roles r WHERE r.rolname = current_user",
+                       FROM pg_settings WHERE name = 'shared_preload_libraries'),
+                    d.datcollate::text, d.datctype::text
+               FROM pg_roles r, pg_database d
+              WHERE r.rolname = current_user AND d.datname = current_database()",
             &[],
         )
         .await
@@ -55,6 +57,8 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
         used_wal_senders: r.get(12),
         timescaledb: r.get(13),
         preloads_timescaledb: r.get(14),
+        collate: r.get(15),
+        ctype: r.get(16),
     })
 }
 
@@ -206,9 +210,27 @@ async fn descendants(
     Ok(out)
 }
 
+/// The object identifier types whose values name other objects by OID (PostgreSQL docs,
+/// "Object Identifier Types"); `oid` itself is a plain number and stays binary.
+const REG_TYPES: [&str; 11] = [
+    "regclass",
+    "regcollation",
+    "regconfig",
+    "regdictionary",
+    "regnamespace",
+    "regoper",
+    "regoperator",
+    "regproc",
+    "regprocedure",
+    "regrole",
+    "regtype",
+];
+
 async fn columns(client: &Client, oids: &[u32]) -> Result<HashMap<u32, Vec<Column>>, Error> {
     // needs_text: arrays whose element is user-defined or not a plain base type, and
-    // composites, carry type OIDs in binary COPY that differ between databases.
+    // composites, carry type OIDs in binary COPY that differ between databases; reg* values
+    // are OIDs of other objects (a class, a type, a function…), which mean other objects or
+    // none on the target. Domains (over domains) count as the type they end in.
     let rows = client
         .query(
             "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod),
@@ -217,13 +239,21 @@ async fn columns(client: &Client, oids: &[u32]) -> Result<HashMap<u32, Vec<Colum
                     bt.typtype = 'c'
                     OR (bt.typelem <> 0 AND bt.typlen = -1
                         AND (bt.typelem >= 16384 OR et.typtype IN ('c', 'd', 'e')))
+                    OR bt.oid IN (SELECT unnest($2::text[]::regtype[]))
+                    OR (bt.typlen = -1 AND bt.typelem IN (SELECT unnest($2::text[]::regtype[])))
                FROM pg_attribute a
-               JOIN pg_type t ON t.oid = a.atttypid
-               JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+               CROSS JOIN LATERAL (
+                    WITH RECURSIVE d(oid, typtype, typbasetype) AS (
+                         SELECT oid, typtype, typbasetype FROM pg_type WHERE oid = a.atttypid
+                         UNION ALL
+                         SELECT p.oid, p.typtype, p.typbasetype
+                           FROM pg_type p JOIN d ON p.oid = d.typbasetype WHERE d.typtype = 'd')
+                    SELECT oid FROM d WHERE typtype <> 'd') base
+               JOIN pg_type bt ON bt.oid = base.oid
                LEFT JOIN pg_type et ON et.oid = bt.typelem
               WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
               ORDER BY a.attrelid, a.attnum",
-            &[&oids],
+            &[&oids, &&REG_TYPES[..]],
         )
         .await
         .map_err(q("columns"))?;
@@ -292,6 +322,20 @@ pub async fn sequences(client: &Client, schemas: &[String]) -> Result<Vec<Sequen
         .collect())
 }
 
+/// Prepared transactions anywhere on the source server (a slot waits for every one).
+pub async fn prepared_transactions(client: &Client) -> Result<Vec<String>, Error> {
+    let rows = client
+        .query(
+            "SELECT format('%s (owner %s, database %s, prepared %s)', gid, owner, database,
+                           date_trunc('second', prepared))
+               FROM pg_prepared_xacts ORDER BY prepared",
+            &[],
+        )
+        .await
+        .map_err(q("prepared transactions"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 pub async fn large_objects(client: &Client) -> Result<i64, Error> {
     client
         .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
@@ -332,6 +376,28 @@ pub async fn extensions(source: &Client, target: &Client) -> Result<Vec<Extensio
             }
         })
         .collect())
+}
+
+/// Indexes (`schema.name`) of the planned schemas whose contents depend on the database's
+/// locale: over an expression or with a predicate, or on a column of the default collation.
+pub async fn locale_dependent_indexes(
+    client: &Client,
+    schemas: &[String],
+) -> Result<Vec<String>, Error> {
+    let rows = client
+        .query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_index i
+               JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = ANY($1)
+                AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
+                     OR 100::oid = ANY(i.indcollation::oid[]))
+              ORDER BY 1",
+            &[&schemas],
+        )
+        .await
+        .map_err(q("locale-dependent indexes"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Tables (`schema.name`) that already exist on the target in the planned schemas.

@@ -87,7 +87,7 @@ pub fn plan(p: &Plan) -> String {
             notes.push("unlogged".into());
         }
         if t.columns.iter().any(|c| c.needs_text) {
-            notes.push("text COPY for user-type arrays".into());
+            notes.push("text COPY (values hold OIDs)".into());
         }
         let _ = writeln!(
             o,

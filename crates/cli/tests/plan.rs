@@ -492,3 +492,31 @@ fn config_file_tables_hold_every_command_flag() {
     assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("kB, MB, GB or TB"), "{}", stderr(&o));
 }
+
+/// A transaction prepared on the source keeps the run's slot from being created (copy would
+/// wait on it with no word): plan names it as a blocker with the fix.
+#[test]
+fn prepared_transactions_on_the_source_block() {
+    let (source, target) = (Cluster::new(), Cluster::new());
+    source.sql(
+        "postgres",
+        "CREATE TABLE t (id int PRIMARY KEY); BEGIN; INSERT INTO t VALUES (1); PREPARE TRANSACTION 'stuck';",
+    );
+    let (s, t) = (source.url("postgres"), target.url("postgres"));
+    let (exit, plan, err) = plan_json(&s, &t, &[]);
+    assert_eq!(exit, 1, "{err}");
+    let f = plan["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "prepared-transactions")
+        .unwrap_or_else(|| panic!("{plan:#}"));
+    assert!(f["message"].as_str().unwrap().contains("stuck"), "{f}");
+    assert!(
+        f["fix"].as_str().unwrap().contains("ROLLBACK PREPARED"),
+        "{f}"
+    );
+    source.sql("postgres", "ROLLBACK PREPARED 'stuck'");
+    let (exit, _, err) = plan_json(&s, &t, &[]);
+    assert_eq!(exit, 0, "{err}");
+}

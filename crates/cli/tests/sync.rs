@@ -623,3 +623,84 @@ fn updates_of_always_identity_tables_apply() {
     assert_eq!(st["sync"]["last_error"], serde_json::Value::Null, "{st}");
     stop(sync);
 }
+
+/// Waits for sync to report an error, and returns it.
+fn wait_error(p: &Pair) -> String {
+    let started = Instant::now();
+    loop {
+        let st = status(p);
+        if let Some(e) = st["sync"]["last_error"].as_str() {
+            return e.to_string();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no error reported: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A column added on blue with a default and NOT NULL is named whole in the DDL sync asks
+/// for (green's existing rows then get the default, as blue's did); a column whose type
+/// changed on blue (a rewrite that streams nothing) stops apply with the DDL and the repair,
+/// instead of going on with green's old values.
+#[test]
+fn schema_changes_are_named_whole_and_type_changes_stop_apply() {
+    let p = copied_pair(0.002);
+    let sync = start_sync(&p, "sync.log");
+    const T: &str = "factory_telemetry.andon_events";
+    p.source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {T} ADD COLUMN extra text NOT NULL DEFAULT 'dflt';
+             UPDATE {T} SET extra = 'x' WHERE id = (SELECT id FROM {T} ORDER BY id LIMIT 1);"
+        ),
+    );
+    let error = wait_error(&p);
+    let ddl = "ALTER TABLE \"factory_telemetry\".\"andon_events\" ADD COLUMN \"extra\" text DEFAULT 'dflt'::text NOT NULL;";
+    assert!(error.contains(ddl), "{error}");
+    p.target.sql(DB, ddl);
+    wait_caught_up(&p);
+    assert_same(&p, None);
+
+    // The type changes with values rewritten; the next change on the table reveals it.
+    p.source.sql(
+        DB,
+        &format!("ALTER TABLE {T} ADD COLUMN n int NOT NULL DEFAULT 1;"),
+    );
+    p.target.sql(
+        DB,
+        &format!("ALTER TABLE {T} ADD COLUMN n int NOT NULL DEFAULT 1;"),
+    );
+    p.source.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {T} ALTER COLUMN n TYPE bigint USING n * 10;
+             UPDATE {T} SET extra = 'y' WHERE id = (SELECT id FROM {T} ORDER BY id LIMIT 1);"
+        ),
+    );
+    let error = wait_error(&p);
+    assert!(
+        error.contains("column n is bigint on the source but integer on the target"),
+        "{error}"
+    );
+    assert!(error.contains("ALTER COLUMN \"n\" TYPE bigint"), "{error}");
+    assert!(error.contains("verify --repair"), "{error}");
+    p.target
+        .sql(DB, &format!("ALTER TABLE {T} ALTER COLUMN n TYPE bigint"));
+    wait_caught_up(&p);
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", "--source", &p.s, "--target", &p.t];
+        args.extend_from_slice(extra);
+        code(&bluegreen(&args))
+    };
+    assert_eq!(
+        verify(&[]),
+        1,
+        "green still holds the values before the rewrite"
+    );
+    assert_eq!(verify(&["--repair"]), 1);
+    assert_eq!(verify(&[]), 0);
+    stop(sync);
+    assert_same(&p, None);
+}

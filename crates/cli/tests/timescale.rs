@@ -322,3 +322,94 @@ fn bad_profiles_are_refused_naming_the_line() {
         "0"
     );
 }
+
+/// Green's paused policies start when cutover hands it the traffic and pause again when
+/// rollback takes it back.
+#[test]
+fn cutover_starts_green_policies_and_rollback_pauses_them() {
+    if testkit::skip_without_timescaledb("cutover_starts_green_policies_and_rollback_pauses_them")
+        || !testkit::pgbouncer_available()
+    {
+        return;
+    }
+    const FT: &str = "factory_telemetry";
+    let start = || Cluster::builder().timescaledb().start().unwrap();
+    let (blue, green) = (start(), start());
+    common::load_fixture_after(&blue, &green, 0.005, "CREATE EXTENSION timescaledb");
+    blue.sql(
+        FT,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let (s, t) = (blue.url(FT), green.url(FT));
+    let profile = profile_path();
+    let o = bluegreen(&[
+        "copy",
+        "--schema",
+        FT,
+        "--profile",
+        &profile,
+        "--source",
+        &s,
+        "--target",
+        &t,
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let pooler = testkit::Pgbouncer::builder()
+        .database(FT, "127.0.0.1", blue.port(), FT)
+        .user("postgres", blue.password())
+        .start()
+        .unwrap();
+    let pooler_arg = format!(
+        "admin={},db={FT},file={}",
+        pooler.admin_url(),
+        pooler.databases_file().display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let started = || {
+        green.sql(
+            FT,
+            "SELECT count(*) FILTER (WHERE scheduled) || '/' || count(*)
+               FROM timescaledb_information.jobs WHERE job_id >= 1000",
+        )
+    };
+    assert_eq!(started(), "0/12");
+    let fwd = common::spawn_bluegreen(
+        &["sync", "--source", &s, "--target", &t],
+        &dir.path().join("fwd.log"),
+    );
+    let flip = |verb: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let o = bluegreen(&[
+                verb,
+                "--source",
+                &s,
+                "--target",
+                &t,
+                "--pooler",
+                &pooler_arg,
+                "--no-verify-check",
+            ]);
+            // Until the applier has registered and caught up, the guardrails refuse.
+            if code(&o) == 0 || std::time::Instant::now() > deadline {
+                return o;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    };
+    let o = flip("cutover");
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(started(), "12/12", "cutover starts green's policies");
+    let rev = common::spawn_bluegreen(
+        &["sync", "--reverse", "--source", &s, "--target", &t],
+        &dir.path().join("rev.log"),
+    );
+    let o = flip("rollback");
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(started(), "0/12", "rollback pauses them again");
+    drop(rev);
+    drop(fwd);
+}

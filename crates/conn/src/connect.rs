@@ -8,8 +8,51 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::error::Error;
 use crate::spec::{ConnSpec, Host, SslMode};
 
-/// Opens a client and drives its connection on the tokio runtime.
+/// The output settings every bluegreen session relies on, whatever the database's or role's
+/// defaults (`ALTER DATABASE … SET datestyle = 'SQL, DMY'` would turn 2020-04-05 into
+/// 2020-05-04 through a text copy, `extra_float_digits = 0` round floats): values print as
+/// the other side reads them, and as verify compares them. TimeZone is left alone: text
+/// timestamptz values carry their offset.
+pub const OUTPUT_SETTINGS: [(&str, &str); 5] = [
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("lc_monetary", "C"),
+];
+
+/// [`OUTPUT_SETTINGS`] as `-c` switches for a startup packet's `options` (the walsender
+/// prints values with them), after the operator's own options so they win.
+pub fn startup_options(operator: Option<&str>) -> String {
+    let ours = OUTPUT_SETTINGS
+        .iter()
+        .map(|(n, v)| format!("-c {n}={}", v.replace(' ', "\\ ")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    match operator {
+        Some(o) if !o.trim().is_empty() => format!("{o} {ours}"),
+        _ => ours,
+    }
+}
+
+/// Opens a client with [`OUTPUT_SETTINGS`] set, and drives its connection on the tokio
+/// runtime.
 pub async fn connect(spec: &ConnSpec) -> Result<Client, Error> {
+    let client = connect_plain(spec).await?;
+    let set: String = OUTPUT_SETTINGS
+        .iter()
+        .map(|(n, v)| format!("SET {n} = {};", crate::quote_literal(v)))
+        .collect();
+    client
+        .batch_execute(&set)
+        .await
+        .map_err(|e| classify(spec, e))?;
+    Ok(client)
+}
+
+/// Opens a client as the server's defaults have it: for PgBouncer's admin console, which
+/// takes no SET of server settings.
+pub async fn connect_plain(spec: &ConnSpec) -> Result<Client, Error> {
     let cfg = pg_config(spec)?;
     let client = match spec.tls_config()? {
         None => {
@@ -133,5 +176,21 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
             None => db.message().to_string(),
         },
         None => crate::redact(&e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::startup_options;
+
+    #[test]
+    fn startup_options_escape_spaces_and_come_after_the_operators() {
+        let o = startup_options(Some("-c search_path=app"));
+        assert!(
+            o.starts_with("-c search_path=app -c DateStyle=ISO,\\ YMD "),
+            "{o}"
+        );
+        assert!(o.ends_with("-c lc_monetary=C"), "{o}");
+        assert!(startup_options(None).starts_with("-c DateStyle"));
     }
 }

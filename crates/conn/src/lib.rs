@@ -16,7 +16,9 @@ mod service;
 mod spec;
 mod tls;
 
-pub use connect::{connect, pg_config, pg_message};
+pub use connect::{
+    connect, connect_plain, pg_config, pg_message, startup_options, OUTPUT_SETTINGS,
+};
 pub use error::Error;
 pub use ident::{qualified, quote_ident, quote_literal};
 pub use link::{watch_link, DEFAULT_LINK_TIMEOUT};

@@ -53,7 +53,11 @@ impl DataConns {
             side: "target",
             source: e,
         })?;
-        tgt.batch_execute("SET synchronous_commit = off")
+        // Rows arrive as the source has them, as sync applies them: with
+        // `--target-schema existing` the operator's triggers and foreign keys exist during
+        // the data (a trigger counting child rows would count them twice, a foreign key see
+        // children before their parents). With pg_dump's schema they come after the data.
+        tgt.batch_execute("SET synchronous_commit = off; SET session_replication_role = replica")
             .await
             .map_err(sql("target", "session settings"))?;
         Ok(DataConns { src, tgt })

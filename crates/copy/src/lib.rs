@@ -4,6 +4,7 @@
 //! resumes where it stopped.
 
 mod chunking;
+mod columns;
 mod data;
 mod dropdata;
 mod error;
@@ -88,7 +89,7 @@ pub async fn copy(
     } else {
         None
     };
-    refuse_bad_input(plan, &tgt, existing.as_ref(), opts).await?;
+    refuse_bad_input(plan, &src, &tgt, existing.as_ref(), opts).await?;
     if let Some(f) = source::name_in_use(&src, &tgt, run).await? {
         return Err(Error::Blocked(vec![f]));
     }
@@ -237,6 +238,7 @@ pub async fn copy(
 /// Everything that would make the copy fail or lose data, found before anything is touched.
 async fn refuse_bad_input(
     plan: &Plan,
+    src: &Client,
     tgt: &Client,
     existing: Option<&Run>,
     opts: &CopyOptions,
@@ -266,6 +268,7 @@ async fn refuse_bad_input(
         return Ok(());
     }
     if opts.target_schema == TargetSchema::Existing {
+        let mut mismatched = Vec::new();
         for s in &plan.schemas {
             let found = tgt
                 .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[s])
@@ -302,6 +305,19 @@ async fn refuse_bad_input(
                     fix: format!("empty it (TRUNCATE {name};) or migrate into an empty database"),
                 });
             }
+            let source_columns = columns::columns_of(src, "source", &name).await?;
+            let target_columns = columns::columns_of(tgt, "target", &name).await?;
+            mismatched.extend(columns::mismatches(t, &source_columns, &target_columns));
+        }
+        if !mismatched.is_empty() {
+            return Err(Error::Refused {
+                what: format!(
+                    "{} column(s) on the target do not take the source's values as they are (binary COPY does not convert):\n  {}",
+                    mismatched.len(),
+                    mismatched.join("\n  ")
+                ),
+                fix: "make the target's columns match the source's (ALTER TABLE … ALTER COLUMN … TYPE …, ADD COLUMN, DROP COLUMN on the target), or drop those tables and let copy create them with --target-schema dump".into(),
+            });
         }
     }
     Ok(())

@@ -40,6 +40,10 @@ pub enum Error {
     /// A step failed and everything was put back: traffic on the old primary, sync running.
     #[error("{step} failed, rolled back to where it started: {cause}")]
     Aborted { step: String, cause: Box<Error> },
+
+    /// Something after RESUME failed: traffic already reaches the new primary.
+    #[error("traffic has moved to the new primary, but finishing failed: {0}")]
+    AfterResume(String),
 }
 
 impl Error {
@@ -51,6 +55,9 @@ impl Error {
             }
             Error::Aborted { .. } => {
                 "nothing was lost: clients are back on the old primary and sync still runs; fix the cause and try again".into()
+            }
+            Error::AfterResume(_) => {
+                "do not run the flip again: clients already use the new primary; fix the cause, then check bluegreen status (the run's phase, the old direction's sync stopped, green's TimescaleDB policies) and finish that by hand".into()
             }
             Error::Conn { source, .. } => source.hint().into(),
             _ => "check the named server or pooler and try again".into(),

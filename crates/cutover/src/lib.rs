@@ -190,7 +190,9 @@ async fn flip(
     let mut done = Done::default();
     match sequence(&mut cx, &mut done).await {
         Ok(report) => {
-            finish(&cx, &report).await?;
+            finish(&cx, &report)
+                .await
+                .map_err(|e| Error::AfterResume(e.to_string()))?;
             Ok(report)
         }
         Err((step, cause)) => {
@@ -495,6 +497,15 @@ async fn finish(cx: &Ctx<'_>, report: &Report) -> Result<(), Error> {
         Direction::Rollback => Phase::Copied,
     };
     Run::set_phase(&cx.state, &cx.opts.run, phase).await?;
+    // Green's TimescaleDB policies (compression, retention, refresh) were paused so green
+    // kept every row blue has; they run while green takes the traffic, and pause again when
+    // it gives it back.
+    let green = match cx.dir {
+        Direction::Cutover => &cx.new,
+        Direction::Rollback => &cx.old,
+    };
+    let policies =
+        state::policies::set_paused(green, &cx.schemas, cx.dir == Direction::Rollback).await?;
     let step = match cx.dir {
         Direction::Cutover => "cutover",
         Direction::Rollback => "rollback",
@@ -507,6 +518,7 @@ async fn finish(cx: &Ctx<'_>, report: &Report) -> Result<(), Error> {
         serde_json::json!({
             "paused_ms": report.paused.as_secs_f64() * 1000.0,
             "drained_at": report.drained_at,
+            "timescaledb_policies_changed": policies,
             "steps": report.steps.iter().map(|(s, t)| serde_json::json!({"step": s, "seconds": t})).collect::<Vec<_>>(),
         }),
     )

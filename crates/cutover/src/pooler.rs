@@ -103,7 +103,7 @@ impl Admin {
     }
 
     async fn open(conn: &ConnSpec) -> Result<Client, Error> {
-        conn::connect(conn)
+        conn::connect_plain(conn)
             .await
             .map_err(|e| Error::Pooler(format!("pooler {}: {e}", conn.target())))
     }

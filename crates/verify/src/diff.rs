@@ -139,6 +139,8 @@ mod tests {
             name: n.into(),
             ident: format!("\"{n}\""),
             needs_text: false,
+            source_type: "integer".into(),
+            generated: false,
         };
         VerifyTable {
             schema: "s".into(),

@@ -95,11 +95,19 @@ fn literals(values: &[String]) -> String {
     tuple(values.iter().map(|v| quote_literal(v)))
 }
 
-/// `SELECT cols FROM t WHERE range` as a COPY statement.
+/// `SELECT cols FROM t WHERE range` as a COPY statement, of every compared column.
 pub fn copy_out_sql(t: &VerifyTable, range: &KeyRange) -> String {
+    copy_out_of(t, range, &t.column_list())
+}
+
+/// Like [`copy_out_sql`], of the columns a COPY writes (for repair).
+pub fn copy_out_stored(t: &VerifyTable, range: &KeyRange) -> String {
+    copy_out_of(t, range, &t.stored_column_list())
+}
+
+fn copy_out_of(t: &VerifyTable, range: &KeyRange, columns: &str) -> String {
     format!(
-        "COPY (SELECT {} FROM {}{}) TO STDOUT (FORMAT {})",
-        t.column_list(),
+        "COPY (SELECT {columns} FROM {}{}) TO STDOUT (FORMAT {})",
         t.relation(),
         range.where_clause(t),
         t.format.sql()
@@ -127,6 +135,8 @@ mod tests {
                 name: "v".into(),
                 ident: "\"v\"".into(),
                 needs_text: false,
+                source_type: "integer".into(),
+                generated: false,
             }],
             key: Some(
                 key.iter()

@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Client;
 
 use crate::error::{sql, Error};
-use crate::range::{copy_out_sql, KeyRange};
+use crate::range::{copy_out_stored, KeyRange};
 use crate::table::VerifyTable;
 
 const COPY_BUFFER: usize = 256 * 1024;
@@ -45,14 +45,14 @@ pub async fn repair(
                 .await
                 .map_err(sql("target", what()))?;
             let stream = source
-                .copy_out(&copy_out_sql(t, r))
+                .copy_out(&copy_out_stored(t, r))
                 .await
                 .map_err(sql("source", what()))?;
             let sink = tx
                 .copy_in(&format!(
                     "COPY {} ({}) FROM STDIN (FORMAT {})",
                     t.qualified,
-                    t.column_list(),
+                    t.stored_column_list(),
                     t.format.sql()
                 ))
                 .await

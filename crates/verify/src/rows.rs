@@ -73,7 +73,7 @@ fn select_sql(t: &VerifyTable, range: &KeyRange) -> String {
         if c.needs_text {
             format!("{}::text AS bluegreen_r{i}", c.ident)
         } else {
-            format!("{} AS bluegreen_r{i}", c.ident)
+            format!("{} AS bluegreen_r{i}", c.compared())
         }
     });
     let text = t
@@ -141,7 +141,7 @@ pub async fn row_hashes(
             if c.needs_text {
                 format!("{}::text", c.ident)
             } else {
-                c.ident.clone()
+                c.compared()
             }
         })
         .collect();

@@ -119,11 +119,12 @@ pub async fn verify(
     } else {
         opts.schemas.iter().collect()
     };
-    let tables: Vec<VerifyTable> = crate::table::from_plan(plan, &source_client)
+    let mut tables: Vec<VerifyTable> = crate::table::from_plan(plan, &source_client)
         .await?
         .into_iter()
         .filter(|t| schemas.contains(&t.schema))
         .collect();
+    crate::table::align_with_target(&mut tables, &source_client, &state_client).await?;
     let sides = Sides {
         source,
         target,

@@ -1,5 +1,5 @@
-//! What verify needs to know of one table: the columns it compares (every non-generated
-//! column, in the same order on both sides), its key, and the COPY format.
+//! What verify needs to know of one table: the columns it compares (every column, generated
+//! ones included, in the same order on both sides), its key, and the COPY format.
 
 use catalog::Plan;
 use conn::quote_ident;
@@ -13,8 +13,31 @@ pub struct Column {
     pub name: String,
     /// Quoted identifier.
     pub ident: String,
-    /// Binary form embeds database-specific type OIDs: compare its text form.
+    /// Binary form embeds database-specific OIDs, or the target's type differs from the
+    /// source's: compare its text form.
     pub needs_text: bool,
+    /// The source's type, as `format_type` prints it.
+    pub source_type: String,
+    /// Computed by each server: compared (the target may compute it otherwise, e.g. under
+    /// another locale), never written by a repair.
+    pub generated: bool,
+}
+
+impl Column {
+    /// The value compared in binary form: the column, except that a NaN of `real` or
+    /// `double precision` becomes the one NaN `'NaN'` reads as. PostgreSQL holds all NaNs
+    /// equal, but their bytes differ (`'Infinity' - 'Infinity'` has the sign bit set), and
+    /// sync's text path can only write the NaN `'NaN'` reads as.
+    pub fn compared(&self) -> String {
+        match self.source_type.as_str() {
+            "double precision" | "real" => format!(
+                "CASE WHEN {i} = 'NaN' THEN 'NaN'::{t} ELSE {i} END",
+                i = self.ident,
+                t = self.source_type
+            ),
+            _ => self.ident.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -71,10 +94,20 @@ impl VerifyTable {
         }
     }
 
-    /// `c1, c2, …` of the compared columns.
+    /// `c1, c2, …` of the compared values (see [`Column::compared`]), for SELECT.
     pub fn column_list(&self) -> String {
         self.columns
             .iter()
+            .map(Column::compared)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `c1, c2, …` of the compared columns a COPY can write (not generated ones).
+    pub fn stored_column_list(&self) -> String {
+        self.columns
+            .iter()
+            .filter(|c| !c.generated)
             .map(|c| c.ident.as_str())
             .collect::<Vec<_>>()
             .join(", ")
@@ -124,19 +157,22 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
         .filter(|t| t.kind == "table" || !t.children_outside.is_empty())
     {
         let columns: Vec<Column> = t
-            .copied_columns()
+            .columns
+            .iter()
             .map(|c| Column {
                 name: c.name.clone(),
                 ident: quote_ident(&c.name),
                 needs_text: c.needs_text,
+                source_type: c.type_name.clone(),
+                generated: c.generated,
             })
             .collect();
         if columns.is_empty() {
             continue;
         }
         let key = t.primary_key.as_ref().and_then(|pk| {
-            // A key over a generated column cannot be read back from COPY: compare the
-            // table as a multiset instead.
+            // Every key column is among the compared columns (generated ones included);
+            // should one not be, the table is compared as a multiset.
             pk.iter()
                 .all(|k| columns.iter().any(|c| &c.name == k))
                 .then(|| {
@@ -166,4 +202,96 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
         });
     }
     Ok(out)
+}
+
+/// Columns whose type on the target differs from the source's are compared by their text
+/// forms: equal bytes of different types are not equal values (an int4 1 read as real is
+/// 1e-45). A compared column missing on the target is refused, naming it.
+pub async fn align_with_target(
+    tables: &mut [VerifyTable],
+    source: &Client,
+    target: &Client,
+) -> Result<(), Error> {
+    let source_types = column_types(tables, source, "source").await?;
+    let rows = column_types(tables, target, "target").await?;
+    for (i, t) in tables.iter_mut().enumerate() {
+        let of_table: Vec<(String, String)> = rows
+            .iter()
+            .filter(|(n, _, _)| *n == i)
+            .map(|(_, c, ty)| (c.clone(), ty.clone()))
+            .collect();
+        if of_table.is_empty() {
+            // The table itself is missing: reading it reports that.
+            continue;
+        }
+        let shown = t.display();
+        for c in &mut t.columns {
+            let source_type = source_types
+                .iter()
+                .find(|(n, name, _)| *n == i && *name == c.name)
+                .map(|(_, _, ty)| ty.as_str())
+                .unwrap_or(c.source_type.as_str());
+            match of_table.iter().find(|(name, _)| *name == c.name) {
+                None => {
+                    return Err(Error::Refused {
+                        what: format!(
+                            "column {shown}.{} ({}) is missing on the target",
+                            c.name, c.source_type
+                        ),
+                        fix: format!(
+                            "add it on the target (ALTER TABLE {} ADD COLUMN {} {}) and copy its values, or verify other schemas with --schema",
+                            t.qualified, c.ident, c.source_type
+                        ),
+                    });
+                }
+                Some((_, ty)) if ty != source_type => {
+                    tracing::warn!(
+                        column = %format!("{shown}.{}", c.name),
+                        source = %source_type,
+                        target = %ty,
+                        "column types differ: compared by their text forms"
+                    );
+                    c.needs_text = true;
+                }
+                Some(_) => {}
+            }
+        }
+        if t.columns.iter().any(|c| c.needs_text) {
+            t.format = Format::Text;
+        }
+    }
+    Ok(())
+}
+
+/// (table position, column, type) of every column of `tables` on one side, types printed
+/// with an empty search_path (every type outside pg_catalog schema-qualified), so a
+/// database-level search_path on either side does not make equal types look different.
+async fn column_types(
+    tables: &[VerifyTable],
+    client: &Client,
+    side: &'static str,
+) -> Result<Vec<(usize, String, String)>, Error> {
+    let names: Vec<String> = tables.iter().map(|t| t.qualified.clone()).collect();
+    client
+        .batch_execute("SET search_path = ''")
+        .await
+        .map_err(sql(side, "SET search_path"))?;
+    let rows = client
+        .query(
+            "SELECT n.i::int, a.attname::text, format_type(a.atttypid, a.atttypmod)
+               FROM unnest($1::text[]) WITH ORDINALITY n(name, i)
+               JOIN pg_attribute a ON a.attrelid = to_regclass(n.name)
+              WHERE a.attnum > 0 AND NOT a.attisdropped",
+            &[&names],
+        )
+        .await
+        .map_err(sql(side, "read column types"))?;
+    client
+        .batch_execute("RESET search_path")
+        .await
+        .map_err(sql(side, "RESET search_path"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as usize - 1, r.get(1), r.get(2)))
+        .collect())
 }

@@ -107,10 +107,12 @@ impl ReplicationConnection {
     async fn connect_inner(spec: &ConnSpec) -> Result<Self, Error> {
         let mut t = transport::open(spec).await?;
         let mut startup = Startup::new(&spec.user, spec.password.as_deref());
+        // The walsender prints pgoutput's text values with these settings.
+        let options = conn::startup_options(spec.options.as_deref());
         startup.startup_message(
             &spec.dbname,
             spec.application_name.as_deref(),
-            spec.options.as_deref(),
+            Some(&options),
             &mut t.wbuf,
         )?;
         t.flush().await?;
