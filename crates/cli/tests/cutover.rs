@@ -148,29 +148,14 @@ impl Rig {
     }
 }
 
-/// The plant workload through the pooler in a background thread.
+/// The plant workload through the pooler at 200 rows/s (its own seed per run).
 fn workload(
     dsn: String,
     seconds: u64,
     ledger: PathBuf,
     seed: u64,
 ) -> std::thread::JoinHandle<fixtures::workload::WorkloadReport> {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut cfg = fixtures::workload::WorkloadConfig::new(
-            &dsn,
-            Duration::from_secs(seconds),
-            200.0,
-            &ledger,
-        );
-        // A ledger holds only while nothing else writes its keys: each run its own seed.
-        cfg.seed = seed;
-        rt.block_on(fixtures::workload::run(&cfg)).unwrap()
-    })
+    common::workload(dsn, seconds, 200.0, ledger, seed)
 }
 
 /// No client transaction failed for any reason but the workload's own deliberate domain
@@ -188,21 +173,6 @@ fn assert_no_failed_client_transaction(report: &fixtures::workload::WorkloadRepo
     );
     assert_eq!(s.unknown, 0, "commits with unknown outcome");
     assert!(s.committed > 0);
-}
-
-fn check_ledger(dsn: &str, ledger: &std::path::Path) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let report = fixtures::check(&client, ledger).await.unwrap();
-        assert!(report.is_ok(), "committed writes missing: {report}");
-    });
 }
 
 fn wait_caught_up(applied_on: &Cluster, run: &str, source: &Cluster) {
@@ -286,9 +256,9 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     assert_no_failed_client_transaction(&report);
     // Every committed write (on blue before, on green after the flip) is on green, and
     // reverse sync has carried green's writes to blue.
-    check_ledger(&r.t, &ledger);
+    common::check_ledger(&r.t, &ledger);
     wait_caught_up(&r.green, "main_reverse", &r.green);
-    check_ledger(&r.s, &ledger);
+    common::check_ledger(&r.s, &ledger);
 
     // Writes on green reach blue, then traffic goes back.
     let ledger2 = r.dir.path().join("ledger2");
@@ -307,7 +277,7 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     assert_no_failed_client_transaction(&report);
     stop(rev);
     // Every write made on green (and before) is on blue; blue takes writes again.
-    check_ledger(&r.s, &ledger2);
+    common::check_ledger(&r.s, &ledger2);
     r.blue.sql(
         DB,
         "INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('ZZ', 'z')",
@@ -492,8 +462,8 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
     assert_no_failed_client_transaction(&report);
     wait_caught_up(&r.green, "main", &r.blue);
     stop(fwd);
-    check_ledger(&r.t, &ledger);
-    check_ledger(&r.s, &ledger);
+    common::check_ledger(&r.t, &ledger);
+    common::check_ledger(&r.s, &ledger);
 }
 
 #[test]
