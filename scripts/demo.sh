@@ -114,7 +114,7 @@ fi
 echo "== does green hold every write the plant committed, before and after the flip? (ledger check)"
 "$bin/bg-fixture" check --dsn "$tgt" --ledger "$work/ledger"
 echo "== bluegreen status"
-# Exit 1 here says forward sync is no longer running, which is what cutover leaves.
+# Exit 1 here says reverse sync is not running: the demo does not start it after the flip.
 "$bin/bluegreen" status --target "$tgt" || true
 "$bin/bluegreen" abort --source "$src" --target "$tgt" >/dev/null
 echo "== done (run removed with bluegreen abort; blue stays read-only, as cutover left it); servers stop now"

@@ -471,12 +471,30 @@ fn abort_after_cutover_leaves_nothing_on_either_side() {
     let r = rig();
     let fwd = r.sync(false, "forward.log");
     r.wait_sync_running("main");
+    let status_json = || {
+        let o = bluegreen(&["status", "--json", "--target", &r.t]);
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (code(&o), doc)
+    };
+    let (_, st) = status_json();
+    assert_eq!(st["phase"], "syncing", "{st}");
     let o = r.flip("cutover", &[]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     let st = bluegreen(&["status", "--target", &r.t]);
     assert!(stdout(&st).contains("last cutover"), "{}", stdout(&st));
+    // After cutover the probe watches reverse sync, which has not started yet.
+    assert_eq!(code(&st), 1);
+    assert!(
+        stdout(&st).contains("not healthy: reverse sync has never run"),
+        "{}",
+        stdout(&st)
+    );
     let rev = r.sync(true, "reverse.log");
     r.wait_sync_running("main_reverse");
+    let (exit, st) = status_json();
+    assert_eq!(st["phase"], "cut-over", "{st}");
+    assert_eq!(st["reverse_sync"]["running"], true, "{st}");
+    assert_eq!(exit, 0, "reverse sync running: healthy: {st}");
     let o = bluegreen(&["abort", "--source", &r.s, "--target", &r.t]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     stop(rev);

@@ -1,7 +1,7 @@
 //! `bluegreen status`: what the run's rows on the target say.
 
 use serde_json::json;
-use state::{ApplyStatus, Chunk, Run};
+use state::{ApplyStatus, Chunk, Phase, Run};
 
 use crate::args::StatusArgs;
 use crate::config::Settings;
@@ -36,6 +36,19 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     let apply = ApplyStatus::get(&client, &args.run)
         .await
         .map_err(|e| Trouble::state("target", e))?;
+    let reverse = ApplyStatus::get(&client, &state::names::reverse_run(&args.run))
+        .await
+        .map_err(|e| Trouble::state("target", e))?;
+    // After cutover green's changes flow back to blue: that stream is the one to watch.
+    let cut_over = run.phase == Phase::CutOver;
+    let watched = if cut_over { &reverse } else { &apply };
+    let which = if cut_over { "reverse sync" } else { "sync" };
+    // Forward sync running on a copied run: the phase an operator would call it.
+    let phase = if run.phase == Phase::Copied && apply.as_ref().is_some_and(|a| a.running()) {
+        "syncing"
+    } else {
+        run.phase.as_str()
+    };
     let flip = state::last_audit(
         &client,
         &args.run,
@@ -52,44 +65,24 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     let (chunks, done): (i64, i64) = tables
         .iter()
         .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.done));
-    let problems = problems(apply.as_ref(), args.max_lag);
+    let problems = problems(which, watched.as_ref(), args.max_lag);
     let outcome = if problems.is_empty() {
         Outcome::Clean
     } else {
         Outcome::Findings
     };
     if args.json {
-        let sync = apply.as_ref().map(|a| {
-            json!({
-                "running": a.running(),
-                "heartbeat_age_seconds": a.heartbeat_age,
-                "applied_lsn": a.applied_lsn,
-                "received_lsn": a.received_lsn,
-                "source_lsn": a.source_lsn,
-                "lag_bytes": a.lag_bytes,
-                "lag_seconds": a.lag_seconds,
-                "rows_per_second": a.rows_per_second,
-                "retained_wal_bytes": a.retained_bytes,
-                "last_error": a.last_error,
-                "hold_lsn": a.hold_lsn,
-                "held_lsn": a.held_lsn,
-                "prepared_parts": a.prepared_parts,
-                "diverged_rows": a.diverged_rows,
-                "diverged_at": a.diverged_at,
-                "diverged_lsn": a.diverged_lsn,
-                "diverged": a.diverged(),
-            })
-        });
         let doc = json!({
             "format": STATUS_FORMAT,
             "run": run.run,
-            "phase": run.phase.as_str(),
+            "phase": phase,
             "slot": run.slot_name,
             "publication": run.publication,
             "consistent_lsn": run.consistent_lsn,
             "schemas": run.schemas,
             "copy": { "chunks": chunks, "chunks_done": done },
-            "sync": sync,
+            "sync": apply.as_ref().map(sync_json),
+            "reverse_sync": reverse.as_ref().map(sync_json),
             "last_verify": verify.as_ref().map(|v| json!({
                 "result": v.outcome.as_str(),
                 "lsn": v.lsn,
@@ -115,74 +108,15 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     println!(
         "run {}: phase {}, slot {}, publication {}, copied at {}",
         run.run,
-        run.phase.as_str(),
+        phase,
         run.slot_name,
         run.publication,
         run.consistent_lsn.as_deref().unwrap_or("-")
     );
     println!("copy: {done}/{chunks} chunks of {} tables", tables.len());
-    match apply {
-        None => println!("sync: never started"),
-        Some(a) => {
-            println!(
-                "sync: {}{}",
-                if a.running() {
-                    "running"
-                } else {
-                    "not running"
-                },
-                a.heartbeat_age
-                    .map(|s| format!(" (last heartbeat {s:.1} s ago)"))
-                    .unwrap_or_default()
-            );
-            let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-            println!(
-                "  applied {}  received {}  source {}",
-                opt(&a.applied_lsn),
-                opt(&a.received_lsn),
-                opt(&a.source_lsn)
-            );
-            println!(
-                "  lag {} / {:.1} s, {:.0} rows/s, WAL retained on the source {}",
-                a.lag_bytes.map(bytes).unwrap_or_else(|| "-".into()),
-                a.lag_seconds.unwrap_or(0.0),
-                a.rows_per_second.unwrap_or(0.0),
-                a.retained_bytes.map(bytes).unwrap_or_else(|| "-".into())
-            );
-            if let Some(h) = &a.hold_lsn {
-                println!(
-                    "  hold requested at {h}{}",
-                    if a.held_lsn.is_some() {
-                        " (holding)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-            if let Some(e) = &a.last_error {
-                println!("  last error: {e}");
-            }
-            if a.diverged() {
-                println!(
-                    "  error: green diverged: {} UPDATE(s)/DELETE(s) found no row on green (latest at {}, source LSN {}); run bluegreen verify --repair: cutover refuses until a verify started after that is clean",
-                    a.diverged_rows,
-                    a.diverged_at.as_deref().unwrap_or("-"),
-                    a.diverged_lsn.as_deref().unwrap_or("-")
-                );
-            } else if a.diverged_rows > 0 {
-                println!(
-                    "  {} UPDATE(s)/DELETE(s) found no row on green (latest at {}); a later verify was clean",
-                    a.diverged_rows,
-                    a.diverged_at.as_deref().unwrap_or("-")
-                );
-            }
-            if a.prepared_parts > 0 && !a.running() {
-                println!(
-                    "  {} prepared part(s) of a group left by a stopped sync hold row locks on the target: the next sync finishes them, abort rolls them back",
-                    a.prepared_parts
-                );
-            }
-        }
+    print_sync("sync", apply.as_ref());
+    if cut_over || reverse.is_some() {
+        print_sync("reverse sync", reverse.as_ref());
     }
     match &verify {
         None => println!("verify: none yet"),
@@ -225,7 +159,7 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     }
     if problems.is_empty() {
         println!(
-            "healthy: sync running, no error, lag under {}",
+            "healthy: {which} running, no error, lag under {}",
             show_secs(args.max_lag)
         );
     } else {
@@ -239,16 +173,16 @@ const STATUS_FORMAT: u32 = 1;
 
 /// Why the run is not healthy as a probe sees it (exit 1): sync not running, an error, or
 /// lag past `max_lag` seconds.
-fn problems(apply: Option<&ApplyStatus>, max_lag: f64) -> Vec<String> {
+fn problems(which: &str, apply: Option<&ApplyStatus>, max_lag: f64) -> Vec<String> {
     let Some(a) = apply else {
-        return vec!["sync has never run".into()];
+        return vec![format!("{which} has never run")];
     };
     let mut out = Vec::new();
     if !a.running() {
-        out.push("sync is not running".into());
+        out.push(format!("{which} is not running"));
     }
     if let Some(e) = &a.last_error {
-        out.push(format!("sync reports an error: {e}"));
+        out.push(format!("{which} reports an error: {e}"));
     }
     if a.diverged() {
         out.push(format!(
@@ -268,4 +202,93 @@ fn problems(apply: Option<&ApplyStatus>, max_lag: f64) -> Vec<String> {
 
 fn show_secs(s: f64) -> String {
     format!("{s} s")
+}
+
+/// One applier's row as `status --json` shows it (forward or reverse sync).
+fn sync_json(a: &ApplyStatus) -> serde_json::Value {
+    json!({
+        "running": a.running(),
+        "heartbeat_age_seconds": a.heartbeat_age,
+        "applied_lsn": a.applied_lsn,
+        "received_lsn": a.received_lsn,
+        "source_lsn": a.source_lsn,
+        "lag_bytes": a.lag_bytes,
+        "lag_seconds": a.lag_seconds,
+        "rows_per_second": a.rows_per_second,
+        "retained_wal_bytes": a.retained_bytes,
+        "last_error": a.last_error,
+        "hold_lsn": a.hold_lsn,
+        "held_lsn": a.held_lsn,
+        "prepared_parts": a.prepared_parts,
+        "diverged_rows": a.diverged_rows,
+        "diverged_at": a.diverged_at,
+        "diverged_lsn": a.diverged_lsn,
+        "diverged": a.diverged(),
+    })
+}
+
+/// One applier's row as lines for a person (`which`: "sync" or "reverse sync").
+fn print_sync(which: &str, apply: Option<&ApplyStatus>) {
+    let Some(a) = apply else {
+        println!("{which}: never started");
+        return;
+    };
+    println!(
+        "{which}: {}{}",
+        if a.running() {
+            "running"
+        } else {
+            "not running"
+        },
+        a.heartbeat_age
+            .map(|s| format!(" (last heartbeat {s:.1} s ago)"))
+            .unwrap_or_default()
+    );
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!(
+        "  applied {}  received {}  source {}",
+        opt(&a.applied_lsn),
+        opt(&a.received_lsn),
+        opt(&a.source_lsn)
+    );
+    println!(
+        "  lag {} / {:.1} s, {:.0} rows/s, WAL retained on the source {}",
+        a.lag_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+        a.lag_seconds.unwrap_or(0.0),
+        a.rows_per_second.unwrap_or(0.0),
+        a.retained_bytes.map(bytes).unwrap_or_else(|| "-".into())
+    );
+    if let Some(h) = &a.hold_lsn {
+        println!(
+            "  hold requested at {h}{}",
+            if a.held_lsn.is_some() {
+                " (holding)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(e) = &a.last_error {
+        println!("  last error: {e}");
+    }
+    if a.diverged() {
+        println!(
+            "  error: green diverged: {} UPDATE(s)/DELETE(s) found no row on green (latest at {}, source LSN {}); run bluegreen verify --repair: cutover refuses until a verify started after that is clean",
+            a.diverged_rows,
+            a.diverged_at.as_deref().unwrap_or("-"),
+            a.diverged_lsn.as_deref().unwrap_or("-")
+        );
+    } else if a.diverged_rows > 0 {
+        println!(
+            "  {} UPDATE(s)/DELETE(s) found no row on green (latest at {}); a later verify was clean",
+            a.diverged_rows,
+            a.diverged_at.as_deref().unwrap_or("-")
+        );
+    }
+    if a.prepared_parts > 0 && !a.running() {
+        println!(
+            "  {} prepared part(s) of a group left by a stopped sync hold row locks on the target: the next sync finishes them, abort rolls them back",
+            a.prepared_parts
+        );
+    }
 }
