@@ -404,7 +404,8 @@ pub struct FlipArgs {
     pub max_lag: f64,
 
     /// Refuse without a clean verify at most this old (seconds, or with a unit: 1h).
-    #[arg(long, default_value = "3600", value_name = "SECONDS", value_parser = units::seconds)]
+    #[arg(long, default_value = "3600", value_name = "SECONDS", value_parser = units::seconds,
+          conflicts_with = "no_verify_check")]
     pub verify_max_age: f64,
 
     /// Do not require a clean verify.

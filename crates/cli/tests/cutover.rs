@@ -332,6 +332,15 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
     let writer = workload(r.pooled.clone(), 30, ledger.clone(), 3);
     std::thread::sleep(Duration::from_secs(2));
 
+    // 0. A rollback before any cutover is refused, and says it is not rolling back.
+    let o = r.flip("rollback", &[]);
+    assert_eq!(code(&o), 2, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("not rolling back: run main is in phase copied"),
+        "{}",
+        stderr(&o)
+    );
+
     // 1. A pooler that cannot be reached: refused before anything is touched.
     let dead = format!(
         "admin=postgresql://bgadmin:x@127.0.0.1:1/pgbouncer?connect_timeout=2,db={DB},file={}",

@@ -520,3 +520,36 @@ fn prepared_transactions_on_the_source_block() {
     let (exit, _, err) = plan_json(&s, &t, &[]);
     assert_eq!(exit, 0, "{err}");
 }
+
+/// Either/or flags are refused together, and a bad PGSSLMODE is blamed on the variable, not
+/// on the connection string.
+#[test]
+fn contradictions_and_environment_mistakes_are_named() {
+    let o = bluegreen(&[
+        "cutover",
+        "--verify-max-age",
+        "10",
+        "--no-verify-check",
+        "--pooler",
+        "admin=x,db=y,file=z",
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+
+    let o = bluegreen_env(
+        &[
+            "plan",
+            "--source",
+            "host=127.0.0.1 port=1 dbname=x",
+            "--target",
+            "host=127.0.0.1 port=1 dbname=x",
+        ],
+        &[("PGSSLMODE", "allow")],
+    );
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains("environment variable PGSSLMODE"), "{err}");
+    assert!(!err.contains("invalid connection string"), "{err}");
+    assert!(err.contains("disable, prefer"), "{err}");
+    assert!(err.contains("unset that variable"), "{err}");
+}

@@ -7,6 +7,10 @@ pub enum Error {
     #[error("invalid connection string: {0}")]
     Invalid(String),
 
+    /// A PG* variable filled in a value that cannot be used.
+    #[error("environment variable {0}")]
+    Environment(String),
+
     /// `service=` / PGSERVICE names a service no file defines, or its definition is bad.
     #[error("connection service: {0}")]
     Service(String),
@@ -45,6 +49,9 @@ impl Error {
         match self {
             Error::Invalid(_) => {
                 "write a libpq URI (postgresql://user@host:5432/db?sslmode=require) or key=value pairs (host=… port=… dbname=…)"
+            }
+            Error::Environment(_) => {
+                "fix or unset that variable: it fills in what the connection string leaves out"
             }
             Error::Service(_) => {
                 "define the service as a [name] section of key=value lines in ~/.pg_service.conf (or the file PGSERVICEFILE names, or PGSYSCONFDIR/pg_service.conf), or correct the service name"

@@ -64,7 +64,7 @@ impl SslMode {
             "verify-full" => SslMode::VerifyFull,
             "allow" => {
                 return Err(Error::Invalid(
-                    "sslmode \"allow\" is not supported: use prefer, require, verify-ca or verify-full".into(),
+                    "sslmode \"allow\" is not supported: use disable, prefer, require, verify-ca or verify-full".into(),
                 ))
             }
             other => {
@@ -286,9 +286,14 @@ impl ConnSpec {
             .or_else(|| env.os_user())
             .ok_or_else(|| Error::Invalid("no user given: set user= or PGUSER".into()))?;
         let dbname = get("dbname", "PGDATABASE").unwrap_or_else(|| user.clone());
-        let sslmode = match get("sslmode", "PGSSLMODE") {
-            Some(m) => SslMode::parse(&m)?,
-            None => SslMode::Prefer,
+        let sslmode = match (p.get("sslmode"), env.var("PGSSLMODE")) {
+            (Some(m), _) => SslMode::parse(m)?,
+            // Say where a bad value came from: the string does not hold it.
+            (None, Some(m)) => SslMode::parse(&m).map_err(|e| match e {
+                Error::Invalid(why) => Error::Environment(format!("PGSSLMODE: {why}")),
+                other => other,
+            })?,
+            (None, None) => SslMode::Prefer,
         };
         let connect_timeout = match get("connect_timeout", "PGCONNECT_TIMEOUT") {
             None => None,

@@ -10,6 +10,10 @@ pub enum Error {
     #[error("not cutting over: {0}")]
     Guardrail(String),
 
+    /// A guardrail of a rollback says not now (nothing was touched).
+    #[error("not rolling back: {0}")]
+    RollbackGuardrail(String),
+
     #[error("{0}")]
     Pooler(String),
 
@@ -50,7 +54,7 @@ impl Error {
     pub fn hint(&self) -> String {
         match self {
             Error::Usage(_) => "see bluegreen cutover --help".into(),
-            Error::Guardrail(_) => {
+            Error::Guardrail(_) | Error::RollbackGuardrail(_) => {
                 "fix what the guardrail names (or relax its limit with the matching flag), then try again".into()
             }
             Error::Aborted { .. } => {

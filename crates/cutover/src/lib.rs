@@ -75,7 +75,12 @@ pub async fn cutover(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Resul
 
 /// Moves traffic back from green to blue (after `cutover`, with `sync --reverse` running).
 pub async fn rollback(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Result<Report, Error> {
-    flip(Direction::Rollback, blue, green, opts).await
+    flip(Direction::Rollback, blue, green, opts)
+        .await
+        .map_err(|e| match e {
+            Error::Guardrail(why) => Error::RollbackGuardrail(why),
+            other => other,
+        })
 }
 
 /// What has been done so far, so a failure can undo exactly that (the coordinator itself,
