@@ -13,8 +13,10 @@ Exit codes (as diff(1), for every command):
   2  trouble: bad flags or config, unreachable server, failed login, missing database, …
 
 Connection strings are libpq URIs (postgresql://user@host:5432/db?sslmode=require) or
-key=value strings (host=… port=… dbname=…). PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE,
-PGSSLMODE, PGSSLROOTCERT and ~/.pgpass fill what a string leaves out. Prefer PGPASSWORD or
+key=value strings (host=… port=… dbname=…), or BLUEGREEN_SOURCE / BLUEGREEN_TARGET. A
+service (service=, PGSERVICE, PGSERVICEFILE, PGSYSCONFDIR), then PGHOST, PGHOSTADDR, PGPORT,
+PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, PGSSLROOTCERT, PGSSLCERT, PGSSLKEY, PGAPPNAME,
+PGCONNECT_TIMEOUT, PGOPTIONS, PGPASSFILE and ~/.pgpass fill what a string leaves out. Prefer PGPASSWORD or
 ~/.pgpass to a password on the command line; bluegreen blanks passwords out of its process
 title, but other tools may read the command line before it does.";
 

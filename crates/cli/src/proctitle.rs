@@ -33,16 +33,31 @@ pub fn scrub(secrets: &[String]) {
         if block != cmdline.as_slice() {
             return;
         }
+        // Each password becomes a fixed `***` and what follows moves up, so the title does
+        // not tell a password's length; the bytes freed at the end become NULs (empty
+        // arguments, which ps shows as nothing).
+        let mut masked: Vec<u8> = block.to_vec();
         for secret in secrets {
+            if secret.is_empty() {
+                continue;
+            }
+            let mut out = Vec::with_capacity(masked.len());
             let mut i = 0;
-            while i + secret.len() <= block.len() {
-                if &block[i..i + secret.len()] == secret {
-                    block[i..i + secret.len()].fill(b'*');
+            while i < masked.len() {
+                if masked[i..].starts_with(secret) {
+                    // (A password shorter than the mask keeps its length: never longer.)
+                    out.extend_from_slice(&b"***"[..secret.len().min(3)]);
                     i += secret.len();
                 } else {
+                    out.push(masked[i]);
                     i += 1;
                 }
             }
+            masked = out;
+        }
+        if masked.len() <= block.len() {
+            block[..masked.len()].copy_from_slice(&masked);
+            block[masked.len()..].fill(0);
         }
     }
 }

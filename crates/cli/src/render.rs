@@ -306,12 +306,24 @@ pub fn findings(list: &[Finding]) -> String {
 
 pub fn copy_summary(s: &copy::Summary) -> String {
     let mut o = String::new();
+    if s.start == copy::Start::AlreadyCopied {
+        let _ = writeln!(
+            o,
+            "run {}: already copied at LSN {}; nothing to do (bluegreen status shows it)",
+            s.run, s.consistent_lsn
+        );
+        return o;
+    }
     let _ = writeln!(
         o,
         "run {}: copied at LSN {}{}",
         s.run,
         s.consistent_lsn,
-        if s.resumed { " (resumed)" } else { "" }
+        if s.start == copy::Start::Resumed {
+            " (resumed)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         o,
@@ -319,7 +331,8 @@ pub fn copy_summary(s: &copy::Summary) -> String {
         "ROWS", "BYTES", "SECONDS"
     );
     let (mut rows, mut total) = (0, 0);
-    for t in &s.tables {
+    // Largest last, next to the total, where a shortened output (tail) still shows them.
+    for t in s.tables.iter().rev() {
         rows += t.rows;
         total += t.bytes;
         let _ = writeln!(

@@ -191,6 +191,19 @@ fn sigkill_during_data_then_rerun_is_exact() {
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("(resumed)"), "{}", stdout(&o));
     assert_same_everything(&source, &target);
+    // Run once more: it was copied, so nothing is done and it says so. The summary ends
+    // with the largest table, next to the total.
+    let summary = stdout(&o);
+    let last_table = summary.lines().rev().nth(1).unwrap_or_default();
+    assert!(last_table.ends_with("metric_hist"), "{summary}");
+    let o = bluegreen(&copy_args(&s, &t, &["--jobs", "2"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("already copied at LSN"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stdout(&o).contains("(resumed)"), "{}", stdout(&o));
     // Tables the first process finished keep its snapshot; the rest were read at the
     // resume snapshot: every table has exactly one.
     assert_eq!(

@@ -375,6 +375,9 @@ fn passwords_stay_out_of_output_logs_and_process_title() {
         !cmdline.contains(secret),
         "password visible in the process title: {cmdline}"
     );
+    // A fixed mask: the title does not tell the password's length.
+    assert!(cmdline.contains("u:***@127.0.0.1"), "{cmdline}");
+    assert!(cmdline.contains("password=*** dbname"), "{cmdline}");
 }
 
 #[test]
@@ -552,4 +555,33 @@ fn contradictions_and_environment_mistakes_are_named() {
     assert!(!err.contains("invalid connection string"), "{err}");
     assert!(err.contains("disable, prefer"), "{err}");
     assert!(err.contains("unset that variable"), "{err}");
+}
+
+/// A password file others can read is ignored, and said once per run, not per connection.
+#[test]
+fn an_open_password_file_is_reported_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let (source, target) = (Cluster::new(), Cluster::new());
+    let dir = tempfile::tempdir().unwrap();
+    let pass = dir.path().join("pgpass");
+    std::fs::write(&pass, "*:*:*:*:nothing\n").unwrap();
+    std::fs::set_permissions(&pass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = bluegreen_env(
+        &[
+            "plan",
+            "--source",
+            &source.dsn_no_password("postgres"),
+            "--target",
+            &target.dsn_no_password("postgres"),
+        ],
+        &[("PGPASSFILE", pass.to_str().unwrap())],
+    );
+    // Without a password the login fails (exit 2); the file was looked at for each side.
+    let err = stderr(&o);
+    assert_eq!(
+        err.matches("password file has group or world access")
+            .count(),
+        1,
+        "{err}"
+    );
 }

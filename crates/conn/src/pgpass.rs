@@ -10,10 +10,14 @@ pub fn lookup(file: &Path, spec: &ConnSpec) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(file).ok()?;
     if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(
-            file = %file.display(),
-            "password file has group or world access and is ignored; chmod 0600 it"
-        );
+        // Every connection looks the file up; once per process is enough to say it.
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                file = %file.display(),
+                "password file has group or world access and is ignored; chmod 0600 it"
+            )
+        });
         return None;
     }
     let text = std::fs::read_to_string(file).ok()?;

@@ -55,11 +55,21 @@ pub struct CopyOptions {
     pub no_privileges: bool,
 }
 
+/// How a copy began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Fresh,
+    /// An earlier copy of the run stopped part way; this one finished it.
+    Resumed,
+    /// The run was copied already: nothing was done.
+    AlreadyCopied,
+}
+
 /// What a finished copy reports.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub run: String,
-    pub resumed: bool,
+    pub start: Start,
     pub consistent_lsn: String,
     pub tables: Vec<TableSummary>,
     pub sequences: usize,
@@ -93,9 +103,11 @@ pub async fn copy(
     if let Some(f) = source::name_in_use(&src, &tgt, run).await? {
         return Err(Error::Blocked(vec![f]));
     }
-    let resumed = existing
-        .as_ref()
-        .is_some_and(|r| r.phase != Phase::Creating);
+    let start = match existing.as_ref().map(|r| r.phase) {
+        None | Some(Phase::Creating) => Start::Fresh,
+        Some(Phase::Copied | Phase::CutOver) => Start::AlreadyCopied,
+        Some(_) => Start::Resumed,
+    };
 
     // Fresh start (or a start that died before its snapshot was recorded): publication,
     // slot and schema, all at the slot's snapshot.
@@ -226,7 +238,7 @@ pub async fn copy(
     let run_row = Run::get(&tgt, run).await?.unwrap_or(run_row);
     Ok(Summary {
         run: run.to_string(),
-        resumed,
+        start,
         consistent_lsn: run_row.consistent_lsn.unwrap_or_default(),
         tables: Chunk::summary(&tgt, run).await?,
         sequences: plan.sequences.len(),
