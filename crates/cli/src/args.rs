@@ -167,7 +167,8 @@ pub enum Command {
     /// Print the changes waiting in the source's replication slot as JSON lines.
     ///
     /// One object per pgoutput message (kind, lsn, xid, schema, table, column values as
-    /// text, null or "unchanged-toast"). Looks without consuming: the slot's confirmed
+    /// text, null or "unchanged-toast"; a key-only old row holds just the key columns).
+    /// Looks without consuming: the slot's confirmed
     /// position does not move. --temporary watches changes committed from now on through a
     /// temporary slot instead. Stops after --limit messages, --seconds, or Ctrl-C.
     /// Exit 0: done. Exit 2: trouble (unknown slot or publication, slot in use, …).

@@ -179,13 +179,13 @@ impl Serialize for Line<'_> {
             LogicalMessage::Update(u) => {
                 if let Some(old) = &u.old {
                     m.serialize_entry("old_kind", old_kind(old))?;
-                    m.serialize_entry("old", &Row::new(ev, old.tuple()))?;
+                    m.serialize_entry("old", &Row::old(ev, old))?;
                 }
                 m.serialize_entry("new", &Row::new(ev, &u.new))?;
             }
             LogicalMessage::Delete(d) => {
                 m.serialize_entry("old_kind", old_kind(&d.old))?;
-                m.serialize_entry("old", &Row::new(ev, d.old.tuple()))?;
+                m.serialize_entry("old", &Row::old(ev, &d.old))?;
             }
             LogicalMessage::Truncate(t) => {
                 let names: Vec<String> = ev
@@ -235,10 +235,12 @@ impl Serialize for ColumnInfo<'_> {
     }
 }
 
-/// Column name → value, in the table's column order.
+/// Column name → value, in the table's column order. An old key tuple carries only the key
+/// columns: the others were not sent (they are not NULL), so they are left out.
 struct Row<'a> {
     columns: &'a [Column],
     values: &'a [Value],
+    key_only: bool,
 }
 
 impl<'a> Row<'a> {
@@ -246,14 +248,25 @@ impl<'a> Row<'a> {
         Row {
             columns: ev.relation().map_or(&[], |r| r.columns.as_slice()),
             values,
+            key_only: false,
+        }
+    }
+
+    fn old(ev: &'a Event, old: &'a OldTuple) -> Self {
+        Row {
+            key_only: matches!(old, OldTuple::Key(_)),
+            ..Row::new(ev, old.tuple())
         }
     }
 }
 
 impl Serialize for Row<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.values.len()))?;
+        let mut m = s.serialize_map(None)?;
         for (col, v) in self.columns.iter().zip(self.values) {
+            if self.key_only && !col.is_key {
+                continue;
+            }
             match v {
                 Value::Null => m.serialize_entry(&col.name, &())?,
                 Value::UnchangedToast => m.serialize_entry(&col.name, "unchanged-toast")?,

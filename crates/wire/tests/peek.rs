@@ -78,6 +78,10 @@ async fn existing_slot_is_printed_and_left_where_it_was() {
     assert_eq!(up["new"]["big"], "unchanged-toast");
     assert_eq!(got[9]["old_kind"], "key");
     assert_eq!(got[9]["old"]["id"], "2");
+    // A key-only old row holds the key: columns the server did not send are left out, not
+    // shown as NULL (a real NULL, as name in the insert above, stays null).
+    let old = got[9]["old"].as_object().unwrap();
+    assert_eq!(old.keys().collect::<Vec<_>>(), ["id"], "{old:?}");
     assert!(got[4]["end_lsn"].as_str().unwrap().contains('/'));
     assert!(got[4]["commit_time"].as_str().unwrap().ends_with('Z'));
     assert!(
