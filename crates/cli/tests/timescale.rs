@@ -173,18 +173,13 @@ fn profile_path() -> String {
     )
 }
 
-/// MS5's case: a plain source (the extension installed, no hypertables) whose time-series
-/// tables become hypertables on green by `fixtures/ms5-profile.toml`; then sync under the
-/// plant workload and verify.
-#[test]
-fn the_fixture_becomes_hypertables_by_the_ms5_profile() {
-    if testkit::skip_without_timescaledb("the_fixture_becomes_hypertables_by_the_ms5_profile") {
-        return;
-    }
+/// Blue as MS5's (the extension installed, the fixture's plain tables) at `scale`, copied to
+/// green by `fixtures/ms5-profile.toml`.
+fn copied_by_the_ms5_profile(scale: f64) -> (Cluster, Cluster) {
     const FT: &str = "factory_telemetry";
     let start = || Cluster::builder().timescaledb().start().unwrap();
     let (blue, green) = (start(), start());
-    common::load_fixture_after(&blue, &green, 0.01, "CREATE EXTENSION timescaledb");
+    common::load_fixture_after(&blue, &green, scale, "CREATE EXTENSION timescaledb");
     blue.sql(
         FT,
         &format!(
@@ -206,6 +201,20 @@ fn the_fixture_becomes_hypertables_by_the_ms5_profile() {
         &t,
     ]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    (blue, green)
+}
+
+/// MS5's case: a plain source (the extension installed, no hypertables) whose time-series
+/// tables become hypertables on green by `fixtures/ms5-profile.toml`; then sync under the
+/// plant workload and verify.
+#[test]
+fn the_fixture_becomes_hypertables_by_the_ms5_profile() {
+    if testkit::skip_without_timescaledb("the_fixture_becomes_hypertables_by_the_ms5_profile") {
+        return;
+    }
+    const FT: &str = "factory_telemetry";
+    let (blue, green) = copied_by_the_ms5_profile(0.01);
+    let (s, t) = (blue.url(FT), green.url(FT));
 
     let intervals = green.sql(
         FT,
@@ -333,30 +342,8 @@ fn cutover_starts_green_policies_and_rollback_pauses_them() {
         return;
     }
     const FT: &str = "factory_telemetry";
-    let start = || Cluster::builder().timescaledb().start().unwrap();
-    let (blue, green) = (start(), start());
-    common::load_fixture_after(&blue, &green, 0.005, "CREATE EXTENSION timescaledb");
-    blue.sql(
-        FT,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (blue, green) = copied_by_the_ms5_profile(0.005);
     let (s, t) = (blue.url(FT), green.url(FT));
-    let profile = profile_path();
-    let o = bluegreen(&[
-        "copy",
-        "--schema",
-        FT,
-        "--profile",
-        &profile,
-        "--source",
-        &s,
-        "--target",
-        &t,
-    ]);
-    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     let pooler = testkit::Pgbouncer::builder()
         .database(FT, "127.0.0.1", blue.port(), FT)
         .user("postgres", blue.password())
