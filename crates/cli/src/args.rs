@@ -262,6 +262,12 @@ pub struct AbortArgs {
     /// no record is left (a plain abort removed it).
     #[arg(long)]
     pub drop_data: bool,
+
+    /// The run's PgBouncers, as for cutover (repeatable; or [[pooler]] in the config): needed
+    /// when a cutover or rollback died mid-flip, so abort resumes them and puts traffic
+    /// back before it removes the run.
+    #[arg(long = "pooler", value_name = "SPEC")]
+    pub poolers: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -520,6 +520,7 @@ fn run_without_a_record_is_never_guessed_from() {
          DROP TABLE bluegreen.created; ALTER TABLE bluegreen.runs DROP COLUMN created_recorded;
          ALTER TABLE bluegreen.apply DROP COLUMN diverged_rows, DROP COLUMN diverged_at,
              DROP COLUMN diverged_lsn;
+         DROP TABLE bluegreen.fences, bluegreen.flips;
          DELETE FROM bluegreen.schema_version WHERE version > 3",
     );
     // status reads the older schema (exit 1 only because sync is not running).

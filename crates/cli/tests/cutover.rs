@@ -42,6 +42,10 @@ fn rig() -> Rig {
     let (s, t) = (blue.url(DB), green.url(DB));
     let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // The application's own role (not bluegreen's), connecting through PUBLIC's CONNECT.
+    for pg in [&blue, &green] {
+        pg.sql(DB, "CREATE ROLE app LOGIN PASSWORD 'app-secret'");
+    }
     let pooled = pooler.url(DB, "postgres", blue.password());
     let pooler_arg = format!(
         "admin={},db={DB},file={}",
@@ -82,6 +86,50 @@ impl Rig {
         ];
         args.extend_from_slice(extra);
         bluegreen(&args)
+    }
+
+    /// The application role's direct connection to blue.
+    fn app_url(&self) -> String {
+        format!(
+            "postgresql://app:app-secret@127.0.0.1:{}/{DB}?sslmode=disable",
+            self.blue.port()
+        )
+    }
+
+    /// Starts a cutover or rollback that stalls for a minute after `step` (test hook).
+    fn stalled_flip(&self, verb: &str, step: &str, log: &str) -> std::process::Child {
+        let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+            .args([
+                verb,
+                "--source",
+                &self.s,
+                "--target",
+                &self.t,
+                "--pooler",
+                &self.pooler_arg,
+                "--no-verify-check",
+            ])
+            .env("BLUEGREEN_TEST_STALL_AFTER", step)
+            .env("BLUEGREEN_TEST_STALL_MS", "60000")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// Waits until the run's flip is recorded on green and the stalled step is reached:
+    /// blue fenced and sync held (`drain`), or the flip past its commit point.
+    fn wait_for(&self, what: &str, query: &str, log: &str) {
+        let started = Instant::now();
+        while self.green.sql(DB, query) != "t" {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "never reached {what}: {}",
+                std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The server port a new connection through the pooler lands on.
@@ -607,7 +655,7 @@ fn sessions_open_on_blue_cannot_write_after_cutover() {
     for pg in [&r.green, &r.blue] {
         pg.sql(
             DB,
-            "CREATE TABLE public.probe (id int PRIMARY KEY, note text)",
+            "CREATE TABLE public.probe (id int PRIMARY KEY, note text); GRANT ALL ON public.probe TO app",
         );
     }
     let fwd = r.sync(false, "forward.log");
@@ -649,7 +697,49 @@ fn sessions_open_on_blue_cannot_write_after_cutover() {
     );
     assert_eq!(r.blue.sql(DB, "SELECT count(*) FROM public.probe"), "0");
     assert_eq!(r.green.sql(DB, "SELECT count(*) FROM public.probe"), "0");
+    // A new session of the application's role cannot even connect, so it cannot SET the
+    // read-only default off (before: it could, and wrote on blue).
+    let app = |sql: &str| {
+        Command::new(testkit::pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-c", "SET default_transaction_read_only = off", "-c", sql])
+            .arg(r.app_url())
+            .output()
+            .unwrap()
+    };
+    let o = app("INSERT INTO public.probe VALUES (3, 'new session')");
+    assert!(!o.status.success(), "the application's role wrote on blue");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("permission denied for database"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(r.blue.sql(DB, "SELECT count(*) FROM public.probe"), "0");
     stop(fwd);
+    // abort keeps blue fenced after a cutover and prints what opens it again; run that.
+    let o = bluegreen(&["abort", "--source", &r.s, "--target", &r.t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("blue: stays fenced"), "{out}");
+    let lift: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.ends_with(';'))
+        .collect();
+    assert!(lift.iter().any(|l| l.contains("GRANT CONNECT")), "{out}");
+    // As an operator would paste them into psql: one statement at a time.
+    let mut c = r.blue.psql_command(DB);
+    c.args(["-v", "ON_ERROR_STOP=1"]).stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lift.join("\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let o = app("INSERT INTO public.probe VALUES (4, 'blue opened again')");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// kill -9 of a cutover while clients are paused, blue fenced and sync held: its watchdog
@@ -736,5 +826,149 @@ fn a_cutover_killed_mid_pause_gives_traffic_back_to_blue() {
     let o = r.flip("cutover", &[]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(r.pooled_port(), r.green.port());
+    stop(fwd);
+}
+
+/// Kills a flip's coordinator, and its watchdog too when `watchdog` says so (a child of the
+/// coordinator in a process group of its own).
+fn kill_flip(mut child: std::process::Child, watchdog: bool) {
+    if watchdog {
+        let parent = child.id().to_string();
+        let mut killed = 0;
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the fields after the last ')'.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            if fields.get(1) == Some(&parent.as_str()) {
+                let pid: i32 = entry.file_name().to_string_lossy().parse().unwrap();
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                killed += 1;
+            }
+        }
+        assert_eq!(killed, 1, "the watchdog was not found");
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+}
+
+const FLIP_AT_DRAIN: &str = "SELECT EXISTS (SELECT 1 FROM bluegreen.flips WHERE NOT committed)
+    AND EXISTS (SELECT 1 FROM bluegreen.apply WHERE held_lsn IS NOT NULL)";
+const FLIP_COMMITTED: &str = "SELECT EXISTS (SELECT 1 FROM bluegreen.flips WHERE committed)";
+
+/// A flip killed after its commit point (files point at green, RESUME on its way): the
+/// watchdog finishes it rather than undoing it, since clients may already write on green
+/// (before: the run stayed in phase copied with traffic on green, or, killed before its
+/// RESUME, the watchdog sent clients back to blue).
+#[test]
+fn a_flip_killed_after_its_commit_point_is_finished_by_its_watchdog() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let child = r.stalled_flip("cutover", "commit point", "cutover.log");
+    r.wait_for("the commit point", FLIP_COMMITTED, "cutover.log");
+    kill_flip(child, false);
+    let started = Instant::now();
+    while r
+        .green
+        .sql(DB, "SELECT phase FROM bluegreen.runs WHERE run = 'main'")
+        != "cut-over"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the watchdog did not finish the flip: {}",
+            std::fs::read_to_string(r.dir.path().join("cutover.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(r.pooled_port(), r.green.port(), "traffic is not on green");
+    assert_eq!(r.green.sql(DB, "SELECT count(*) FROM bluegreen.flips"), "0");
+    assert!(
+        r.blue.sql(DB, "SELECT count(*) FROM pg_db_role_setting") != "0",
+        "blue is not fenced"
+    );
+    stop(fwd);
+}
+
+/// Coordinator and watchdog both killed mid-pause: the pooler stays paused and blue fenced
+/// until the next command. abort refuses without the poolers (it would drop the record of
+/// what to put back); the next cutover undoes the dead flip first, then cuts over.
+#[test]
+fn a_flip_whose_watchdog_died_too_is_undone_by_the_next_command() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let child = r.stalled_flip("cutover", "drain", "cutover.log");
+    r.wait_for("the drain", FLIP_AT_DRAIN, "cutover.log");
+    kill_flip(child, true);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(r.green.sql(DB, "SELECT count(*) FROM bluegreen.flips"), "1");
+    let o = bluegreen(&["abort", "--source", &r.s, "--target", &r.t]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("died mid-flip"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--pooler"), "{}", stderr(&o));
+    assert_eq!(
+        r.green
+            .sql(DB, "SELECT count(*) FROM bluegreen.runs WHERE run = 'main'"),
+        "1",
+        "the refused abort removed the run"
+    );
+    let o = r.flip("cutover", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("was undone"), "{}", stderr(&o));
+    assert_eq!(r.pooled_port(), r.green.port());
+    assert_eq!(
+        r.green.sql(
+            DB,
+            "SELECT count(*) FROM bluegreen.audit WHERE step = 'cutover-aborted' AND detail->>'by' = 'the next flip'"
+        ),
+        "1"
+    );
+    stop(fwd);
+}
+
+/// abort given the poolers after a flip died with its watchdog: the pooler is resumed on
+/// blue, blue's fence lifted (the application's role connects again), sync stopped, and
+/// the run removed.
+#[test]
+fn abort_after_a_dead_flip_resumes_the_pooler_and_lifts_the_fence() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let child = r.stalled_flip("cutover", "drain", "cutover.log");
+    r.wait_for("the drain", FLIP_AT_DRAIN, "cutover.log");
+    kill_flip(child, true);
+    let o = bluegreen(&[
+        "abort",
+        "--source",
+        &r.s,
+        "--target",
+        &r.t,
+        "--pooler",
+        &r.pooler_arg,
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("was undone"), "{}", stdout(&o));
+    assert_eq!(r.pooled_port(), r.blue.port());
+    let o = Command::new(testkit::pg_bin("psql"))
+        .args(["-X", "-A", "-t", "-c", "SELECT 1"])
+        .arg(r.app_url())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        r.blue.sql(DB, "SELECT count(*) FROM pg_db_role_setting"),
+        "0",
+        "blue is still fenced"
+    );
+    assert_eq!(
+        r.green.sql(
+            DB,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen'"
+        ),
+        "0"
+    );
     stop(fwd);
 }

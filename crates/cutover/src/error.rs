@@ -45,6 +45,14 @@ pub enum Error {
     #[error("{step} failed, rolled back to where it started: {cause}")]
     Aborted { step: String, cause: Box<Error> },
 
+    /// A cutover or rollback of the run is under way in a live process.
+    #[error("{0}")]
+    FlipUnderWay(String),
+
+    /// A flip died mid-way and what it needs to be put right was not given.
+    #[error("{0}")]
+    FlipInDoubt(String),
+
     /// Something after RESUME failed: traffic already reaches the new primary.
     #[error("traffic has moved to the new primary, but finishing failed: {0}")]
     AfterResume(String),
@@ -61,7 +69,13 @@ impl Error {
                 "nothing was lost: clients are back on the old primary and sync still runs; fix the cause and try again".into()
             }
             Error::AfterResume(_) => {
-                "do not run the flip again: clients already use the new primary; fix the cause, then check bluegreen status (the run's phase, the old direction's sync stopped, green's TimescaleDB policies) and finish that by hand".into()
+                "clients already use the new primary and nothing is undone: fix the cause, then run the same command again (or bluegreen abort): the flip is recorded as past its commit point, and the next cutover, rollback or abort finishes it".into()
+            }
+            Error::FlipUnderWay(_) => {
+                "wait for it to end (bluegreen status shows the phase), or stop that process: its watchdog puts things right; then run the command again".into()
+            }
+            Error::FlipInDoubt(_) => {
+                "give abort --source, --target and every --pooler (or [[pooler]] in the config): it puts traffic back first, then removes the run".into()
             }
             Error::Conn { source, .. } => source.hint().into(),
             _ => "check the named server or pooler and try again".into(),

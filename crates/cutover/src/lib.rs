@@ -14,13 +14,15 @@
 
 pub mod dbfile;
 mod error;
+mod fence;
 pub mod pooler;
+mod recover;
 pub mod watchdog;
 
 use std::time::{Duration, Instant};
 
 use conn::{qualified, quote_ident, ConnSpec, Host};
-use state::{ApplyStatus, Phase, Run};
+use state::{ApplyStatus, Flip, Phase, Run, Side};
 use tokio_postgres::Client;
 
 use crate::dbfile::Endpoint;
@@ -28,6 +30,7 @@ use crate::error::sql;
 pub use crate::error::Error;
 use crate::pooler::Admin;
 pub use crate::pooler::PoolerSpec;
+pub use crate::recover::{before_abort, recover, BeforeAbort, Recovery};
 use futures_util::future::join_all;
 
 #[derive(Debug, Clone, Default)]
@@ -56,10 +59,13 @@ pub struct Report {
     pub drained_at: String,
     /// Sessions on the old primary that did not come from bluegreen, ended at fencing time.
     pub other_sessions: Vec<String>,
+    /// Roles other than bluegreen's that the fence cannot keep out of the old primary
+    /// (superusers, members of bluegreen's role).
+    pub unbound_roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub enum Direction {
     /// Blue to green.
     Cutover,
     /// Green back to blue.
@@ -67,6 +73,16 @@ enum Direction {
 }
 
 pub use state::names::reverse_run;
+
+impl Direction {
+    /// Which server clients leave and which they go to.
+    fn sides(self) -> (Side, Side) {
+        match self {
+            Direction::Cutover => (Side::Blue, Side::Green),
+            Direction::Rollback => (Side::Green, Side::Blue),
+        }
+    }
+}
 
 /// Moves traffic from blue to green. `blue`/`green` are bluegreen's own connections.
 pub async fn cutover(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Result<Report, Error> {
@@ -83,9 +99,8 @@ pub async fn rollback(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Resu
         })
 }
 
-/// What has been done so far, so a failure can undo exactly that (the coordinator itself,
-/// or its watchdog if the coordinator dies).
-#[derive(Default, Clone, serde::Serialize, serde::Deserialize)]
+/// What has been done so far, so a failure can undo exactly that.
+#[derive(Default, Clone)]
 struct Done {
     reverse_armed: bool,
     paused: Vec<usize>,
@@ -93,6 +108,21 @@ struct Done {
     unfenced_new: bool,
     hold: bool,
     files: Vec<(usize, String)>,
+}
+
+impl Done {
+    /// Everything a flip in `dir` may have done but the files (for a flip whose process
+    /// died: each undo step is harmless where its step had not happened).
+    fn everything(dir: Direction, poolers: usize) -> Done {
+        Done {
+            reverse_armed: dir == Direction::Cutover,
+            paused: (0..poolers).collect(),
+            fenced: true,
+            unfenced_new: dir == Direction::Rollback,
+            hold: true,
+            files: Vec::new(),
+        }
+    }
 }
 
 struct Ctx<'a> {
@@ -121,22 +151,16 @@ impl Ctx<'_> {
         self.clock = Instant::now();
     }
 
-    /// A step that changed what an undo must put back: the watchdog hears of it at once.
-    async fn mark(&mut self, name: &str, done: &Done) {
-        self.tell(done).await;
-        self.step(name);
-    }
-
-    async fn tell(&mut self, done: &Done) {
-        if let Some(w) = self.watchdog.as_mut() {
-            if let Err(e) = w.report(done).await {
-                tracing::warn!(error = %e, "the cutover watchdog could not be told; going on without it");
-                self.watchdog = None;
-            }
+    fn side(&self, old: bool) -> Side {
+        let (o, n) = self.dir.sides();
+        if old {
+            o
+        } else {
+            n
         }
     }
 
-    /// Dismisses the watchdog: RESUME was answered, or the undo has run.
+    /// Dismisses the watchdog: the flip is over, done or undone.
     async fn dismiss_watchdog(&mut self) {
         if let Some(w) = self.watchdog.take() {
             w.finish().await;
@@ -174,6 +198,18 @@ async fn flip(
                 .into(),
         ));
     }
+    // A flip whose process died (and its watchdog too) is finished or undone first.
+    match recover(blue, green, opts, "the next flip", Duration::ZERO).await? {
+        Recovery::Live { direction } => {
+            return Err(Error::Guardrail(format!(
+                "a {} of run {} is under way in another process (it holds the flip lock on green)",
+                direction.as_str(),
+                opts.run
+            )))
+        }
+        Recovery::Nothing => {}
+        r => tracing::warn!("{r}"),
+    }
     let (mut cx, run) = open(dir, blue, green, opts).await?;
     let want = match dir {
         Direction::Cutover => Phase::Copied,
@@ -188,21 +224,50 @@ async fn flip(
         )));
     }
     guardrails(&mut cx).await?;
+    // From here on a dead coordinator would strand what it did: the flip is recorded (with
+    // each databases file as it is now) under a lock this session holds, and a watchdog
+    // finishes or undoes it should this process die.
+    let mut files = Vec::new();
+    for admin in &cx.admins {
+        let text = std::fs::read_to_string(&admin.spec.file).map_err(|e| {
+            Error::Guardrail(format!("databases file {}: {e}", admin.spec.file.display()))
+        })?;
+        files.push((admin.spec.file.display().to_string(), text));
+    }
+    let record = Flip {
+        rollback: dir == Direction::Rollback,
+        files,
+        committed: false,
+    };
+    if !record.begin(&cx.state, &opts.run).await? {
+        return Err(Error::Guardrail(format!(
+            "another cutover or rollback of run {} is under way",
+            opts.run
+        )));
+    }
     cx.step("guardrails");
-    // From here on a dead coordinator would strand what it did: its watchdog puts it back.
-    cx.watchdog = Some(watchdog::Watchdog::start(dir, blue, green, opts).await?);
+    cx.watchdog = Some(watchdog::Watchdog::start(blue, green, opts).await?);
 
     let mut done = Done::default();
     match sequence(&mut cx, &mut done).await {
         Ok(report) => {
+            // Should this fail or this process die, the watchdog (or the next command) finishes
+            // it from the record: the flip is past its commit point.
             finish(&cx, &report)
                 .await
                 .map_err(|e| Error::AfterResume(e.to_string()))?;
+            Flip::end(&cx.state, &opts.run)
+                .await
+                .map_err(|e| Error::AfterResume(e.to_string()))?;
+            cx.dismiss_watchdog().await;
             Ok(report)
         }
         Err((step, cause)) => {
             tracing::warn!(step, error = %cause, "cutover step failed; putting everything back");
             undo(&cx, &done).await;
+            if let Err(e) = Flip::end(&cx.state, &opts.run).await {
+                tracing::error!(error = %e, "could not remove the flip record; the next cutover, rollback or abort finds it put right");
+            }
             cx.dismiss_watchdog().await;
             let _ = state::audit(
                 &cx.state,
@@ -262,32 +327,6 @@ async fn open<'a>(
         watchdog: None,
     };
     Ok((cx, run))
-}
-
-/// The watchdog's undo of a flip whose coordinator died (see [`watchdog`]): what `done`
-/// records is put back as the coordinator would have, and the audit log says so.
-async fn undo_for(
-    dir: Direction,
-    blue: &ConnSpec,
-    green: &ConnSpec,
-    opts: &Options,
-    done: &Done,
-) -> Result<(), Error> {
-    let (mut cx, _) = open(dir, blue, green, opts).await?;
-    for spec in &opts.poolers {
-        cx.admins
-            .push(Admin::connect(spec, opts.pause_timeout).await?);
-    }
-    undo(&cx, done).await;
-    state::audit(
-        &cx.state,
-        &opts.run,
-        "cutover-aborted",
-        None,
-        serde_json::json!({ "by": "watchdog", "error": "the coordinator died mid-flip" }),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn guardrails(cx: &mut Ctx<'_>) -> Result<(), Error> {
@@ -399,10 +438,16 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
     if cx.dir == Direction::Cutover {
         // Green takes the writes from RESUME on: a fence an earlier rollback left on it (or an
         // interrupted one) would turn every client write into an error.
-        at("unfence green", lift_fence(&cx.new).await)?;
+        let lifted = at(
+            "unfence green",
+            fence::lift(&cx.new, Some(&cx.state), &cx.opts.run, Side::Green).await,
+        )?;
+        if lifted {
+            tracing::warn!("green was fenced read-only (left by a rollback); lifted");
+        }
         at("arm rollback", arm_reverse(cx).await)?;
         done.reverse_armed = true;
-        cx.mark("arm rollback", done).await;
+        cx.step("arm rollback");
     }
     at("pre-sync sequences", sync_sequences(cx).await)?;
     cx.step("pre-sync sequences");
@@ -420,23 +465,26 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
         done.paused.push(i);
         at("pause", r)?;
     }
-    cx.mark("pause", done).await;
+    cx.step("pause");
 
     done.fenced = true;
-    let others = at("fence", fence(cx).await)?;
-    cx.mark("fence", done).await;
+    let (others, unbound_roles) = at("fence", fence(cx).await)?;
+    cx.step("fence");
 
     let drained_at = at("drain", drain(cx, done).await)?;
-    cx.mark("drain", done).await;
+    cx.step("drain");
 
     at("final sequence sync", sync_sequences(cx).await)?;
     cx.step("final sequence sync");
 
     if cx.dir == Direction::Rollback {
         // Blue was fenced read-only at cutover; it takes writes again from RESUME on.
-        at("unfence", set_read_only(&cx.new, false).await)?;
+        at(
+            "unfence",
+            fence::lift(&cx.new, Some(&cx.state), &cx.opts.run, Side::Blue).await,
+        )?;
         done.unfenced_new = true;
-        cx.mark("unfence", done).await;
+        cx.step("unfence");
     }
     for i in 0..cx.admins.len() {
         let admin = &cx.admins[i];
@@ -452,7 +500,6 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
             dbfile::write_atomically(&admin.spec.file, &new_text),
         )?;
         done.files.push((i, text));
-        cx.tell(done).await;
         let admin = &cx.admins[i];
         at("flip", admin.reload(cx.opts.pause_timeout).await)?;
         let now = at("flip", admin.target_of_db(cx.opts.pause_timeout).await)?;
@@ -471,10 +518,17 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
     }
     cx.step("flip");
 
+    // The commit point: should this process die from here on, the flip is finished, not
+    // undone (clients may already write on the new primary).
+    at(
+        "flip",
+        Flip::commit(&cx.state, &cx.opts.run)
+            .await
+            .map_err(Error::from),
+    )?;
+    stall_for_tests("commit point");
     let results = join_all(cx.admins.iter().map(|a| a.resume(cx.opts.pause_timeout))).await;
     let paused = paused_at.elapsed();
-    // Traffic is on the new primary: nothing for the watchdog to put back.
-    cx.dismiss_watchdog().await;
     for r in results {
         // Traffic already points at the new primary: a pooler that will not resume is an
         // operator's emergency, not a reason to flip back.
@@ -488,6 +542,7 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
         steps: cx.steps.clone(),
         drained_at,
         other_sessions: others,
+        unbound_roles,
     })
 }
 
@@ -532,7 +587,7 @@ async fn finish(cx: &Ctx<'_>, report: &Report) -> Result<(), Error> {
         // Green was fenced for the flip; clients now reach blue. Back to the state before the
         // cutover: forward sync keeps its state on green and writes there, and the next
         // cutover sends clients to it.
-        set_read_only(&cx.old, false).await?;
+        fence::lift(&cx.old, Some(&cx.state), &cx.opts.run, Side::Green).await?;
         // Give the reverse applier a moment to see its stop request, then remove its slot.
         for _ in 0..50 {
             if !ApplyStatus::get(&cx.state, &cx.apply_run)
@@ -750,13 +805,15 @@ async fn sync_sequences(cx: &Ctx<'_>) -> Result<(), Error> {
     Ok(())
 }
 
-/// Fences the old primary read-only for new sessions, then ends every session on it that is
-/// not bluegreen's and waits until each is gone: an idle session, or one inside a
-/// transaction, could otherwise commit there after the drain position is taken, a write the
-/// new primary would never see (and a key the new primary would hand out again). New
-/// sessions that come in meanwhile are ended too; the drain position is taken only after.
-async fn fence(cx: &Ctx<'_>) -> Result<Vec<String>, Error> {
-    set_read_only(&cx.old, true).await?;
+/// Fences the old primary (read-only, CONNECT revoked from every role but bluegreen's: see
+/// [`fence`]), then ends every session on it that is not bluegreen's and waits until each is
+/// gone: an idle session, or one inside a transaction, could otherwise commit there after
+/// the drain position is taken, a write the new primary would never see (and a key the new
+/// primary would hand out again). New sessions that come in meanwhile (roles the fence
+/// cannot bind) are ended too; the drain position is taken only after. Returns the sessions
+/// ended and the roles the fence cannot keep out.
+async fn fence(cx: &Ctx<'_>) -> Result<(Vec<String>, Vec<String>), Error> {
+    let unbound = fence::raise(&cx.old, &cx.state, &cx.opts.run, cx.side(true)).await?;
     let started = Instant::now();
     let mut ended: Vec<(i32, String)> = Vec::new();
     loop {
@@ -772,7 +829,7 @@ async fn fence(cx: &Ctx<'_>) -> Result<Vec<String>, Error> {
             .await
             .map_err(sql("old primary", "list sessions"))?;
         if rows.is_empty() {
-            return Ok(ended.into_iter().map(|(_, s)| s).collect());
+            return Ok((ended.into_iter().map(|(_, s)| s).collect(), unbound));
         }
         for r in &rows {
             let pid: i32 = r.get(0);
@@ -804,47 +861,6 @@ async fn fence(cx: &Ctx<'_>) -> Result<Vec<String>, Error> {
     }
 }
 
-/// Lifts a read-only fence from the database, if one is set; says whether it was.
-async fn lift_fence(c: &Client) -> Result<bool, Error> {
-    let fenced: bool = c
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
-                             WHERE d.datname = current_database() AND s.setrole = 0
-                               AND 'default_transaction_read_only=on' = ANY (s.setconfig))",
-            &[],
-        )
-        .await
-        .map_err(sql("database", "look for a read-only fence"))?
-        .get(0);
-    if fenced {
-        tracing::warn!("the new primary was fenced read-only (left by a rollback); lifting it");
-        set_read_only(c, false).await?;
-    }
-    Ok(fenced)
-}
-
-async fn set_read_only(c: &Client, on: bool) -> Result<(), Error> {
-    let db: String = c
-        .query_one("SELECT current_database()::text", &[])
-        .await
-        .map_err(sql("database", "name"))?
-        .get(0);
-    let stmt = if on {
-        format!(
-            "ALTER DATABASE {} SET default_transaction_read_only = on",
-            quote_ident(&db)
-        )
-    } else {
-        format!(
-            "ALTER DATABASE {} RESET default_transaction_read_only",
-            quote_ident(&db)
-        )
-    };
-    c.batch_execute(&stmt)
-        .await
-        .map_err(sql("database", "set read-only"))
-}
-
 /// A pre-drain round that took less than this leaves little for the drain in the pause.
 const PRE_DRAIN_CLOSE: Duration = Duration::from_millis(100);
 /// At most this many pre-drain rounds, and this long in all: clients are not paused
@@ -871,7 +887,6 @@ async fn pre_drain(cx: &mut Ctx<'_>, done: &mut Done) -> Result<(), Error> {
         let lsn = drain(cx, done).await?;
         state::release(&cx.state, &cx.apply_run).await?;
         done.hold = false;
-        cx.tell(done).await;
         let took = started.elapsed();
         tracing::debug!(
             round,
@@ -925,7 +940,6 @@ async fn drain(cx: &mut Ctx<'_>, done: &mut Done) -> Result<String, Error> {
         return Err(held_by_another(cx));
     }
     done.hold = true;
-    cx.tell(done).await;
     // A message after the position tells the applier the stream has passed it.
     state::emit_hold_message(&cx.old).await?;
     let started = Instant::now();
@@ -959,7 +973,7 @@ async fn undo(cx: &Ctx<'_>, done: &Done) {
         }
     }
     if done.unfenced_new {
-        if let Err(e) = set_read_only(&cx.new, true).await {
+        if let Err(e) = fence::raise(&cx.new, &cx.state, &cx.opts.run, cx.side(false)).await {
             tracing::error!(error = %e, "could not fence blue again");
         }
     }
@@ -969,7 +983,7 @@ async fn undo(cx: &Ctx<'_>, done: &Done) {
         }
     }
     if done.fenced {
-        if let Err(e) = set_read_only(&cx.old, false).await {
+        if let Err(e) = fence::lift(&cx.old, Some(&cx.state), &cx.opts.run, cx.side(true)).await {
             tracing::error!(error = %e, "could not unfence the old primary");
         }
     }

@@ -3,11 +3,10 @@
 //! coordinator starts a watchdog: the same binary (`bluegreen cutover-watchdog`, hidden) in a
 //! process group of its own, so a signal to the coordinator's group does not reach it. The
 //! coordinator writes its orders (how to reach both servers and the poolers) to the
-//! watchdog's stdin, then what it has done after every step, and `done` once RESUME has
-//! been answered or its own undo has run. Should stdin close without `done`, the coordinator
-//! is gone: the watchdog connects on its own and undoes what the last report says was done,
-//! the way the coordinator's own undo would (files back, RELOAD, hold released, fence lifted,
-//! every pooler resumed), and records that in the audit log.
+//! watchdog's stdin, and `finished` once the flip is over, done or undone. Should stdin
+//! close without it, the coordinator is gone: the watchdog recovers the flip from its record
+//! on green ([`crate::recover`]: undone before the commit point, finished after it) and the
+//! audit log says so.
 //!
 //! Passwords travel only through the pipe, never on a command line or in the environment.
 
@@ -19,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use crate::{Direction, Done, Error, Options, PoolerSpec};
+use crate::{Error, Options, PoolerSpec};
 
 /// The hidden subcommand that runs [`serve`].
 pub const SUBCOMMAND: &str = "cutover-watchdog";
@@ -27,7 +26,6 @@ pub const SUBCOMMAND: &str = "cutover-watchdog";
 /// What the watchdog needs to undo a flip on its own.
 #[derive(Serialize, Deserialize)]
 struct Orders {
-    rollback: bool,
     blue: Conn,
     green: Conn,
     run: String,
@@ -61,13 +59,11 @@ impl Conn {
     }
 }
 
-/// One line from the coordinator after the orders.
-#[derive(Serialize, Deserialize)]
-enum Report {
-    Did(Done),
-    /// RESUME was answered, or the coordinator's own undo has run: nothing left to guard.
-    Finished,
-}
+/// The line after the orders: the flip is over, nothing left to guard.
+const FINISHED: &str = "finished";
+
+/// How long the watchdog waits for a dead coordinator's session on green to end.
+const HOLDER_GRACE: Duration = Duration::from_secs(15);
 
 /// The coordinator's end of the pipe.
 pub(crate) struct Watchdog {
@@ -78,7 +74,6 @@ pub(crate) struct Watchdog {
 impl Watchdog {
     /// Starts the watchdog and hands it its orders.
     pub(crate) async fn start(
-        dir: Direction,
         blue: &ConnSpec,
         green: &ConnSpec,
         opts: &Options,
@@ -99,7 +94,6 @@ impl Watchdog {
             .spawn()
             .map_err(|e| Error::Pooler(format!("cannot start the cutover watchdog: {e}")))?;
         let orders = Orders {
-            rollback: dir == Direction::Rollback,
             blue: Conn::of(blue),
             green: Conn::of(green),
             run: opts.run.clone(),
@@ -115,16 +109,9 @@ impl Watchdog {
         Ok(w)
     }
 
-    /// Tells the watchdog what has been done so far.
-    pub(crate) async fn report(&mut self, done: &Done) -> Result<(), Error> {
-        let line = serde_json::to_string(&Report::Did(done.clone())).unwrap_or_default();
-        self.send(&line).await
-    }
-
     /// Nothing left to guard: the watchdog exits without touching anything.
     pub(crate) async fn finish(mut self) {
-        let line = serde_json::to_string(&Report::Finished).unwrap_or_default();
-        if let Err(e) = self.send(&line).await {
+        if let Err(e) = self.send(FINISHED).await {
             tracing::warn!(error = %e, "could not dismiss the cutover watchdog");
         }
         drop(self.stdin.take());
@@ -154,8 +141,8 @@ impl Watchdog {
     }
 }
 
-/// The watchdog process: reads its orders and reports from stdin until `Finished` (exit
-/// quietly) or the end of input without it (undo what the last report says was done).
+/// The watchdog process: reads its orders from stdin, then waits for `finished` (exit
+/// quietly) or the end of input without it (recover the flip).
 pub async fn serve() -> Result<(), Error> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let Some(first) = lines.next_line().await.ok().flatten() else {
@@ -163,17 +150,13 @@ pub async fn serve() -> Result<(), Error> {
     };
     let orders: Orders = serde_json::from_str(&first)
         .map_err(|e| Error::Usage(format!("cutover-watchdog: unreadable orders: {e}")))?;
-    let mut done: Option<Done> = None;
     // Until the end of input (or a broken pipe): the coordinator is gone.
     while let Ok(Some(line)) = lines.next_line().await {
-        match serde_json::from_str::<Report>(&line) {
-            Ok(Report::Did(d)) => done = Some(d),
-            Ok(Report::Finished) => return Ok(()),
-            Err(_) => {}
+        if line == FINISHED {
+            return Ok(());
         }
     }
-    let Some(done) = done else { return Ok(()) };
-    tracing::error!("the cutover coordinator died mid-flip; the watchdog puts everything back");
+    tracing::error!("the cutover coordinator died mid-flip; the watchdog puts things right");
     let poolers = orders
         .poolers
         .iter()
@@ -185,11 +168,8 @@ pub async fn serve() -> Result<(), Error> {
         pause_timeout: Duration::from_millis(orders.pause_timeout_ms),
         ..Options::default()
     };
-    let dir = if orders.rollback {
-        Direction::Rollback
-    } else {
-        Direction::Cutover
-    };
     let (blue, green) = (orders.blue.spec()?, orders.green.spec()?);
-    crate::undo_for(dir, &blue, &green, &opts, &done).await
+    let r = crate::recover(&blue, &green, &opts, "watchdog", HOLDER_GRACE).await?;
+    tracing::warn!("{r}");
+    Ok(())
 }

@@ -8,6 +8,8 @@
 mod apply;
 mod chunks;
 pub mod created;
+mod fences;
+pub mod flips;
 mod migrate;
 pub mod names;
 pub mod policies;
@@ -21,6 +23,8 @@ pub use apply::{
     rollback_prepared, take_hold, ApplyStatus, HOLD_MESSAGE_PREFIX,
 };
 pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};
+pub use fences::{FenceRecord, Grant, Side};
+pub use flips::{Flip, Found};
 pub use migrate::{drop_schema, exists, known_version, migrate, SCHEMA};
 pub use post_data::{NewItem, PostDataItem};
 pub use runs::{NewRun, Phase, Run};

@@ -141,6 +141,29 @@ ALTER TABLE bluegreen.apply
     ADD COLUMN diverged_at   timestamptz,
     ADD COLUMN diverged_lsn  pg_lsn;
 "#,
+    // What a cutover's fence revoked (given back exactly when it is lifted), and a flip under
+    // way (finished or undone by whoever comes next if its process dies). No foreign key to
+    // runs: both must outlive a run row until abort has put things right.
+    r#"
+CREATE TABLE bluegreen.fences (
+    run          text NOT NULL,
+    side         text NOT NULL CHECK (side IN ('blue', 'green')),
+    database     text NOT NULL,
+    revoked_from text[] NOT NULL,
+    grant_option boolean[] NOT NULL,
+    self_granted boolean NOT NULL,
+    raised_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (run, side)
+);
+CREATE TABLE bluegreen.flips (
+    run         text PRIMARY KEY,
+    rollback    boolean NOT NULL,
+    file_paths  text[] NOT NULL,
+    file_texts  text[] NOT NULL,
+    committed   boolean NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"#,
 ];
 
 /// Version this build knows.

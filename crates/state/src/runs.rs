@@ -135,6 +135,18 @@ impl Run {
         c.execute("DELETE FROM bluegreen.audit WHERE run = $1", &[&run])
             .await
             .map_err(q("delete audit"))?;
+        // Not tied to the run row by a key (see the migration); abort has dealt with them.
+        // A state schema older than these tables has none.
+        let tables: &[&str] = if crate::flips::recorded(c).await? {
+            &["bluegreen.fences", "bluegreen.flips"]
+        } else {
+            &[]
+        };
+        for table in tables {
+            c.execute(&format!("DELETE FROM {table} WHERE run = $1"), &[&run])
+                .await
+                .map_err(q("delete fence and flip records"))?;
+        }
         c.execute("DELETE FROM bluegreen.runs WHERE run = $1", &[&run])
             .await
             .map(|n| n > 0)

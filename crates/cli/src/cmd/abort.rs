@@ -33,6 +33,38 @@ pub async fn run(args: AbortArgs, settings: &Settings) -> Result<Outcome, Troubl
             return Ok(Outcome::Findings);
         }
     }
+    // A flip that died mid-way is put right first (traffic back, poolers resumed), and the
+    // run's fences are lifted, but blue's after a completed cutover.
+    if let Some(t) = target.as_ref() {
+        let poolers = crate::cmd::cutover::poolers(&args.poolers, settings)?;
+        let before = cutover::before_abort(
+            &args.run,
+            source.as_ref(),
+            t,
+            poolers,
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .map_err(Trouble::cutover)?;
+        if let Some(r) = before.recovery {
+            println!("{r}");
+        }
+        for side in &before.lifted {
+            println!(
+                "{}: fence lifted (read-only reset, CONNECT given back)",
+                side.as_str()
+            );
+        }
+        for (side, stmts) in &before.kept {
+            println!(
+                "{}: stays fenced (read-only, CONNECT revoked); to open it again run there:",
+                side.as_str()
+            );
+            for s in stmts {
+                println!("  {s};");
+            }
+        }
+    }
     // What cutover made for the reverse stream goes first: its run row would keep the
     // state schema alive, its slot would keep WAL on green.
     cutover::remove_reverse(&args.run, source.as_ref(), target.as_ref())

@@ -10,16 +10,7 @@ use crate::Outcome;
 pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outcome, Trouble> {
     let blue = settings.spec("source")?;
     let green = settings.spec("target")?;
-    let specs = if args.poolers.is_empty() {
-        settings.poolers.clone()
-    } else {
-        args.poolers.clone()
-    };
-    let poolers = specs
-        .iter()
-        .map(|s| s.parse::<cutover::PoolerSpec>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Trouble::cutover)?;
+    let poolers = poolers(&args.poolers, settings)?;
     let secs = |v: f64, flag: &str| {
         if v.is_finite() && v >= 0.0 {
             Ok(Duration::from_secs_f64(v))
@@ -68,10 +59,31 @@ pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outc
             println!("  {s}");
         }
     }
+    if !report.unbound_roles.is_empty() {
+        println!(
+            "{} stays fenced read-only with CONNECT revoked, but these roles can still connect to it (no grant binds them): {}",
+            if back { "green" } else { "blue" },
+            report.unbound_roles.join(", ")
+        );
+    }
     if back {
         println!("next: run bluegreen sync to follow blue again (it skips what reverse sync wrote), and cut over when ready");
     } else {
         println!("next: run bluegreen sync --reverse to carry green's writes to blue, so rollback stays possible");
     }
     Ok(Outcome::Clean)
+}
+
+/// `--pooler` flags, or the config's `[[pooler]]` tables when none is given.
+pub fn poolers(flags: &[String], settings: &Settings) -> Result<Vec<cutover::PoolerSpec>, Trouble> {
+    let specs = if flags.is_empty() {
+        &settings.poolers
+    } else {
+        flags
+    };
+    specs
+        .iter()
+        .map(|s| s.parse::<cutover::PoolerSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Trouble::cutover)
 }

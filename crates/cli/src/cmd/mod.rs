@@ -2,7 +2,7 @@
 
 mod abort;
 mod copy;
-mod cutover;
+pub mod cutover;
 mod peek;
 mod plan;
 mod status;

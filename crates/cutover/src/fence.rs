@@ -1,0 +1,233 @@
+//! The fence on the primary clients leave: from the pause on, no session but bluegreen's may
+//! write there.
+//!
+//! `ALTER DATABASE … SET default_transaction_read_only = on` alone binds only sessions that
+//! start later, and any of them can `SET default_transaction_read_only = off`. So the fence
+//! also revokes CONNECT on the database from PUBLIC and from every role but bluegreen's own
+//! (granting bluegreen's role CONNECT first when it had it only through PUBLIC): a session
+//! that cannot be opened cannot turn read-only off. What stays open, and is reported: roles
+//! that still connect (superusers, whom no grant binds; members of bluegreen's role; grants
+//! made by a grantor other than the owner). Sessions already open are the caller's to end.
+//! What was revoked is recorded in the state schema on green before the fence goes up, so
+//! lifting gives back exactly that.
+
+use conn::quote_ident;
+use state::{FenceRecord, Grant, Side};
+use tokio_postgres::Client;
+
+use crate::error::sql;
+use crate::Error;
+
+/// The role and database a fence is raised or lifted with.
+struct Me {
+    database: String,
+    superuser: bool,
+    /// bluegreen's role has a CONNECT grant of its own (not only through PUBLIC).
+    direct_connect: bool,
+}
+
+async fn me(server: &Client) -> Result<Me, Error> {
+    let r = server
+        .query_one(
+            "SELECT current_database()::text,
+                    (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+                    EXISTS (SELECT 1 FROM pg_database d,
+                                   aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                             WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
+                               AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = current_user))",
+            &[],
+        )
+        .await
+        .map_err(sql("database", "who am I"))?;
+    Ok(Me {
+        database: r.get(0),
+        superuser: r.get(1),
+        direct_connect: r.get(2),
+    })
+}
+
+fn grantee(role: &Option<String>) -> String {
+    role.as_deref()
+        .map(quote_ident)
+        .unwrap_or_else(|| "PUBLIC".into())
+}
+
+/// Gives a revoked CONNECT back as it was.
+fn grant(db: &str, g: &Grant) -> String {
+    format!(
+        "GRANT CONNECT ON DATABASE {db} TO {}{}",
+        grantee(&g.role),
+        if g.grant_option {
+            " WITH GRANT OPTION"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Raises the fence on `server` (recording it on `state` first). Raising it again adds what
+/// was granted meanwhile to the record. Returns the roles other than bluegreen's that can
+/// still open sessions there.
+pub async fn raise(
+    server: &Client,
+    state: &Client,
+    run: &str,
+    side: Side,
+) -> Result<Vec<String>, Error> {
+    let me = me(server).await?;
+    let rows = server
+        .query(
+            "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END, a.is_grantable
+               FROM pg_database d,
+                    aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+               LEFT JOIN pg_roles r ON r.oid = a.grantee
+              WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
+                AND (r.rolname IS NULL OR r.rolname <> current_user)",
+            &[],
+        )
+        .await
+        .map_err(sql("database", "read CONNECT grants"))?;
+    let now: Vec<Grant> = rows
+        .iter()
+        .map(|r| Grant {
+            role: r.get(0),
+            grant_option: r.get(1),
+        })
+        .collect();
+    let mut record = FenceRecord::get(state, run, side)
+        .await?
+        .unwrap_or_else(|| FenceRecord {
+            database: me.database.clone(),
+            ..FenceRecord::default()
+        });
+    for g in &now {
+        if !record.revoked.iter().any(|r| r.role == g.role) {
+            record.revoked.push(g.clone());
+        }
+    }
+    let grant_self = !me.superuser && !me.direct_connect;
+    record.self_granted |= grant_self;
+    record.put(state, run, side).await?;
+
+    let db = quote_ident(&me.database);
+    let mut stmts = Vec::new();
+    if grant_self {
+        stmts.push(format!("GRANT CONNECT ON DATABASE {db} TO CURRENT_USER"));
+    }
+    let from: Vec<String> = now.iter().map(|g| grantee(&g.role)).collect();
+    if !from.is_empty() {
+        stmts.push(format!(
+            "REVOKE CONNECT ON DATABASE {db} FROM {}",
+            from.join(", ")
+        ));
+    }
+    stmts.push(format!(
+        "ALTER DATABASE {db} SET default_transaction_read_only = on"
+    ));
+    // One simple query: one implicit transaction, all of it or none.
+    server
+        .batch_execute(&stmts.join("; "))
+        .await
+        .map_err(sql("database", "fence"))?;
+    residual(server).await
+}
+
+/// Roles other than bluegreen's that can open sessions on the server's database now.
+async fn residual(server: &Client) -> Result<Vec<String>, Error> {
+    let rows = server
+        .query(
+            "SELECT rolname::text || CASE WHEN rolsuper THEN ' (superuser)' ELSE '' END
+               FROM pg_roles
+              WHERE rolcanlogin AND rolname <> current_user
+                AND (rolsuper OR has_database_privilege(oid, current_database(), 'CONNECT'))
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(sql("database", "list roles that can connect"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The statements that lift a recorded fence by hand (for an abort that removes the record
+/// while the fence stays).
+pub fn lift_statements(record: &FenceRecord) -> Vec<String> {
+    let db = quote_ident(&record.database);
+    // The session's own default is read-only too: GRANT would be refused.
+    let mut stmts = vec!["SET default_transaction_read_only = off".to_string()];
+    stmts.extend(record.revoked.iter().map(|g| grant(&db, g)));
+    stmts.push(format!(
+        "ALTER DATABASE {db} RESET default_transaction_read_only"
+    ));
+    stmts
+}
+
+/// Whether the server's database is fenced read-only.
+pub async fn is_raised(server: &Client) -> Result<bool, Error> {
+    Ok(server
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+                             WHERE d.datname = current_database() AND s.setrole = 0
+                               AND 'default_transaction_read_only=on' = ANY (s.setconfig))",
+            &[],
+        )
+        .await
+        .map_err(sql("database", "look for a read-only fence"))?
+        .get(0))
+}
+
+/// Lifts the fence: CONNECT given back as recorded, read-only reset, the record removed.
+/// Without `state` (abort given only the server) the read-only setting goes and the grants a
+/// record names cannot be known. Says whether there was anything to lift.
+pub async fn lift(
+    server: &Client,
+    state: Option<&Client>,
+    run: &str,
+    side: Side,
+) -> Result<bool, Error> {
+    let record = match state {
+        Some(s) => FenceRecord::get(s, run, side).await?,
+        None => None,
+    };
+    let raised = is_raised(server).await?;
+    if record.is_none() && !raised {
+        return Ok(false);
+    }
+    let me = me(server).await?;
+    let db = quote_ident(&me.database);
+    let mut stmts = Vec::new();
+    if let Some(rec) = &record {
+        // Roles dropped since are skipped: a GRANT to them would fail the whole lift.
+        let names: Vec<String> = rec.revoked.iter().filter_map(|g| g.role.clone()).collect();
+        let existing: Vec<String> = server
+            .query(
+                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)",
+                &[&names],
+            )
+            .await
+            .map_err(sql("database", "look up roles"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for g in &rec.revoked {
+            if g.role.as_ref().is_some_and(|r| !existing.contains(r)) {
+                tracing::warn!(role = ?g.role, "role dropped since the fence; not granted again");
+                continue;
+            }
+            stmts.push(grant(&db, g));
+        }
+        if rec.self_granted {
+            stmts.push(format!("REVOKE CONNECT ON DATABASE {db} FROM CURRENT_USER"));
+        }
+    }
+    stmts.push(format!(
+        "ALTER DATABASE {db} RESET default_transaction_read_only"
+    ));
+    server
+        .batch_execute(&stmts.join("; "))
+        .await
+        .map_err(sql("database", "lift the fence"))?;
+    if let (Some(s), Some(_)) = (state, &record) {
+        FenceRecord::delete(s, run, side).await?;
+    }
+    Ok(true)
+}
