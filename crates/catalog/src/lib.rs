@@ -3,6 +3,7 @@
 
 mod error;
 mod findings;
+pub mod matviews;
 mod plan;
 mod profile;
 mod read;

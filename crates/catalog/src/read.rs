@@ -10,7 +10,7 @@ use crate::plan::{
     RelName, Sequence, Server, Table,
 };
 
-fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+pub(crate) fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
     move |source| Error::Query { what, source }
 }
 

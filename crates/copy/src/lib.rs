@@ -229,6 +229,7 @@ pub async fn copy(
                                 "analyze_seconds": report.analyze_seconds }),
         )
         .await?;
+        state::matviews::refreshed_by_copy(&tgt, run).await?;
     }
     // Every snapshot import is done: let the exporting connection go.
     if let Some(exp) = exporter.take() {

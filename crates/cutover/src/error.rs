@@ -38,6 +38,9 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] state::Error),
 
+    #[error("new primary: {0}")]
+    Catalog(#[from] catalog::Error),
+
     #[error("replication connection: {0}")]
     Wire(#[from] wire::Error),
 

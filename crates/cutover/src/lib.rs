@@ -452,6 +452,11 @@ async fn sequence(cx: &mut Ctx<'_>, done: &mut Done) -> StepResult<Report> {
     at("pre-sync sequences", sync_sequences(cx).await)?;
     cx.step("pre-sync sequences");
 
+    // Materialized views are not replicated: the new primary's would show what they held
+    // when copied (or at the last flip) from the first second clients read them there.
+    at("refresh materialized views", refresh_matviews(cx).await)?;
+    cx.step("refresh materialized views");
+
     // The applier catches up while clients still write, so the drain inside the pause has
     // only the last moments to apply (not however far behind the applier happens to be).
     at("pre-drain", pre_drain(cx, done).await)?;
@@ -777,6 +782,46 @@ async fn drop_reverse_on_green(state: &Client, run: &str) -> Result<(), Error> {
         .await
         .map_err(sql("green", "drop the reverse publication"))?;
     Run::delete(state, &reverse_run(run)).await?;
+    Ok(())
+}
+
+/// How long a refresh may wait for its view's lock before the cutover gives up (nothing is
+/// paused yet).
+const REFRESH_LOCK_TIMEOUT: &str = "10s";
+
+/// Refreshes every populated materialized view of the run's schemas on the new primary, each
+/// after those it reads, CONCURRENTLY where a unique index allows (readers go on), and
+/// records it in the audit log (`matviews-refreshed`), which status and plan show.
+async fn refresh_matviews(cx: &mut Ctx<'_>) -> Result<(), Error> {
+    let views = catalog::matviews::in_refresh_order(&cx.new, &cx.schemas).await?;
+    let mut done = Vec::new();
+    for v in views.iter().filter(|v| v.populated) {
+        let started = Instant::now();
+        let how = if v.concurrently { "CONCURRENTLY " } else { "" };
+        let what = || format!("refresh {}", v.qualified());
+        // Dropped uncommitted on an error: the session stays usable for the undo.
+        let tx = cx
+            .new
+            .transaction()
+            .await
+            .map_err(sql("new primary", what()))?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{REFRESH_LOCK_TIMEOUT}'; REFRESH MATERIALIZED VIEW {how}{}",
+            v.qualified()
+        ))
+        .await
+        .map_err(sql("new primary", what()))?;
+        tx.commit().await.map_err(sql("new primary", what()))?;
+        done.push(serde_json::json!({
+            "view": format!("{}.{}", v.schema, v.name),
+            "ms": started.elapsed().as_secs_f64() * 1000.0,
+            "concurrently": v.concurrently,
+        }));
+    }
+    if !done.is_empty() {
+        let (_, new) = cx.dir.sides();
+        state::matviews::refreshed(&cx.state, &cx.opts.run, new, cx.dir.as_str(), done).await?;
+    }
     Ok(())
 }
 

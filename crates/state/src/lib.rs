@@ -10,6 +10,7 @@ mod chunks;
 pub mod created;
 mod fences;
 pub mod flips;
+pub mod matviews;
 mod migrate;
 pub mod names;
 pub mod policies;

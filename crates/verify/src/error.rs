@@ -21,6 +21,10 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] state::Error),
 
+    /// Reading the materialized views to compare.
+    #[error(transparent)]
+    Catalog(#[from] catalog::Error),
+
     #[error("{side}: {what}: {}", conn::pg_message(source))]
     Sql {
         side: &'static str,
@@ -63,7 +67,11 @@ impl Error {
             Error::Refused { fix, .. } => fix.clone(),
             Error::Conn { source, .. } => source.hint().into(),
             Error::Wire(_) => "verify takes its source snapshot through a temporary logical slot: the source role needs REPLICATION, and max_wal_senders/max_replication_slots need one free each".into(),
-            Error::State(_) | Error::Sql { .. } | Error::Copy { .. } | Error::Worker(_) => {
+            Error::State(_)
+            | Error::Catalog(_)
+            | Error::Sql { .. }
+            | Error::Copy { .. }
+            | Error::Worker(_) => {
                 "fix the cause above and run verify again; it changes nothing on either server unless --repair is given".into()
             }
             Error::Incomplete { .. } => "run the same `bluegreen copy` again to finish it (it resumes where it stopped), then verify".into(),

@@ -39,6 +39,20 @@ pub struct Report {
     pub bytes: u64,
     pub tables: Vec<TableReport>,
     pub repair: Option<RepairReport>,
+    /// Compared, but not counted in `equal`: each side refreshes its own materialized views
+    /// (their rows are not replicated), and cutover refreshes the new primary's before its
+    /// pause. A difference says green's were refreshed at another time than blue's.
+    pub materialized_views: Vec<MatViewCheck>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MatViewCheck {
+    pub schema: String,
+    pub name: String,
+    /// None: the view is missing, or not populated, on that side.
+    pub source_rows: Option<i64>,
+    pub target_rows: Option<i64>,
+    pub equal: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,6 +197,27 @@ impl Report {
             );
             for t in differing {
                 self.table_section(&mut o, t);
+            }
+        }
+        if !self.materialized_views.is_empty() {
+            let same = self.materialized_views.iter().filter(|m| m.equal).count();
+            let _ = writeln!(
+                o,
+                "\nmaterialized views: {same} of {} hold the same rows on both sides (not counted in the verdict: each side refreshes its own; cutover refreshes the new primary's before its pause)",
+                self.materialized_views.len()
+            );
+            let rows = |n: Option<i64>| {
+                n.map_or("not populated or missing".into(), |n| format!("{n} rows"))
+            };
+            for m in self.materialized_views.iter().filter(|m| !m.equal) {
+                let _ = writeln!(
+                    o,
+                    "  differs: {}.{} (source {}, target {})",
+                    m.schema,
+                    m.name,
+                    rows(m.source_rows),
+                    rows(m.target_rows)
+                );
             }
         }
         if let Some(r) = &self.repair {

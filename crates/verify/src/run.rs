@@ -17,7 +17,7 @@ use crate::error::{conn_err, sql, Error};
 use crate::hash::Digest;
 use crate::range::KeyRange;
 use crate::report::{
-    ChunkMismatch, RepairReport, RepairedRange, Report, TableReport, REPORT_FORMAT,
+    ChunkMismatch, MatViewCheck, RepairReport, RepairedRange, Report, TableReport, REPORT_FORMAT,
 };
 use crate::snapshot::{
     origin_progress, reader, Consistency, Mode, Sides, Snapshots, SESSION_SETTINGS,
@@ -166,7 +166,7 @@ pub async fn verify(
         }
     };
 
-    let report = build_report(
+    let mut report = build_report(
         run,
         id,
         source,
@@ -178,6 +178,9 @@ pub async fn verify(
         repair,
         started.elapsed().as_secs_f64(),
     );
+    let mv_schemas: Vec<String> = schemas.iter().map(|s| s.to_string()).collect();
+    report.materialized_views =
+        compare_matviews(&source_client, &state_client, &mv_schemas).await?;
     let mut results: Vec<ChunkResult> = outcomes
         .iter()
         .map(|o| {
@@ -602,5 +605,40 @@ fn build_report(
         bytes,
         tables: reports,
         repair,
+        materialized_views: Vec::new(),
     }
+}
+
+/// Each materialized view of the source's `schemas` against the target's of the same name:
+/// row count and an order-independent digest of the rows on each side.
+async fn compare_matviews(
+    source: &Client,
+    target: &Client,
+    schemas: &[String],
+) -> Result<Vec<MatViewCheck>, Error> {
+    use catalog::matviews::{digest, in_refresh_order};
+    let on_target = in_refresh_order(target, schemas).await?;
+    let mut out = Vec::new();
+    for v in in_refresh_order(source, schemas).await? {
+        let s = if v.populated {
+            Some(digest(source, &v).await?)
+        } else {
+            None
+        };
+        let t = match on_target
+            .iter()
+            .find(|t| t.schema == v.schema && t.name == v.name)
+        {
+            Some(t) if t.populated => Some(digest(target, t).await?),
+            _ => None,
+        };
+        out.push(MatViewCheck {
+            equal: s == t,
+            source_rows: s.map(|(n, _)| n),
+            target_rows: t.map(|(n, _)| n),
+            schema: v.schema,
+            name: v.name,
+        });
+    }
+    Ok(out)
 }

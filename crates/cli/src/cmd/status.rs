@@ -62,6 +62,9 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     let policies = state::policies::counts(&client, &run.schemas)
         .await
         .map_err(|e| Trouble::state("target", e))?;
+    let refreshed = state::matviews::last(&client, &args.run)
+        .await
+        .map_err(|e| Trouble::state("target", e))?;
     let (chunks, done): (i64, i64) = tables
         .iter()
         .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.done));
@@ -98,6 +101,9 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             })),
             "timescaledb_policies": policies.map(|(started, paused)| json!({
                 "started": started, "paused": paused,
+            })),
+            "matviews_refreshed": refreshed.as_ref().map(|r| json!({
+                "at": r.at, "side": r.side, "by": r.by, "views": r.views,
             })),
             "healthy": problems.is_empty(),
             "problems": problems,
@@ -155,6 +161,12 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             } else {
                 ""
             }
+        );
+    }
+    if let Some(r) = &refreshed {
+        println!(
+            "materialized views: {} refreshed on {} by {} at {} (their rows are not replicated: each flip refreshes the new primary's before the pause)",
+            r.views, r.side, r.by, r.at
         );
     }
     if problems.is_empty() {
