@@ -379,16 +379,12 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     stop(fwd);
 }
 
+/// A rollback before any cutover is refused, and says it is not rolling back.
 #[test]
-fn refused_or_failed_cutovers_leave_traffic_on_blue() {
+fn a_rollback_before_any_cutover_is_refused() {
     let r = rig();
     let fwd = r.sync(false, "forward.log");
     r.wait_sync_running("main");
-    let ledger = r.dir.path().join("ledger");
-    let writer = workload(r.pooled.clone(), 30, ledger.clone(), 3);
-    std::thread::sleep(Duration::from_secs(2));
-
-    // 0. A rollback before any cutover is refused, and says it is not rolling back.
     let o = r.flip("rollback", &[]);
     assert_eq!(code(&o), 2, "{}", stdout(&o));
     assert!(
@@ -396,8 +392,16 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
         "{}",
         stderr(&o)
     );
+    r.assert_on_blue_and_syncing();
+    stop(fwd);
+}
 
-    // 1. A pooler that cannot be reached: refused before anything is touched.
+/// A pooler that cannot be reached: refused before anything is touched.
+#[test]
+fn an_unreachable_pooler_is_refused() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
     let dead = format!(
         "admin=postgresql://bgadmin:x@127.0.0.1:1/pgbouncer?connect_timeout=2,db={DB},file={}",
         r.pooler.databases_file().display()
@@ -406,8 +410,15 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
     assert_eq!(code(&o), 2, "{}", stdout(&o));
     assert!(stderr(&o).contains("not cutting over"), "{}", stderr(&o));
     r.assert_on_blue_and_syncing();
+    stop(fwd);
+}
 
-    // 2. A long transaction on blue: refused by the guardrail.
+/// A long transaction on blue (it would hold PAUSE): refused by the guardrail.
+#[test]
+fn a_long_transaction_on_blue_is_refused() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
     let mut long = Command::new(testkit::pg_bin("psql"))
         .args([
             "-X",
@@ -425,8 +436,15 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
     assert!(stderr(&o).contains("has been open"), "{}", stderr(&o));
     long.wait().unwrap();
     r.assert_on_blue_and_syncing();
+    stop(fwd);
+}
 
-    // 2b. Another process (a verify) holds the applier: refused, and its hold stays.
+/// Another process (a verify) holds the applier: refused, and its hold stays.
+#[test]
+fn an_applier_held_by_another_process_is_refused() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
     let at: String = r.blue.sql(DB, "SELECT pg_current_wal_lsn()::text");
     r.green.sql(
         DB,
@@ -449,9 +467,19 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
         "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL WHERE run = 'main'",
     );
     r.assert_on_blue_and_syncing();
+    stop(fwd);
+}
 
-    // 3. PAUSE cannot finish (a client keeps a transaction open through the pooler):
-    //    PAUSE times out, every pooler resumes, everything is put back.
+/// PAUSE cannot finish (a client keeps a transaction open through the pooler): PAUSE times
+/// out, every pooler resumes, everything is put back, and the plant workload through the
+/// pooler loses nothing.
+#[test]
+fn a_pause_that_cannot_finish_is_undone() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let ledger = r.dir.path().join("ledger");
+    let writer = workload(r.pooled.clone(), 8, ledger.clone(), 3);
     let mut holder = Command::new(testkit::pg_bin("psql"))
         .args([
             "-X",
@@ -474,12 +502,24 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
     holder.kill().unwrap();
     holder.wait().unwrap();
     r.assert_on_blue_and_syncing();
+    let report = writer.join().unwrap();
+    assert_no_failed_client_transaction(&report);
+    wait_caught_up(&r.green, "main", &r.blue);
+    stop(fwd);
+    common::check_ledger(&r.t, &ledger);
+    common::check_ledger(&r.s, &ledger);
+}
 
-    // 4. Sync cannot catch up in time: green applies metric_hist rows slowly (an ALWAYS
-    //    trigger fires for applied rows too) while blue takes them faster, from before the
-    //    cutover until it returns (a single burst would not do: creating the reverse slot
-    //    waits for the applier's open transaction, and sync may catch up meanwhile). The
-    //    drain times out before anything is paused, all is undone, and sync then catches up.
+/// Sync cannot catch up in time: green applies metric_hist rows slowly (an ALWAYS trigger
+/// fires for applied rows too) while blue takes them faster, from before the cutover until
+/// it returns (a single burst would not do: creating the reverse slot waits for the
+/// applier's open transaction, and sync may catch up meanwhile). The drain times out before
+/// anything is paused, all is undone, and sync then catches up.
+#[test]
+fn a_drain_that_times_out_is_undone() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
     r.green.sql(
         DB,
         "CREATE FUNCTION public.bg_slow() RETURNS trigger LANGUAGE plpgsql
@@ -513,8 +553,16 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
         "DROP TRIGGER bg_slow ON factory_telemetry.metric_hist; DROP FUNCTION public.bg_slow()",
     );
     r.assert_on_blue_and_syncing();
+    wait_caught_up(&r.green, "main", &r.blue);
+    stop(fwd);
+}
 
-    // 5. Green is down: refused, blue keeps the traffic; sync recovers when green is back.
+/// Green is down: refused, blue keeps the traffic; sync recovers when green is back.
+#[test]
+fn a_green_that_is_down_is_refused() {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
     r.green.stop().unwrap();
     let o = r.flip("cutover", &[]);
     assert_eq!(code(&o), 2);
@@ -522,13 +570,104 @@ fn refused_or_failed_cutovers_leave_traffic_on_blue() {
     r.green.start_again().unwrap();
     r.wait_sync_running("main");
     r.assert_on_blue_and_syncing();
-
-    let report = writer.join().unwrap();
-    assert_no_failed_client_transaction(&report);
-    wait_caught_up(&r.green, "main", &r.blue);
     stop(fwd);
-    common::check_ledger(&r.t, &ledger);
-    common::check_ledger(&r.s, &ledger);
+}
+
+/// A failure injected at one step (test hook `BLUEGREEN_TEST_FAIL_AT`): the flip is undone
+/// newest first and ends with traffic on blue, blue writable for the application's role,
+/// sync running, the reverse slot gone from green, and a write made through the pooler
+/// afterwards reaching green (nothing lost).
+fn a_failure_at(point: &str) {
+    let r = rig();
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let o = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args([
+            "cutover",
+            "--source",
+            &r.s,
+            "--target",
+            &r.t,
+            "--pooler",
+            &r.pooler_arg,
+            "--no-verify-check",
+        ])
+        .env("BLUEGREEN_TEST_FAIL_AT", point)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{point}: {}{}", stdout(&o), stderr(&o));
+    let step = point.split_once(':').unwrap().1;
+    assert!(
+        stderr(&o).contains(&format!(
+            "{step} failed, rolled back to where it started: injected failure"
+        )),
+        "{point}: {}",
+        stderr(&o)
+    );
+    r.assert_on_blue_and_syncing();
+    let write = Command::new(testkit::pg_bin("psql"))
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg("INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('INJ', 'after the failure')")
+        .arg(&r.pooled)
+        .output()
+        .unwrap();
+    assert!(
+        write.status.success(),
+        "{point}: {}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+    let o = Command::new(testkit::pg_bin("psql"))
+        .args(["-X", "-A", "-t", "-c", "SELECT 1"])
+        .arg(r.app_url())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{point}: the application's role cannot connect to blue: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    wait_caught_up(&r.green, "main", &r.blue);
+    let lines = "SELECT count(*) || ' ' || md5(string_agg(t::text, ',' ORDER BY t.id)) FROM factory_telemetry.production_lines t";
+    let started = Instant::now();
+    while r.green.sql(DB, lines) != r.blue.sql(DB, lines) {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{point}: green differs from blue: {} vs {}; apply row {}",
+            r.green.sql(DB, lines),
+            r.blue.sql(DB, lines),
+            r.green.sql(
+                DB,
+                "SELECT row_to_json(a) FROM bluegreen.apply a WHERE run = 'main'"
+            )
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(fwd);
+}
+
+macro_rules! failure_at {
+    ($($name:ident => $point:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            a_failure_at($point);
+        }
+    )*};
+}
+
+failure_at! {
+    failure_after_guardrails_is_undone => "after:guardrails",
+    failure_after_unfence_green_is_undone => "after:unfence green",
+    failure_after_arm_rollback_is_undone => "after:arm rollback",
+    failure_after_pre_sync_sequences_is_undone => "after:pre-sync sequences",
+    failure_after_refresh_materialized_views_is_undone => "after:refresh materialized views",
+    failure_after_pre_drain_is_undone => "after:pre-drain",
+    failure_before_pause_is_undone => "before:pause",
+    failure_after_pause_is_undone => "after:pause",
+    failure_after_fence_is_undone => "after:fence",
+    failure_after_drain_is_undone => "after:drain",
+    failure_after_final_sequence_sync_is_undone => "after:final sequence sync",
+    failure_after_flip_is_undone => "after:flip",
+    failure_before_commit_point_is_undone => "before:commit point",
 }
 
 #[test]

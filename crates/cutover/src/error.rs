@@ -46,7 +46,14 @@ pub enum Error {
 
     /// A step failed and everything was put back: traffic on the old primary, sync running.
     #[error("{step} failed, rolled back to where it started: {cause}")]
-    Aborted { step: String, cause: Box<Error> },
+    Aborted {
+        step: crate::Step,
+        cause: Box<Error>,
+    },
+
+    /// A test hook failed the flip at a step (`BLUEGREEN_TEST_FAIL_AT`).
+    #[error("injected failure ({0})")]
+    Injected(String),
 
     /// A cutover or rollback of the run is under way in a live process.
     #[error("{0}")]

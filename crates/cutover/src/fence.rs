@@ -11,10 +11,13 @@
 //! What was revoked is recorded in the state schema on green before the fence goes up, so
 //! lifting gives back exactly that.
 
+use std::time::{Duration, Instant};
+
 use conn::quote_ident;
 use state::{FenceRecord, Grant, Side};
 use tokio_postgres::Client;
 
+use crate::ctx::Ctx;
 use crate::error::sql;
 use crate::Error;
 
@@ -230,4 +233,60 @@ pub async fn lift(
         FenceRecord::delete(s, run, side).await?;
     }
     Ok(true)
+}
+
+/// Fences the old primary (read-only, CONNECT revoked from every role but bluegreen's: see
+/// [`raise`]), then ends every session on it that is not bluegreen's and waits until each is
+/// gone: an idle session, or one inside a transaction, could otherwise commit there after
+/// the drain position is taken, a write the new primary would never see (and a key the new
+/// primary would hand out again). New sessions that come in meanwhile (roles the fence
+/// cannot bind) are ended too; the drain position is taken only after. Returns the sessions
+/// ended and the roles the fence cannot keep out.
+pub(crate) async fn close(cx: &Ctx<'_>) -> Result<(Vec<String>, Vec<String>), Error> {
+    let unbound = raise(&cx.old, &cx.state, &cx.opts.run, cx.side(true)).await?;
+    let started = Instant::now();
+    let mut ended: Vec<(i32, String)> = Vec::new();
+    loop {
+        let rows = cx
+            .old
+            .query(
+                "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name, state
+                   FROM pg_stat_activity
+                  WHERE datname = current_database() AND backend_type = 'client backend'
+                    AND pid <> pg_backend_pid() AND application_name NOT LIKE 'bluegreen%'",
+                &[],
+            )
+            .await
+            .map_err(sql("old primary", "list sessions"))?;
+        if rows.is_empty() {
+            return Ok((ended.into_iter().map(|(_, s)| s).collect(), unbound));
+        }
+        for r in &rows {
+            let pid: i32 = r.get(0);
+            if !ended.iter().any(|(p, _)| *p == pid) {
+                ended.push((
+                    pid,
+                    format!(
+                        "pid {pid} user {} from {} app {:?} ({})",
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, String>(3),
+                        r.get::<_, Option<String>>(4).unwrap_or_default()
+                    ),
+                ));
+            }
+            cx.old
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+                .map_err(sql("old primary", "end a session"))?;
+        }
+        if started.elapsed() > cx.opts.pause_timeout {
+            return Err(Error::Timeout(format!(
+                "{} session(s) on the old primary did not end within --pause-timeout {:?}",
+                rows.len(),
+                cx.opts.pause_timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

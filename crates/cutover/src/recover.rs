@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 use conn::ConnSpec;
 use state::{Flip, Found};
 
+use crate::ctx::open;
+use crate::flip::finish;
 use crate::pooler::Admin;
-use crate::{connect, dbfile, finish, open, undo, Direction, Done, Error, Options, Report};
+use crate::undo::{Undo, UndoStack};
+use crate::{connect, dbfile, Direction, Error, Options, Report};
 
 /// What a recovery found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,14 +131,14 @@ pub async fn recover(
         finish(&cx, &report).await?;
         Recovery::Finished(dir)
     } else {
-        let mut done = Done::everything(dir, cx.admins.len());
+        let mut undo = UndoStack::everything(dir, cx.admins.len());
         for (path, text) in flip.files {
             match cx
                 .admins
                 .iter()
                 .position(|a| a.spec.file == Path::new(&path))
             {
-                Some(i) => done.files.push((i, text)),
+                Some(pooler) => undo.push(Undo::RestoreFile { pooler, text }),
                 None => {
                     tracing::error!(file = path, "no --pooler given for this databases file: written back as it was before the flip; RELOAD and RESUME that pooler by hand");
                     if let Err(e) = dbfile::write_atomically(Path::new(&path), &text) {
@@ -144,7 +147,7 @@ pub async fn recover(
                 }
             }
         }
-        undo(&cx, &done).await;
+        undo.unwind(&cx).await;
         state::audit(
             &cx.state,
             &opts.run,

@@ -1,0 +1,110 @@
+//! Holding the applier at the old primary's position: the pre-drain rounds before the pause,
+//! and the drain inside it.
+
+use std::time::{Duration, Instant};
+
+use state::ApplyStatus;
+
+use crate::ctx::Ctx;
+use crate::error::sql;
+use crate::undo::{Undo, UndoStack};
+use crate::Error;
+
+/// A pre-drain round that took less than this leaves little for the drain in the pause.
+const PRE_DRAIN_CLOSE: Duration = Duration::from_millis(100);
+/// At most this many pre-drain rounds, and this long in all: clients are not paused
+/// meanwhile, and while the applier applies faster than clients write, each round is
+/// shorter than the last.
+const PRE_DRAIN_ROUNDS: usize = 30;
+const PRE_DRAIN_BUDGET: Duration = Duration::from_secs(30);
+/// Rounds in a row that are not 10% shorter than the best one so far: the applier barely
+/// keeps up with the writes, and more rounds would not help.
+const PRE_DRAIN_STALE: usize = 3;
+
+/// Before PAUSE: holds the applier at the old primary's current position and releases it at
+/// once, round after round, until a round takes less than [`PRE_DRAIN_CLOSE`]: each round
+/// leaves only the writes made during it, so the applier ends up at most about that far
+/// behind. Clients are not paused meanwhile. A round that cannot finish within
+/// --drain-timeout fails the cutover (nothing is paused yet). When the rounds stop getting
+/// shorter, or after [`PRE_DRAIN_ROUNDS`] rounds or [`PRE_DRAIN_BUDGET`], the pause follows
+/// anyway, and its drain takes about as long as the last round.
+pub(crate) async fn pre_drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<(), Error> {
+    let begun = Instant::now();
+    let (mut best, mut stale) = (Duration::MAX, 0);
+    for round in 1..=PRE_DRAIN_ROUNDS {
+        let started = Instant::now();
+        let lsn = drain(cx, undo).await?;
+        state::release(&cx.state, &cx.apply_run).await?;
+        undo.forget(&Undo::ReleaseHold);
+        let took = started.elapsed();
+        tracing::debug!(
+            round,
+            lsn,
+            ms = took.as_secs_f64() * 1000.0,
+            "pre-drain round"
+        );
+        if took < PRE_DRAIN_CLOSE || begun.elapsed() > PRE_DRAIN_BUDGET {
+            break;
+        }
+        if took.as_secs_f64() < best.as_secs_f64() * 0.9 {
+            (best, stale) = (took, 0);
+        } else {
+            stale += 1;
+            if stale >= PRE_DRAIN_STALE {
+                tracing::warn!(
+                    ms = took.as_secs_f64() * 1000.0,
+                    "sync barely keeps up with the writes: the drain in the pause will take about as long"
+                );
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The applier is held by another process (a verify checking its snapshot); cutting over
+/// would move or release that process's hold.
+pub(crate) fn held_by_another(cx: &Ctx<'_>) -> Error {
+    Error::Guardrail(format!(
+        "the applier of run {} is held by another process (a verify?): cut over when it \
+         is released (bluegreen status shows the hold; the applier drops a hold nobody \
+         releases after 10 minutes)",
+        cx.apply_run
+    ))
+}
+
+/// Asks the applier to stop exactly at the old primary's current position and waits until
+/// it has: then the new primary holds every write the old one committed. The position is
+/// WAL's insert position, past every record inserted so far: under asynchronous commit a
+/// transaction that committed before the fence may not be written yet, and the write
+/// position (`pg_current_wal_lsn`) could fall short of its commit record.
+pub(crate) async fn drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<String, Error> {
+    let lsn: String = cx
+        .old
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .map_err(sql("old primary", "current WAL position"))?
+        .get(0);
+    if !state::take_hold(&cx.state, &cx.apply_run, &lsn).await? {
+        return Err(held_by_another(cx));
+    }
+    undo.push(Undo::ReleaseHold);
+    // A message after the position tells the applier the stream has passed it.
+    state::emit_hold_message(&cx.old).await?;
+    let started = Instant::now();
+    loop {
+        let held = ApplyStatus::get(&cx.state, &cx.apply_run)
+            .await?
+            .and_then(|a| a.held_lsn);
+        if held.as_deref() == Some(lsn.as_str()) {
+            return Ok(lsn);
+        }
+        if started.elapsed() > cx.opts.drain_timeout {
+            return Err(Error::Timeout(format!(
+                "the applier did not reach {lsn} within --drain-timeout {:?}",
+                cx.opts.drain_timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

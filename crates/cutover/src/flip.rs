@@ -1,0 +1,348 @@
+//! One flip, cutover or rollback: guardrails, the recorded flip and its watchdog, the steps
+//! with their undo stack, and what follows RESUME.
+
+use std::time::{Duration, Instant};
+
+use conn::{ConnSpec, Host};
+use futures_util::future::join_all;
+use state::{ApplyStatus, Flip, Phase, Run, Side};
+
+use crate::ctx::{open, Ctx};
+use crate::dbfile::{self, Endpoint};
+use crate::pooler::Admin;
+use crate::step::{at, Step, StepResult};
+use crate::undo::{Undo, UndoStack};
+use crate::{
+    drain, fence, guardrails, recover, reverse, unreplicated, watchdog, Direction, Error, Options,
+    Recovery, Report,
+};
+
+pub(crate) async fn flip(
+    dir: Direction,
+    blue: &ConnSpec,
+    green: &ConnSpec,
+    opts: &Options,
+) -> Result<Report, Error> {
+    if opts.poolers.is_empty() {
+        return Err(Error::Usage(
+            "no pooler given: pass --pooler admin=…,db=…,file=… (or [[pooler]] in the config)"
+                .into(),
+        ));
+    }
+    // A flip whose process died (and its watchdog too) is finished or undone first.
+    match recover(blue, green, opts, "the next flip", Duration::ZERO).await? {
+        Recovery::Live { direction } => {
+            return Err(Error::Guardrail(format!(
+                "a {} of run {} is under way in another process (it holds the flip lock on green)",
+                direction.as_str(),
+                opts.run
+            )))
+        }
+        Recovery::Nothing => {}
+        r => tracing::warn!("{r}"),
+    }
+    let (mut cx, run) = open(dir, blue, green, opts).await?;
+    let want = match dir {
+        Direction::Cutover => Phase::Copied,
+        Direction::Rollback => Phase::CutOver,
+    };
+    if run.phase != want {
+        return Err(Error::Guardrail(format!(
+            "run {} is in phase {}, not {}",
+            opts.run,
+            run.phase.as_str(),
+            want.as_str()
+        )));
+    }
+    cx.enter(Step::Guardrails).map_err(|(_, e)| e)?;
+    guardrails::check(&mut cx).await?;
+    // From here on a dead coordinator would strand what it did: the flip is recorded (with
+    // each databases file as it is now) under a lock this session holds, and a watchdog
+    // finishes or undoes it should this process die.
+    let mut files = Vec::new();
+    for admin in &cx.admins {
+        let text = std::fs::read_to_string(&admin.spec.file).map_err(|e| {
+            Error::Guardrail(format!("databases file {}: {e}", admin.spec.file.display()))
+        })?;
+        files.push((admin.spec.file.display().to_string(), text));
+    }
+    let record = Flip {
+        rollback: dir == Direction::Rollback,
+        files,
+        committed: false,
+    };
+    if !record.begin(&cx.state, &opts.run).await? {
+        return Err(Error::Guardrail(format!(
+            "another cutover or rollback of run {} is under way",
+            opts.run
+        )));
+    }
+    cx.watchdog = Some(watchdog::Watchdog::start(blue, green, opts).await?);
+
+    let mut undo = UndoStack::default();
+    let steps = match cx.leave(Step::Guardrails) {
+        Ok(()) => sequence(&mut cx, &mut undo).await,
+        Err(e) => Err(e),
+    };
+    match steps {
+        Ok(report) => {
+            // Should this fail or this process die, the watchdog (or the next command) finishes
+            // it from the record: the flip is past its commit point.
+            finish(&cx, &report)
+                .await
+                .map_err(|e| Error::AfterResume(e.to_string()))?;
+            Flip::end(&cx.state, &opts.run)
+                .await
+                .map_err(|e| Error::AfterResume(e.to_string()))?;
+            cx.dismiss_watchdog().await;
+            Ok(report)
+        }
+        Err((step, cause)) => {
+            tracing::warn!(step = step.name(), error = %cause, "cutover step failed; putting everything back");
+            undo.unwind(&cx).await;
+            if let Err(e) = Flip::end(&cx.state, &opts.run).await {
+                tracing::error!(error = %e, "could not remove the flip record; the next cutover, rollback or abort finds it put right");
+            }
+            cx.dismiss_watchdog().await;
+            let _ = state::audit(
+                &cx.state,
+                &opts.run,
+                "cutover-aborted",
+                None,
+                serde_json::json!({ "step": step.name(), "error": cause.to_string() }),
+            )
+            .await;
+            Err(Error::Aborted {
+                step,
+                cause: Box::new(cause),
+            })
+        }
+    }
+}
+
+/// The steps from the guardrails to RESUME. Each pushes its undo once it has (or may have)
+/// taken effect; an error before the commit point returns the step, and the caller unwinds.
+async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> {
+    if cx.dir == Direction::Cutover {
+        // Green takes the writes from RESUME on: a fence an earlier rollback left on it (or an
+        // interrupted one) would turn every client write into an error.
+        cx.enter(Step::UnfenceGreen)?;
+        let lifted = at(
+            Step::UnfenceGreen,
+            fence::lift(&cx.new, Some(&cx.state), &cx.opts.run, Side::Green).await,
+        )?;
+        if lifted {
+            tracing::warn!("green was fenced read-only (left by a rollback); lifted");
+        }
+        cx.leave(Step::UnfenceGreen)?;
+
+        cx.enter(Step::ArmRollback)?;
+        undo.push(Undo::DisarmReverse);
+        at(Step::ArmRollback, reverse::arm(cx).await)?;
+        cx.leave(Step::ArmRollback)?;
+    }
+    cx.enter(Step::PreSyncSequences)?;
+    at(
+        Step::PreSyncSequences,
+        unreplicated::sync_sequences(cx).await,
+    )?;
+    cx.leave(Step::PreSyncSequences)?;
+
+    // Materialized views are not replicated: the new primary's would show what they held
+    // when copied (or at the last flip) from the first second clients read them there.
+    cx.enter(Step::RefreshMaterializedViews)?;
+    at(
+        Step::RefreshMaterializedViews,
+        unreplicated::refresh_matviews(cx).await,
+    )?;
+    cx.leave(Step::RefreshMaterializedViews)?;
+
+    // The applier catches up while clients still write, so the drain inside the pause has
+    // only the last moments to apply (not however far behind the applier happens to be).
+    cx.enter(Step::PreDrain)?;
+    at(Step::PreDrain, drain::pre_drain(cx, undo).await)?;
+    cx.leave(Step::PreDrain)?;
+
+    // PAUSE on every pooler at once. Counted as paused either way: a PAUSE that timed out
+    // may still take effect.
+    cx.enter(Step::Pause)?;
+    let paused_at = Instant::now();
+    undo.push(Undo::Resume((0..cx.admins.len()).collect()));
+    let results = join_all(cx.admins.iter().map(|a| a.pause(cx.opts.pause_timeout))).await;
+    for r in results {
+        at(Step::Pause, r)?;
+    }
+    cx.leave(Step::Pause)?;
+
+    cx.enter(Step::Fence)?;
+    undo.push(Undo::LiftFence);
+    let (others, unbound_roles) = at(Step::Fence, fence::close(cx).await)?;
+    cx.leave(Step::Fence)?;
+
+    cx.enter(Step::Drain)?;
+    let drained_at = at(Step::Drain, drain::drain(cx, undo).await)?;
+    cx.leave(Step::Drain)?;
+
+    cx.enter(Step::FinalSequenceSync)?;
+    at(
+        Step::FinalSequenceSync,
+        unreplicated::sync_sequences(cx).await,
+    )?;
+    cx.leave(Step::FinalSequenceSync)?;
+
+    if cx.dir == Direction::Rollback {
+        // Blue was fenced read-only at cutover; it takes writes again from RESUME on.
+        cx.enter(Step::Unfence)?;
+        undo.push(Undo::FenceNew);
+        at(
+            Step::Unfence,
+            fence::lift(&cx.new, Some(&cx.state), &cx.opts.run, Side::Blue).await,
+        )?;
+        cx.leave(Step::Unfence)?;
+    }
+
+    cx.enter(Step::Flip)?;
+    for i in 0..cx.admins.len() {
+        let text = at(Step::Flip, point_at_new(cx, i).await)?;
+        undo.push(Undo::RestoreFile { pooler: i, text });
+        at(Step::Flip, check_points_at_new(cx, i).await)?;
+    }
+    cx.leave(Step::Flip)?;
+
+    // The commit point: should this process die from here on, the flip is finished, not
+    // undone (clients may already write on the new primary). Nothing after it is undone.
+    cx.enter(Step::CommitPoint)?;
+    at(
+        Step::CommitPoint,
+        Flip::commit(&cx.state, &cx.opts.run)
+            .await
+            .map_err(Error::from),
+    )?;
+    cx.timed(Step::CommitPoint);
+
+    let results = join_all(cx.admins.iter().map(|a| a.resume(cx.opts.pause_timeout))).await;
+    let paused = paused_at.elapsed();
+    for r in results {
+        // Traffic already points at the new primary: a pooler that will not resume is an
+        // operator's emergency, not a reason to flip back.
+        if let Err(e) = r {
+            tracing::error!(error = %e, "RESUME failed; resume that pooler by hand");
+        }
+    }
+    cx.timed(Step::Resume);
+    Ok(Report {
+        paused,
+        steps: cx.steps.clone(),
+        drained_at,
+        other_sessions: others,
+        unbound_roles,
+    })
+}
+
+/// Rewrites pooler `i`'s databases file to the new primary and RELOADs it; returns the file
+/// as it was.
+async fn point_at_new(cx: &Ctx<'_>, i: usize) -> Result<String, Error> {
+    let admin = &cx.admins[i];
+    let to = endpoint_for(cx, admin);
+    let text = std::fs::read_to_string(&admin.spec.file)
+        .map_err(|e| Error::Pooler(format!("{}: {e}", admin.spec.file.display())))?;
+    let new_text = dbfile::rewrite(&text, &admin.spec.db, &to)?;
+    dbfile::write_atomically(&admin.spec.file, &new_text)?;
+    Ok(text)
+}
+
+/// RELOADs pooler `i` and checks that it now points its database at the new primary.
+async fn check_points_at_new(cx: &Ctx<'_>, i: usize) -> Result<(), Error> {
+    let admin = &cx.admins[i];
+    let to = endpoint_for(cx, admin);
+    admin.reload(cx.opts.pause_timeout).await?;
+    let now = admin.target_of_db(cx.opts.pause_timeout).await?;
+    if now.as_ref().map(|e| (&e.host, e.port)) != Some((&to.host, to.port)) {
+        return Err(Error::Pooler(format!(
+            "pooler {} still points {} at {} after RELOAD",
+            admin.name(),
+            admin.spec.db,
+            now.map(|e| e.to_string())
+                .unwrap_or_else(|| "nothing".into())
+        )));
+    }
+    Ok(())
+}
+
+/// After RESUME: the old direction's applier stops and the run moves on. After a rollback
+/// the reverse stream is retired (its slot on green would otherwise hold WAL forever) and the
+/// run is back in `copied`: forward sync may follow blue again.
+pub(crate) async fn finish(cx: &Ctx<'_>, report: &Report) -> Result<(), Error> {
+    state::request_stop(&cx.state, &cx.apply_run).await?;
+    state::release(&cx.state, &cx.apply_run).await?;
+    let phase = match cx.dir {
+        Direction::Cutover => Phase::CutOver,
+        Direction::Rollback => Phase::Copied,
+    };
+    Run::set_phase(&cx.state, &cx.opts.run, phase).await?;
+    // Green's TimescaleDB policies (compression, retention, refresh) were paused so green
+    // kept every row blue has; they run while green takes the traffic, and pause again when
+    // it gives it back.
+    let green = match cx.dir {
+        Direction::Cutover => &cx.new,
+        Direction::Rollback => &cx.old,
+    };
+    let policies =
+        state::policies::set_paused(green, &cx.schemas, cx.dir == Direction::Rollback).await?;
+    let step = match cx.dir {
+        Direction::Cutover => "cutover",
+        Direction::Rollback => "rollback",
+    };
+    state::audit(
+        &cx.state,
+        &cx.opts.run,
+        step,
+        Some(report.paused.as_secs_f64()),
+        serde_json::json!({
+            "paused_ms": report.paused.as_secs_f64() * 1000.0,
+            "drained_at": report.drained_at,
+            "timescaledb_policies_changed": policies,
+            "steps": report.steps.iter().map(|(s, t)| serde_json::json!({"step": s, "seconds": t})).collect::<Vec<_>>(),
+        }),
+    )
+    .await?;
+    if cx.dir == Direction::Rollback {
+        // Green was fenced for the flip; clients now reach blue. Back to the state before the
+        // cutover: forward sync keeps its state on green and writes there, and the next
+        // cutover sends clients to it.
+        fence::lift(&cx.old, Some(&cx.state), &cx.opts.run, Side::Green).await?;
+        // Give the reverse applier a moment to see its stop request, then remove its slot.
+        for _ in 0..50 {
+            if !ApplyStatus::get(&cx.state, &cx.apply_run)
+                .await?
+                .is_some_and(|a| a.running())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        reverse::disarm(cx).await?;
+    }
+    Ok(())
+}
+
+fn endpoint_for(cx: &Ctx<'_>, admin: &Admin) -> Endpoint {
+    let given = match cx.dir {
+        Direction::Cutover => admin.spec.green.clone(),
+        Direction::Rollback => admin.spec.blue.clone(),
+    };
+    let spec = cx.new_spec;
+    let mut e = given.unwrap_or_else(|| Endpoint {
+        host: match (&spec.hostaddr, &spec.host) {
+            (Some(a), _) => a.clone(),
+            (None, Host::Tcp(h)) => h.clone(),
+            (None, Host::Unix(d)) => d.display().to_string(),
+        },
+        port: spec.port,
+        dbname: String::new(),
+    });
+    if e.dbname.is_empty() {
+        e.dbname = spec.dbname.clone();
+    }
+    e
+}
