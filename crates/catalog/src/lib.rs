@@ -8,7 +8,7 @@ mod profile;
 mod read;
 
 pub use error::Error;
-pub use findings::{SENDERS_NEEDED, SLOTS_NEEDED};
+pub use findings::{CHUNK_SCHEMA, SENDERS_NEEDED, SLOTS_NEEDED};
 pub use plan::*;
 pub use profile::{AggregateSpec, Conversion, Profile, ProfileText};
 
@@ -95,6 +95,17 @@ pub async fn build_plan(
             .filter(|a| planned(&a.schema))
             .collect();
         plan.timescaledb_jobs = t.other_jobs;
+        for h in &plan.hypertables {
+            let time = h.dimensions.iter().find(|d| d.kind == "Time");
+            if let (Some(d), Some(table)) = (
+                time,
+                plan.tables
+                    .iter_mut()
+                    .find(|t| t.schema == h.schema && t.name == h.name),
+            ) {
+                table.time_column = Some(d.column.clone());
+            }
+        }
     }
     if let Some(text) = &opts.profile {
         plan.profile = profile::resolve(text, &plan, source).await?;

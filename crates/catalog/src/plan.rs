@@ -53,6 +53,13 @@ impl Plan {
         self.blockers().next().is_some()
     }
 
+    /// The source hypertable of this name, when the run migrates it as one.
+    pub fn hypertable(&self, schema: &str, name: &str) -> Option<&Hypertable> {
+        self.hypertables
+            .iter()
+            .find(|h| h.schema == schema && h.name == name)
+    }
+
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
         self.tables
             .iter()
@@ -119,6 +126,9 @@ pub struct Table {
     pub selectable: bool,
     /// Present on the target already (in any state).
     pub on_target: bool,
+    /// A TimescaleDB hypertable on the source: the column of its first (time) dimension,
+    /// by whose ranges copy reads it.
+    pub time_column: Option<String>,
 }
 
 impl Table {
@@ -186,6 +196,8 @@ pub struct Hypertable {
     pub compression_settings: Option<CompressionSettings>,
     /// Policies and user jobs on this hypertable (or on its continuous aggregates).
     pub jobs: Vec<Job>,
+    /// Schemas its chunks live in (`_timescaledb_internal` unless made otherwise).
+    pub chunk_schemas: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,9 +239,17 @@ pub struct ContinuousAggregate {
 #[derive(Debug, Clone, Serialize)]
 pub struct Dimension {
     pub column: String,
+    /// `Time` (ranges) or `Space` (hash partitions).
     pub kind: String,
+    /// As `format_type` prints the column's type.
+    pub column_type: String,
+    /// Interval (time types) or integer length of each range.
     pub interval: Option<String>,
     pub partitions: Option<i32>,
+    /// A partitioning function other than TimescaleDB's own (`schema.function`, quoted).
+    pub partitioning_func: Option<String>,
+    /// For integer time: the function that says what "now" is (`schema.function`, quoted).
+    pub integer_now_func: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -155,6 +155,7 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
                 owner: r.get(11),
                 selectable: r.get(12),
                 on_target: false,
+                time_column: None,
             }
         })
         .collect();
@@ -442,7 +443,10 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
                     (SELECT count(*) FROM timescaledb_information.chunks c
                       WHERE c.hypertable_schema = h.hypertable_schema
                         AND c.hypertable_name = h.hypertable_name AND c.is_compressed),
-                    s.segmentby, s.orderby
+                    s.segmentby, s.orderby,
+                    ARRAY(SELECT DISTINCT c.chunk_schema::text FROM timescaledb_information.chunks c
+                           WHERE c.hypertable_schema = h.hypertable_schema
+                             AND c.hypertable_name = h.hypertable_name ORDER BY 1)
                FROM timescaledb_information.hypertables h
                LEFT JOIN timescaledb_information.hypertable_compression_settings s
                  ON s.hypertable = format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass
@@ -454,11 +458,27 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
         .map_err(q("hypertables"))?;
     let dims = client
         .query(
-            "SELECT hypertable_schema::text, hypertable_name::text, column_name::text,
-                    dimension_type::text,
-                    coalesce(time_interval::text, integer_interval::text),
-                    num_partitions::int
-               FROM timescaledb_information.dimensions ORDER BY 1, 2, dimension_number",
+            "SELECT d.hypertable_schema::text, d.hypertable_name::text, d.column_name::text,
+                    d.dimension_type::text,
+                    coalesce(d.time_interval::text, d.integer_interval::text),
+                    d.num_partitions::int, format_type(d.column_type, NULL),
+                    (SELECT quote_ident(cd.partitioning_func_schema) || '.'
+                            || quote_ident(cd.partitioning_func)
+                       FROM _timescaledb_catalog.dimension cd
+                       JOIN _timescaledb_catalog.hypertable ch ON ch.id = cd.hypertable_id
+                      WHERE ch.schema_name = d.hypertable_schema
+                        AND ch.table_name = d.hypertable_name
+                        AND cd.column_name = d.column_name
+                        AND (cd.partitioning_func_schema, cd.partitioning_func)
+                            <> ('_timescaledb_functions', 'get_partition_hash')),
+                    (SELECT quote_ident(cd.integer_now_func_schema) || '.'
+                            || quote_ident(cd.integer_now_func)
+                       FROM _timescaledb_catalog.dimension cd
+                       JOIN _timescaledb_catalog.hypertable ch ON ch.id = cd.hypertable_id
+                      WHERE ch.schema_name = d.hypertable_schema
+                        AND ch.table_name = d.hypertable_name
+                        AND cd.column_name = d.column_name)
+               FROM timescaledb_information.dimensions d ORDER BY 1, 2, d.dimension_number",
             &[],
         )
         .await
@@ -562,6 +582,9 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
                     kind: d.get(3),
                     interval: d.get(4),
                     partitions: d.get(5),
+                    column_type: d.get(6),
+                    partitioning_func: d.get(7),
+                    integer_now_func: d.get(8),
                 })
                 .collect();
             let compression: bool = t.get(3);
@@ -588,6 +611,7 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
                     order_by: t.get(6),
                 }),
                 jobs,
+                chunk_schemas: t.get(7),
                 schema,
                 name,
             }

@@ -53,37 +53,39 @@ pub async fn create(tx: &impl GenericClient, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
-/// Post-data for converted tables as hypertables take it: no `ALTER TABLE ONLY` (TimescaleDB
-/// refuses ONLY, and so keys are built whole rather than split), and the primary key the
-/// profile names.
+/// Post-data for tables that are hypertables on the target (converted by the profile, or
+/// hypertables on the source) as hypertables take it: no `ALTER TABLE ONLY` (TimescaleDB
+/// refuses ONLY, and so keys are built whole rather than split), and for converted tables
+/// the primary key the profile names.
 pub fn adjust_post_data(items: &mut [NewItem], plan: &Plan) {
     for item in items {
         let named = tables_named(&item.sql);
-        let Some(c) = named
-            .iter()
-            .find_map(|(schema, name)| plan.conversion(schema, name))
-        else {
+        let Some((schema, name)) = named.iter().find(|(schema, name)| {
+            plan.conversion(schema, name).is_some() || plan.hypertable(schema, name).is_some()
+        }) else {
             continue;
         };
-        let table = format!("ALTER TABLE ONLY {}", c.qualified());
+        let table = format!("ALTER TABLE ONLY {}", conn::qualified(schema, name));
         let dumped = format!(
             "ALTER TABLE ONLY {}.{}",
-            dump_ident(&c.schema),
-            dump_ident(&c.name)
+            dump_ident(schema),
+            dump_ident(name)
         );
         for only in [table, dumped] {
             if item.sql.contains(&only) {
                 item.sql = item.sql.replace(&only, &only.replace(" ONLY ", " "));
             }
         }
-        if item.kind == "CONSTRAINT" && named.len() == 1 {
-            item.sql = with_primary_key(&item.sql, c);
+        if let Some(c) = plan.conversion(schema, name) {
+            if item.kind == "CONSTRAINT" && named.len() == 1 {
+                item.sql = with_primary_key(&item.sql, c);
+            }
         }
     }
 }
 
 /// An identifier as pg_dump writes it (bare when it can be).
-fn dump_ident(s: &str) -> String {
+pub(crate) fn dump_ident(s: &str) -> String {
     let bare = !s.is_empty()
         && s.chars()
             .next()

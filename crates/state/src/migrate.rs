@@ -141,6 +141,12 @@ ALTER TABLE bluegreen.apply
     ADD COLUMN diverged_at   timestamptz,
     ADD COLUMN diverged_lsn  pg_lsn;
 "#,
+    // Time slices of TimescaleDB hypertables as copy chunks.
+    r#"
+ALTER TABLE bluegreen.chunks DROP CONSTRAINT chunks_kind_check;
+ALTER TABLE bluegreen.chunks ADD CONSTRAINT chunks_kind_check
+    CHECK (kind IN ('ctid', 'whole', 'time'));
+"#,
 ];
 
 /// Version this build knows.

@@ -1,5 +1,5 @@
-//! The TimescaleDB policies a run creates on green (compression, retention, continuous
-//! aggregate refresh): paused from the moment they exist until green takes traffic, so green
+//! The TimescaleDB policies a run creates on green (compression, retention, reorder,
+//! continuous aggregate refresh): paused from the moment they exist until green takes traffic, so green
 //! keeps every row blue has and a verify before cutover compares the same rows. Cutover
 //! starts them; rollback pauses them again. They are found by the run's schemas: jobs of
 //! those procedures on hypertables (or continuous aggregates) in them.
@@ -10,6 +10,7 @@ use crate::{q, Error, GenericClient};
 pub const PROCS: &[&str] = &[
     "policy_compression",
     "policy_retention",
+    "policy_reorder",
     "policy_refresh_continuous_aggregate",
 ];
 
