@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::time::{Duration, Instant};
+
 use common::{bluegreen, code, stderr, stdout};
 use serde_json::Value;
 use testkit::Cluster;
@@ -108,6 +110,81 @@ const ORDERED: [&str; 3] = [
     "SELECT * FROM app.notes ORDER BY id",
 ];
 
+/// Verify until EQUAL; the sync log (`log`) is shown if it never is.
+fn verify_equal_within(s: &str, t: &str, limit: Duration, log: &std::path::Path) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let o = bluegreen(&["verify", "--source", s, "--target", t]);
+        if code(&o) == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}{}\nsync log:\n{}",
+            stdout(&o),
+            stderr(&o),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Transaction `i` of the load: inserts (recent, into compressed chunks, into a new chunk),
+/// updates and deletes of rows in compressed and uncompressed chunks (NaN and infinities
+/// among the values), integer-time rows, some in one multi-statement transaction.
+fn load_step(blue: &Cluster, i: u32) {
+    let base = "date_trunc('day', now()) - interval '20 days'";
+    let sql = match i % 9 {
+        0 => format!(
+            "INSERT INTO app.readings VALUES ({id}, {base} + interval '15 days' + {i} * interval '1 min',
+                                              {i} % 7, 'NaN', '-Infinity', 'Infinity', 'new')",
+            id = 10_000 + i
+        ),
+        1 => format!(
+            "INSERT INTO app.readings VALUES ({id}, {base} + interval '2 days' + {i} * interval '1 min',
+                                              {i} % 7, {i}, {i}, {i}, 'into compressed')",
+            id = 20_000 + i
+        ),
+        2 => format!(
+            "UPDATE app.readings SET v = v + 1, note = 'updated compressed' WHERE id = {}",
+            (i * 13) % 1100 + 1
+        ),
+        3 => format!(
+            "UPDATE app.readings SET v = 'Infinity', r = 'NaN', n = '-Infinity' WHERE id = {}",
+            1500 + i
+        ),
+        4 => format!("DELETE FROM app.readings WHERE id = {}", 300 + i * 3),
+        5 => format!("DELETE FROM app.readings WHERE id = {}", 2000 + i),
+        6 => format!(
+            "INSERT INTO app.counters VALUES ({tick}, {k}, 'NaN');
+             UPDATE app.counters SET v = v * 2 WHERE tick = {upd};
+             DELETE FROM app.counters WHERE tick = {del}",
+            tick = 20_000 + i,
+            k = i % 5,
+            upd = 7 * (i + 1),
+            del = 7 * (i + 500)
+        ),
+        7 => format!(
+            "BEGIN;
+             INSERT INTO app.readings VALUES ({id}, {base} + interval '25 days' + {i} * interval '1 s',
+                                              1, 1, 1, 1, 'new chunk');
+             UPDATE app.readings SET note = 'in a transaction' WHERE id = {upd};
+             DELETE FROM app.readings WHERE id = {del};
+             UPDATE app.notes SET body = 'changed' WHERE id = {note};
+             COMMIT;",
+            id = 30_000 + i,
+            upd = (i * 7) % 1100 + 2,
+            del = (i * 11) % 1100 + 3,
+            note = i % 100 + 1
+        ),
+        _ => format!(
+            "UPDATE app.readings SET v = -v WHERE id = {}",
+            2500 + i
+        ),
+    };
+    blue.sql(DB, &sql);
+}
+
 #[test]
 fn a_hypertable_source_copies_and_streams_exactly() {
     if testkit::skip_without_timescaledb("a_hypertable_source_copies_and_streams_exactly") {
@@ -199,4 +276,65 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     for q in ORDERED {
         same(&blue, &green, q);
     }
+
+    // Sync under a load of inserts, updates and deletes, some on compressed chunks; chunks
+    // compressed (a partial one again, a fresh one) and decompressed while it runs.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sync.log");
+    let sync = common::spawn_bluegreen(&["sync", "--source", &s, "--target", &t], &log);
+    let older = |days: u32| {
+        format!(
+            "SELECT c FROM show_chunks('app.readings',
+                 older_than => date_trunc('day', now()) - interval '{days} days') c"
+        )
+    };
+    for i in 0..180 {
+        load_step(&blue, i);
+        match i {
+            60 => {
+                // Rows were inserted into compressed chunks: compress those again.
+                blue.sql(
+                    DB,
+                    &format!(
+                        "SELECT compress_chunk(c, if_not_compressed => true) FROM ({}) x",
+                        older(12)
+                    ),
+                );
+            }
+            100 => {
+                // Fresh chunks, and one decompressed.
+                blue.sql(
+                    DB,
+                    &format!(
+                        "SELECT compress_chunk(c, if_not_compressed => true) FROM ({}) x",
+                        older(9)
+                    ),
+                );
+                blue.sql(
+                    DB,
+                    &format!("SELECT decompress_chunk(c) FROM ({} LIMIT 1) x", older(12)),
+                );
+            }
+            _ => {}
+        }
+    }
+    verify_equal_within(&s, &t, Duration::from_secs(60), &log);
+    for q in ORDERED {
+        same(&blue, &green, q);
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    drop(sync);
+    assert!(!log.contains("ERROR") && !log.contains("WARN"), "{log}");
+    // The load reached compressed rows and the special values.
+    assert_eq!(
+        green.sql(
+            DB,
+            "SELECT count(*) FILTER (WHERE note = 'updated compressed') > 0,
+                    count(*) FILTER (WHERE note = 'into compressed') > 0,
+                    count(*) FILTER (WHERE note = 'new chunk') > 0,
+                    count(*) FILTER (WHERE v = 'Infinity' AND r = 'NaN' AND n = '-Infinity') >= 20
+               FROM app.readings"
+        ),
+        "t|t|t|t"
+    );
 }
