@@ -428,6 +428,29 @@ fn timescaledb(plan: &Plan) -> Vec<Finding> {
             ),
         ));
     }
+    if !plan.hypertables.is_empty() {
+        for u in &plan.unkeyed_hypertables {
+            let table = conn::qualified(&u.schema, &u.name);
+            let (subject, what) = match &u.aggregate {
+                Some(a) => (
+                    a.clone(),
+                    format!("refreshing continuous aggregate {a} (not in this run; it deletes from its materialization {}.{})", u.schema, u.name),
+                ),
+                None => (
+                    format!("{}.{}", u.schema, u.name),
+                    format!("UPDATE and DELETE on hypertable {}.{} (not in this run)", u.schema, u.name),
+                ),
+            };
+            f.push(blocker(
+                "chunk-replica-identity",
+                &subject,
+                format!(
+                    "the run publishes {CHUNK_SCHEMA}, where its hypertables' chunks live; {what} would then fail on the source: those chunks have no replica identity"
+                ),
+                format!("ALTER TABLE {table} REPLICA IDENTITY FULL; (TimescaleDB sets it on every chunk)"),
+            ));
+        }
+    }
     for h in &plan.hypertables {
         let subject = format!("{}.{}", h.schema, h.name);
         for j in h

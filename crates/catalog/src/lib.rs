@@ -78,6 +78,7 @@ pub async fn build_plan(
         hypertables: Vec::new(),
         continuous_aggregates: Vec::new(),
         timescaledb_jobs: Vec::new(),
+        unkeyed_hypertables: Vec::new(),
         profile: Profile::default(),
         findings: Vec::new(),
     };
@@ -95,6 +96,12 @@ pub async fn build_plan(
             .filter(|a| planned(&a.schema))
             .collect();
         plan.timescaledb_jobs = t.other_jobs;
+        // Planned tables' own identity is judged with every planned table.
+        plan.unkeyed_hypertables = t
+            .without_identity
+            .into_iter()
+            .filter(|h| !planned(&h.schema))
+            .collect();
         for h in &plan.hypertables {
             let time = h.dimensions.iter().find(|d| d.kind == "Time");
             if let (Some(d), Some(table)) = (

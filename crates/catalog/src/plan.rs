@@ -23,6 +23,10 @@ pub struct Plan {
     pub timescaledb_jobs: Vec<Job>,
     /// `timescaledb.enable_compression_wal_markers` on the source (None without TimescaleDB).
     pub compression_markers: Option<bool>,
+    /// Hypertables outside the planned schemas (and aggregates' materializations) whose
+    /// chunks have no replica identity: publishing `_timescaledb_internal` for the planned
+    /// hypertables would make their UPDATE and DELETE fail on the source.
+    pub unkeyed_hypertables: Vec<UnkeyedHypertable>,
     /// `--profile`: plain tables that become hypertables on the target, aggregates to create.
     pub profile: crate::Profile,
     pub extensions: Vec<Extension>,
@@ -198,6 +202,15 @@ pub struct Hypertable {
     pub jobs: Vec<Job>,
     /// Schemas its chunks live in (`_timescaledb_internal` unless made otherwise).
     pub chunk_schemas: Vec<String>,
+}
+
+/// A hypertable (any schema) whose chunks have no replica identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnkeyedHypertable {
+    pub schema: String,
+    pub name: String,
+    /// `schema.name` of the continuous aggregate it materializes, if it does.
+    pub aggregate: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

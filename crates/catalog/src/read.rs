@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 use crate::error::Error;
 use crate::plan::{
     Column, CompressionSettings, ContinuousAggregate, Dimension, Extension, Hypertable, Job,
-    RelName, Sequence, Server, Table,
+    RelName, Sequence, Server, Table, UnkeyedHypertable,
 };
 
 fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
@@ -433,6 +433,9 @@ pub struct Timescale {
     pub continuous_aggregates: Vec<ContinuousAggregate>,
     pub other_jobs: Vec<Job>,
     pub markers: bool,
+    /// Hypertables of any schema (aggregates' materializations included) whose chunks have
+    /// no replica identity.
+    pub without_identity: Vec<UnkeyedHypertable>,
 }
 
 pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
@@ -524,6 +527,39 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
         .await
         .map_err(q("TimescaleDB settings"))?
         .get(0);
+
+    // Compressed hypertables (internal) are left out: TimescaleDB writes them below the
+    // executor, where replica identity is not checked.
+    let unkeyed = client
+        .query(
+            "SELECT h.schema_name::text, h.table_name::text,
+                    (SELECT a.view_schema || '.' || a.view_name
+                       FROM timescaledb_information.continuous_aggregates a
+                      WHERE a.materialization_hypertable_schema = h.schema_name
+                        AND a.materialization_hypertable_name = h.table_name)
+               FROM _timescaledb_catalog.hypertable h
+               JOIN pg_namespace n ON n.nspname = h.schema_name
+               JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.table_name
+              WHERE NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable x
+                                 WHERE x.compressed_hypertable_id = h.id)
+                AND (c.relreplident = 'n'
+                     OR (c.relreplident = 'd' AND NOT EXISTS (
+                             SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+                     OR (c.relreplident = 'i' AND NOT EXISTS (
+                             SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(q("hypertables without replica identity"))?;
+    let without_identity = unkeyed
+        .iter()
+        .map(|r| UnkeyedHypertable {
+            schema: r.get(0),
+            name: r.get(1),
+            aggregate: r.get(2),
+        })
+        .collect();
 
     let continuous_aggregates: Vec<ContinuousAggregate> = caggs
         .iter()
@@ -623,5 +659,6 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
         continuous_aggregates,
         other_jobs,
         markers: markers.as_deref() != Some("off"),
+        without_identity,
     })
 }

@@ -16,7 +16,8 @@ const DB: &str = "plant";
 
 /// Blue: app.readings (time by day, 3 hash partitions on device, compressed before the last
 /// week, NaN and infinities), app.counters (integer time), app.notes (plain); compression,
-/// reorder and retention policies, retention paused. Green: empty.
+/// reorder and retention policies, retention paused; side.log, a hypertable outside the run
+/// without a key. Green: empty.
 fn hypertable_pair() -> (Cluster, Cluster) {
     let start = || Cluster::builder().timescaledb().start().unwrap();
     let (blue, green) = (start(), start());
@@ -51,7 +52,12 @@ fn hypertable_pair() -> (Cluster, Cluster) {
          SELECT create_hypertable('app.counters', by_range('tick', 1000));
          INSERT INTO app.counters SELECT g * 7, g % 5, g FROM generate_series(1, 1500) g;
          CREATE TABLE app.notes (id int PRIMARY KEY, body text);
-         INSERT INTO app.notes SELECT g, 'note ' || g FROM generate_series(1, 100) g;",
+         INSERT INTO app.notes SELECT g, 'note ' || g FROM generate_series(1, 100) g;
+         CREATE SCHEMA side;
+         CREATE TABLE side.log (ts timestamptz NOT NULL, msg text);
+         SELECT create_hypertable('side.log', by_range('ts'));
+         INSERT INTO side.log SELECT now() - g * interval '1 day', 'log ' || g
+           FROM generate_series(1, 30) g;",
     );
     // Policies run on their own otherwise; the test compresses by hand.
     blue.sql(
@@ -178,8 +184,10 @@ fn load_step(blue: &Cluster, i: u32) {
             note = i % 100 + 1
         ),
         _ => format!(
-            "UPDATE app.readings SET v = -v WHERE id = {}",
-            2500 + i
+            "UPDATE app.readings SET v = -v WHERE id = {};
+             DELETE FROM side.log WHERE msg = 'log {}'",
+            2500 + i,
+            i / 9
         ),
     };
     blue.sql(DB, &sql);
@@ -210,10 +218,18 @@ fn a_hypertable_source_copies_and_streams_exactly() {
         f["fix"],
         format!("pause it for the migration: SELECT alter_job({retention}, scheduled => false);")
     );
+    // Publishing the chunk schema would make DELETE on side.log's chunks fail on blue.
+    let f = finding(&plan, "chunk-replica-identity").unwrap_or_else(|| panic!("{plan:#}"));
+    assert_eq!(f["subject"], "side.log");
+    assert_eq!(
+        f["fix"],
+        "ALTER TABLE \"side\".\"log\" REPLICA IDENTITY FULL; (TimescaleDB sets it on every chunk)"
+    );
     blue.sql(
         DB,
         &format!("SELECT alter_job({retention}, scheduled => false)"),
     );
+    blue.sql(DB, "ALTER TABLE \"side\".\"log\" REPLICA IDENTITY FULL;");
     let (exit, plan) = plan_json(&blue, &green);
     assert_eq!(exit, 0, "hypertables no longer block: {plan:#}");
     assert!(finding(&plan, "hypertable").is_none());

@@ -211,12 +211,16 @@ impl RelMap {
             .map_err(sql("target", format!("look up {display}'s indexes")))?;
         let (one_unique, no_trigger): (bool, bool) = (indexes.get(0), indexes.get(1));
         // Net changes set every column they carry; an ALWAYS identity column takes the row
-        // path, which leaves it out unless it really changes.
+        // path, which leaves it out unless it really changes. Rows of a compressed chunk are
+        // changed by decompressing their whole batch: two sessions changing neighbours would
+        // wait for each other until the group commits.
+        let compressed = compressed_hypertable(target, &schema, &name).await?;
         let batchable = !full_identity
             && !key.is_empty()
             && one_unique
             && no_trigger
-            && !always_identity.contains(&true);
+            && !always_identity.contains(&true)
+            && !compressed;
         let insert_order = indexes
             .get::<_, Option<String>>(2)
             .filter(|_| no_trigger)
@@ -392,4 +396,30 @@ async fn chunk_parent(source: &Client, rel: &Relation) -> Result<Option<(String,
         .await
         .map_err(sql("source", what()))?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Whether the target's table is a TimescaleDB hypertable with compression enabled.
+async fn compressed_hypertable(target: &Client, schema: &str, name: &str) -> Result<bool, Error> {
+    let what = || format!("look up {schema}.{name} in TimescaleDB's catalog");
+    let installed: bool = target
+        .query_one(
+            "SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(sql("target", what()))?
+        .get(0);
+    if !installed {
+        return Ok(false);
+    }
+    target
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable
+                             WHERE schema_name = $1 AND table_name = $2
+                               AND compressed_hypertable_id IS NOT NULL)",
+            &[&schema, &name],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(sql("target", what()))
 }
