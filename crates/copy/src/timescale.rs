@@ -203,12 +203,13 @@ pub async fn finish(tgt: &mut Client, src: &Client, plan: &Plan) -> Result<(), E
 async fn set_compression(tgt: &Client, h: &Hypertable) -> Result<(), Error> {
     let settings = h.compression_settings.as_ref();
     let mut opts = vec!["timescaledb.compress".to_string()];
-    // No segment by on the source: say so, or TimescaleDB picks one of its own.
-    let segment_by = settings.and_then(|s| s.segment_by.as_deref()).unwrap_or("");
-    opts.push(format!(
-        "timescaledb.compress_segmentby = {}",
-        quote_literal(segment_by)
-    ));
+    // Only what the source set: left unset, TimescaleDB picks per chunk on both sides alike.
+    if let Some(seg) = settings.and_then(|s| s.segment_by.as_deref()) {
+        opts.push(format!(
+            "timescaledb.compress_segmentby = {}",
+            quote_literal(seg)
+        ));
+    }
     if let Some(o) = settings.and_then(|s| s.order_by.as_deref()) {
         opts.push(format!(
             "timescaledb.compress_orderby = {}",
