@@ -366,4 +366,17 @@ fn a_hypertable_source_copies_and_streams_exactly() {
         ),
         "t|t|t|t"
     );
+
+    // abort --drop-data takes the hypertables copy made, chunks and all.
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    // The run created the extension too: it goes, and TimescaleDB's schemas with it.
+    assert_eq!(
+        green.sql(
+            DB,
+            "SELECT to_regclass('app.readings') IS NULL,
+                    to_regnamespace('_timescaledb_internal') IS NULL"
+        ),
+        "t|t"
+    );
 }

@@ -305,6 +305,20 @@ fn the_fixture_becomes_hypertables_by_the_ms5_profile() {
     }
     drop(sync);
     common::check_ledger(&t, &ledger);
+
+    // abort --drop-data takes the hypertables with what TimescaleDB made for them (chunks,
+    // compressed chunks, the aggregates and their materializations), the schema and the
+    // extension the run created.
+    let o = bluegreen(&["abort", "--source", &s, "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        green.sql(
+            FT,
+            "SELECT to_regnamespace('factory_telemetry') IS NULL,
+                    to_regnamespace('_timescaledb_internal') IS NULL"
+        ),
+        "t|t"
+    );
 }
 
 /// A profile that names what does not exist, or an interval PostgreSQL cannot read, is
