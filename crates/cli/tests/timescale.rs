@@ -424,6 +424,32 @@ fn cutover_starts_green_policies_and_rollback_pauses_them() {
         &["sync", "--reverse", "--source", &s, "--target", &t],
         &dir.path().join("rev.log"),
     );
+    // Green's writes to its hypertables (under chunk names) reach blue, and refreshing an
+    // aggregate on green (deletes from its materialization's chunks) still works.
+    green.sql(
+        FT,
+        "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_int)
+         SELECT metric_def_id, now(), 424242 FROM factory_telemetry.metric_hist LIMIT 1;
+         DELETE FROM factory_telemetry.oee_calculations
+          WHERE id = (SELECT min(id) FROM factory_telemetry.oee_calculations)",
+    );
+    green.sql(
+        FT,
+        "CALL refresh_continuous_aggregate('factory_telemetry.oee_hourly', NULL, NULL)",
+    );
+    let reached = "SELECT count(*) FILTER (WHERE value_int = 424242)
+                     FROM factory_telemetry.metric_hist";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while blue.sql(FT, reached) != "1" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "green's hypertable row never reached blue: {}",
+            std::fs::read_to_string(dir.path().join("rev.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let oee = "SELECT count(*) FROM factory_telemetry.oee_calculations";
+    assert_eq!(blue.sql(FT, oee), green.sql(FT, oee));
     let o = flip("rollback");
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(started(), "0/12", "rollback pauses them again");

@@ -162,6 +162,23 @@ pub async fn finish(tgt: &mut Client, plan: &Plan) -> Result<(), Error> {
         ))
         .await
         .map_err(sql("target", what("create the continuous aggregate")))?;
+        // Its refresh deletes from the materialization's chunks, which the reverse stream's
+        // publication carries after cutover: without a replica identity the refresh fails.
+        let m = tgt
+            .query_one(
+                "SELECT materialization_hypertable_schema::text, materialization_hypertable_name::text
+                   FROM timescaledb_information.continuous_aggregates
+                  WHERE view_schema = $1 AND view_name = $2",
+                &[&a.schema, &a.name],
+            )
+            .await
+            .map_err(sql("target", what("look up the materialization of")))?;
+        tgt.batch_execute(&format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            conn::qualified(m.get(0), m.get(1))
+        ))
+        .await
+        .map_err(sql("target", what("set the replica identity of")))?;
         // Outside a transaction block, as TimescaleDB requires.
         tgt.execute(
             "CALL refresh_continuous_aggregate($1::text::regclass, NULL, NULL)",

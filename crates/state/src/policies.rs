@@ -70,6 +70,22 @@ const RUN_JOBS: &str = "FROM timescaledb_information.jobs j
      WHERE j.proc_name = ANY($2)
        AND coalesce(a.view_schema, j.hypertable_schema) = ANY($1)";
 
+/// Whether a hypertable lives in one of the run's schemas: then its changes stream under its
+/// chunks' names, and a publication of the run's schemas must carry `_timescaledb_internal`.
+pub async fn has_hypertables(c: &impl GenericClient, schemas: &[String]) -> Result<bool, Error> {
+    if !has_timescaledb(c).await? {
+        return Ok(false);
+    }
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                         WHERE hypertable_schema = ANY($1))",
+        &[&schemas],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(q("look for hypertables"))
+}
+
 async fn has_timescaledb(c: &impl GenericClient) -> Result<bool, Error> {
     c.query_one(
         "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
