@@ -91,7 +91,7 @@ pub struct Server {
     pub used_wal_senders: i32,
     pub timescaledb: Option<String>,
     /// `shared_preload_libraries` includes timescaledb (TimescaleDB cannot load otherwise);
-    /// None where the role may not read the setting.
+    /// for a role that may not read the setting, whether TimescaleDB's settings are defined.
     pub preloads_timescaledb: Option<bool>,
     /// The database's `datcollate` and `datctype`: what text comparison, `lower()` and the
     /// like do with the default collation.

@@ -30,9 +30,12 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
                     current_setting('max_wal_senders')::int,
                     (SELECT count(*) FROM pg_stat_replication)::int,
                     (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text,
-                    -- NULL where the role may not read it (pg_settings hides it then).
-                    (SELECT 'timescaledb' = ANY(string_to_array(replace(setting, ' ', ''), ','))
-                       FROM pg_settings WHERE name = 'shared_preload_libraries'),
+                    -- pg_settings hides it from a role that may not read it; then
+                    -- TimescaleDB's own settings tell (defined once its library is loaded,
+                    -- which in a fresh session means preloaded).
+                    coalesce((SELECT 'timescaledb' = ANY(string_to_array(replace(setting, ' ', ''), ','))
+                                FROM pg_settings WHERE name = 'shared_preload_libraries'),
+                             current_setting('timescaledb.license', true) IS NOT NULL),
                     d.datcollate::text, d.datctype::text
                FROM pg_roles r, pg_database d
               WHERE r.rolname = current_user AND d.datname = current_database()",

@@ -66,6 +66,53 @@ fn codes(plan: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// A green that offers TimescaleDB without preloading it blocks a hypertable source, also
+/// when the target role may not read `shared_preload_libraries` (neither superuser nor
+/// pg_read_all_settings): then whether TimescaleDB's settings are defined tells.
+#[test]
+fn a_target_without_timescaledb_preloaded_blocks_for_any_role() {
+    if testkit::skip_without_timescaledb(
+        "a_target_without_timescaledb_preloaded_blocks_for_any_role",
+    ) {
+        return;
+    }
+    let (blue, preloaded) = timescale_pair();
+    drop(preloaded);
+    let green = Cluster::new();
+    green.create_database(DB);
+    green.sql(DB, "CREATE ROLE green LOGIN PASSWORD 'green-pw'");
+    let plain = format!(
+        "postgresql://green:green-pw@127.0.0.1:{}/{DB}?sslmode=disable",
+        green.port()
+    );
+    for target in [green.url(DB), plain] {
+        let o = bluegreen(&[
+            "plan",
+            "--json",
+            "--schema",
+            "app",
+            "--source",
+            &blue.url(DB),
+            "--target",
+            &target,
+        ]);
+        let plan: Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}{}", stdout(&o), stderr(&o)));
+        assert_eq!(code(&o), 1, "{plan:#}");
+        assert_eq!(plan["target"]["preloads_timescaledb"], false, "{plan:#}");
+        let f = plan["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "timescaledb-target")
+            .unwrap_or_else(|| panic!("{plan:#}"));
+        assert!(
+            f["message"].as_str().unwrap().contains("not preloaded"),
+            "{plan:#}"
+        );
+    }
+}
+
 #[test]
 fn plan_reports_hypertables_compression_jobs_and_aggregates() {
     if testkit::skip_without_timescaledb("plan_reports_hypertables_compression_jobs_and_aggregates")
