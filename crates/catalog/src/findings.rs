@@ -4,6 +4,10 @@ use conn::quote_ident;
 
 use crate::plan::{Finding, Plan, RelName, Severity, Table};
 
+/// Where TimescaleDB keeps chunks: copy reads them through their hypertable, and the run's
+/// publication carries this schema so sync sees every chunk's changes.
+pub const CHUNK_SCHEMA: &str = "_timescaledb_internal";
+
 /// Replication slots a run needs at once: its own slot plus verify's temporary one.
 pub const SLOTS_NEEDED: i32 = 2;
 /// WAL senders a run needs at once: the sync stream plus verify's snapshot exporter.
@@ -193,7 +197,7 @@ pub fn judge(
 
     for table in &plan.tables {
         if !table.children_outside.is_empty() {
-            f.push(rows_outside_plan(plan, table));
+            f.extend(rows_outside_plan(plan, table));
         }
         if table.kind == "partitioned" {
             continue;
@@ -280,7 +284,8 @@ pub fn judge(
 /// A planned table whose rows partly live in tables copy does not read: partitions or
 /// inheritance children in other schemas, or TimescaleDB chunks. Copying it would leave
 /// those rows behind.
-fn rows_outside_plan(plan: &Plan, table: &Table) -> Finding {
+/// None for a hypertable whose chunks bluegreen copies and streams.
+fn rows_outside_plan(plan: &Plan, table: &Table) -> Option<Finding> {
     let name = table.display_name();
     let shown: Vec<String> = table
         .children_outside
@@ -293,21 +298,26 @@ fn rows_outside_plan(plan: &Plan, table: &Table) -> Finding {
     } else {
         ""
     };
-    let hypertable = plan
-        .hypertables
-        .iter()
-        .any(|h| h.schema == table.schema && h.name == table.name);
-    if hypertable {
-        return blocker(
+    if let Some(h) = plan.hypertable(&table.schema, &table.name) {
+        let elsewhere: Vec<&str> = h
+            .chunk_schemas
+            .iter()
+            .map(String::as_str)
+            .filter(|s| *s != CHUNK_SCHEMA)
+            .collect();
+        if elsewhere.is_empty() {
+            // Copied through its parent, its chunks streamed from `_timescaledb_internal`.
+            return None;
+        }
+        return Some(blocker(
             "hypertable",
             &name,
             format!(
-                "TimescaleDB hypertable: its rows live in {} chunk(s) ({}{more}) that bluegreen does not copy yet",
-                table.children_outside.len(),
-                shown.join(", ")
+                "TimescaleDB hypertable whose chunks live in schema(s) {} rather than {CHUNK_SCHEMA}: bluegreen streams chunks of {CHUNK_SCHEMA} only",
+                elsewhere.join(", ")
             ),
-            "leave its schema out of this run (--schema), or migrate hypertables with another tool until bluegreen supports them".into(),
-        );
+            "leave its schema out of this run (--schema), or migrate this hypertable with another tool".into(),
+        ));
     }
     let mut schemas: Vec<&str> = table
         .children_outside
@@ -323,7 +333,7 @@ fn rows_outside_plan(plan: &Plan, table: &Table) -> Finding {
         .chain(schemas.iter().copied())
         .map(|s| format!("--schema {}", shell_word(s)))
         .collect();
-    blocker(
+    Some(blocker(
         "rows-outside-plan",
         &name,
         format!(
@@ -332,7 +342,7 @@ fn rows_outside_plan(plan: &Plan, table: &Table) -> Finding {
             shown.join(", ")
         ),
         format!("plan their schemas too: {}", flags.join(" ")),
-    )
+    ))
 }
 
 /// A schema name as a shell argument: as it is when that is safe, else single-quoted.
@@ -355,7 +365,7 @@ fn timescaledb(plan: &Plan) -> Vec<Finding> {
     let mut f = Vec::new();
     let converting =
         !plan.profile.hypertables.is_empty() || !plan.profile.continuous_aggregates.is_empty();
-    if converting {
+    if converting || !plan.hypertables.is_empty() {
         let available = plan.target.timescaledb.is_some()
             || plan
                 .extensions
@@ -366,7 +376,12 @@ fn timescaledb(plan: &Plan) -> Vec<Finding> {
                 "timescaledb-target",
                 "target",
                 format!(
-                    "the profile makes hypertables, but TimescaleDB is {} on the target",
+                    "{}, but TimescaleDB is {} on the target",
+                    if converting {
+                        "the profile makes hypertables"
+                    } else {
+                        "the source has hypertables"
+                    },
                     if available { "not preloaded" } else { "not installed" }
                 ),
                 "run green on a TimescaleDB image (timescale/timescaledb:latest-pg15) or install it, with shared_preload_libraries = 'timescaledb' (a restart)".into(),
@@ -398,6 +413,75 @@ fn timescaledb(plan: &Plan) -> Vec<Finding> {
             ),
         )),
         Some(_) => {}
+    }
+    for a in &plan.continuous_aggregates {
+        f.push(blocker(
+            "continuous-aggregate",
+            &format!("{}.{}", a.schema, a.name),
+            format!(
+                "continuous aggregate over {}: copying materialized rows with their watermark is not built yet",
+                a.hypertable
+            ),
+            format!(
+                "leave its schema out of this run (--schema), or drop it on the source for the migration (DROP MATERIALIZED VIEW {};) and create it again on green after cutover",
+                conn::qualified(&a.schema, &a.name)
+            ),
+        ));
+    }
+    if !plan.hypertables.is_empty() {
+        for u in &plan.unkeyed_hypertables {
+            let table = conn::qualified(&u.schema, &u.name);
+            let (subject, what) = match &u.aggregate {
+                Some(a) => (
+                    a.clone(),
+                    format!("refreshing continuous aggregate {a} (not in this run; it deletes from its materialization {}.{})", u.schema, u.name),
+                ),
+                None => (
+                    format!("{}.{}", u.schema, u.name),
+                    format!("UPDATE and DELETE on hypertable {}.{} (not in this run)", u.schema, u.name),
+                ),
+            };
+            f.push(blocker(
+                "chunk-replica-identity",
+                &subject,
+                format!(
+                    "the run publishes {CHUNK_SCHEMA}, where its hypertables' chunks live; {what} would then fail on the source: those chunks have no replica identity"
+                ),
+                format!("ALTER TABLE {table} REPLICA IDENTITY FULL; (TimescaleDB sets it on every chunk)"),
+            ));
+        }
+    }
+    for h in &plan.hypertables {
+        let subject = format!("{}.{}", h.schema, h.name);
+        for j in h
+            .jobs
+            .iter()
+            .filter(|j| j.kind == "retention" && j.scheduled)
+        {
+            f.push(blocker(
+                "retention-policy",
+                &subject,
+                format!(
+                    "retention policy (job {}) is scheduled on the source: chunks it drops during sync are not dropped on the target (dropping chunks is not streamed)",
+                    j.id
+                ),
+                format!(
+                    "pause it for the migration: SELECT alter_job({}, scheduled => false);",
+                    j.id
+                ),
+            ));
+        }
+        for j in h.jobs.iter().filter(|j| j.kind == "user") {
+            f.push(warning(
+                "timescaledb-user-job",
+                &subject,
+                format!(
+                    "user job {} ({}) works on this hypertable; copy does not recreate it on the target",
+                    j.id, j.proc
+                ),
+                format!("after cutover, add it on the target with add_job('{}', '{}')", j.proc, j.schedule_interval),
+            ));
+        }
     }
     let compressed = plan.hypertables.iter().any(|h| h.compression);
     if compressed && plan.compression_markers == Some(false) {

@@ -9,7 +9,7 @@ mod profile;
 mod read;
 
 pub use error::Error;
-pub use findings::{SENDERS_NEEDED, SLOTS_NEEDED};
+pub use findings::{CHUNK_SCHEMA, SENDERS_NEEDED, SLOTS_NEEDED};
 pub use plan::*;
 pub use profile::{AggregateSpec, Conversion, Profile, ProfileText};
 
@@ -79,6 +79,7 @@ pub async fn build_plan(
         hypertables: Vec::new(),
         continuous_aggregates: Vec::new(),
         timescaledb_jobs: Vec::new(),
+        unkeyed_hypertables: Vec::new(),
         profile: Profile::default(),
         findings: Vec::new(),
     };
@@ -96,6 +97,23 @@ pub async fn build_plan(
             .filter(|a| planned(&a.schema))
             .collect();
         plan.timescaledb_jobs = t.other_jobs;
+        // Planned tables' own identity is judged with every planned table.
+        plan.unkeyed_hypertables = t
+            .without_identity
+            .into_iter()
+            .filter(|h| !planned(&h.schema))
+            .collect();
+        for h in &plan.hypertables {
+            let time = h.dimensions.iter().find(|d| d.kind == "Time");
+            if let (Some(d), Some(table)) = (
+                time,
+                plan.tables
+                    .iter_mut()
+                    .find(|t| t.schema == h.schema && t.name == h.name),
+            ) {
+                table.time_column = Some(d.column.clone());
+            }
+        }
     }
     if let Some(text) = &opts.profile {
         plan.profile = profile::resolve(text, &plan, source).await?;

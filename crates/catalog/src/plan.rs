@@ -23,6 +23,10 @@ pub struct Plan {
     pub timescaledb_jobs: Vec<Job>,
     /// `timescaledb.enable_compression_wal_markers` on the source (None without TimescaleDB).
     pub compression_markers: Option<bool>,
+    /// Hypertables outside the planned schemas (and aggregates' materializations) whose
+    /// chunks have no replica identity: publishing `_timescaledb_internal` for the planned
+    /// hypertables would make their UPDATE and DELETE fail on the source.
+    pub unkeyed_hypertables: Vec<UnkeyedHypertable>,
     /// `--profile`: plain tables that become hypertables on the target, aggregates to create.
     pub profile: crate::Profile,
     pub extensions: Vec<Extension>,
@@ -53,6 +57,13 @@ impl Plan {
         self.blockers().next().is_some()
     }
 
+    /// The source hypertable of this name, when the run migrates it as one.
+    pub fn hypertable(&self, schema: &str, name: &str) -> Option<&Hypertable> {
+        self.hypertables
+            .iter()
+            .find(|h| h.schema == schema && h.name == name)
+    }
+
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
         self.tables
             .iter()
@@ -80,7 +91,7 @@ pub struct Server {
     pub used_wal_senders: i32,
     pub timescaledb: Option<String>,
     /// `shared_preload_libraries` includes timescaledb (TimescaleDB cannot load otherwise);
-    /// None where the role may not read the setting.
+    /// for a role that may not read the setting, whether TimescaleDB's settings are defined.
     pub preloads_timescaledb: Option<bool>,
     /// The database's `datcollate` and `datctype`: what text comparison, `lower()` and the
     /// like do with the default collation.
@@ -119,6 +130,9 @@ pub struct Table {
     pub selectable: bool,
     /// Present on the target already (in any state).
     pub on_target: bool,
+    /// A TimescaleDB hypertable on the source: the column of its first (time) dimension,
+    /// by whose ranges copy reads it.
+    pub time_column: Option<String>,
 }
 
 impl Table {
@@ -186,6 +200,17 @@ pub struct Hypertable {
     pub compression_settings: Option<CompressionSettings>,
     /// Policies and user jobs on this hypertable (or on its continuous aggregates).
     pub jobs: Vec<Job>,
+    /// Schemas its chunks live in (`_timescaledb_internal` unless made otherwise).
+    pub chunk_schemas: Vec<String>,
+}
+
+/// A hypertable (any schema) whose chunks have no replica identity.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnkeyedHypertable {
+    pub schema: String,
+    pub name: String,
+    /// `schema.name` of the continuous aggregate it materializes, if it does.
+    pub aggregate: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -227,9 +252,17 @@ pub struct ContinuousAggregate {
 #[derive(Debug, Clone, Serialize)]
 pub struct Dimension {
     pub column: String,
+    /// `Time` (ranges) or `Space` (hash partitions).
     pub kind: String,
+    /// As `format_type` prints the column's type.
+    pub column_type: String,
+    /// Interval (time types) or integer length of each range.
     pub interval: Option<String>,
     pub partitions: Option<i32>,
+    /// A partitioning function other than TimescaleDB's own (`schema.function`, quoted).
+    pub partitioning_func: Option<String>,
+    /// For integer time: the function that says what "now" is (`schema.function`, quoted).
+    pub integer_now_func: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 use crate::error::Error;
 use crate::plan::{
     Column, CompressionSettings, ContinuousAggregate, Dimension, Extension, Hypertable, Job,
-    RelName, Sequence, Server, Table,
+    RelName, Sequence, Server, Table, UnkeyedHypertable,
 };
 
 pub(crate) fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
@@ -30,9 +30,12 @@ pub async fn server(client: &Client, connection: String) -> Result<Server, Error
                     current_setting('max_wal_senders')::int,
                     (SELECT count(*) FROM pg_stat_replication)::int,
                     (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')::text,
-                    -- NULL where the role may not read it (pg_settings hides it then).
-                    (SELECT 'timescaledb' = ANY(string_to_array(replace(setting, ' ', ''), ','))
-                       FROM pg_settings WHERE name = 'shared_preload_libraries'),
+                    -- pg_settings hides it from a role that may not read it; then
+                    -- TimescaleDB's own settings tell (defined once its library is loaded,
+                    -- which in a fresh session means preloaded).
+                    coalesce((SELECT 'timescaledb' = ANY(string_to_array(replace(setting, ' ', ''), ','))
+                                FROM pg_settings WHERE name = 'shared_preload_libraries'),
+                             current_setting('timescaledb.license', true) IS NOT NULL),
                     d.datcollate::text, d.datctype::text
                FROM pg_roles r, pg_database d
               WHERE r.rolname = current_user AND d.datname = current_database()",
@@ -155,6 +158,7 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
                 owner: r.get(11),
                 selectable: r.get(12),
                 on_target: false,
+                time_column: None,
             }
         })
         .collect();
@@ -432,6 +436,9 @@ pub struct Timescale {
     pub continuous_aggregates: Vec<ContinuousAggregate>,
     pub other_jobs: Vec<Job>,
     pub markers: bool,
+    /// Hypertables of any schema (aggregates' materializations included) whose chunks have
+    /// no replica identity.
+    pub without_identity: Vec<UnkeyedHypertable>,
 }
 
 pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
@@ -442,7 +449,10 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
                     (SELECT count(*) FROM timescaledb_information.chunks c
                       WHERE c.hypertable_schema = h.hypertable_schema
                         AND c.hypertable_name = h.hypertable_name AND c.is_compressed),
-                    s.segmentby, s.orderby
+                    s.segmentby, s.orderby,
+                    ARRAY(SELECT DISTINCT c.chunk_schema::text FROM timescaledb_information.chunks c
+                           WHERE c.hypertable_schema = h.hypertable_schema
+                             AND c.hypertable_name = h.hypertable_name ORDER BY 1)
                FROM timescaledb_information.hypertables h
                LEFT JOIN timescaledb_information.hypertable_compression_settings s
                  ON s.hypertable = format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass
@@ -454,11 +464,27 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
         .map_err(q("hypertables"))?;
     let dims = client
         .query(
-            "SELECT hypertable_schema::text, hypertable_name::text, column_name::text,
-                    dimension_type::text,
-                    coalesce(time_interval::text, integer_interval::text),
-                    num_partitions::int
-               FROM timescaledb_information.dimensions ORDER BY 1, 2, dimension_number",
+            "SELECT d.hypertable_schema::text, d.hypertable_name::text, d.column_name::text,
+                    d.dimension_type::text,
+                    coalesce(d.time_interval::text, d.integer_interval::text),
+                    d.num_partitions::int, format_type(d.column_type, NULL),
+                    (SELECT quote_ident(cd.partitioning_func_schema) || '.'
+                            || quote_ident(cd.partitioning_func)
+                       FROM _timescaledb_catalog.dimension cd
+                       JOIN _timescaledb_catalog.hypertable ch ON ch.id = cd.hypertable_id
+                      WHERE ch.schema_name = d.hypertable_schema
+                        AND ch.table_name = d.hypertable_name
+                        AND cd.column_name = d.column_name
+                        AND (cd.partitioning_func_schema, cd.partitioning_func)
+                            <> ('_timescaledb_functions', 'get_partition_hash')),
+                    (SELECT quote_ident(cd.integer_now_func_schema) || '.'
+                            || quote_ident(cd.integer_now_func)
+                       FROM _timescaledb_catalog.dimension cd
+                       JOIN _timescaledb_catalog.hypertable ch ON ch.id = cd.hypertable_id
+                      WHERE ch.schema_name = d.hypertable_schema
+                        AND ch.table_name = d.hypertable_name
+                        AND cd.column_name = d.column_name)
+               FROM timescaledb_information.dimensions d ORDER BY 1, 2, d.dimension_number",
             &[],
         )
         .await
@@ -504,6 +530,39 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
         .await
         .map_err(q("TimescaleDB settings"))?
         .get(0);
+
+    // Compressed hypertables (internal) are left out: TimescaleDB writes them below the
+    // executor, where replica identity is not checked.
+    let unkeyed = client
+        .query(
+            "SELECT h.schema_name::text, h.table_name::text,
+                    (SELECT a.view_schema || '.' || a.view_name
+                       FROM timescaledb_information.continuous_aggregates a
+                      WHERE a.materialization_hypertable_schema = h.schema_name
+                        AND a.materialization_hypertable_name = h.table_name)
+               FROM _timescaledb_catalog.hypertable h
+               JOIN pg_namespace n ON n.nspname = h.schema_name
+               JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.table_name
+              WHERE NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable x
+                                 WHERE x.compressed_hypertable_id = h.id)
+                AND (c.relreplident = 'n'
+                     OR (c.relreplident = 'd' AND NOT EXISTS (
+                             SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
+                     OR (c.relreplident = 'i' AND NOT EXISTS (
+                             SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
+              ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(q("hypertables without replica identity"))?;
+    let without_identity = unkeyed
+        .iter()
+        .map(|r| UnkeyedHypertable {
+            schema: r.get(0),
+            name: r.get(1),
+            aggregate: r.get(2),
+        })
+        .collect();
 
     let continuous_aggregates: Vec<ContinuousAggregate> = caggs
         .iter()
@@ -562,6 +621,9 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
                     kind: d.get(3),
                     interval: d.get(4),
                     partitions: d.get(5),
+                    column_type: d.get(6),
+                    partitioning_func: d.get(7),
+                    integer_now_func: d.get(8),
                 })
                 .collect();
             let compression: bool = t.get(3);
@@ -588,6 +650,7 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
                     order_by: t.get(6),
                 }),
                 jobs,
+                chunk_schemas: t.get(7),
                 schema,
                 name,
             }
@@ -599,5 +662,6 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
         continuous_aggregates,
         other_jobs,
         markers: markers.as_deref() != Some("off"),
+        without_identity,
     })
 }

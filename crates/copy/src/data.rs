@@ -148,13 +148,36 @@ fn copy_statements(table: &Table, chunk: &Chunk) -> (String, String) {
     let cols = cols.join(", ");
     let format = if chunk.text_format { "text" } else { "binary" };
     let mut filter = Vec::new();
-    if chunk.kind == ChunkKind::Ctid {
-        if let Some(lo) = chunk.lower {
-            filter.push(format!("ctid >= '({lo},0)'::tid"));
+    // A hypertable is read through itself (its rows are in its chunks, compressed ones
+    // decompressed on the way); anything else alone.
+    let mut only = "ONLY ";
+    match chunk.kind {
+        ChunkKind::Ctid => {
+            if let Some(lo) = chunk.lower {
+                filter.push(format!("ctid >= '({lo},0)'::tid"));
+            }
+            if let Some(hi) = chunk.upper {
+                filter.push(format!("ctid < '({hi},0)'::tid"));
+            }
         }
-        if let Some(hi) = chunk.upper {
-            filter.push(format!("ctid < '({hi},0)'::tid"));
+        ChunkKind::Time => {
+            only = "";
+            if let Some(column) = &table.time_column {
+                let ty = table
+                    .columns
+                    .iter()
+                    .find(|c| &c.name == column)
+                    .map_or("", |c| c.type_name.as_str());
+                let col = quote_ident(column);
+                if let Some(lo) = chunk.lower {
+                    filter.push(format!("{col} >= {}", time_value(ty, lo)));
+                }
+                if let Some(hi) = chunk.upper {
+                    filter.push(format!("{col} < {}", time_value(ty, hi)));
+                }
+            }
         }
+        ChunkKind::Whole => {}
     }
     let filter = if filter.is_empty() {
         String::new()
@@ -163,7 +186,20 @@ fn copy_statements(table: &Table, chunk: &Chunk) -> (String, String) {
     };
     let name = table.qualified();
     (
-        format!("COPY (SELECT {cols} FROM ONLY {name}{filter}) TO STDOUT (FORMAT {format})"),
+        format!("COPY (SELECT {cols} FROM {only}{name}{filter}) TO STDOUT (FORMAT {format})"),
         format!("COPY {name} ({cols}) FROM STDIN (FORMAT {format})"),
     )
+}
+
+/// A value of TimescaleDB's internal time (microseconds since 1970 for time types, the value
+/// itself for integers) as SQL of the time column's type.
+fn time_value(type_name: &str, v: i64) -> String {
+    match type_name {
+        "timestamp with time zone" => format!("_timescaledb_functions.to_timestamp({v})"),
+        "timestamp without time zone" => {
+            format!("_timescaledb_functions.to_timestamp_without_timezone({v})")
+        }
+        "date" => format!("_timescaledb_functions.to_date({v})"),
+        _ => v.to_string(),
+    }
 }

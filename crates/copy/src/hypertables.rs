@@ -53,37 +53,39 @@ pub async fn create(tx: &impl GenericClient, plan: &Plan) -> Result<(), Error> {
     Ok(())
 }
 
-/// Post-data for converted tables as hypertables take it: no `ALTER TABLE ONLY` (TimescaleDB
-/// refuses ONLY, and so keys are built whole rather than split), and the primary key the
-/// profile names.
+/// Post-data for tables that are hypertables on the target (converted by the profile, or
+/// hypertables on the source) as hypertables take it: no `ALTER TABLE ONLY` (TimescaleDB
+/// refuses ONLY, and so keys are built whole rather than split), and for converted tables
+/// the primary key the profile names.
 pub fn adjust_post_data(items: &mut [NewItem], plan: &Plan) {
     for item in items {
         let named = tables_named(&item.sql);
-        let Some(c) = named
-            .iter()
-            .find_map(|(schema, name)| plan.conversion(schema, name))
-        else {
+        let Some((schema, name)) = named.iter().find(|(schema, name)| {
+            plan.conversion(schema, name).is_some() || plan.hypertable(schema, name).is_some()
+        }) else {
             continue;
         };
-        let table = format!("ALTER TABLE ONLY {}", c.qualified());
+        let table = format!("ALTER TABLE ONLY {}", conn::qualified(schema, name));
         let dumped = format!(
             "ALTER TABLE ONLY {}.{}",
-            dump_ident(&c.schema),
-            dump_ident(&c.name)
+            dump_ident(schema),
+            dump_ident(name)
         );
         for only in [table, dumped] {
             if item.sql.contains(&only) {
                 item.sql = item.sql.replace(&only, &only.replace(" ONLY ", " "));
             }
         }
-        if item.kind == "CONSTRAINT" && named.len() == 1 {
-            item.sql = with_primary_key(&item.sql, c);
+        if let Some(c) = plan.conversion(schema, name) {
+            if item.kind == "CONSTRAINT" && named.len() == 1 {
+                item.sql = with_primary_key(&item.sql, c);
+            }
         }
     }
 }
 
 /// An identifier as pg_dump writes it (bare when it can be).
-fn dump_ident(s: &str) -> String {
+pub(crate) fn dump_ident(s: &str) -> String {
     let bare = !s.is_empty()
         && s.chars()
             .next()
@@ -160,6 +162,23 @@ pub async fn finish(tgt: &mut Client, plan: &Plan) -> Result<(), Error> {
         ))
         .await
         .map_err(sql("target", what("create the continuous aggregate")))?;
+        // Its refresh deletes from the materialization's chunks, which the reverse stream's
+        // publication carries after cutover: without a replica identity the refresh fails.
+        let m = tgt
+            .query_one(
+                "SELECT materialization_hypertable_schema::text, materialization_hypertable_name::text
+                   FROM timescaledb_information.continuous_aggregates
+                  WHERE view_schema = $1 AND view_name = $2",
+                &[&a.schema, &a.name],
+            )
+            .await
+            .map_err(sql("target", what("look up the materialization of")))?;
+        tgt.batch_execute(&format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            conn::qualified(m.get(0), m.get(1))
+        ))
+        .await
+        .map_err(sql("target", what("set the replica identity of")))?;
         // Outside a transaction block, as TimescaleDB requires.
         tgt.execute(
             "CALL refresh_continuous_aggregate($1::text::regclass, NULL, NULL)",

@@ -16,6 +16,7 @@ mod progress;
 mod schedule;
 mod schema;
 mod source;
+mod timescale;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -218,6 +219,7 @@ pub async fn copy(
         )
         .await?;
         hypertables::finish(&mut tgt, plan).await?;
+        timescale::finish(&mut tgt, &src, plan).await?;
         Run::set_phase(&tgt, run, Phase::Copied).await?;
         let data_seconds = report.data_seconds.unwrap_or(0.0);
         state::audit(
@@ -388,7 +390,13 @@ async fn start_run(
         .await?;
     }
     made.publication = true;
-    source::create_publication(src, &publication, &plan.schemas).await?;
+    source::create_publication(
+        src,
+        &publication,
+        &plan.schemas,
+        !plan.hypertables.is_empty(),
+    )
+    .await?;
     let repl = wire::ReplicationConnection::connect(source).await?;
     made.slot = true;
     let exported = repl.create_slot_exporting(&slot, false).await?;
@@ -416,6 +424,7 @@ async fn start_run(
             .retain(|i| i.kind == "MATERIALIZED VIEW DATA");
     }
     hypertables::adjust_post_data(&mut post_data.items, plan);
+    let pre = timescale::without_aggregate_views(&pre, plan);
 
     let snap_client = conn::connect(source).await.map_err(conn_err("source"))?;
     snap_client
@@ -440,10 +449,12 @@ async fn start_run(
             .await
             .map_err(sql("target", "reset search_path"))?;
         hypertables::create(&tx, plan).await?;
+        timescale::create(&tx, plan).await?;
         // In the same transaction: what exists now and did not before is the run's.
         state::created::record(&tx, run, &before).await?;
     } else {
         hypertables::create(&tx, plan).await?;
+        timescale::create(&tx, plan).await?;
     }
     state::created::mark_recorded(&tx, run).await?;
     Run::set_snapshot(&tx, run, &snap.lsn, &post).await?;

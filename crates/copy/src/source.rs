@@ -5,9 +5,19 @@ use tokio_postgres::Client;
 
 use crate::error::{sql, Error};
 
-/// Publishes whole schemas, so tables (and TimescaleDB chunks) created later are included.
-pub async fn create_publication(c: &Client, name: &str, schemas: &[String]) -> Result<(), Error> {
-    let list: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
+/// Publishes whole schemas, so tables created later are included. With `chunks` (the run
+/// migrates hypertables) TimescaleDB's chunk schema too: a hypertable's changes arrive
+/// under its chunks' names, and a new chunk is published the moment it is created.
+pub async fn create_publication(
+    c: &Client,
+    name: &str,
+    schemas: &[String],
+    chunks: bool,
+) -> Result<(), Error> {
+    let mut list: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
+    if chunks && !schemas.iter().any(|s| s == catalog::CHUNK_SCHEMA) {
+        list.push(quote_ident(catalog::CHUNK_SCHEMA));
+    }
     c.batch_execute(&format!(
         "CREATE PUBLICATION {} FOR TABLES IN SCHEMA {}",
         quote_ident(name),

@@ -14,7 +14,11 @@ use crate::{connect, reverse_run, Error};
 /// applier made on green carry its replication origin and are skipped by the reverse applier.
 pub(crate) async fn arm(cx: &Ctx<'_>) -> Result<(), Error> {
     let name = state::names::slot(&reverse_run(&cx.opts.run));
-    let list: Vec<String> = cx.schemas.iter().map(|s| quote_ident(s)).collect();
+    let mut list: Vec<String> = cx.schemas.iter().map(|s| quote_ident(s)).collect();
+    // Green's hypertables change under their chunks' names, in TimescaleDB's schema.
+    if state::policies::has_hypertables(&cx.state, &cx.schemas).await? {
+        list.push(quote_ident("_timescaledb_internal"));
+    }
     cx.state
         .batch_execute(&format!(
             "DROP PUBLICATION IF EXISTS {0}; CREATE PUBLICATION {0} FOR TABLES IN SCHEMA {1}",

@@ -11,6 +11,10 @@ pub enum ChunkKind {
     Ctid,
     /// The whole table.
     Whole,
+    /// One time slice of a TimescaleDB hypertable, read through the hypertable:
+    /// `lower <= time < upper` in TimescaleDB's internal time (microseconds since 1970 for
+    /// time types, the value itself for integers); NULL bound: open.
+    Time,
 }
 
 impl ChunkKind {
@@ -18,6 +22,7 @@ impl ChunkKind {
         match self {
             ChunkKind::Ctid => "ctid",
             ChunkKind::Whole => "whole",
+            ChunkKind::Time => "time",
         }
     }
 
@@ -25,6 +30,7 @@ impl ChunkKind {
         Ok(match s {
             "ctid" => ChunkKind::Ctid,
             "whole" => ChunkKind::Whole,
+            "time" => ChunkKind::Time,
             other => return Err(Error::Corrupt(other.into())),
         })
     }

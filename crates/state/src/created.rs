@@ -136,36 +136,86 @@ impl CreatedObject {
 /// Objects the run did not create that depend on one it did (a view an operator made over
 /// a copied table, a foreign key into one): dropping the run's objects would take them too.
 /// Membership in a schema the run created does not count; such objects keep the schema.
+/// What TimescaleDB made for the run's hypertables after the record was taken (their chunks,
+/// compressed hypertables and continuous aggregates' views and materializations) is the
+/// run's too: dropping the hypertable drops it.
 /// Each entry: (dependent object, what it depends on), as the server describes them.
 pub async fn foreign_dependents(
     c: &impl GenericClient,
     run: &str,
 ) -> Result<Vec<(String, String)>, Error> {
+    let timescaledb: bool = c
+        .query_one(
+            "SELECT to_regclass('_timescaledb_catalog.continuous_agg') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(q("look for TimescaleDB's catalog"))?
+        .get(0);
     let rows = c
         .query(
-            "WITH RECURSIVE owned(classid, objid) AS (
-                 SELECT c.classid, c.objid FROM bluegreen.created c,
-                        LATERAL pg_catalog.pg_identify_object(c.classid, c.objid, 0) o
-                  WHERE c.run = $1 AND o.identity IS NOT DISTINCT FROM c.identity
-                 UNION
-                 SELECT d.classid, d.objid FROM pg_catalog.pg_depend d
+            &format!(
+                "WITH RECURSIVE parts(classid, objid, refclassid, refobjid) AS (
+                     SELECT d.classid, d.objid, d.refclassid, d.refobjid FROM pg_catalog.pg_depend d
+                      WHERE d.deptype IN ('a', 'i', 'e')
+                     UNION ALL
+                     SELECT 'pg_catalog.pg_class'::regclass, i.inhrelid,
+                            'pg_catalog.pg_class'::regclass, i.inhparent
+                       FROM pg_catalog.pg_inherits i
+                       JOIN pg_catalog.pg_class k ON k.oid = i.inhrelid
+                       JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace
+                      WHERE n.nspname = '_timescaledb_internal'
+                     {}
+                 ), owned(classid, objid) AS (
+                     SELECT c.classid, c.objid FROM bluegreen.created c,
+                            LATERAL pg_catalog.pg_identify_object(c.classid, c.objid, 0) o
+                      WHERE c.run = $1 AND o.identity IS NOT DISTINCT FROM c.identity
+                     UNION
+                     SELECT p.classid, p.objid FROM parts p
+                       JOIN owned o ON p.refclassid = o.classid AND p.refobjid = o.objid
+                 )
+                 SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, 0),
+                        pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)
+                   FROM pg_catalog.pg_depend d
                    JOIN owned o ON d.refclassid = o.classid AND d.refobjid = o.objid
-                  WHERE d.deptype IN ('a', 'i', 'e')
-             )
-             SELECT DISTINCT pg_catalog.pg_describe_object(d.classid, d.objid, 0),
-                    pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0)
-               FROM pg_catalog.pg_depend d
-               JOIN owned o ON d.refclassid = o.classid AND d.refobjid = o.objid
-              WHERE d.deptype = 'n'
-                AND d.refclassid <> 'pg_catalog.pg_namespace'::regclass
-                AND NOT EXISTS (SELECT 1 FROM owned x WHERE x.classid = d.classid AND x.objid = d.objid)
-              ORDER BY 1, 2",
+                  WHERE d.deptype = 'n'
+                    AND d.refclassid <> 'pg_catalog.pg_namespace'::regclass
+                    AND NOT EXISTS (SELECT 1 FROM owned x WHERE x.classid = d.classid AND x.objid = d.objid)
+                  ORDER BY 1, 2",
+                if timescaledb { TIMESCALEDB_PARTS } else { "" }
+            ),
             &[&run],
         )
         .await
         .map_err(q("look for objects that depend on the run's"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// TimescaleDB's own relations of a hypertable, as edges to it: its chunks (compressed
+/// chunks belong to the compressed hypertable), its compressed hypertable, and each
+/// continuous aggregate over it (the view, its partial and direct views, and its
+/// materialization hypertable).
+const TIMESCALEDB_PARTS: &str = "
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::regclass, to_regclass(format('%I.%I', c.schema_name, c.table_name)),
+           'pg_catalog.pg_class'::regclass, to_regclass(format('%I.%I', h.schema_name, h.table_name))
+      FROM _timescaledb_catalog.chunk c
+      JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::regclass, to_regclass(format('%I.%I', ch.schema_name, ch.table_name)),
+           'pg_catalog.pg_class'::regclass, to_regclass(format('%I.%I', h.schema_name, h.table_name))
+      FROM _timescaledb_catalog.hypertable h
+      JOIN _timescaledb_catalog.hypertable ch ON ch.id = h.compressed_hypertable_id
+    UNION ALL
+    SELECT 'pg_catalog.pg_class'::regclass, to_regclass(format('%I.%I', v.s, v.n)),
+           'pg_catalog.pg_class'::regclass, to_regclass(format('%I.%I', h.schema_name, h.table_name))
+      FROM _timescaledb_catalog.continuous_agg a
+      JOIN _timescaledb_catalog.hypertable h ON h.id = a.raw_hypertable_id
+      JOIN _timescaledb_catalog.hypertable m ON m.id = a.mat_hypertable_id
+     CROSS JOIN LATERAL (VALUES (a.user_view_schema, a.user_view_name),
+                                (a.partial_view_schema, a.partial_view_name),
+                                (a.direct_view_schema, a.direct_view_name),
+                                (m.schema_name, m.table_name)) v(s, n)";
 
 /// What is in a schema now (after the run's own objects are gone), described by the server.
 pub async fn schema_contents(

@@ -164,6 +164,12 @@ CREATE TABLE bluegreen.flips (
     started_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 "#,
+    // Time slices of TimescaleDB hypertables as copy chunks.
+    r#"
+ALTER TABLE bluegreen.chunks DROP CONSTRAINT chunks_kind_check;
+ALTER TABLE bluegreen.chunks ADD CONSTRAINT chunks_kind_check
+    CHECK (kind IN ('ctid', 'whole', 'time'));
+"#,
 ];
 
 /// Version this build knows.

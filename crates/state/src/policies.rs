@@ -1,5 +1,5 @@
-//! The TimescaleDB policies a run creates on green (compression, retention, continuous
-//! aggregate refresh): paused from the moment they exist until green takes traffic, so green
+//! The TimescaleDB policies a run creates on green (compression, retention, reorder,
+//! continuous aggregate refresh): paused from the moment they exist until green takes traffic, so green
 //! keeps every row blue has and a verify before cutover compares the same rows. Cutover
 //! starts them; rollback pauses them again. They are found by the run's schemas: jobs of
 //! those procedures on hypertables (or continuous aggregates) in them.
@@ -10,6 +10,7 @@ use crate::{q, Error, GenericClient};
 pub const PROCS: &[&str] = &[
     "policy_compression",
     "policy_retention",
+    "policy_reorder",
     "policy_refresh_continuous_aggregate",
 ];
 
@@ -68,6 +69,22 @@ const RUN_JOBS: &str = "FROM timescaledb_information.jobs j
        AND a.materialization_hypertable_name = j.hypertable_name
      WHERE j.proc_name = ANY($2)
        AND coalesce(a.view_schema, j.hypertable_schema) = ANY($1)";
+
+/// Whether a hypertable lives in one of the run's schemas: then its changes stream under its
+/// chunks' names, and a publication of the run's schemas must carry `_timescaledb_internal`.
+pub async fn has_hypertables(c: &impl GenericClient, schemas: &[String]) -> Result<bool, Error> {
+    if !has_timescaledb(c).await? {
+        return Ok(false);
+    }
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                         WHERE hypertable_schema = ANY($1))",
+        &[&schemas],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(q("look for hypertables"))
+}
 
 async fn has_timescaledb(c: &impl GenericClient) -> Result<bool, Error> {
     c.query_one(

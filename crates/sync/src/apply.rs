@@ -532,8 +532,10 @@ impl Applier {
             self.main_writes(rel, || vec![key, old_key])?;
         }
         self.flush_copy().await?;
-        // SET every column the source sent; an unchanged TOAST value keeps the target's. An
-        // ALWAYS identity column is left out unless the UPDATE changed it (the old key says
+        // SET every column the source sent; an unchanged TOAST value keeps the target's. Not
+        // the key when it stays (TimescaleDB refuses to set a unique index's columns in a
+        // compressed chunk), nor, under REPLICA IDENTITY FULL, a column that keeps its value.
+        // An ALWAYS identity column is left out unless the UPDATE changed it (the old key says
         // so); then it is overridden, the column made BY DEFAULT for the statement.
         let identity = old.map(OldTuple::tuple).unwrap_or(new);
         let mut params: Vec<Option<String>> = Vec::new();
@@ -548,6 +550,14 @@ impl Applier {
                     continue;
                 }
                 overridden.push(rel.columns[i].clone());
+            } else {
+                let stays = match old {
+                    None => rel.key.contains(&i),
+                    Some(o) => rel.full_identity && o.tuple().get(i) == Some(v),
+                };
+                if stays {
+                    continue;
+                }
             }
             if let Some(p) = param(v, &rel.display)? {
                 params.push(p);

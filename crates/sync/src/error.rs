@@ -57,6 +57,10 @@ pub enum Error {
     /// Nothing to sync from: no run, or its copy has not finished.
     #[error("{0}")]
     NotReady(String),
+
+    /// A change bluegreen cannot mirror exactly; sync stops rather than go on without it.
+    #[error("{what} is not mirrored")]
+    Unsupported { what: String, fix: String },
 }
 
 impl Error {
@@ -67,6 +71,7 @@ impl Error {
             Error::NotReady(_) => "run bluegreen copy for this run first".into(),
             Error::LinkDead { .. } => "check the network path to that server (firewall, NAT or load balancer timeouts); sync reconnects with backoff and resumes from the target's replication origin".into(),
             Error::Abandoned { .. } => "run bluegreen sync again: it resumes exactly where the last commit left off".into(),
+            Error::Unsupported { fix, .. } => fix.clone(),
             _ => "sync reconnects and resumes from the target's replication origin; see bluegreen status".into(),
         }
     }
@@ -76,7 +81,7 @@ impl Error {
     /// change waiting for its DDL. Not: a missing run or slot, refused credentials.
     pub fn retryable(&self) -> bool {
         match self {
-            Error::NotReady(_) | Error::Abandoned { .. } => false,
+            Error::NotReady(_) | Error::Abandoned { .. } | Error::Unsupported { .. } => false,
             Error::Conn { source, .. } => matches!(
                 source,
                 conn::Error::Unreachable { .. } | conn::Error::Server { .. }

@@ -11,6 +11,7 @@ mod net;
 mod progress;
 mod relmap;
 mod session;
+pub mod timescale;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -160,6 +161,7 @@ pub async fn sync(
         skip_origin: opts.skip_origin.clone(),
         progress: progress.clone(),
         snapshot_lsns,
+        schemas: row.schemas.clone(),
         sessions: opts.sessions.clamp(1, apply::MAX_SESSIONS),
         serial_until: Default::default(),
         link_timeout: limit,

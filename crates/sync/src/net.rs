@@ -167,12 +167,19 @@ pub fn delete_sql(rel: &TargetRel) -> String {
 }
 
 /// UPDATE of many rows that set the same columns `cols` (which include the key's): one text
-/// array per column.
+/// array per column. The key is matched, not set (it does not change in a net update, and
+/// TimescaleDB refuses to set a unique index's columns in a compressed chunk).
 pub fn update_sql(rel: &TargetRel, cols: &[usize]) -> String {
-    let sets: Vec<String> = cols
+    let set = |i: usize| format!("{} = v.{}::{}", rel.columns[i], alias(i), rel.types[i]);
+    let mut sets: Vec<String> = cols
         .iter()
-        .map(|&i| format!("{} = v.{}::{}", rel.columns[i], alias(i), rel.types[i]))
+        .filter(|i| !rel.key.contains(i))
+        .map(|&i| set(i))
         .collect();
+    if sets.is_empty() {
+        // Only the key came: the row is left as it is, but the statement still finds it.
+        sets.extend(cols.first().map(|&i| set(i)));
+    }
     format!(
         "UPDATE {} AS t SET {} FROM {} WHERE {}",
         rel.qualified,
@@ -262,7 +269,7 @@ mod tests {
         );
         assert_eq!(
             update_sql(&r, &[0, 1]),
-            "UPDATE \"s\".\"t\" AS t SET \"id\" = v.c0::bigint, \"v\" = v.c1::text \
+            "UPDATE \"s\".\"t\" AS t SET \"v\" = v.c1::text \
              FROM (SELECT * FROM unnest($1::text[], $2::text[]) AS u(c0, c1) \
              ORDER BY u.c0::bigint) AS v WHERE t.\"id\" = v.c0::bigint"
         );

@@ -3,7 +3,7 @@
 //! binary COPY fields for inserts), the replica
 //! identity, and the LSN from which the table's changes apply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use conn::{qualified, quote_ident};
@@ -13,6 +13,7 @@ use wire::Lsn;
 
 use crate::binary::Conv;
 use crate::error::{sql, Error};
+use crate::timescale::{self, Named};
 
 #[derive(Debug)]
 pub struct TargetRel {
@@ -50,6 +51,12 @@ pub struct TargetRel {
 /// Relations by source relation id, refreshed whenever the source sends a Relation message.
 pub struct RelMap {
     rels: HashMap<u32, Arc<TargetRel>>,
+    /// Relations whose changes are not applied (TimescaleDB's own, see `timescale`).
+    ignored: HashSet<u32>,
+    /// Hypertable chunks: mapped to their hypertable's target table.
+    chunks: HashSet<u32>,
+    /// The run's schemas: hypertables elsewhere are not the run's.
+    schemas: Vec<String>,
     /// Per table (schema, name): the snapshot LSN its copy was read at.
     snapshot_lsns: HashMap<(String, String), Lsn>,
     /// The source prints dates in the ISO style (the only one read into binary).
@@ -57,9 +64,16 @@ pub struct RelMap {
 }
 
 impl RelMap {
-    pub fn new(snapshot_lsns: HashMap<(String, String), Lsn>, iso_dates: bool) -> RelMap {
+    pub fn new(
+        snapshot_lsns: HashMap<(String, String), Lsn>,
+        iso_dates: bool,
+        schemas: Vec<String>,
+    ) -> RelMap {
         RelMap {
             rels: HashMap::new(),
+            ignored: HashSet::new(),
+            chunks: HashSet::new(),
+            schemas,
             snapshot_lsns,
             iso_dates,
         }
@@ -69,15 +83,49 @@ impl RelMap {
         self.rels.get(&id)
     }
 
-    /// Maps a source Relation onto the target's table, or explains what the target lacks.
+    /// The relation's changes are not applied.
+    pub fn ignored(&self, id: u32) -> bool {
+        self.ignored.contains(&id)
+    }
+
+    /// The relation is a hypertable's chunk (its changes land in the hypertable).
+    pub fn is_chunk(&self, id: u32) -> bool {
+        self.chunks.contains(&id)
+    }
+
+    /// Maps a source Relation onto the target's table (a chunk onto its hypertable's), or
+    /// explains what the target lacks.
     pub async fn learn(
         &mut self,
         rel: &Relation,
         target: &Client,
         source: &Client,
     ) -> Result<(), Error> {
-        let display = format!("{}.{}", rel.namespace, rel.name);
-        let qualified = qualified(&rel.namespace, &rel.name);
+        self.rels.remove(&rel.id);
+        self.ignored.remove(&rel.id);
+        self.chunks.remove(&rel.id);
+        let (schema, name) = match timescale::by_name(&rel.namespace, &rel.name) {
+            Named::Table => (rel.namespace.clone(), rel.name.clone()),
+            Named::Ignored => {
+                self.ignored.insert(rel.id);
+                return Ok(());
+            }
+            Named::Chunk => {
+                let parent = chunk_parent(source, rel).await?;
+                match timescale::chunk_target(parent, &self.schemas) {
+                    Some(hypertable) => {
+                        self.chunks.insert(rel.id);
+                        hypertable
+                    }
+                    None => {
+                        self.ignored.insert(rel.id);
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let display = format!("{schema}.{name}");
+        let qualified = qualified(&schema, &name);
         let rows = target
             .query(
                 "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attidentity = 'a'
@@ -163,41 +211,60 @@ impl RelMap {
             .map_err(sql("target", format!("look up {display}'s indexes")))?;
         let (one_unique, no_trigger): (bool, bool) = (indexes.get(0), indexes.get(1));
         // Net changes set every column they carry; an ALWAYS identity column takes the row
-        // path, which leaves it out unless it really changes.
+        // path, which leaves it out unless it really changes. Rows of a compressed chunk are
+        // changed by decompressing their whole batch: two sessions changing neighbours would
+        // wait for each other until the group commits.
+        let compressed = compressed_hypertable(target, &schema, &name).await?;
         let batchable = !full_identity
             && !key.is_empty()
             && one_unique
             && no_trigger
-            && !always_identity.contains(&true);
+            && !always_identity.contains(&true)
+            && !compressed;
         let insert_order = indexes
             .get::<_, Option<String>>(2)
             .filter(|_| no_trigger)
             .and_then(|name| rel.columns.iter().position(|c| c.name == name));
+        // A chunk's changes apply from its hypertable's copy.
         let applies_from = self
             .snapshot_lsns
-            .get(&(rel.namespace.clone(), rel.name.clone()))
+            .get(&(schema, name))
             .copied()
             .unwrap_or(Lsn(0));
         let copy_binary = types
             .iter()
             .map(|t| Conv::for_type(t).filter(|c| self.iso_dates || !c.needs_iso()))
             .collect();
-        self.rels.insert(
-            rel.id,
-            Arc::new(TargetRel {
-                qualified,
-                display,
-                columns,
-                types,
-                always_identity,
-                copy_binary,
-                key,
-                full_identity,
-                applies_from,
-                batchable,
-                insert_order,
-            }),
-        );
+        let new = TargetRel {
+            qualified,
+            display,
+            columns,
+            types,
+            always_identity,
+            copy_binary,
+            key,
+            full_identity,
+            applies_from,
+            batchable,
+            insert_order,
+        };
+        // The chunks of one hypertable share its description, so the applier sees one table
+        // (a key's pending change is found whichever chunk the next change names).
+        let shared = self
+            .rels
+            .values()
+            .find(|r| {
+                r.qualified == new.qualified
+                    && r.columns == new.columns
+                    && r.types == new.types
+                    && r.always_identity == new.always_identity
+                    && r.key == new.key
+                    && r.full_identity == new.full_identity
+                    && r.applies_from == new.applies_from
+            })
+            .cloned();
+        self.rels
+            .insert(rel.id, shared.unwrap_or_else(|| Arc::new(new)));
         Ok(())
     }
 }
@@ -293,3 +360,66 @@ async fn changed_type(
 
 /// OIDs below this are PostgreSQL's own (built-in types print the same on every server).
 const FIRST_USER_OID: u32 = 16384;
+
+/// A chunk's parent table on the source (schema, name): by pg_inherits while the chunk
+/// exists, else (dropped since) by the hypertable id in its name. None when neither knows
+/// it (the hypertable is gone too).
+async fn chunk_parent(source: &Client, rel: &Relation) -> Result<Option<(String, String)>, Error> {
+    let what = || {
+        format!(
+            "look up the hypertable of chunk {}.{}",
+            rel.namespace, rel.name
+        )
+    };
+    let row = source
+        .query_opt(
+            "SELECT pn.nspname::text, pc.relname::text
+               FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+               JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+              WHERE i.inhrelid = $1",
+            &[&rel.id],
+        )
+        .await
+        .map_err(sql("source", what()))?;
+    if let Some(r) = row {
+        return Ok(Some((r.get(0), r.get(1))));
+    }
+    let Some(id) = timescale::hypertable_id(&rel.name) else {
+        return Ok(None);
+    };
+    let row = source
+        .query_opt(
+            "SELECT schema_name::text, table_name::text FROM _timescaledb_catalog.hypertable
+              WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(sql("source", what()))?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Whether the target's table is a TimescaleDB hypertable with compression enabled.
+async fn compressed_hypertable(target: &Client, schema: &str, name: &str) -> Result<bool, Error> {
+    let what = || format!("look up {schema}.{name} in TimescaleDB's catalog");
+    let installed: bool = target
+        .query_one(
+            "SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(sql("target", what()))?
+        .get(0);
+    if !installed {
+        return Ok(false);
+    }
+    target
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable
+                             WHERE schema_name = $1 AND table_name = $2
+                               AND compressed_hypertable_id IS NOT NULL)",
+            &[&schema, &name],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(sql("target", what()))
+}

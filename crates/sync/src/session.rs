@@ -15,6 +15,7 @@ use crate::apply::{Applier, Group};
 use crate::error::{sql, Error};
 use crate::progress::Progress;
 use crate::relmap::RelMap;
+use crate::timescale::{Change, Markers};
 
 /// When a group of source transactions commits on the target.
 #[derive(Debug, Clone)]
@@ -61,6 +62,8 @@ pub struct Context {
     pub skip_origin: Option<String>,
     pub progress: Arc<Progress>,
     pub snapshot_lsns: std::collections::HashMap<(String, String), Lsn>,
+    /// The run's schemas (chunks of hypertables elsewhere are not applied).
+    pub schemas: Vec<String>,
     /// Sessions that apply net changes (1: the main one only).
     pub sessions: usize,
     /// Groups that start with a transaction committed at or before this LSN use the main
@@ -86,6 +89,8 @@ struct Txn {
     /// Not to be applied: an earlier session applied it (it committed before the origin's
     /// progress), or it carries the origin this sync skips.
     done_before: bool,
+    /// Between TimescaleDB's compression markers: rows moving between chunks.
+    markers: Markers,
 }
 
 /// One session, ended early when either server stops answering (see [`crate::link`]).
@@ -185,7 +190,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
     tracing::info!(slot = %ctx.slot, from = %start, sessions = applier.sessions(), "streaming");
     ctx.progress.set_error(None);
 
-    let mut rels = RelMap::new(ctx.snapshot_lsns.clone(), iso_dates);
+    let mut rels = RelMap::new(ctx.snapshot_lsns.clone(), iso_dates, ctx.schemas.clone());
     let mut txn: Option<Txn> = None;
     let mut stopping = *stop.borrow();
     loop {
@@ -233,6 +238,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 txn = Some(Txn {
                     commit_lsn: b.final_lsn,
                     done_before: progress_lsn.is_some_and(|p| b.final_lsn < p),
+                    markers: Markers::default(),
                 });
             }
             LogicalMessage::Relation(r) => {
@@ -244,27 +250,48 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 rels.learn(r, applier.client(), &source_client).await?;
             }
             LogicalMessage::Insert(i) => {
-                if let Some(rel) = applies(&rels, &txn, i.relation_id)? {
+                if let Some(rel) = applies(&rels, &txn, i.relation_id, Change::Insert)? {
                     applier.set_stream_backlogged(stream.backlog() >= BACKLOGGED);
                     applier.insert(&rel, &i.new).await?;
                 }
             }
             LogicalMessage::Update(u) => {
-                if let Some(rel) = applies(&rels, &txn, u.relation_id)? {
+                if let Some(rel) = applies(&rels, &txn, u.relation_id, Change::Update)? {
                     applier.update(&rel, u.old.as_ref(), &u.new).await?;
                 }
             }
             LogicalMessage::Delete(d) => {
-                if let Some(rel) = applies(&rels, &txn, d.relation_id)? {
+                if let Some(rel) = applies(&rels, &txn, d.relation_id, Change::Delete)? {
                     applier.delete(&rel, &d.old).await?;
                 }
             }
             LogicalMessage::Truncate(t) => {
-                let mut list = Vec::new();
+                let mut list: Vec<Arc<crate::relmap::TargetRel>> = Vec::new();
+                let mut chunks = Vec::new();
                 for id in &t.relation_ids {
-                    if let Some(rel) = applies(&rels, &txn, *id)? {
-                        list.push(rel);
+                    if let Some(rel) = applies(&rels, &txn, *id, Change::Truncate)? {
+                        if rels.is_chunk(*id) {
+                            chunks.push(rel);
+                        } else {
+                            list.push(rel);
+                        }
                     }
+                }
+                // A hypertable's chunks are listed with it: it is truncated once, whole.
+                if let Some(alone) = chunks
+                    .iter()
+                    .find(|c| !list.iter().any(|r| r.qualified == c.qualified))
+                {
+                    return Err(Error::Unsupported {
+                        what: format!(
+                            "a TRUNCATE of a chunk of {} alone (not of the hypertable)",
+                            alone.display
+                        ),
+                        fix: format!(
+                            "delete the same rows from {} on the target by hand, then start sync again with the slot past this transaction, or abort the run and copy again",
+                            alone.display
+                        ),
+                    });
                 }
                 applier
                     .truncate(&list, t.cascade, t.restart_identity)
@@ -307,6 +334,11 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                     if let Some(t) = txn.as_mut() {
                         t.done_before = true;
                     }
+                }
+            }
+            LogicalMessage::Message(m) if m.transactional => {
+                if let Some(t) = txn.as_mut() {
+                    t.markers.message(true, &m.prefix);
                 }
             }
             LogicalMessage::Message(_) | LogicalMessage::Type(_) => {}
@@ -392,17 +424,22 @@ async fn end_leftovers(
 
 /// The relation a change lands in, if this change is to be applied: not when the transaction
 /// was applied before, nor when the table's copy already holds it (the table was copied at a
-/// later snapshot than the stream's start).
+/// later snapshot than the stream's start), nor for TimescaleDB's own relations and rows
+/// that compression moves between chunks.
 fn applies(
     rels: &RelMap,
     txn: &Option<Txn>,
     relation_id: u32,
+    change: Change,
 ) -> Result<Option<Arc<crate::relmap::TargetRel>>, Error> {
     let Some(t) = txn else {
         return Err(Error::NotReady(
             "a change arrived outside a transaction".into(),
         ));
     };
+    if rels.ignored(relation_id) || t.markers.skips(rels.is_chunk(relation_id), change) {
+        return Ok(None);
+    }
     let rel = rels.get(relation_id).ok_or_else(|| {
         Error::NotReady(format!(
             "a change for relation {relation_id} arrived before its description"
