@@ -687,7 +687,7 @@ impl Applier {
         let mut parts = Vec::new();
         for &i in &rel.key {
             let v = tuple.get(i).ok_or_else(|| {
-                Error::NotReady(format!(
+                Error::Protocol(format!(
                     "{}: a change carries fewer columns than the table has",
                     rel.display
                 ))
@@ -711,7 +711,7 @@ impl Applier {
             }
         }
         if parts.is_empty() {
-            return Err(Error::NotReady(format!(
+            return Err(Error::Protocol(format!(
                 "{}: an UPDATE or DELETE arrived without its replica identity",
                 rel.display
             )));
@@ -942,7 +942,7 @@ impl Applier {
                         .map(|row| match &row[c] {
                             Value::Text(b) => Ok(Some(b.clone())),
                             Value::Null => Ok(None),
-                            _ => Err(Error::NotReady(format!(
+                            _ => Err(Error::Protocol(format!(
                                 "{}: a value arrived in binary form, which this applier does not request",
                                 rel.display
                             ))),
@@ -1210,8 +1210,8 @@ fn param(v: &Value, table: &str) -> Result<Option<Option<String>>, Error> {
         Value::UnchangedToast => Ok(None),
         Value::Text(b) => String::from_utf8(b.to_vec())
             .map(|s| Some(Some(s)))
-            .map_err(|_| Error::NotReady(format!("{table}: a value is not valid UTF-8"))),
-        Value::Binary(_) => Err(Error::NotReady(format!(
+            .map_err(|_| Error::Protocol(format!("{table}: a value is not valid UTF-8"))),
+        Value::Binary(_) => Err(Error::Protocol(format!(
             "{table}: a value arrived in binary form, which this applier does not request"
         ))),
     }
@@ -1304,7 +1304,7 @@ fn encode_copy_row(buf: &mut BytesMut, tuple: &Tuple, table: &str) -> Result<(),
                 }
             }
             Value::UnchangedToast | Value::Binary(_) => {
-                return Err(Error::NotReady(format!(
+                return Err(Error::Protocol(format!(
                     "{table}: an INSERT carried an unchanged-TOAST or binary value"
                 )))
             }

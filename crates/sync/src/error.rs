@@ -57,6 +57,27 @@ pub enum Error {
     /// Nothing to sync from: no run, or its copy has not finished.
     #[error("{0}")]
     NotReady(String),
+
+    /// The run's logical slot is not on the server sync streams from (`abort --source`
+    /// removed it, or someone dropped it): the changes since the copy are lost to the run.
+    #[error("replication slot {slot} is gone from the {side}")]
+    SlotMissing { side: &'static str, slot: String },
+
+    /// The run's publication is not on the server sync streams from.
+    #[error("publication {publication} is gone from the {side}")]
+    PublicationMissing {
+        side: &'static str,
+        publication: String,
+    },
+
+    /// `abort` removed the run's state while sync was starting a session.
+    #[error("run {0} was removed (abort)")]
+    RunRemoved(String),
+
+    /// The stream broke pgoutput's rules (a change outside a transaction, a relation used
+    /// before its description, a value in a form not asked for).
+    #[error("unexpected stream from the source: {0}")]
+    Protocol(String),
 }
 
 impl Error {
@@ -65,6 +86,12 @@ impl Error {
             Error::Conn { source, .. } => source.hint().into(),
             Error::SchemaMismatch { ddl, .. } => format!("run on the target: {ddl}"),
             Error::NotReady(_) => "run bluegreen copy for this run first".into(),
+            Error::SlotMissing { .. } => "the changes since the copy can no longer be streamed, so the run must start over: remove it with bluegreen abort --target (add --drop-data to drop what its copy created), then run bluegreen copy again".into(),
+            Error::PublicationMissing { publication, .. } => format!(
+                "recreate it as copy made it (CREATE PUBLICATION {publication} FOR TABLES IN SCHEMA <the run's schemas>) and run sync again, or start over with bluegreen abort and copy"
+            ),
+            Error::RunRemoved(_) => "nothing is left to sync; run bluegreen copy to start a new run".into(),
+            Error::Protocol(_) => "run sync again (it resumes from the target's replication origin); if this repeats, report it with the log and the source's version".into(),
             Error::LinkDead { .. } => "check the network path to that server (firewall, NAT or load balancer timeouts); sync reconnects with backoff and resumes from the target's replication origin".into(),
             Error::Abandoned { .. } => "run bluegreen sync again: it resumes exactly where the last commit left off".into(),
             _ => "sync reconnects and resumes from the target's replication origin; see bluegreen status".into(),
@@ -76,7 +103,12 @@ impl Error {
     /// change waiting for its DDL. Not: a missing run or slot, refused credentials.
     pub fn retryable(&self) -> bool {
         match self {
-            Error::NotReady(_) | Error::Abandoned { .. } => false,
+            Error::NotReady(_)
+            | Error::Abandoned { .. }
+            | Error::SlotMissing { .. }
+            | Error::PublicationMissing { .. }
+            | Error::RunRemoved(_)
+            | Error::Protocol(_) => false,
             Error::Conn { source, .. } => matches!(
                 source,
                 conn::Error::Unreachable { .. } | conn::Error::Server { .. }
