@@ -111,3 +111,140 @@ fn abort_asks_sync_to_stop_before_ending_its_walsender() {
         "{text}"
     );
 }
+/// Every stderr line is one JSON object.
+fn all_json(err: &str) -> Vec<serde_json::Value> {
+    assert!(!err.trim().is_empty(), "nothing on stderr");
+    err.lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\nall: {err}"))
+        })
+        .collect()
+}
+
+/// Item 6: under --log-format json every stderr line is JSON, the final error and hint too,
+/// argument errors included (and the config file's log_format counts once it is read);
+/// argument errors get a hint line in human mode; --help and --version stay plain.
+#[test]
+fn every_line_is_json_under_log_format_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("json.toml");
+    std::fs::write(&cfg, "log_format = \"json\"\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    // The file's own mistakes are reported in the format it asks for.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "log_format = \"json\"\n[plan]\nbogus = 1\n").unwrap();
+    let bad = bad.to_str().unwrap();
+    for args in [
+        &["--log-format", "json", "plan", "--bogus"][..],
+        &["plan", "--log-format=json", "--schema"][..],
+        &["--log-format", "json", "copy", "--jobs", "x"][..],
+        &[
+            "--log-format",
+            "json",
+            "cutover",
+            "--verify-max-age",
+            "1",
+            "--no-verify-check",
+        ][..],
+        &["--log-format", "json"][..],
+        &["--log-format", "json", "status"][..],
+        &["--config", cfg, "status"][..],
+        &["--config", bad, "plan"][..],
+        &[
+            "--log-format",
+            "json",
+            "sync",
+            "--source",
+            "host=/nonexistent port=1",
+            "--target",
+            "host=/nonexistent port=1",
+        ][..],
+    ] {
+        let o = bluegreen(args);
+        assert_eq!(code(&o), 2, "{args:?}");
+        let lines = all_json(&stderr(&o));
+        let last = lines.last().unwrap();
+        assert_eq!(last["level"], "ERROR", "{args:?}: {last}");
+        assert!(
+            last["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{last}"
+        );
+        assert!(
+            last["hint"].as_str().is_some_and(|m| !m.is_empty()),
+            "{last}"
+        );
+        assert_eq!(last["exit_code"], 2, "{last}");
+    }
+
+    // Human mode: an argument error is one error line and one hint line.
+    let o = bluegreen(&["plan", "--bogus"]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("error: unexpected argument '--bogus'"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("hint: ") && lines[1].contains("bluegreen plan --help"),
+        "{err}"
+    );
+
+    // Either/or flags: the hint says to pick one.
+    let o = bluegreen(&["cutover", "--verify-max-age", "1", "--no-verify-check"]);
+    assert_eq!(code(&o), 2);
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("hint: give only one of them")),
+        "{err}"
+    );
+
+    for args in [
+        &["--log-format", "json", "--help"][..],
+        &["--log-format", "json", "plan", "--help"][..],
+        &["--log-format", "json", "--version"][..],
+    ] {
+        let o = bluegreen(args);
+        assert_eq!(code(&o), 0, "{args:?}");
+        let out = stdout(&o);
+        assert!(
+            out.starts_with("Migrate") || out.starts_with("Read") || out.starts_with("bluegreen "),
+            "{out}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(out.lines().next().unwrap()).is_err());
+    }
+}
+
+/// Item 6 with a server: peek's closing summary is a JSON line too.
+#[test]
+fn peek_summary_is_json_under_log_format_json() {
+    let pg = Cluster::new();
+    pg.create_database(DB);
+    pg.sql(
+        DB,
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION p FOR TABLE t",
+    );
+    let o = bluegreen(&[
+        "--log-format",
+        "json",
+        "peek",
+        "--source",
+        &pg.url(DB),
+        "--temporary",
+        "--publication",
+        "p",
+        "--seconds",
+        "1",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let lines = all_json(&stderr(&o));
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("peek: "))),
+        "{lines:?}"
+    );
+}
