@@ -248,3 +248,106 @@ fn peek_summary_is_json_under_log_format_json() {
         "{lines:?}"
     );
 }
+/// Item 8: plan says what is true: a sequence set with setval(…, false) shows the value
+/// nextval returns, not "unused"; replica identity columns are named as such; a table only
+/// the target has is a warning naming it, not "already has 1 of the planned tables".
+#[test]
+fn plan_says_what_is_true() {
+    let (source, target) = (Cluster::new(), Cluster::new());
+    source.create_database("app");
+    target.create_database("app");
+    source.sql(
+        "app",
+        "CREATE SCHEMA app;
+         CREATE TABLE app.t (id int PRIMARY KEY, note text);
+         CREATE TABLE app.g (gid int GENERATED ALWAYS AS IDENTITY, k int PRIMARY KEY);
+         CREATE SEQUENCE app.s; SELECT setval('app.s', 42, false);
+         CREATE SEQUENCE app.used; SELECT nextval('app.used');
+         INSERT INTO app.t VALUES (1, 'one')",
+    );
+    target.sql(
+        "app",
+        "CREATE SCHEMA app; CREATE TABLE app.leftover (x int)",
+    );
+    let (s, t) = (source.url("app"), target.url("app"));
+
+    let o = bluegreen(&["plan", "--json", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let seq = |name: &str| {
+        plan["sequences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let s42 = seq("s");
+    assert!(s42["last_value"].is_null(), "{s42}");
+    assert_eq!(s42["sequence_last_value"], 42, "{s42}");
+    assert_eq!(s42["is_called"], false, "{s42}");
+    let used = seq("used");
+    assert_eq!(used["last_value"], 1, "{used}");
+    assert_eq!(used["is_called"], true, "{used}");
+
+    let table = |name: &str| {
+        plan["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let g = table("g");
+    assert_eq!(
+        g["replica_identity_columns"],
+        serde_json::json!(["k"]),
+        "{g}"
+    );
+    assert_eq!(g["columns"][0]["identity"], "always", "{g}");
+    assert!(g["columns"][1]["identity"].is_null(), "{g}");
+
+    let findings = plan["findings"].as_array().unwrap();
+    assert!(
+        !findings.iter().any(|f| f["code"] == "target-not-empty"),
+        "{findings:?}"
+    );
+    let only = findings
+        .iter()
+        .find(|f| f["code"] == "target-only-tables")
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    assert_eq!(only["severity"], "warning");
+    assert!(
+        only["message"].as_str().unwrap().contains("app.leftover"),
+        "{only}"
+    );
+
+    let o = bluegreen(&["plan", "--source", &s, "--target", &t]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("app.s = 42 (not called yet: nextval returns 42)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("unused") && !text.contains("already has"),
+        "{text}"
+    );
+
+    // Copy does carry the sequence, and leaves the target's own table alone.
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(target.sql("app", "SELECT nextval('app.s')"), "42");
+    assert_eq!(target.sql("app", "SELECT count(*) FROM app.leftover"), "0");
+    // As the warning says: abort --drop-data keeps it (the run did not create it).
+    let o = bluegreen(&["abort", "--target", &t, "--drop-data"]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        target.sql(
+            "app",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'app'"
+        ),
+        "1"
+    );
+}
