@@ -614,9 +614,10 @@ pub async fn abort(
             return Ok(removed);
         }
     }
-    if let (Some(_), Some(target)) = (source, target) {
-        // A running sync is asked to stop before its walsender is ended below (dropping the
-        // slot ends it): it then stops cleanly instead of failing on a lost slot.
+    // With both sides, a running sync is asked to stop before its walsender is ended below
+    // (dropping the slot ends it): it then stops cleanly instead of failing on a lost slot.
+    let asked = source.is_some() && target.is_some();
+    if let (true, Some(target)) = (asked, target) {
         let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
         if state::exists(&tgt).await? {
             stop_sync(&tgt, run).await?;
@@ -639,7 +640,7 @@ pub async fn abort(
             removed.data = DropData::NoRecord;
         }
         if state::exists(&tgt).await? {
-            stop_applier(&tgt, run).await?;
+            stop_applier(&tgt, run, !asked).await?;
             if let Some(r) = Run::get(&tgt, run).await? {
                 let recorded = state::created::recorded(&tgt, run).await?;
                 if drop_data && !recorded {
@@ -712,10 +713,12 @@ async fn stop_sync(tgt: &Client, run: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Stops a running sync of the run (asks, then ends its target session) and drops the
-/// run's replication origin.
-async fn stop_applier(tgt: &Client, run: &str) -> Result<(), Error> {
-    stop_sync(tgt, run).await?;
+/// Stops a running sync of the run (asks, unless `ask` is false because that was done
+/// already, then ends its target session) and drops the run's replication origin.
+async fn stop_applier(tgt: &Client, run: &str, ask: bool) -> Result<(), Error> {
+    if ask {
+        stop_sync(tgt, run).await?;
+    }
     if let Some(apply) = state::ApplyStatus::get(tgt, run).await? {
         if let Some(pid) = apply.pid {
             tgt.execute(
