@@ -550,6 +550,27 @@ fn locale_warning(plan: &Plan, locale_indexes: &[String]) -> Finding {
     )
 }
 
+/// Tables of the planned schemas that only the target has (a warning: copy leaves them
+/// alone, verify does not compare them, and `abort --drop-data` keeps them: the run did not
+/// create them).
+pub fn target_only(names: &[String]) -> Option<Finding> {
+    if names.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    Some(warning(
+        "target-only-tables",
+        "target",
+        format!(
+            "the target has {} table(s) in the planned schemas that the source lacks ({}{}): copy leaves them alone, verify does not compare them, abort --drop-data keeps them",
+            names.len(),
+            shown.join(", "),
+            if names.len() > 5 { ", …" } else { "" }
+        ),
+        "drop them on the target if they are leftovers; otherwise nothing to do".into(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::version_key;

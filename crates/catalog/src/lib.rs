@@ -45,7 +45,13 @@ pub async fn build_plan(
     let src = read::server(source, source_name).await?;
     let tgt = read::server(target, target_name).await?;
     let mut tables = read::tables(source, &schemas).await?;
-    let existing = read::existing_tables(target, &schemas).await?;
+    // Tables of the planned schemas on the target: the planned ones block a copy (it would
+    // collide with them); the others are only the target's and copy leaves them alone.
+    let (existing, target_only): (Vec<String>, Vec<String>) =
+        read::existing_tables(target, &schemas)
+            .await?
+            .into_iter()
+            .partition(|name| tables.iter().any(|t| t.display_name() == *name));
     for t in &mut tables {
         t.on_target = existing.contains(&t.display_name());
     }
@@ -125,5 +131,6 @@ pub async fn build_plan(
         same_cluster,
         &locale_indexes,
     );
+    plan.findings.extend(findings::target_only(&target_only));
     Ok(plan)
 }

@@ -113,9 +113,12 @@ pub struct Table {
     pub primary_key: Option<Vec<String>>,
     /// `default`, `full`, `index` or `nothing`.
     pub replica_identity: String,
-    /// Columns the source sends as the old key for UPDATE/DELETE (empty: none; every
-    /// column for `full`).
+    /// The same as `replica_identity_columns`, under the name plan --json format 1 first
+    /// gave it (it is not about identity columns: those have `Column::identity`).
     pub identity_columns: Vec<String>,
+    /// Columns the source sends as the old key for UPDATE/DELETE, its replica identity
+    /// (empty: none; every column for `full`).
+    pub replica_identity_columns: Vec<String>,
     pub columns: Vec<Column>,
     /// Parent, when this table is a partition (copied through its own name, published via root).
     pub partition_of: Option<String>,
@@ -182,7 +185,14 @@ pub struct Column {
 pub struct Sequence {
     pub schema: String,
     pub name: String,
+    /// What nextval last returned (as `pg_sequences` shows it): None when nextval was not
+    /// called since the sequence was created or set with `setval(…, false)`, or when the
+    /// role may not read it.
     pub last_value: Option<i64>,
+    /// The sequence's own `last_value` field, whatever `is_called` says: with `is_called`
+    /// false, the value the next nextval returns. None when the role may not read it.
+    pub sequence_last_value: Option<i64>,
+    pub is_called: Option<bool>,
     /// `schema.table.column` of an owning serial or identity column.
     pub owned_by: Option<String>,
 }

@@ -151,6 +151,7 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
                 }
                 .into(),
                 identity_columns: Vec::new(),
+                replica_identity_columns: Vec::new(),
                 columns: Vec::new(),
                 partition_of: r.get(10),
                 children_outside: Vec::new(),
@@ -176,12 +177,13 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
             }
         }
         t.columns = columns.remove(&t.oid).unwrap_or_default();
-        t.identity_columns = match t.replica_identity.as_str() {
+        t.replica_identity_columns = match t.replica_identity.as_str() {
             "full" => t.columns.iter().map(|c| c.name.clone()).collect(),
             "index" => ri_index.unwrap_or_default(),
             "default" => t.primary_key.clone().unwrap_or_default(),
             _ => Vec::new(),
         };
+        t.identity_columns = t.replica_identity_columns.clone();
     }
     Ok(tables)
 }
@@ -300,6 +302,7 @@ pub async fn sequences(client: &Client, schemas: &[String]) -> Result<Vec<Sequen
             "SELECT n.nspname::text, c.relname::text,
                     CASE WHEN has_sequence_privilege(c.oid, 'SELECT')
                          THEN pg_sequence_last_value(c.oid) END,
+                    has_sequence_privilege(c.oid, 'SELECT'),
                     (SELECT tn.nspname || '.' || tc.relname || '.' || a.attname
                        FROM pg_depend d
                        JOIN pg_class tc ON tc.oid = d.refobjid
@@ -315,15 +318,47 @@ pub async fn sequences(client: &Client, schemas: &[String]) -> Result<Vec<Sequen
         )
         .await
         .map_err(q("sequences"))?;
-    Ok(rows
+    let mut out: Vec<Sequence> = rows
         .iter()
         .map(|r| Sequence {
             schema: r.get(0),
             name: r.get(1),
             last_value: r.get(2),
-            owned_by: r.get(3),
+            sequence_last_value: None,
+            is_called: None,
+            owned_by: r.get(4),
         })
-        .collect())
+        .collect();
+    // pg_sequence_last_value is NULL when nextval was not called since the sequence was
+    // created or set with setval(…, false): the sequence's own fields say what it holds.
+    let readable: Vec<usize> = (0..rows.len())
+        .filter(|&i| rows[i].get::<_, bool>(3))
+        .collect();
+    // A few hundred per statement: one round trip each, none of unbounded length.
+    for part in readable.chunks(200) {
+        let sql = part
+            .iter()
+            .map(|&i| {
+                format!(
+                    "SELECT {i}, last_value, is_called FROM {}",
+                    conn::qualified(&out[i].schema, &out[i].name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        for r in client
+            .query(&sql, &[])
+            .await
+            .map_err(q("sequence values"))?
+        {
+            let i: i32 = r.get(0);
+            if let Some(s) = out.get_mut(i as usize) {
+                s.sequence_last_value = Some(r.get(1));
+                s.is_called = Some(r.get(2));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Prepared transactions anywhere on the source server (a slot waits for every one).

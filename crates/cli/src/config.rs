@@ -55,22 +55,28 @@ impl File {
 }
 
 /// Parses the command line; with `--config`, the file's table for the command fills in every
-/// flag the command line does not give (flags and BLUEGREEN_* variables win). Usage errors
-/// and --help end the process as clap does.
+/// flag the command line does not give (flags and BLUEGREEN_* variables win). --help and
+/// --version end the process as clap does; usage errors are trouble (error and hint lines,
+/// JSON with `--log-format json`).
 pub fn load() -> Result<(Cli, Settings), Trouble> {
     let argv: Vec<OsString> = std::env::args_os().collect();
+    crate::logging::from_argv(&argv);
     let command = Cli::command();
-    let matches = command
-        .clone()
-        .try_get_matches_from(&argv)
-        .unwrap_or_else(|e| e.exit());
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let usage = |e| usage(e, &command, &argv);
+    let matches = command.clone().try_get_matches_from(&argv).map_err(usage)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(usage)?;
     let Some(path) = cli.global.config.clone() else {
         let settings = Settings::resolve(&cli, File::default());
         return Ok((cli, settings));
     };
     let path = path.as_path();
     let file = read(path)?;
+    // The file's log format counts from here on (a flag beats it), for its own errors too.
+    if cli.global.log_format.is_none() {
+        if let Some(f) = file.log_format {
+            crate::logging::set_json(f == LogFormat::Json);
+        }
+    }
     let mut extra: Vec<OsString> = Vec::new();
     for (name, table) in file.sections() {
         let Some(sub) = command.find_subcommand(name) else {
@@ -127,6 +133,30 @@ pub fn load() -> Result<(Cli, Settings), Trouble> {
     };
     let settings = Settings::resolve(&cli, file);
     Ok((cli, settings))
+}
+
+/// A clap error as trouble; help and version (and help shown for a missing command, in
+/// human format) are printed by clap, which ends the process.
+fn usage(e: clap::Error, command: &clap::Command, argv: &[OsString]) -> Trouble {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => e.exit(),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand if !crate::logging::json() => {
+            e.exit()
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Trouble::new(
+            "no command given",
+            "give one: plan, copy, sync, status, verify, cutover, rollback, abort, peek (bluegreen --help)",
+        ),
+        _ => {
+            // The command the words name, for the hint (clap's message may not say it).
+            let sub = argv.iter().skip(1).find_map(|w| {
+                let w = w.to_str()?;
+                command.find_subcommand(w).map(|c| c.get_name().to_string())
+            });
+            Trouble::usage(&e, sub.as_deref())
+        }
+    }
 }
 
 /// Parses again with the file's settings appended after the command's own arguments, so

@@ -73,7 +73,10 @@ pub fn plan(p: &Plan) -> String {
         let key = match (&t.primary_key, t.replica_identity.as_str()) {
             (Some(pk), "default") => format!("primary key ({})", pk.join(", ")),
             (_, "full") => "replica identity full".to_string(),
-            (_, "index") => format!("replica identity index ({})", t.identity_columns.join(", ")),
+            (_, "index") => format!(
+                "replica identity index ({})",
+                t.replica_identity_columns.join(", ")
+            ),
             (_, ri) => format!("NONE (replica identity {ri})"),
         };
         let mut notes = Vec::new();
@@ -110,9 +113,11 @@ pub fn plan(p: &Plan) -> String {
             "  {}.{} = {}{}",
             s.schema,
             s.name,
-            s.last_value
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "unused".into()),
+            match (s.sequence_last_value, s.is_called) {
+                (Some(v), Some(true)) => v.to_string(),
+                (Some(v), _) => format!("{v} (not called yet: nextval returns {v})"),
+                _ => "unknown (no SELECT right on it)".into(),
+            },
             s.owned_by
                 .as_ref()
                 .map(|c| format!("  (owned by {c})"))

@@ -48,9 +48,50 @@ impl Trouble {
         )
     }
 
-    /// Prints to stderr and returns exit code 2.
+    /// A command-line error from clap: its first line is the cause; its tips, else the
+    /// usage line, make the hint.
+    pub fn usage(e: &clap::Error, command: Option<&str>) -> Trouble {
+        let text = e.render().to_string();
+        let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+        let cause = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ")
+            .to_string();
+        let rest: Vec<&str> = lines.collect();
+        let help = match command {
+            Some(c) => format!("bluegreen {c} --help"),
+            None => "bluegreen --help".into(),
+        };
+        let usage = rest.iter().find_map(|l| l.strip_prefix("Usage: "));
+        let tips: Vec<&str> = rest
+            .iter()
+            .filter_map(|l| l.strip_prefix("tip: "))
+            .collect();
+        let conflict = e.kind() == clap::error::ErrorKind::ArgumentConflict;
+        let hint = match (tips.is_empty(), usage) {
+            // Either/or flags: the usage line would only repeat one of them.
+            _ if conflict => format!("give only one of them ({help} says what each does)"),
+            (false, _) => format!("{} ({help} lists every flag)", tips.join("; ")),
+            (true, Some(u)) => format!("usage: {u} ({help} lists every flag)"),
+            (true, None) => format!("{help} lists every flag and the values it takes"),
+        };
+        Trouble::new(cause, hint)
+    }
+
+    /// Prints to stderr (two lines, or one JSON object under `--log-format json`) and
+    /// returns exit code 2.
     pub fn report(self) -> ExitCode {
         tracing::debug!(cause = %self.cause, "trouble");
+        if crate::logging::json() {
+            crate::logging::line(
+                "ERROR",
+                "",
+                &self.cause,
+                &[("hint", self.hint.as_str().into()), ("exit_code", 2.into())],
+            );
+            return ExitCode::from(2);
+        }
         eprintln!("error: {}", self.cause);
         if !self.hint.is_empty() {
             eprintln!("hint: {}", self.hint);

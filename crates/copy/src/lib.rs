@@ -626,6 +626,15 @@ pub async fn abort(
             return Ok(removed);
         }
     }
+    // With both sides, a running sync is asked to stop before its walsender is ended below
+    // (dropping the slot ends it): it then stops cleanly instead of failing on a lost slot.
+    let asked = source.is_some() && target.is_some();
+    if let (true, Some(target)) = (asked, target) {
+        let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+        if state::exists(&tgt).await? {
+            stop_sync(&tgt, run).await?;
+        }
+    }
     if let Some(source) = source {
         let src = conn::connect(source).await.map_err(conn_err("source"))?;
         // After a cutover blue is fenced read-only for new sessions; abort still cleans it.
@@ -643,7 +652,7 @@ pub async fn abort(
             removed.data = DropData::NoRecord;
         }
         if state::exists(&tgt).await? {
-            stop_applier(&tgt, run).await?;
+            stop_applier(&tgt, run, !asked).await?;
             if let Some(r) = Run::get(&tgt, run).await? {
                 let recorded = state::created::recorded(&tgt, run).await?;
                 if drop_data && !recorded {
@@ -695,22 +704,34 @@ pub async fn abort(
     Ok(removed)
 }
 
-/// Stops a running sync of the run (asks, then ends its target session) and drops the
-/// run's replication origin.
-async fn stop_applier(tgt: &Client, run: &str) -> Result<(), Error> {
-    if let Some(apply) = state::ApplyStatus::get(tgt, run).await? {
-        if apply.running() {
-            state::request_stop(tgt, run).await?;
-            for _ in 0..30 {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                if !state::ApplyStatus::get(tgt, run)
-                    .await?
-                    .is_some_and(|a| a.running())
-                {
-                    break;
-                }
-            }
+/// How long abort waits for a running sync to stop by itself before ending its sessions.
+const SYNC_STOP_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks a running sync of the run to stop and waits until it has ([`SYNC_STOP_BOUND`] at
+/// most; past that its sessions are ended anyway).
+async fn stop_sync(tgt: &Client, run: &str) -> Result<(), Error> {
+    let running = |a: Option<state::ApplyStatus>| a.is_some_and(|a| a.running());
+    if !running(state::ApplyStatus::get(tgt, run).await?) {
+        return Ok(());
+    }
+    state::request_stop(tgt, run).await?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < SYNC_STOP_BOUND {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if !running(state::ApplyStatus::get(tgt, run).await?) {
+            break;
         }
+    }
+    Ok(())
+}
+
+/// Stops a running sync of the run (asks, unless `ask` is false because that was done
+/// already, then ends its target session) and drops the run's replication origin.
+async fn stop_applier(tgt: &Client, run: &str, ask: bool) -> Result<(), Error> {
+    if ask {
+        stop_sync(tgt, run).await?;
+    }
+    if let Some(apply) = state::ApplyStatus::get(tgt, run).await? {
         if let Some(pid) = apply.pid {
             tgt.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1",

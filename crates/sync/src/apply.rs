@@ -697,7 +697,7 @@ impl Applier {
         let mut parts = Vec::new();
         for &i in &rel.key {
             let v = tuple.get(i).ok_or_else(|| {
-                Error::NotReady(format!(
+                Error::Protocol(format!(
                     "{}: a change carries fewer columns than the table has",
                     rel.display
                 ))
@@ -721,7 +721,7 @@ impl Applier {
             }
         }
         if parts.is_empty() {
-            return Err(Error::NotReady(format!(
+            return Err(Error::Protocol(format!(
                 "{}: an UPDATE or DELETE arrived without its replica identity",
                 rel.display
             )));
@@ -952,7 +952,7 @@ impl Applier {
                         .map(|row| match &row[c] {
                             Value::Text(b) => Ok(Some(b.clone())),
                             Value::Null => Ok(None),
-                            _ => Err(Error::NotReady(format!(
+                            _ => Err(Error::Protocol(format!(
                                 "{}: a value arrived in binary form, which this applier does not request",
                                 rel.display
                             ))),
@@ -1106,7 +1106,7 @@ impl Applier {
             if std::mem::take(&mut second.in_tx) {
                 // Changes belong to source transactions, so a group with some has ended one.
                 let (lsn, _) = group.last.ok_or_else(|| {
-                    Error::NotReady("a group with changes ended no source transaction".into())
+                    Error::Internal("a group with changes ended no source transaction".into())
                 })?;
                 prepare.push((
                     second.client.clone(),
@@ -1209,7 +1209,7 @@ async fn resolve_prepared(client: &Client, origin: &str) -> Result<(), Error> {
 
 async fn join(task: JoinHandle<Result<Done, Error>>) -> Result<Done, Error> {
     task.await
-        .map_err(|e| Error::NotReady(format!("the apply task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("the apply task failed: {e}")))?
 }
 
 /// A column value as a text parameter: Some(None) for NULL, None for an unchanged TOAST
@@ -1220,8 +1220,8 @@ fn param(v: &Value, table: &str) -> Result<Option<Option<String>>, Error> {
         Value::UnchangedToast => Ok(None),
         Value::Text(b) => String::from_utf8(b.to_vec())
             .map(|s| Some(Some(s)))
-            .map_err(|_| Error::NotReady(format!("{table}: a value is not valid UTF-8"))),
-        Value::Binary(_) => Err(Error::NotReady(format!(
+            .map_err(|_| Error::Protocol(format!("{table}: a value is not valid UTF-8"))),
+        Value::Binary(_) => Err(Error::Protocol(format!(
             "{table}: a value arrived in binary form, which this applier does not request"
         ))),
     }
@@ -1314,7 +1314,7 @@ fn encode_copy_row(buf: &mut BytesMut, tuple: &Tuple, table: &str) -> Result<(),
                 }
             }
             Value::UnchangedToast | Value::Binary(_) => {
-                return Err(Error::NotReady(format!(
+                return Err(Error::Protocol(format!(
                     "{table}: an INSERT carried an unchanged-TOAST or binary value"
                 )))
             }

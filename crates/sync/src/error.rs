@@ -61,6 +61,31 @@ pub enum Error {
     /// A change bluegreen cannot mirror exactly; sync stops rather than go on without it.
     #[error("{what} is not mirrored")]
     Unsupported { what: String, fix: String },
+
+    /// The run's logical slot is not on the server sync streams from (`abort --source`
+    /// removed it, or someone dropped it): the changes since the copy are lost to the run.
+    #[error("replication slot {slot} is gone from the {side}")]
+    SlotMissing { side: &'static str, slot: String },
+
+    /// The run's publication is not on the server sync streams from.
+    #[error("publication {publication} is gone from the {side}")]
+    PublicationMissing {
+        side: &'static str,
+        publication: String,
+    },
+
+    /// `abort` removed the run's state while sync was starting a session.
+    #[error("run {0} was removed (abort)")]
+    RunRemoved(String),
+
+    /// The stream broke pgoutput's rules (a change outside a transaction, a relation used
+    /// before its description, a value in a form not asked for).
+    #[error("unexpected stream from the source: {0}")]
+    Protocol(String),
+
+    /// bluegreen broke its own rule (a bug): the applier stops rather than guess.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -69,6 +94,13 @@ impl Error {
             Error::Conn { source, .. } => source.hint().into(),
             Error::SchemaMismatch { ddl, .. } => format!("run on the target: {ddl}"),
             Error::NotReady(_) => "run bluegreen copy for this run first".into(),
+            Error::SlotMissing { .. } => "the changes since the copy can no longer be streamed, so the run must start over: remove it with bluegreen abort --target (add --drop-data to drop what its copy created), then run bluegreen copy again".into(),
+            Error::PublicationMissing { publication, .. } => format!(
+                "recreate it as copy made it (CREATE PUBLICATION {publication} FOR TABLES IN SCHEMA <the run's schemas>) and run sync again, or start over with bluegreen abort and copy"
+            ),
+            Error::RunRemoved(_) => "nothing is left to sync; run bluegreen copy to start a new run".into(),
+            Error::Internal(_) => "sync stopped rather than guess: run it again (it resumes from the target's replication origin; a group cut short was rolled back), and please report this with the log".into(),
+            Error::Protocol(_) => "run sync again (it resumes from the target's replication origin); if this repeats, report it with the log and the source's version".into(),
             Error::LinkDead { .. } => "check the network path to that server (firewall, NAT or load balancer timeouts); sync reconnects with backoff and resumes from the target's replication origin".into(),
             Error::Abandoned { .. } => "run bluegreen sync again: it resumes exactly where the last commit left off".into(),
             Error::Unsupported { fix, .. } => fix.clone(),
@@ -81,7 +113,14 @@ impl Error {
     /// change waiting for its DDL. Not: a missing run or slot, refused credentials.
     pub fn retryable(&self) -> bool {
         match self {
-            Error::NotReady(_) | Error::Abandoned { .. } | Error::Unsupported { .. } => false,
+            Error::NotReady(_)
+            | Error::Abandoned { .. }
+            | Error::Unsupported { .. }
+            | Error::SlotMissing { .. }
+            | Error::PublicationMissing { .. }
+            | Error::RunRemoved(_)
+            | Error::Protocol(_)
+            | Error::Internal(_) => false,
             Error::Conn { source, .. } => matches!(
                 source,
                 conn::Error::Unreachable { .. } | conn::Error::Server { .. }

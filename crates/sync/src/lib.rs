@@ -140,6 +140,9 @@ pub async fn sync(
     drop(tgt);
 
     let progress = Arc::new(Progress::default());
+    // At least the copy's snapshot is on the target: lag is measured from there until a
+    // session reads the origin, never from 0/0.
+    progress.set_applied(start);
     let status = tokio::spawn(progress::status_task(
         run.to_string(),
         row.slot_name.clone(),
@@ -224,12 +227,22 @@ pub async fn sync(
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     status.abort();
+    // An error that ends sync stays in the row, so status can say what happened (not a
+    // stop that gave up: that is an operator's choice, and the next sync resumes).
+    let fatal = match &result {
+        Err(e) if !abandoned => Some(e.to_string()),
+        _ => None,
+    };
     let gone = async {
         if let Ok(c) = conn::connect(&ends.state).await {
             let _ = c
                 .execute(
-                    "UPDATE bluegreen.apply SET heartbeat = NULL, pid = NULL WHERE run = $1",
-                    &[&run],
+                    "UPDATE bluegreen.apply SET heartbeat = NULL, pid = NULL,
+                            last_error = coalesce($2, last_error),
+                            last_error_at = CASE WHEN $2::text IS NULL THEN last_error_at
+                                                 ELSE clock_timestamp() END
+                      WHERE run = $1",
+                    &[&run, &fatal],
                 )
                 .await;
         }

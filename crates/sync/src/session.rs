@@ -133,11 +133,9 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
         .map_err(sql("state", "look up the run"))?
         .is_some();
     if !run_exists {
-        return Err(Error::NotReady(format!(
-            "run {} was removed (abort)",
-            ctx.run
-        )));
+        return Err(Error::RunRemoved(ctx.run.clone()));
     }
+    require_slot_and_publication(&source_client, ctx).await?;
     let progress_lsn = origin_progress(&target_client, &ctx.origin).await?;
     let start = progress_lsn.unwrap_or(ctx.start).max(ctx.start);
     // The stream first: if abort removed the slot, this fails before the origin is recreated.
@@ -433,7 +431,7 @@ fn applies(
     change: Change,
 ) -> Result<Option<Arc<crate::relmap::TargetRel>>, Error> {
     let Some(t) = txn else {
-        return Err(Error::NotReady(
+        return Err(Error::Protocol(
             "a change arrived outside a transaction".into(),
         ));
     };
@@ -441,11 +439,40 @@ fn applies(
         return Ok(None);
     }
     let rel = rels.get(relation_id).ok_or_else(|| {
-        Error::NotReady(format!(
+        Error::Protocol(format!(
             "a change for relation {relation_id} arrived before its description"
         ))
     })?;
     Ok((!t.done_before && t.commit_lsn >= rel.applies_from).then(|| rel.clone()))
+}
+
+/// The run's slot and publication must be on the server streamed from: START_REPLICATION
+/// would otherwise fail with an error that reads like a passing fault (42704).
+async fn require_slot_and_publication(
+    source: &tokio_postgres::Client,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let row = source
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1),
+                    EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2)",
+            &[&ctx.slot, &ctx.publication],
+        )
+        .await
+        .map_err(sql("source", "look up the run's slot and publication"))?;
+    if !row.get::<_, bool>(0) {
+        return Err(Error::SlotMissing {
+            side: "source",
+            slot: ctx.slot.clone(),
+        });
+    }
+    if !row.get::<_, bool>(1) {
+        return Err(Error::PublicationMissing {
+            side: "source",
+            publication: ctx.publication.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Commits the group (waiting for it, or leaving it in flight) and reports what is applied.

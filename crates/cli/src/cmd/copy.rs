@@ -55,7 +55,8 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Outcome, Trouble
         no_privileges: args.no_privileges,
     };
     let counters = Arc::new(Counters::default());
-    let bar = std::io::stderr().is_terminal().then(new_bar);
+    // A bar is no log line: JSON logs get the progress lines instead.
+    let bar = (std::io::stderr().is_terminal() && !crate::logging::json()).then(new_bar);
     let ticker = tokio::spawn(show_progress(counters.clone(), bar.clone()));
     let result = copy::copy(&plan, &source_spec, &target_spec, &opts, counters).await;
     ticker.abort();

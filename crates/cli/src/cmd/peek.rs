@@ -32,13 +32,14 @@ pub async fn run(args: PeekArgs, settings: &Settings) -> Result<Outcome, Trouble
     let summary = wire::peek::run(&source, &opts, &mut std::io::stdout())
         .await
         .map_err(trouble)?;
-    eprintln!(
+    let said = format!(
         "peek: {} message(s) from {}slot {}, up to {}; the slot was not moved",
         summary.messages,
         if summary.temporary { "temporary " } else { "" },
         summary.slot,
         summary.last_lsn
     );
+    crate::logging::line("INFO", &said, &said, &[]);
     Ok(Outcome::Clean)
 }
 

@@ -68,7 +68,11 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
     let (chunks, done): (i64, i64) = tables
         .iter()
         .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.done));
-    let problems = problems(which, watched.as_ref(), args.max_lag);
+    let slot_on_source = slot_on_source(settings, &run.slot_name).await;
+    let mut problems = problems(which, watched.as_ref(), args.max_lag);
+    if slot_on_source == Some(false) {
+        problems.insert(0, slot_gone(&run.slot_name));
+    }
     let outcome = if problems.is_empty() {
         Outcome::Clean
     } else {
@@ -80,6 +84,7 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
             "run": run.run,
             "phase": phase,
             "slot": run.slot_name,
+            "slot_on_source": slot_on_source,
             "publication": run.publication,
             "consistent_lsn": run.consistent_lsn,
             "schemas": run.schemas,
@@ -119,6 +124,12 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
         run.publication,
         run.consistent_lsn.as_deref().unwrap_or("-")
     );
+    if slot_on_source == Some(false) {
+        println!(
+            "{}: sync cannot go on; start over with bluegreen abort --target, then copy",
+            slot_gone(&run.slot_name)
+        );
+    }
     println!("copy: {done}/{chunks} chunks of {} tables", tables.len());
     print_sync("sync", apply.as_ref());
     if cut_over || reverse.is_some() {
@@ -178,6 +189,41 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
         println!("not healthy: {}", problems.join("; "));
     }
     Ok(outcome)
+}
+
+/// Whether the run's slot is on the source, when a source is given (None: not given or not
+/// reachable; status reads the target and works without it).
+async fn slot_on_source(settings: &Settings, slot: &str) -> Option<bool> {
+    let spec = settings.source.as_ref().and(settings.spec("source").ok())?;
+    let check = async {
+        let client = conn::connect(&spec).await.map_err(|e| e.to_string())?;
+        let row = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&slot],
+            )
+            .await
+            .map_err(|e| conn::pg_message(&e))?;
+        Ok::<bool, String>(row.get(0))
+    };
+    // A probe must answer: a source that does not within the bound is left unchecked.
+    match tokio::time::timeout(SOURCE_CHECK_BOUND, check).await {
+        Ok(Ok(present)) => Some(present),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "source not reachable: the slot is not checked");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("source gave no answer within 10 s: the slot is not checked");
+            None
+        }
+    }
+}
+
+const SOURCE_CHECK_BOUND: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn slot_gone(slot: &str) -> String {
+    format!("replication slot {slot} is gone from the source")
 }
 
 /// Version of `status --json`'s shape; fields are only ever added.
