@@ -23,7 +23,7 @@ const COPY_BUFFER: usize = 256 * 1024;
 #[derive(Clone)]
 pub struct Snapshot {
     pub name: String,
-    pub lsn: String,
+    pub lsn: wire::Lsn,
 }
 
 /// One worker's two ends of the data pipe: a source transaction on the run's snapshot and a
@@ -126,7 +126,7 @@ pub async fn copy_chunk_of(
         .map_err(sql("target", what.clone()))?;
     let seconds = started.elapsed().as_secs_f64();
     chunk
-        .finish(&tx, run, rows as i64, bytes as i64, seconds, &snapshot.lsn)
+        .finish(&tx, run, rows as i64, bytes as i64, seconds, snapshot.lsn)
         .await?;
     tx.commit()
         .await

@@ -71,7 +71,7 @@ pub enum Start {
 pub struct Summary {
     pub run: String,
     pub start: Start,
-    pub consistent_lsn: String,
+    pub consistent_lsn: wire::Lsn,
     pub tables: Vec<TableSummary>,
     pub sequences: usize,
     pub post_data_items: i64,
@@ -402,7 +402,7 @@ async fn start_run(
     let exported = repl.create_slot_exporting(&slot, false).await?;
     let snap = Snapshot {
         name: exported.snapshot_name().to_string(),
-        lsn: exported.consistent_point().to_string(),
+        lsn: exported.consistent_point(),
     };
     tracing::info!(slot = %slot, lsn = %snap.lsn, "slot created; copying at its snapshot");
 
@@ -457,7 +457,7 @@ async fn start_run(
         timescale::create(&tx, plan).await?;
     }
     state::created::mark_recorded(&tx, run).await?;
-    Run::set_snapshot(&tx, run, &snap.lsn, &post).await?;
+    Run::set_snapshot(&tx, run, snap.lsn, &post).await?;
     Chunk::insert_all(&tx, run, &chunks).await?;
     PostDataItem::insert_all(&tx, run, &post_data.items).await?;
     Run::set_phase(&tx, run, Phase::Data).await?;
@@ -488,7 +488,7 @@ async fn fresh_snapshot(
         .await?;
     let snap = Snapshot {
         name: exported.snapshot_name().to_string(),
-        lsn: exported.consistent_point().to_string(),
+        lsn: exported.consistent_point(),
     };
     tracing::info!(lsn = %snap.lsn, "resuming from a fresh snapshot");
     Ok((exported, snap))

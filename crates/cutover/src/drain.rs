@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use lsn::Lsn;
 use state::ApplyStatus;
 
 use crate::ctx::Ctx;
@@ -39,7 +40,7 @@ pub(crate) async fn pre_drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<
         let took = started.elapsed();
         tracing::debug!(
             round,
-            lsn,
+            lsn = %lsn,
             ms = took.as_secs_f64() * 1000.0,
             "pre-drain round"
         );
@@ -78,14 +79,14 @@ pub(crate) fn held_by_another(cx: &Ctx<'_>) -> Error {
 /// WAL's insert position, past every record inserted so far: under asynchronous commit a
 /// transaction that committed before the fence may not be written yet, and the write
 /// position (`pg_current_wal_lsn`) could fall short of its commit record.
-pub(crate) async fn drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<String, Error> {
-    let lsn: String = cx
+pub(crate) async fn drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<Lsn, Error> {
+    let lsn: Lsn = cx
         .old
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()", &[])
         .await
         .map_err(sql("old primary", "current WAL position"))?
         .get(0);
-    if !state::take_hold(&cx.state, &cx.apply_run, &lsn).await? {
+    if !state::take_hold(&cx.state, &cx.apply_run, lsn).await? {
         return Err(held_by_another(cx));
     }
     undo.push(Undo::ReleaseHold);
@@ -96,7 +97,7 @@ pub(crate) async fn drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<Stri
         let held = ApplyStatus::get(&cx.state, &cx.apply_run)
             .await?
             .and_then(|a| a.held_lsn);
-        if held.as_deref() == Some(lsn.as_str()) {
+        if held == Some(lsn) {
             return Ok(lsn);
         }
         if started.elapsed() > cx.opts.drain_timeout {

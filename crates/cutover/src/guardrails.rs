@@ -30,7 +30,9 @@ pub(crate) async fn check(cx: &mut Ctx<'_>) -> Result<(), Error> {
             "green diverged: {} UPDATE(s)/DELETE(s) found no row on green (latest at {}, source LSN {}): run bluegreen verify --repair; cutover needs a clean verify started after that",
             apply.diverged_rows,
             apply.diverged_at.as_deref().unwrap_or("-"),
-            apply.diverged_lsn.as_deref().unwrap_or("-"),
+            apply
+                .diverged_lsn
+                .map_or_else(|| "-".to_string(), |l| l.to_string()),
         )));
     }
     if apply.hold_lsn.is_some() {

@@ -69,7 +69,7 @@ pub struct Report {
     pub paused: Duration,
     pub steps: Vec<(String, f64)>,
     /// The old primary's LSN the new one was caught up to.
-    pub drained_at: String,
+    pub drained_at: lsn::Lsn,
     /// Sessions on the old primary that did not come from bluegreen, ended at fencing time.
     pub other_sessions: Vec<String>,
     /// Roles other than bluegreen's that the fence cannot keep out of the old primary

@@ -124,7 +124,7 @@ pub async fn recover(
         let report = Report {
             paused: Duration::ZERO,
             steps: vec![(format!("finished by {by}"), 0.0)],
-            drained_at: String::new(),
+            drained_at: lsn::Lsn::ZERO,
             other_sessions: Vec::new(),
             unbound_roles: Vec::new(),
         };

@@ -52,7 +52,7 @@ pub(crate) async fn arm(cx: &Ctx<'_>) -> Result<(), Error> {
         },
     )
     .await?;
-    Run::set_snapshot(&cx.state, &rev, &slot.consistent_point.to_string(), "").await?;
+    Run::set_snapshot(&cx.state, &rev, slot.consistent_point, "").await?;
     Run::set_phase(&cx.state, &rev, Phase::Copied).await?;
     Ok(())
 }

@@ -10,9 +10,7 @@
 
 use std::time::Duration;
 
-/// Prefix of the logical message a hold requester emits on the source after asking; the
-/// applier reads the request at once when it sees one.
-pub const HOLD_MESSAGE_PREFIX: &str = crate::names::PREFIX;
+use lsn::Lsn;
 
 use crate::{q, Error, GenericClient};
 
@@ -23,16 +21,16 @@ pub struct ApplyStatus {
     pub pid: Option<i32>,
     /// Seconds since the applier last wrote its heartbeat (None: never).
     pub heartbeat_age: Option<f64>,
-    pub applied_lsn: Option<String>,
-    pub received_lsn: Option<String>,
-    pub source_lsn: Option<String>,
+    pub applied_lsn: Option<Lsn>,
+    pub received_lsn: Option<Lsn>,
+    pub source_lsn: Option<Lsn>,
     pub lag_bytes: Option<i64>,
     pub lag_seconds: Option<f64>,
     pub rows_per_second: Option<f64>,
     pub retained_bytes: Option<i64>,
     pub last_error: Option<String>,
-    pub hold_lsn: Option<String>,
-    pub held_lsn: Option<String>,
+    pub hold_lsn: Option<Lsn>,
+    pub held_lsn: Option<Lsn>,
     pub stop_requested: bool,
     /// Prepared parts of groups on the target (see `rollback_prepared`): a moment's worth
     /// while sync runs; left behind by a sync that stopped between prepare and commit.
@@ -41,7 +39,7 @@ pub struct ApplyStatus {
     pub diverged_rows: i64,
     /// When the latest of them was recorded, and the source LSN applied by then.
     pub diverged_at: Option<String>,
-    pub diverged_lsn: Option<String>,
+    pub diverged_lsn: Option<Lsn>,
     /// A verify that started after the latest divergence found the run equal.
     pub divergence_verified: bool,
 }
@@ -114,11 +112,12 @@ impl ApplyStatus {
 /// committed transaction with synchronous_commit on flushes everything before its commit.
 pub async fn emit_hold_message(source: &tokio_postgres::Client) -> Result<(), Error> {
     source
-        .batch_execute(
+        .batch_execute(&format!(
             "BEGIN; SET LOCAL synchronous_commit = on;
-             SELECT pg_logical_emit_message(false, 'bluegreen', 'hold');
-             SELECT txid_current(); COMMIT;",
-        )
+                 SELECT pg_logical_emit_message(false, {}, 'hold');
+                 SELECT txid_current(); COMMIT;",
+            conn::quote_literal(crate::names::HOLD_MESSAGE)
+        ))
         .await
         .map_err(q("mark the source position"))
 }
@@ -126,9 +125,9 @@ pub async fn emit_hold_message(source: &tokio_postgres::Client) -> Result<(), Er
 /// Asks the applier to hold at `lsn` unless another process holds it already; false then.
 /// A hold is one process's at a time: verify and cutover each take it this way, so neither
 /// moves or releases the other's.
-pub async fn take_hold(c: &impl GenericClient, run: &str, lsn: &str) -> Result<bool, Error> {
+pub async fn take_hold(c: &impl GenericClient, run: &str, lsn: Lsn) -> Result<bool, Error> {
     c.execute(
-        "UPDATE bluegreen.apply SET hold_lsn = $2::text::pg_lsn, held_lsn = NULL
+        "UPDATE bluegreen.apply SET hold_lsn = $2, held_lsn = NULL
           WHERE run = $1 AND hold_lsn IS NULL",
         &[&run, &lsn],
     )
@@ -138,9 +137,9 @@ pub async fn take_hold(c: &impl GenericClient, run: &str, lsn: &str) -> Result<b
 }
 
 /// Moves the hold this process has taken to `lsn` (see the module comment).
-pub async fn request_hold(c: &impl GenericClient, run: &str, lsn: &str) -> Result<(), Error> {
+pub async fn request_hold(c: &impl GenericClient, run: &str, lsn: Lsn) -> Result<(), Error> {
     c.execute(
-        "UPDATE bluegreen.apply SET hold_lsn = $2::text::pg_lsn, held_lsn = NULL WHERE run = $1",
+        "UPDATE bluegreen.apply SET hold_lsn = $2, held_lsn = NULL WHERE run = $1",
         &[&run, &lsn],
     )
     .await
@@ -176,8 +175,8 @@ pub async fn prepared_parts(c: &impl GenericClient, origin: &str) -> Result<Vec<
     let rows = c
         .query(
             "SELECT gid FROM pg_prepared_xacts
-              WHERE database = current_database() AND starts_with(gid, $1 || '@')",
-            &[&origin],
+              WHERE database = current_database() AND starts_with(gid, $1)",
+            &[&crate::names::prepared_part_prefix(origin)],
         )
         .await
         .map_err(q("list prepared transactions"))?;
@@ -204,16 +203,117 @@ pub async fn record_divergence(
     c: &impl GenericClient,
     run: &str,
     rows: i64,
-    lsn: &str,
+    lsn: Lsn,
 ) -> Result<(), Error> {
     c.execute(
         "UPDATE bluegreen.apply
             SET diverged_rows = diverged_rows + $2, diverged_at = clock_timestamp(),
-                diverged_lsn = $3::text::pg_lsn
+                diverged_lsn = $3
           WHERE run = $1",
         &[&run, &rows, &lsn],
     )
     .await
     .map(|_| ())
     .map_err(q("record a divergence"))
+}
+
+/// The applier registers its row when sync starts: requests of an earlier process (a stop,
+/// a hold nobody will release) are cleared.
+pub async fn register(c: &impl GenericClient, run: &str, origin: &str) -> Result<(), Error> {
+    c.execute(
+        "INSERT INTO bluegreen.apply (run, origin) VALUES ($1, $2)
+         ON CONFLICT (run) DO UPDATE SET stop_requested = false, hold_lsn = NULL, held_lsn = NULL",
+        &[&run, &origin],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("register the applier"))
+}
+
+/// What other processes ask of the applier: the hold position, and whether to stop.
+pub async fn requests(
+    c: &impl GenericClient,
+    run: &str,
+) -> Result<Option<(Option<Lsn>, bool)>, Error> {
+    Ok(c.query_opt(
+        "SELECT hold_lsn, stop_requested FROM bluegreen.apply WHERE run = $1",
+        &[&run],
+    )
+    .await
+    .map_err(q("read the applier's requests"))?
+    .map(|r| (r.get(0), r.get(1))))
+}
+
+/// The applier's heartbeat, written every second while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    pub pid: Option<i32>,
+    pub applied: Lsn,
+    pub received: Lsn,
+    pub source: Option<Lsn>,
+    pub lag_bytes: Option<i64>,
+    pub lag_seconds: f64,
+    pub rows_per_second: f64,
+    pub retained_bytes: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+pub async fn heartbeat(c: &impl GenericClient, run: &str, h: &Heartbeat) -> Result<(), Error> {
+    c.execute(
+        "UPDATE bluegreen.apply
+            SET heartbeat = clock_timestamp(), pid = $2, applied_lsn = $3, received_lsn = $4,
+                source_lsn = $5, lag_bytes = $6, lag_seconds = $7, rows_per_second = $8,
+                retained_bytes = $9, last_error = $10,
+                last_error_at = CASE WHEN $10::text IS NULL THEN NULL
+                                     ELSE coalesce(last_error_at, clock_timestamp()) END
+          WHERE run = $1",
+        &[
+            &run,
+            &h.pid,
+            &h.applied,
+            &h.received,
+            &h.source,
+            &h.lag_bytes,
+            &h.lag_seconds,
+            &h.rows_per_second,
+            &h.retained_bytes,
+            &h.last_error,
+        ],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("write the applier's heartbeat"))
+}
+
+/// The applier has stopped: no heartbeat, no pid, and the error that ended it (if any) kept.
+pub async fn gone(c: &impl GenericClient, run: &str, fatal: Option<&str>) -> Result<(), Error> {
+    c.execute(
+        "UPDATE bluegreen.apply SET heartbeat = NULL, pid = NULL,
+                last_error = coalesce($2, last_error),
+                last_error_at = CASE WHEN $2::text IS NULL THEN last_error_at
+                                     ELSE clock_timestamp() END
+          WHERE run = $1",
+        &[&run, &fatal],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("mark the applier stopped"))
+}
+
+/// The applier holds at `hold` (every transaction committed before it applied, up to
+/// `applied`): the requester sees `held_lsn = hold_lsn`. False when the request moved.
+pub async fn mark_held(
+    c: &impl GenericClient,
+    run: &str,
+    hold: Lsn,
+    applied: Lsn,
+) -> Result<bool, Error> {
+    c.execute(
+        "UPDATE bluegreen.apply SET held_lsn = hold_lsn, applied_lsn = $3
+          WHERE run = $1 AND hold_lsn = $2",
+        &[&run, &hold, &applied],
+    )
+    .await
+    .map(|n| n == 1)
+    .map_err(q("report the hold"))
 }

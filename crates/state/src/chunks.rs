@@ -180,7 +180,7 @@ impl Chunk {
         rows: i64,
         bytes: i64,
         seconds: f64,
-        snapshot_lsn: &str,
+        snapshot_lsn: lsn::Lsn,
     ) -> Result<(), Error> {
         c.execute(
             "UPDATE bluegreen.chunks
@@ -246,10 +246,10 @@ impl Chunk {
     pub async fn table_lsns(
         c: &impl GenericClient,
         run: &str,
-    ) -> Result<Vec<(String, String, String)>, Error> {
+    ) -> Result<Vec<(String, String, lsn::Lsn)>, Error> {
         let rows = c
             .query(
-                "SELECT table_schema, table_name, max(snapshot_lsn)::text FROM bluegreen.chunks
+                "SELECT table_schema, table_name, max(snapshot_lsn) FROM bluegreen.chunks
                   WHERE run = $1 AND snapshot_lsn IS NOT NULL GROUP BY 1, 2",
                 &[&run],
             )

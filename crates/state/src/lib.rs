@@ -5,7 +5,7 @@
 //! Writes that record progress take a [`GenericClient`], so callers put them in the same
 //! transaction as the work they record (a chunk's rows and its `done` mark commit together).
 
-mod apply;
+pub mod apply;
 mod chunks;
 pub mod created;
 mod fences;
@@ -21,7 +21,7 @@ pub mod verify;
 
 pub use apply::{
     emit_hold_message, prepared_parts, record_divergence, release, request_hold, request_stop,
-    rollback_prepared, take_hold, ApplyStatus, HOLD_MESSAGE_PREFIX,
+    rollback_prepared, take_hold, ApplyStatus,
 };
 pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};
 pub use fences::{FenceRecord, Grant, Side};

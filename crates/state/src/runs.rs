@@ -52,7 +52,7 @@ pub struct Run {
     pub slot_name: String,
     pub publication: String,
     /// The slot's consistent point, as `X/Y`.
-    pub consistent_lsn: Option<String>,
+    pub consistent_lsn: Option<lsn::Lsn>,
     pub schemas: Vec<String>,
     /// pg_dump's post-data script, kept so a resumed run needs no snapshot for it.
     pub post_data: Option<String>,
@@ -117,7 +117,7 @@ impl Run {
     pub async fn set_snapshot(
         c: &impl GenericClient,
         run: &str,
-        consistent_lsn: &str,
+        consistent_lsn: lsn::Lsn,
         post_data: &str,
     ) -> Result<(), Error> {
         c.execute(

@@ -2,6 +2,8 @@
 //! the outcome) and one row per checked chunk (range, checksums, rows, equal or not), so
 //! cutover can require a recent clean verify and `status` can show the last one.
 
+use lsn::Lsn;
+
 use crate::{q, Error, GenericClient};
 
 /// A verify run's outcome.
@@ -43,10 +45,10 @@ impl Outcome {
 
 pub struct NewVerify<'a> {
     pub run: &'a str,
-    pub lsn: &'a str,
+    pub lsn: Lsn,
     /// `held` (the applier held at `lsn`) or `unheld` (target read as it was).
     pub mode: &'a str,
-    pub target_applied_lsn: Option<&'a str>,
+    pub target_applied_lsn: Option<Lsn>,
 }
 
 /// One checked range.
@@ -59,7 +61,7 @@ pub struct ChunkResult {
     pub chunk: i32,
     pub lower: Option<Vec<String>>,
     pub upper: Option<Vec<String>>,
-    pub lsn: String,
+    pub lsn: Lsn,
     pub source_checksum: String,
     pub target_checksum: String,
     pub source_rows: i64,
@@ -77,7 +79,7 @@ pub struct Totals {
     pub differences: i64,
     pub source_rows: i64,
     pub target_rows: i64,
-    pub repair_lsn: Option<String>,
+    pub repair_lsn: Option<Lsn>,
     pub seconds: f64,
 }
 
@@ -85,9 +87,9 @@ pub struct Totals {
 #[derive(Debug, Clone)]
 pub struct VerifyRun {
     pub id: i64,
-    pub lsn: String,
+    pub lsn: Lsn,
     pub mode: String,
-    pub target_applied_lsn: Option<String>,
+    pub target_applied_lsn: Option<Lsn>,
     pub outcome: Outcome,
     pub chunks: Option<i32>,
     pub mismatched_chunks: Option<i32>,
@@ -215,7 +217,7 @@ pub async fn latest(c: &impl GenericClient, run: &str) -> Result<Option<VerifyRu
 
 /// For cutover: the LSN and age in seconds of the run's latest verdict, if that verdict was
 /// "equal". A clean verify followed by one that found differences does not count.
-pub async fn last_clean(c: &impl GenericClient, run: &str) -> Result<Option<(String, f64)>, Error> {
+pub async fn last_clean(c: &impl GenericClient, run: &str) -> Result<Option<(Lsn, f64)>, Error> {
     Ok(latest(c, run)
         .await?
         .filter(|v| v.outcome == Outcome::Equal)

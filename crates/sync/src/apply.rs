@@ -121,17 +121,6 @@ fn key_hash(key: &[Bytes]) -> u64 {
     h.digest()
 }
 
-/// Name of the prepared part of a group: origin, the group's end LSN, session number.
-fn prepared_name(origin: &str, lsn: Lsn, session: usize) -> String {
-    format!("{origin}@{lsn}#{session}")
-}
-
-/// The LSN in a prepared part's name, if the name is one of `origin`'s.
-fn prepared_lsn(origin: &str, gid: &str) -> Option<Lsn> {
-    let rest = gid.strip_prefix(origin)?.strip_prefix('@')?;
-    rest.split_once('#')?.0.parse().ok()
-}
-
 /// How many prepared transactions the target can hold: each further session prepares one
 /// per group (the setting needs a server restart, so it is read once per session).
 pub async fn prepared_transactions_allowed(client: &Client) -> Result<usize, Error> {
@@ -1110,7 +1099,7 @@ impl Applier {
                 })?;
                 prepare.push((
                     second.client.clone(),
-                    prepared_name(&self.origin, lsn, i + 1),
+                    state::names::prepared_part(&self.origin, lsn, i + 1),
                 ));
             }
             second.keys.clear();
@@ -1189,7 +1178,7 @@ async fn resolve_prepared(client: &Client, origin: &str) -> Result<(), Error> {
     }
     let progress = crate::session::origin_progress(client, origin).await?;
     for gid in parts {
-        let Some(lsn) = prepared_lsn(origin, &gid) else {
+        let Some(lsn) = state::names::prepared_part_lsn(origin, &gid) else {
             continue;
         };
         let commit = progress.is_some_and(|p| p >= lsn);
@@ -1371,23 +1360,6 @@ mod tests {
             b"HEAD\\N\t3\nb\t1\nb\t4\na\t2\na\t5\n"
         };
         assert_eq!(&batch.buf[..], expected);
-    }
-
-    #[test]
-    fn prepared_parts_are_named_by_origin_and_group_end() {
-        let lsn: Lsn = "1A/2B3C".parse().unwrap();
-        let gid = prepared_name("bluegreen_main", lsn, 1);
-        assert_eq!(gid, "bluegreen_main@1A/2B3C#1");
-        assert_eq!(prepared_lsn("bluegreen_main", &gid), Some(lsn));
-        // Another run's origin that starts alike is not this one's.
-        assert_eq!(
-            prepared_lsn("bluegreen_main", "bluegreen_main2@1A/2B3C#1"),
-            None
-        );
-        assert_eq!(
-            prepared_lsn("bluegreen_main", "bluegreen_main@junk#1"),
-            None
-        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub use state::names::origin as origin_name;
 /// What a finished (stopped) sync reports.
 #[derive(Debug, Clone)]
 pub struct Report {
-    pub applied_lsn: String,
+    pub applied_lsn: Lsn,
     pub rows: u64,
     pub reconnects: u64,
     pub seconds: f64,
@@ -113,30 +113,19 @@ pub async fn sync(
             row.phase.as_str()
         )));
     }
-    let start: Lsn = row
-        .consistent_lsn
-        .as_deref()
-        .and_then(|l| l.parse().ok())
-        .ok_or_else(not_ready)?;
+    let start: Lsn = row.consistent_lsn.ok_or_else(not_ready)?;
     let snapshot_lsns: HashMap<(String, String), Lsn> = Chunk::table_lsns(&tgt, run)
         .await?
         .into_iter()
-        .filter_map(|(s, t, l)| Some(((s, t), l.parse().ok()?)))
+        .map(|(s, t, l)| ((s, t), l))
         .collect();
     let origin = origin_name(run);
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&run, &origin];
-    let register = tgt.execute(
-        "INSERT INTO bluegreen.apply (run, origin) VALUES ($1, $2)
-         ON CONFLICT (run) DO UPDATE SET stop_requested = false, hold_lsn = NULL, held_lsn = NULL",
-        &params,
-    );
-    link::within(limit, register)
+    link::within(limit, state::apply::register(&tgt, run, &origin))
         .await
         .ok_or(Error::LinkDead {
             side: "state",
             after: limit,
-        })?
-        .map_err(error::sql("target", "register the applier"))?;
+        })??;
     drop(tgt);
 
     let progress = Arc::new(Progress::default());
@@ -235,16 +224,7 @@ pub async fn sync(
     };
     let gone = async {
         if let Ok(c) = conn::connect(&ends.state).await {
-            let _ = c
-                .execute(
-                    "UPDATE bluegreen.apply SET heartbeat = NULL, pid = NULL,
-                            last_error = coalesce($2, last_error),
-                            last_error_at = CASE WHEN $2::text IS NULL THEN last_error_at
-                                                 ELSE clock_timestamp() END
-                      WHERE run = $1",
-                    &[&run, &fatal],
-                )
-                .await;
+            let _ = state::apply::gone(&c, run, fatal.as_deref()).await;
         }
     };
     // Bounded by the stop's grace too: a stop on a dead link must not wait here for it.
@@ -258,7 +238,7 @@ pub async fn sync(
     link::within(bound, gone).await;
     result?;
     Ok(Report {
-        applied_lsn: progress.applied().to_string(),
+        applied_lsn: progress.applied(),
         rows: progress.rows.load(std::sync::atomic::Ordering::Relaxed),
         reconnects,
         seconds: started.elapsed().as_secs_f64(),

@@ -83,21 +83,13 @@ pub async fn status_task(
                 .and_then(Result::ok);
         }
         let Some(t) = &tgt else { continue };
-        let request = crate::link::within(
-            limit,
-            t.query_opt(
-                "SELECT hold_lsn::text, stop_requested FROM bluegreen.apply WHERE run = $1",
-                &[&run],
-            ),
-        )
-        .await;
+        let request = crate::link::within(limit, state::apply::requests(t, &run)).await;
         match request {
-            Some(Ok(Some(row))) => {
-                let hold: Option<String> = row.get(0);
+            Some(Ok(Some((hold, stop)))) => {
                 if let Ok(mut h) = progress.hold.lock() {
-                    *h = hold.and_then(|s| s.parse().ok());
+                    *h = hold;
                 }
-                progress.stop_requested.store(row.get(1), Ordering::SeqCst);
+                progress.stop_requested.store(stop, Ordering::SeqCst);
             }
             Some(Ok(None)) => {}
             Some(Err(_)) | None => {
@@ -130,8 +122,8 @@ pub async fn status_task(
                     crate::link::within(
                         limit,
                         s.execute(
-                            "SELECT pg_logical_emit_message(false, 'bluegreen_heartbeat', $1)",
-                            &[&run],
+                            "SELECT pg_logical_emit_message(false, $2, $1)",
+                            &[&run, &state::names::HEARTBEAT_MESSAGE],
                         ),
                     )
                     .await
@@ -177,33 +169,18 @@ pub async fn status_task(
         let error = progress.last_error.lock().ok().and_then(|e| e.clone());
         let pid = progress.apply_pid.lock().ok().and_then(|p| *p);
         let received = Lsn(progress.received.load(Ordering::SeqCst));
-        let result = crate::link::within(
-            limit,
-            t.execute(
-                "UPDATE bluegreen.apply
-                    SET heartbeat = clock_timestamp(), pid = $2,
-                        applied_lsn = $3::text::pg_lsn, received_lsn = $4::text::pg_lsn,
-                        source_lsn = $5::text::pg_lsn, lag_bytes = $6, lag_seconds = $7,
-                        rows_per_second = $8, retained_bytes = $9,
-                        last_error = $10,
-                        last_error_at = CASE WHEN $10::text IS NULL THEN NULL
-                                             ELSE coalesce(last_error_at, clock_timestamp()) END
-                  WHERE run = $1",
-                &[
-                    &run,
-                    &pid,
-                    &applied.to_string(),
-                    &received.to_string(),
-                    &source_lsn.map(|l| l.to_string()),
-                    &lag_bytes,
-                    &lag_seconds,
-                    &rate,
-                    &retained,
-                    &error,
-                ],
-            ),
-        )
-        .await;
+        let beat = state::apply::Heartbeat {
+            pid,
+            applied,
+            received,
+            source: source_lsn,
+            lag_bytes,
+            lag_seconds,
+            rows_per_second: rate,
+            retained_bytes: retained,
+            last_error: error,
+        };
+        let result = crate::link::within(limit, state::apply::heartbeat(t, &run, &beat)).await;
         if !matches!(result, Some(Ok(_))) {
             tgt = None;
         }

@@ -314,7 +314,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 // five times a second; one that finds the target busy waits for the group's
                 // next commit rather than forcing one.)
                 applier.mark(m.lsn);
-                let requested = m.prefix == state::HOLD_MESSAGE_PREFIX;
+                let requested = m.prefix == state::names::HOLD_MESSAGE;
                 if requested || stopping || !applier.busy() || ctx.limits.reached(&applier.group, 2)
                 {
                     commit(&mut applier, &stream, ctx, requested || stopping).await?;
@@ -518,8 +518,8 @@ async fn record_divergence(ctx: &Context, rows: u64) -> Result<(), Error> {
             side: "state",
             source,
         })?;
-    let lsn = ctx.progress.applied().to_string();
-    state::record_divergence(&c, &ctx.run, rows as i64, &lsn).await?;
+    let lsn = ctx.progress.applied();
+    state::record_divergence(&c, &ctx.run, rows as i64, lsn).await?;
     tracing::error!(rows, lsn = %lsn, "UPDATEs or DELETEs found no row on the target: green has diverged from the source; run bluegreen verify --repair (cutover refuses until a later verify is clean)");
     Ok(())
 }
@@ -547,18 +547,7 @@ async fn hold(
     h: Lsn,
 ) -> Result<(), Error> {
     commit(applier, stream, ctx, true).await?;
-    client
-        .execute(
-            "UPDATE bluegreen.apply SET held_lsn = hold_lsn, applied_lsn = $3::text::pg_lsn
-              WHERE run = $1 AND hold_lsn = $2::text::pg_lsn",
-            &[
-                &ctx.run,
-                &h.to_string(),
-                &ctx.progress.applied().to_string(),
-            ],
-        )
-        .await
-        .map_err(sql("state", "report the hold"))?;
+    state::apply::mark_held(client, &ctx.run, h, ctx.progress.applied()).await?;
     tracing::info!(lsn = %h, "holding");
     let started = Instant::now();
     let next = loop {
@@ -582,15 +571,9 @@ async fn hold(
 }
 
 async fn current_hold(client: &tokio_postgres::Client, run: &str) -> Result<Option<Lsn>, Error> {
-    let lsn: Option<String> = client
-        .query_opt(
-            "SELECT hold_lsn::text FROM bluegreen.apply WHERE run = $1",
-            &[&run],
-        )
-        .await
-        .map_err(sql("state", "read hold request"))?
-        .and_then(|r| r.get(0));
-    Ok(lsn.and_then(|l| l.parse().ok()))
+    Ok(state::apply::requests(client, run)
+        .await?
+        .and_then(|(hold, _)| hold))
 }
 
 /// The source session's output settings: the walsender printed values with them, so the
@@ -631,14 +614,13 @@ pub(crate) async fn origin_progress(
     target: &tokio_postgres::Client,
     origin: &str,
 ) -> Result<Option<Lsn>, Error> {
-    let lsn: Option<String> = target
+    target
         .query_one(
             "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)
-                         THEN pg_replication_origin_progress($1, true)::text END",
+                         THEN pg_replication_origin_progress($1, true) END",
             &[&origin],
         )
         .await
-        .map_err(sql("target", "read the origin's progress"))?
-        .get(0);
-    Ok(lsn.and_then(|l| l.parse().ok()))
+        .map(|r| r.get(0))
+        .map_err(sql("target", "read the origin's progress"))
 }

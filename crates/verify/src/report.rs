@@ -2,6 +2,7 @@
 //! text for people.
 
 use std::fmt::Write;
+use wire::Lsn;
 
 use serde::Serialize;
 
@@ -28,7 +29,7 @@ pub struct Report {
     pub source: String,
     pub target: String,
     /// The source snapshot's LSN: the instant compared.
-    pub lsn: String,
+    pub lsn: Lsn,
     pub consistency: Consistency,
     /// What the comparison guarantees at this instant, in words.
     pub note: String,
@@ -91,7 +92,7 @@ pub struct ChunkMismatch {
 #[derive(Debug, Clone, Serialize)]
 pub struct RepairReport {
     /// The instant the repair copied from (a fresh source snapshot).
-    pub lsn: String,
+    pub lsn: Lsn,
     pub consistency: Consistency,
     pub ranges: Vec<RepairedRange>,
     pub rows_deleted: u64,

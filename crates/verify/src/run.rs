@@ -11,6 +11,7 @@ use conn::ConnSpec;
 use state::verify::{ChunkResult, NewVerify, Outcome, Totals};
 use state::{ApplyStatus, Phase, Run};
 use tokio_postgres::Client;
+use wire::Lsn;
 
 use crate::bisect::{locate, Located, Pair, Unlocated};
 use crate::error::{conn_err, sql, Error};
@@ -133,13 +134,13 @@ pub async fn verify(
         run,
     };
     let snaps = Snapshots::take(&sides, &mode, opts.hold_timeout, false).await?;
-    let lsn = snaps.lsn.to_string();
+    let lsn = snaps.lsn;
     let consistency = snaps.consistency.clone();
     let id = state::verify::start(
         &state_client,
         &NewVerify {
             run,
-            lsn: &lsn,
+            lsn,
             mode: consistency.as_str(),
             target_applied_lsn: consistency.applied(),
         },
@@ -171,7 +172,7 @@ pub async fn verify(
         id,
         source,
         target,
-        &lsn,
+        lsn,
         consistency,
         &tables,
         &outcomes,
@@ -189,7 +190,7 @@ pub async fn verify(
                 &tables[o.task.table],
                 o.task.chunk,
                 &o.task.range,
-                &lsn,
+                lsn,
                 o.source,
                 o.target,
                 o.seconds,
@@ -211,7 +212,7 @@ pub async fn verify(
             .sum(),
         source_rows: outcomes.iter().map(|o| o.source.rows as i64).sum(),
         target_rows: outcomes.iter().map(|o| o.target.rows as i64).sum(),
-        repair_lsn: report.repair.as_ref().map(|r| r.lsn.clone()),
+        repair_lsn: report.repair.as_ref().map(|r| r.lsn),
         seconds: report.seconds,
     };
     let outcome = match (&report.repair, report.equal) {
@@ -323,7 +324,7 @@ async fn repair_and_recheck(
         source: &src,
         target: &tgt_reader,
     };
-    let lsn = snaps.lsn.to_string();
+    let lsn = snaps.lsn;
     let mut ranges = Vec::new();
     let mut rechecks = Vec::new();
     for (t, list) in work {
@@ -335,7 +336,7 @@ async fn repair_and_recheck(
                 t,
                 rechecks.len(),
                 r,
-                &lsn,
+                lsn,
                 s,
                 d,
                 t0.elapsed().as_secs_f64(),
@@ -482,7 +483,7 @@ fn chunk_result(
     t: &VerifyTable,
     chunk: usize,
     range: &KeyRange,
-    lsn: &str,
+    lsn: Lsn,
     s: Digest,
     d: Digest,
     seconds: f64,
@@ -494,7 +495,7 @@ fn chunk_result(
         chunk: chunk as i32,
         lower: range.lower.clone(),
         upper: range.upper.clone(),
-        lsn: lsn.to_string(),
+        lsn,
         source_checksum: s.hex(),
         target_checksum: d.hex(),
         source_rows: s.rows as i64,
@@ -505,7 +506,7 @@ fn chunk_result(
 }
 
 /// What the comparison means at this instant.
-fn note(lsn: &str, c: &Consistency) -> String {
+fn note(lsn: Lsn, c: &Consistency) -> String {
     match c {
         Consistency::Held => format!(
             "sync was running and held at {lsn} while the target snapshot was taken: both sides show the source's state at that LSN, so any difference is real"
@@ -514,11 +515,7 @@ fn note(lsn: &str, c: &Consistency) -> String {
             "sync was not running and the target has applied no changes (no replication origin): it shows the copy's instant, so source changes committed between the copy and {lsn} show as differences"
         ),
         Consistency::Unheld { applied: Some(a) } => {
-            let behind = match (a.parse::<wire::Lsn>(), lsn.parse::<wire::Lsn>()) {
-                (Ok(a), Ok(x)) => a < x,
-                _ => true,
-            };
-            if behind {
+            if *a < lsn {
                 format!(
                     "sync was not running; the target has applied up to {a}, behind the source snapshot at {lsn}: differences may be replication lag (start sync and verify again to compare at one LSN)"
                 )
@@ -537,7 +534,7 @@ fn build_report(
     id: i64,
     source: &ConnSpec,
     target: &ConnSpec,
-    lsn: &str,
+    lsn: Lsn,
     consistency: Consistency,
     tables: &[VerifyTable],
     outcomes: &[ChunkOutcome],
@@ -597,7 +594,7 @@ fn build_report(
         verify_id: id,
         source: source.redacted(),
         target: target.redacted(),
-        lsn: lsn.to_string(),
+        lsn,
         note: note(lsn, &consistency),
         consistency,
         equal,

@@ -50,7 +50,7 @@ pub enum Consistency {
     Held,
     /// No sync was running: the target was read as it was. `applied` is what its
     /// replication origin had applied (None: no origin, or not readable).
-    Unheld { applied: Option<String> },
+    Unheld { applied: Option<Lsn> },
 }
 
 impl Consistency {
@@ -61,10 +61,10 @@ impl Consistency {
         }
     }
 
-    pub fn applied(&self) -> Option<&str> {
+    pub fn applied(&self) -> Option<Lsn> {
         match self {
             Consistency::Held => None,
-            Consistency::Unheld { applied } => applied.as_deref(),
+            Consistency::Unheld { applied } => *applied,
         }
     }
 }
@@ -192,13 +192,12 @@ async fn take_held(
     let status = ApplyStatus::get(sides.state, sides.run)
         .await?
         .ok_or_else(|| not_syncing(sides.run))?;
-    let pause = status.applied_lsn.unwrap_or_else(|| "0/1".into());
-    let pause: Lsn = parse_lsn(&pause)?;
-    if !state::take_hold(sides.state, sides.run, &pause.to_string()).await? {
+    let pause = status.applied_lsn.unwrap_or(Lsn(1));
+    if !state::take_hold(sides.state, sides.run, pause).await? {
         let other = ApplyStatus::get(sides.state, sides.run)
             .await?
             .and_then(|a| a.hold_lsn)
-            .unwrap_or_default();
+            .map_or_else(|| "?".to_string(), |l| l.to_string());
         return Err(Error::Refused {
             what: format!(
                 "the applier of run {} is already held at {other} by another process (a cutover?)",
@@ -213,7 +212,7 @@ async fn take_held(
 
     let exporter = export_source(sides).await?;
     let x = exporter.consistent_point();
-    state::request_hold(sides.state, sides.run, &x.to_string()).await?;
+    state::request_hold(sides.state, sides.run, x).await?;
     // On an idle source nothing is written after X: the message tells the applier that
     // nothing before X is still to come (and makes it read the request at once).
     nudge(sides).await;
@@ -224,7 +223,7 @@ async fn take_held(
         .map(|s| s.origin)
         .unwrap_or_else(|| state::names::origin(sides.run));
     if let Some(applied) = origin_progress(sides.state, &origin).await {
-        if parse_lsn(&applied)? > x {
+        if applied > x {
             release_quietly(sides).await;
             exporter.into_connection().close().await;
             return Ok(Err(format!(
@@ -285,7 +284,7 @@ async fn wait_held(
         let s = ApplyStatus::get(sides.state, sides.run)
             .await?
             .ok_or_else(|| not_syncing(sides.run))?;
-        if s.held_lsn.as_deref().and_then(|h| h.parse::<Lsn>().ok()) == Some(lsn) {
+        if s.held_lsn == Some(lsn) {
             return Ok(());
         }
         let fail = |detail: String| Error::Hold {
@@ -305,7 +304,8 @@ async fn wait_held(
             release_quietly(sides).await;
             return Err(fail(format!(
                 "applied up to {}, lag {} bytes",
-                s.applied_lsn.as_deref().unwrap_or("nothing"),
+                s.applied_lsn
+                    .map_or_else(|| "nothing".to_string(), |l| l.to_string()),
                 s.lag_bytes.map(|b| b.to_string()).unwrap_or("?".into())
             )));
         }
@@ -318,13 +318,6 @@ async fn release_quietly(sides: &Sides<'_>) {
     if let Err(e) = state::release(sides.state, sides.run).await {
         tracing::warn!(error = %e, run = sides.run, "could not release the applier's hold");
     }
-}
-
-fn parse_lsn(s: &str) -> Result<Lsn, Error> {
-    s.parse::<Lsn>().map_err(|_| Error::Refused {
-        what: format!("unreadable LSN {s:?} in the apply row"),
-        fix: "check bluegreen status".into(),
-    })
 }
 
 /// A temporary slot exporting a snapshot; it vanishes with its connection.
@@ -358,10 +351,10 @@ async fn export_target(c: &Client) -> Result<String, Error> {
 }
 
 /// What the run's replication origin has applied, if it exists and can be read.
-pub async fn origin_progress(c: &Client, origin: &str) -> Option<String> {
+pub async fn origin_progress(c: &Client, origin: &str) -> Option<Lsn> {
     match c
         .query_opt(
-            "SELECT pg_replication_origin_progress(roname, false)::text
+            "SELECT pg_replication_origin_progress(roname, false)
                FROM pg_replication_origin WHERE roname = $1",
             &[&origin],
         )

@@ -9,7 +9,8 @@ pub mod command;
 pub mod connection;
 pub mod error;
 pub mod feedback;
-pub mod lsn;
+/// The LSN type lives in its own crate, shared with the state schema and every stage.
+pub use lsn;
 pub mod peek;
 pub mod pgoutput;
 pub mod relcache;
@@ -24,7 +25,7 @@ pub use connection::{
 };
 pub use error::{sqlstate, DbError, Error};
 pub use lsn::Lsn;
-pub use peek::{PeekOptions, PeekSummary};
+pub use peek::{PeekOptions, PeekSlot, PeekSummary};
 pub use pgoutput::{DecodeError, LogicalMessage};
 pub use relcache::{Decoded, Decoder, RelationCache};
 pub use sockopt::TcpOptions;

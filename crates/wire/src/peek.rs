@@ -15,12 +15,20 @@ use crate::lsn::Lsn;
 use crate::pgoutput::{Column, LogicalMessage, OldTuple, ReplicaIdentity, Value};
 use crate::stream::{Event, StreamConfig};
 
+/// Which slot a peek reads.
+#[derive(Debug, Clone)]
+pub enum PeekSlot {
+    /// An existing slot, left exactly where it was.
+    Existing(String),
+    /// A TEMPORARY slot of this name, created for the peek: it shows changes committed from
+    /// now on and vanishes with the connection.
+    Temporary(String),
+}
+
 /// What to look at and for how long.
 #[derive(Debug, Clone)]
 pub struct PeekOptions {
-    /// An existing slot (left exactly where it was), or `None` for a TEMPORARY slot that
-    /// shows changes committed from now on and vanishes with the connection.
-    pub slot: Option<String>,
+    pub slot: PeekSlot,
     pub publications: Vec<String>,
     /// Where to start; `None` = the slot's confirmed position (or the new slot's start).
     pub start_lsn: Option<Lsn>,
@@ -54,9 +62,9 @@ pub async fn run(
     }
     let mut conn = ReplicationConnection::connect(spec).await?;
     let (slot, temporary, start) = match &opts.slot {
-        Some(name) => (name.clone(), false, opts.start_lsn.unwrap_or(Lsn::ZERO)),
-        None => {
-            let name = temporary_slot_name();
+        PeekSlot::Existing(name) => (name.clone(), false, opts.start_lsn.unwrap_or(Lsn::ZERO)),
+        PeekSlot::Temporary(name) => {
+            let name = name.clone();
             let created = conn
                 .create_slot(&name, true, SnapshotAction::NoExport)
                 .await?;
@@ -115,14 +123,6 @@ pub async fn run(
     let conn = stream.shutdown().await?;
     conn.close().await;
     Ok(summary)
-}
-
-fn temporary_slot_name() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("bluegreen_peek_{}_{nanos}", std::process::id())
 }
 
 /// One output line.

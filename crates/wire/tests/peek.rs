@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use testkit::Cluster;
-use wire::{PeekOptions, SnapshotAction};
+use wire::{PeekOptions, PeekSlot, SnapshotAction};
 
 fn lines(out: &[u8]) -> Vec<Json> {
     String::from_utf8(out.to_vec())
@@ -46,7 +46,7 @@ async fn existing_slot_is_printed_and_left_where_it_was() {
         "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'watched'",
     );
     let opts = PeekOptions {
-        slot: Some("watched".into()),
+        slot: PeekSlot::Existing("watched".into()),
         publications: vec!["pub".into()],
         start_lsn: None,
         limit: Some(11),
@@ -109,7 +109,7 @@ async fn temporary_slot_shows_new_changes_and_vanishes() {
     setup(&pg);
     let spec = common::spec(&pg, "postgres");
     let opts = PeekOptions {
-        slot: None,
+        slot: PeekSlot::Temporary(format!("bluegreen_peek_{}_test", std::process::id())),
         publications: vec!["pub".into()],
         start_lsn: None,
         limit: Some(3),
@@ -145,7 +145,7 @@ async fn temporary_slot_shows_new_changes_and_vanishes() {
 
     // Duration alone ends a peek that sees nothing.
     let quiet = PeekOptions {
-        slot: None,
+        slot: PeekSlot::Temporary(format!("bluegreen_peek_{}_test", std::process::id())),
         publications: vec!["pub".into()],
         start_lsn: None,
         limit: None,

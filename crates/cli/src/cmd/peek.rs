@@ -19,7 +19,11 @@ pub async fn run(args: PeekArgs, settings: &Settings) -> Result<Outcome, Trouble
         .transpose()
         .map_err(|e| Trouble::new(e.to_string(), "give the LSN as X/Y, e.g. 0/16B3748"))?;
     let opts = wire::PeekOptions {
-        slot: (!args.temporary).then(|| args.slot.clone().unwrap_or_else(|| default_name.clone())),
+        slot: if args.temporary {
+            wire::PeekSlot::Temporary(state::names::peek_slot())
+        } else {
+            wire::PeekSlot::Existing(args.slot.clone().unwrap_or_else(|| default_name.clone()))
+        },
         publications: if args.publications.is_empty() {
             vec![default_name]
         } else {

@@ -122,7 +122,7 @@ pub async fn run(args: StatusArgs, settings: &Settings) -> Result<Outcome, Troub
         phase,
         run.slot_name,
         run.publication,
-        run.consistent_lsn.as_deref().unwrap_or("-")
+        show_lsn(run.consistent_lsn)
     );
     if slot_on_source == Some(false) {
         println!(
@@ -302,12 +302,11 @@ fn print_sync(which: &str, apply: Option<&ApplyStatus>) {
             .map(|s| format!(" (last heartbeat {s:.1} s ago)"))
             .unwrap_or_default()
     );
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     println!(
         "  applied {}  received {}  source {}",
-        opt(&a.applied_lsn),
-        opt(&a.received_lsn),
-        opt(&a.source_lsn)
+        show_lsn(a.applied_lsn),
+        show_lsn(a.received_lsn),
+        show_lsn(a.source_lsn)
     );
     println!(
         "  lag {} / {:.1} s, {:.0} rows/s, WAL retained on the source {}",
@@ -334,7 +333,7 @@ fn print_sync(which: &str, apply: Option<&ApplyStatus>) {
             "  error: green diverged: {} UPDATE(s)/DELETE(s) found no row on green (latest at {}, source LSN {}); run bluegreen verify --repair: cutover refuses until a verify started after that is clean",
             a.diverged_rows,
             a.diverged_at.as_deref().unwrap_or("-"),
-            a.diverged_lsn.as_deref().unwrap_or("-")
+            show_lsn(a.diverged_lsn)
         );
     } else if a.diverged_rows > 0 {
         println!(
@@ -349,4 +348,9 @@ fn print_sync(which: &str, apply: Option<&ApplyStatus>) {
             a.prepared_parts
         );
     }
+}
+
+/// An LSN as the server prints it, `-` for none.
+fn show_lsn(l: Option<wire::Lsn>) -> String {
+    l.map_or_else(|| "-".into(), |l| l.to_string())
 }

@@ -1,7 +1,13 @@
-//! WAL positions (`pg_lsn`) in PostgreSQL's `X/Y` text form.
+//! WAL positions (`pg_lsn`) in PostgreSQL's `X/Y` text form: the one LSN type of the walsender
+//! client, the state schema and every stage. Read and written as `pg_lsn` (binary) or as
+//! text, so a query may hand it over either way; serialized as its text form.
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::str::FromStr;
+
+use bytes::{BufMut, BytesMut};
+use postgres_types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
 /// A WAL position. Ordered like the server orders them; `Lsn::ZERO` means "none yet"
 /// (the server treats 0/0 in a status update as "no position", which is why feedback
@@ -70,6 +76,43 @@ impl<'de> serde::Deserialize<'de> for Lsn {
     }
 }
 
+impl ToSql for Lsn {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        if *ty == Type::PG_LSN {
+            out.put_u64(self.0);
+        } else {
+            out.put_slice(self.to_string().as_bytes());
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::PG_LSN | Type::TEXT | Type::VARCHAR)
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for Lsn {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        if *ty == Type::PG_LSN {
+            let bytes: [u8; 8] = raw
+                .try_into()
+                .map_err(|_| format!("a pg_lsn of {} bytes", raw.len()))?;
+            return Ok(Lsn(u64::from_be_bytes(bytes)));
+        }
+        Ok(std::str::from_utf8(raw)?.parse()?)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::PG_LSN | Type::TEXT | Type::VARCHAR)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +148,18 @@ mod tests {
         ] {
             assert!(s.parse::<Lsn>().is_err(), "{s:?} parsed");
         }
+    }
+
+    #[test]
+    fn sql_forms_round_trip() {
+        let l = Lsn(0x1_6B37_4D48);
+        for ty in [Type::PG_LSN, Type::TEXT] {
+            let mut buf = BytesMut::new();
+            l.to_sql(&ty, &mut buf).unwrap();
+            assert_eq!(Lsn::from_sql(&ty, &buf).unwrap(), l);
+        }
+        assert!(Lsn::from_sql(&Type::PG_LSN, &[1, 2]).is_err());
+        assert!(Lsn::from_sql(&Type::TEXT, b"nonsense").is_err());
     }
 
     #[test]
