@@ -7,7 +7,7 @@ mod apply;
 mod binary;
 mod error;
 mod link;
-mod net;
+mod net_changes;
 mod progress;
 mod relmap;
 mod session;

@@ -188,11 +188,13 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
     tracing::info!(slot = %ctx.slot, from = %start, sessions = applier.sessions(), "streaming");
     ctx.progress.set_error(None);
 
-    let mut rels = RelMap::new(ctx.snapshot_lsns.clone(), iso_dates, ctx.schemas.clone());
-    let mut txn: Option<Txn> = None;
-    let mut stopping = *stop.borrow();
+    let mut st = Stream {
+        rels: RelMap::new(ctx.snapshot_lsns.clone(), iso_dates, ctx.schemas.clone()),
+        txn: None,
+        stopping: *stop.borrow(),
+    };
     loop {
-        if stopping && txn.is_none() {
+        if st.stopping && st.txn.is_none() {
             commit(&mut applier, &stream, ctx, true).await?;
             let _ = stream.shutdown().await;
             return Ok(Exit::Stopped);
@@ -201,9 +203,9 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
             biased;
             // Once stopping, stop watching: a dropped sender makes changed() ready forever,
             // and the transaction at hand must still be read to its end.
-            changed = stop.changed(), if !stopping => {
+            changed = stop.changed(), if !st.stopping => {
                 if changed.is_err() || *stop.borrow() {
-                    stopping = true;
+                    st.stopping = true;
                 }
                 continue;
             }
@@ -214,10 +216,10 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
             Err(_idle) => {
                 // Nothing waiting: commit what is complete, so lag stays low when writes are
                 // sparse, then answer requests.
-                if txn.is_none() {
+                if st.txn.is_none() {
                     commit(&mut applier, &stream, ctx, true).await?;
                     if ctx.progress.stop_requested.load(Ordering::SeqCst) {
-                        stopping = true;
+                        st.stopping = true;
                     }
                 }
                 continue;
@@ -233,33 +235,33 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                     b.final_lsn,
                     b.final_lsn.0 > ctx.serial_until.load(Ordering::SeqCst),
                 );
-                txn = Some(Txn {
+                st.txn = Some(Txn {
                     commit_lsn: b.final_lsn,
                     done_before: progress_lsn.is_some_and(|p| b.final_lsn < p),
                     markers: Markers::default(),
                 });
             }
             LogicalMessage::Relation(r) => {
-                if let Some(known) = rels.get(r.id) {
+                if let Some(known) = st.rels.get(r.id) {
                     applier.relation_changed(known)?;
                 }
                 // Changes queued under the old description go out under it.
                 applier.flush().await?;
-                rels.learn(r, applier.client(), &source_client).await?;
+                st.rels.learn(r, applier.client(), &source_client).await?;
             }
             LogicalMessage::Insert(i) => {
-                if let Some(rel) = applies(&rels, &txn, i.relation_id, Change::Insert)? {
+                if let Some(rel) = applies(&st.rels, &st.txn, i.relation_id, Change::Insert)? {
                     applier.set_stream_backlogged(stream.backlog() >= BACKLOGGED);
                     applier.insert(&rel, &i.new).await?;
                 }
             }
             LogicalMessage::Update(u) => {
-                if let Some(rel) = applies(&rels, &txn, u.relation_id, Change::Update)? {
+                if let Some(rel) = applies(&st.rels, &st.txn, u.relation_id, Change::Update)? {
                     applier.update(&rel, u.old.as_ref(), &u.new).await?;
                 }
             }
             LogicalMessage::Delete(d) => {
-                if let Some(rel) = applies(&rels, &txn, d.relation_id, Change::Delete)? {
+                if let Some(rel) = applies(&st.rels, &st.txn, d.relation_id, Change::Delete)? {
                     applier.delete(&rel, &d.old).await?;
                 }
             }
@@ -267,8 +269,8 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 let mut list: Vec<Arc<crate::relmap::TargetRel>> = Vec::new();
                 let mut chunks = Vec::new();
                 for id in &t.relation_ids {
-                    if let Some(rel) = applies(&rels, &txn, *id, Change::Truncate)? {
-                        if rels.is_chunk(*id) {
+                    if let Some(rel) = applies(&st.rels, &st.txn, *id, Change::Truncate)? {
+                        if st.rels.is_chunk(*id) {
                             chunks.push(rel);
                         } else {
                             list.push(rel);
@@ -296,7 +298,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                     .await?;
             }
             LogicalMessage::Commit(c) => {
-                let done_before = txn.take().is_some_and(|t| t.done_before);
+                let done_before = st.txn.take().is_some_and(|t| t.done_before);
                 if !done_before {
                     applier.end_source_txn(c.end_lsn, c.commit_time);
                 }
@@ -304,20 +306,23 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 // and the group commits at the first transaction end after they are done,
                 // or at twice its limits, whichever comes first.
                 let over = |n| ctx.limits.reached(&applier.group, n);
-                if stopping || (over(1) && !applier.busy()) || over(2) {
-                    commit(&mut applier, &stream, ctx, stopping).await?;
+                if st.stopping || (over(1) && !applier.busy()) || over(2) {
+                    commit(&mut applier, &stream, ctx, st.stopping).await?;
                 }
             }
-            LogicalMessage::Message(m) if !m.transactional && txn.is_none() => {
+            LogicalMessage::Message(m) if !m.transactional && st.txn.is_none() => {
                 // Everything before a message outside any transaction has been delivered:
                 // once the group commits, the position may move up to it. (Heartbeats come
                 // five times a second; one that finds the target busy waits for the group's
                 // next commit rather than forcing one.)
                 applier.mark(m.lsn);
                 let requested = m.prefix == state::names::HOLD_MESSAGE;
-                if requested || stopping || !applier.busy() || ctx.limits.reached(&applier.group, 2)
+                if requested
+                    || st.stopping
+                    || !applier.busy()
+                    || ctx.limits.reached(&applier.group, 2)
                 {
-                    commit(&mut applier, &stream, ctx, requested || stopping).await?;
+                    commit(&mut applier, &stream, ctx, requested || st.stopping).await?;
                 }
                 // A requester's own message: read its request now rather than at the status
                 // task's next poll, so a cutover's hold takes milliseconds.
@@ -329,13 +334,13 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
             }
             LogicalMessage::Origin(o) => {
                 if ctx.skip_origin.as_deref() == Some(o.name.as_str()) {
-                    if let Some(t) = txn.as_mut() {
+                    if let Some(t) = st.txn.as_mut() {
                         t.done_before = true;
                     }
                 }
             }
             LogicalMessage::Message(m) if m.transactional => {
-                if let Some(t) = txn.as_mut() {
+                if let Some(t) = st.txn.as_mut() {
                     t.markers.message(true, &m.prefix);
                 }
             }
@@ -343,6 +348,17 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
         }
         report(&mut applier, &stream, ctx).await?;
     }
+}
+
+/// What the session loop keeps between messages.
+struct Stream {
+    /// The source's relations as described in this session, mapped to the target's.
+    rels: RelMap,
+    /// The source transaction at hand.
+    txn: Option<Txn>,
+    /// A stop was asked for: the transaction at hand is read to its end, then the group
+    /// commits and the session ends.
+    stopping: bool,
 }
 
 async fn backend_pid(client: &tokio_postgres::Client) -> Result<i32, Error> {
