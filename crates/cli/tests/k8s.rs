@@ -1,9 +1,11 @@
 //! The Kubernetes files under scripts/deploy/k8s against bluegreen itself: the ConfigMap's
 //! TOML goes through bluegreen's own config parser (every table, whichever command runs, and
 //! the connection strings and [[pooler]] specs the commands parse before connecting), and the
-//! copy Job's arguments are ones bluegreen takes. Schema validation of the manifests is
-//! scripts/deploy/check-k8s.sh (run by scripts/test.sh). No server needed: the hosts in the
-//! file do not resolve here, so every command must get as far as connecting and fail there.
+//! copy Job's arguments are ones bluegreen takes (no server needed: the hosts in the file do
+//! not resolve here, so every command must get as far as connecting and fail there); the
+//! PgBouncer pod's pgbouncer.ini runs on the real PgBouncer and takes a flip of the file the
+//! bluegreen config names. Schema validation of the manifests is scripts/deploy/check-k8s.sh
+//! (run by scripts/test.sh).
 
 mod common;
 
@@ -173,4 +175,176 @@ fn job_and_deployment_args_are_ones_bluegreen_takes() {
 
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// A PgBouncer started from pgbouncer.yaml's own pgbouncer.ini and databases seed (paths moved
+/// into a temporary directory, listening on 127.0.0.1), stopped when dropped.
+struct Pooler {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Drop for Pooler {
+    fn drop(&mut self) {
+        // Its own process group: runuser and the PgBouncer under it go together.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Pooler {
+    fn admin(&self, command: &str) -> Result<String, String> {
+        let out = std::process::Command::new(testkit::pg_bin("psql"))
+            .args(["-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(["-U", "bgadmin", "-d", "pgbouncer", "-c", command])
+            .env("PGPASSWORD", "bgadmin-pw")
+            .env("PGSSLMODE", "disable")
+            .env("PGCONNECT_TIMEOUT", "5")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_pooler(ini: &str, seed: &str) -> Pooler {
+    use std::os::unix::process::CommandExt;
+    let bin = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("pgbouncer is not installed (scripts/setup.sh installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["conf", "db", "users", "tls"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    let port = free_port();
+    let ini = ini
+        .replace("/etc/pgbouncer/", &format!("{}/", d.display()))
+        .replace("listen_addr = 0.0.0.0", "listen_addr = 127.0.0.1")
+        .replace("listen_port = 6432", &format!("listen_port = {port}"));
+    std::fs::write(d.join("conf/pgbouncer.ini"), ini).unwrap();
+    std::fs::write(d.join("db/databases.ini"), seed).unwrap();
+    std::fs::write(d.join("users/userlist.txt"), "\"bgadmin\" \"bgadmin-pw\"\n").unwrap();
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=bluegreen k8s test CA", "-keyout"])
+        .arg(d.join("tls/ca.key"))
+        .arg("-out")
+        .arg(d.join("tls/ca.crt"))
+        .output()
+        .expect("run openssl");
+    assert!(made.status.success(), "{made:?}");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.trim_ascii() == b"0")
+        .unwrap_or(false);
+    let mut cmd = if root {
+        // PgBouncer refuses to run as root, as in the pod it runs as a plain user.
+        let chown = std::process::Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(d)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--", bin]);
+        c
+    } else {
+        std::process::Command::new(bin)
+    };
+    let log = std::fs::File::create(d.join("pgbouncer.log")).unwrap();
+    let child = cmd
+        .arg(d.join("conf/pgbouncer.ini"))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("start pgbouncer");
+    let pooler = Pooler { child, dir, port };
+    let start = std::time::Instant::now();
+    while pooler.admin("SHOW VERSION").is_err() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "pgbouncer did not come up:\n{}",
+            pooler.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    pooler
+}
+
+/// The row of `db` in SHOW DATABASES, as its host.
+fn pooled_host(pooler: &Pooler, db: &str) -> String {
+    let rows = pooler.admin("SHOW DATABASES").unwrap();
+    let row = rows
+        .lines()
+        .find(|l| l.starts_with(&format!("{db}|")))
+        .unwrap_or_else(|| panic!("{db} not in SHOW DATABASES:\n{rows}"));
+    row.split('|').nth(1).unwrap_or_default().to_string()
+}
+
+#[test]
+fn pgbouncer_config_runs_and_takes_the_flip_the_bluegreen_config_asks_for() {
+    let yaml = std::fs::read_to_string(k8s_dir().join("pgbouncer.yaml")).unwrap();
+    let ini = block_scalar(&yaml, "pgbouncer.ini");
+    let seed = block_scalar(&yaml, "databases.ini");
+    let cm = std::fs::read_to_string(k8s_dir().join("configmap.yaml")).unwrap();
+    let config: toml::Table = block_scalar(&cm, "bluegreen.toml").parse().unwrap();
+
+    // bluegreen's [[pooler]] names what this PgBouncer has: the included file, the admin
+    // console on the loopback at its port, the pooled database, and blue as the seed's host.
+    let pooler = &config["pooler"].as_array().unwrap()[0];
+    let text = |k: &str| pooler[k].as_str().unwrap().to_string();
+    assert!(
+        ini.contains(&format!("%include {}\n", text("file"))),
+        "{ini}"
+    );
+    assert!(text("admin").contains("host=127.0.0.1 port=6432 user=bgadmin dbname=pgbouncer"));
+    assert!(ini.contains("listen_port = 6432\n") && ini.contains("admin_users = bgadmin\n"));
+    let db = text("db");
+    let blue = cutover::pooler::parse_endpoint(&text("blue")).unwrap();
+    let green = cutover::pooler::parse_endpoint(&text("green")).unwrap();
+    assert_eq!(
+        cutover::dbfile::current(&seed, &db).map(|e| e.host),
+        Some(blue.host)
+    );
+
+    // PgBouncer 1.18 takes the file as shipped (no unix socket, log and pid file, SCRAM, TLS
+    // to the servers) and the admin console answers bgadmin.
+    let p = start_pooler(&ini, &seed);
+    assert_eq!(pooled_host(&p, &db), "blue-pg.factory.internal");
+
+    // The flip as cutover does it: the included file rewritten in place, RELOAD.
+    let file = p.dir.path().join("db/databases.ini");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let to = cutover::dbfile::Endpoint {
+        dbname: db.clone(),
+        ..green
+    };
+    let new = cutover::dbfile::rewrite(&text, &db, &to).unwrap();
+    cutover::dbfile::write_atomically(&file, &new).unwrap();
+    p.admin("RELOAD").unwrap();
+    assert_eq!(pooled_host(&p, &db), to.host, "{}", p.log());
 }
