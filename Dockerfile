@@ -1,7 +1,6 @@
-# syntax=docker/dockerfile:1
 # bluegreen's image, and the PgBouncer image its manifests run (scripts/deploy/k8s/).
 #   docker build -t bluegreen:0.1.0 .                                   # bluegreen (last stage)
-#   docker build --build-arg PG_MAJOR=16 -t bluegreen:0.1.0-pg16 .     # source on PostgreSQL 16
+#   docker build --build-arg PG_MAJOR=16 -t bluegreen:0.1.0-pg16 .    # source on PostgreSQL 16
 #   docker build --target pgbouncer -t pgbouncer:1.18 .                # PgBouncer 1.18
 # Nothing secret goes in: credentials arrive at run time from a Kubernetes Secret (pgpass).
 
@@ -12,9 +11,8 @@ ARG DEBIAN=bookworm
 FROM rust:${RUST_VERSION}-${DEBIAN} AS builder
 WORKDIR /src
 COPY . .
-RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p bluegreen \
+# Plain RUN (no BuildKit cache mounts), so ACR Tasks and the classic builder build it too.
+RUN cargo build --release --locked -p bluegreen \
     && install -m 0755 target/release/bluegreen /usr/local/bin/bluegreen
 
 # --- common base: Debian slim (glibc, /bin/sh for the init containers) and one non-root user,
