@@ -168,8 +168,14 @@ fn job_and_deployment_args_are_ones_bluegreen_takes() {
         return;
     }
     let deployment = std::fs::read_to_string(k8s_dir().join("sync-deployment.yaml")).unwrap();
-    let args = with_file(container_args(&deployment));
+    let mut args = with_file(container_args(&deployment));
     assert!(args.contains(&"sync".to_string()), "{args:?}");
+    // The pod's port, free in a pod, may not be here.
+    let at = args
+        .iter()
+        .position(|a| a == "0.0.0.0:9187")
+        .expect("{args:?}");
+    args[at] = format!("127.0.0.1:{}", free_port());
     assert_connecting(Path::new(&args[1]), &refs(&args[2..]));
 }
 
