@@ -1,0 +1,20 @@
+//! The report of a `bluegreen run` or rehearsal (`run --dry-run`): each stage's times, copy
+//! figures per table, apply rate and lag sampled over time, verify's verdicts, cutover's
+//! steps and client pause, findings, and the window predicted for production.
+//!
+//! [`Report`] is the stable JSON (`format: 1`), [`estimate`] predicts the window from a
+//! rehearsal's measured rates and production's sizes, [`html::render`] draws one
+//! self-contained HTML file, and [`write_dir`] / [`read_dir`] store both in a directory.
+
+mod error;
+mod estimate;
+pub mod html;
+mod model;
+mod store;
+mod text;
+
+pub use error::Error;
+pub use estimate::{estimate, Measured, Production, TableSize};
+pub use model::*;
+pub use store::{read_dir, read_json, write_dir, Written, HTML_FILE, JSON_FILE};
+pub use text::{duration, size, summary, utc};
