@@ -16,6 +16,8 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("target: {0}")]
+    State(#[from] state::Error),
     #[error("{origin} is report format {found}; this bluegreen reads format {known}")]
     Format {
         origin: String,
@@ -35,6 +37,9 @@ impl Error {
                 "give the report.json a bluegreen run wrote, or read the run's report from the target's state schema with --target"
             }
             Error::Format { .. } => "use the bluegreen version that wrote the report, or a newer one",
+            Error::State(e) => e
+                .hint()
+                .unwrap_or("check that the target is reachable and holds the run's state schema"),
         }
     }
 }

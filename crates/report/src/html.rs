@@ -533,10 +533,12 @@ fn tick_label(t: f64) -> String {
     }
 }
 
-fn x_axis(svg: &mut String, span: f64, x: &dyn Fn(f64) -> f64, top: f64, bottom: f64) {
-    let step = time_step(span, 8.0);
-    let mut t = 0.0;
-    while t <= span + 1e-9 {
+/// Gridlines and labels at round run times between `from` and `to` (seconds since the run
+/// started), `x` placing a run time.
+fn x_axis(svg: &mut String, from: f64, to: f64, x: &dyn Fn(f64) -> f64, top: f64, bottom: f64) {
+    let step = time_step((to - from).max(1.0), 8.0);
+    let mut t = (from / step).ceil() * step;
+    while t <= to + 1e-9 {
         let px = x(t);
         let _ = write!(
             svg,
@@ -568,17 +570,23 @@ fn timeline(r: &Report) -> String {
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {W} {height}\" width=\"{W}\" height=\"{height}\" role=\"img\" aria-label=\"stage timeline\">"
     );
-    x_axis(&mut svg, span, &x, top, bottom);
+    x_axis(&mut svg, 0.0, span, &x, top, bottom);
     for (i, s) in r.stages.iter().enumerate() {
         let y = top + row * i as f64;
         let start = s.started_at - r.started_at;
         let stop = s.ended_at.unwrap_or(end) - r.started_at;
         let (x0, x1) = (x(start), x(stop));
+        // The duration after the bar, or before it where the bar ends at the right edge.
+        let (label_x, anchor) = if x1 + 70.0 <= W - RIGHT {
+            (x1 + 5.0, "start")
+        } else {
+            (x0 - 5.0, "end")
+        };
         let _ = write!(
             svg,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\
              <rect x=\"{x0:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"3\" fill=\"{}\"><title>{}: {}</title></rect>\
-             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+             <text x=\"{label_x:.1}\" y=\"{:.1}\" text-anchor=\"{anchor}\">{}</text>",
             LEFT - 8.0,
             y + row / 2.0 + 4.0,
             esc(s.name.as_str()),
@@ -588,7 +596,6 @@ fn timeline(r: &Report) -> String {
             stage_color(s),
             esc(s.name.as_str()),
             s.seconds.map(duration).unwrap_or_else(|| "running".into()),
-            (x1 + 5.0).min(W - RIGHT - 60.0),
             y + row / 2.0 + 4.0,
             s.seconds.map(duration).unwrap_or_else(|| "running".into()),
         );
@@ -616,12 +623,11 @@ fn line_chart(
     color: &str,
 ) -> String {
     let (h, top, bottom) = (190.0, 22.0, 160.0);
-    let t_min = points
-        .iter()
-        .map(|p| p.0)
-        .fold(f64::INFINITY, f64::min)
-        .min(0.0);
-    let t_max = points.iter().map(|p| p.0).fold(0.0, f64::max);
+    // The sampled span only: sync runs for part of the run.
+    let t_min = points.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let t_max = points.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+    let t_min = if t_min.is_finite() { t_min } else { 0.0 };
+    let t_max = if t_max.is_finite() { t_max } else { t_min };
     let span = (t_max - t_min).max(1.0);
     let v_max = points
         .iter()
@@ -651,7 +657,10 @@ fn line_chart(
         );
         v += step;
     }
-    x_axis(&mut svg, span, &|t| x(t + t_min), bottom, bottom);
+    x_axis(&mut svg, t_min, t_max, &x, bottom, bottom);
+    // Stage starts as dashed lines; a name too close to the one before is left off (its
+    // line stays; the timeline above names every stage).
+    let mut free_from = f64::NEG_INFINITY;
     for (t, name) in marks {
         if *t < t_min || *t > t_max {
             continue;
@@ -659,12 +668,18 @@ fn line_chart(
         let px = x(*t);
         let _ = write!(
             svg,
-            "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{bottom}\" stroke=\"#9ca3af\" stroke-dasharray=\"3 3\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#6b7280\">{}</text>",
-            px + 3.0,
-            top + 10.0,
-            esc(name)
+            "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{bottom}\" stroke=\"#9ca3af\" stroke-dasharray=\"3 3\"/>"
         );
+        if px >= free_from {
+            let _ = write!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#6b7280\">{}</text>",
+                px + 3.0,
+                top + 10.0,
+                esc(name)
+            );
+            free_from = px + 7.0 * name.len() as f64 + 8.0;
+        }
     }
     // Runs of consecutive values: a missing value breaks the line.
     let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new()];

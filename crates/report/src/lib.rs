@@ -16,5 +16,7 @@ mod text;
 pub use error::Error;
 pub use estimate::{estimate, Measured, Production, TableSize};
 pub use model::*;
-pub use store::{read_dir, read_json, write_dir, Written, HTML_FILE, JSON_FILE};
+pub use store::{
+    default_dir, load, read_dir, read_json, save, write_dir, Written, HTML_FILE, JSON_FILE,
+};
 pub use text::{duration, size, summary, utc};

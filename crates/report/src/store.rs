@@ -45,6 +45,33 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     std::fs::rename(&tmp, path).map_err(io("write"))
 }
 
+/// Keeps the report in the target's state schema (replacing the run's previous one of
+/// the same kind) and writes both files into `dir`: what `run` calls whenever a stage ends.
+/// `c` is a connection to the target with the state schema migrated.
+pub async fn save(
+    c: &impl state::GenericClient,
+    report: &Report,
+    dir: &Path,
+) -> Result<Written, Error> {
+    state::reports::put(c, &report.run, report.kind.as_str(), &report.to_json()).await?;
+    write_dir(report, dir)
+}
+
+/// The run's newest report from the target's state schema (None: there is none).
+pub async fn load(c: &impl state::GenericClient, run: &str) -> Result<Option<Report>, Error> {
+    match state::reports::get(c, run).await? {
+        Some(json) => {
+            Report::from_json(json, &format!("the target's report of run {run}")).map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
+/// `./bluegreen-report-<run>`, where a run writes its report unless told otherwise.
+pub fn default_dir(run: &str) -> PathBuf {
+    PathBuf::from(format!("bluegreen-report-{run}"))
+}
+
 /// Reads `dir/report.json`.
 pub fn read_dir(dir: &Path) -> Result<Report, Error> {
     read_json(&dir.join(JSON_FILE))

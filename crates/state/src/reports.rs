@@ -22,8 +22,17 @@ pub async fn put(
     .map_err(q("store report"))
 }
 
-/// The run's most recently written report (of any kind).
+/// The run's most recently written report (of any kind). None also where the state
+/// schema is missing or older than its reports table.
 pub async fn get(c: &impl GenericClient, run: &str) -> Result<Option<serde_json::Value>, Error> {
+    let present: bool = c
+        .query_one("SELECT to_regclass('bluegreen.reports') IS NOT NULL", &[])
+        .await
+        .map_err(q("look up the reports table"))?
+        .get(0);
+    if !present {
+        return Ok(None);
+    }
     c.query_opt(
         "SELECT report FROM bluegreen.reports WHERE run = $1 ORDER BY written_at DESC LIMIT 1",
         &[&run],
