@@ -16,6 +16,12 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{side}: cannot read the WAL position: {source}")]
+    WalPosition {
+        side: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("target: {0}")]
     State(#[from] state::Error),
     #[error("{origin} is report format {found}; this bluegreen reads format {known}")]
@@ -37,6 +43,9 @@ impl Error {
                 "give the report.json a bluegreen run wrote, or read the run's report from the target's state schema with --target"
             }
             Error::Format { .. } => "use the bluegreen version that wrote the report, or a newer one",
+            Error::WalPosition { .. } => {
+                "check that the server is reachable and the role may call pg_current_wal_lsn() (any role may)"
+            }
             Error::State(e) => e
                 .hint()
                 .unwrap_or("check that the target is reachable and holds the run's state schema"),

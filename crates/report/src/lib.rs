@@ -6,12 +6,14 @@
 //! rehearsal's measured rates and production's sizes, [`html::render`] draws one
 //! self-contained HTML file, and [`write_dir`] / [`read_dir`] store both in a directory.
 
+mod convert;
 mod error;
 mod estimate;
 pub mod html;
 mod model;
 mod store;
 mod text;
+mod wal;
 
 pub use error::Error;
 pub use estimate::{estimate, Measured, Production, TableSize};
@@ -20,3 +22,4 @@ pub use store::{
     default_dir, load, read_dir, read_json, save, write_dir, Written, HTML_FILE, JSON_FILE,
 };
 pub use text::{duration, size, summary, utc};
+pub use wal::wal_rate;
