@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::model::{CatchUp, Report, Sample, Severity, Stage, StageOutcome, Verdict};
-use crate::text::{catch_up, duration, qualified, rate, size, utc};
+use crate::text::{catch_up, count, duration, qualified, rate, size, utc};
 
 /// The whole page.
 pub fn render(r: &Report) -> String {
@@ -458,22 +458,6 @@ fn findings(h: &mut String, r: &Report) {
         );
     }
     h.push_str("</ul></section>\n");
-}
-
-/// `1,234,567`.
-fn count(n: i64) -> String {
-    let digits = n.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if n < 0 {
-        out.insert(0, '-');
-    }
-    out
 }
 
 // ---- SVG ----

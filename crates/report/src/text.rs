@@ -44,6 +44,22 @@ pub fn rate(bytes_per_second: f64) -> String {
     format!("{}/s", size(bytes_per_second))
 }
 
+/// `1,234,567`.
+pub(crate) fn count(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
 /// `schema.name` for reading (not SQL: names are shown as they are).
 pub fn qualified(schema: &str, name: &str) -> String {
     format!("{schema}.{name}")
@@ -97,8 +113,9 @@ pub fn summary(r: &Report) -> String {
         let bytes: i64 = r.tables.iter().map(|t| t.bytes).sum();
         let rows: i64 = r.tables.iter().map(|t| t.rows).sum();
         out.push_str(&format!(
-            "  copied {} tables, {rows} rows, {}\n",
+            "  copied {} tables, {} rows, {}\n",
             r.tables.len(),
+            count(rows),
             size(bytes as f64)
         ));
     }
@@ -145,7 +162,11 @@ pub fn summary(r: &Report) -> String {
         out.push_str(&format!("    catch-up  {}\n", catch_up(&e.catch_up)));
         out.push_str(&format!("    verify    {}\n", or_dash(e.verify_seconds)));
         out.push_str(&format!("    pause     {}\n", or_dash(e.pause_seconds)));
-        out.push_str(&format!("    window    {}\n", or_dash(e.window_seconds)));
+        let window = match (&e.catch_up, e.window_seconds) {
+            (CatchUp::Never { .. }, _) => "no end: sync never catches up".into(),
+            (_, w) => or_dash(w),
+        };
+        out.push_str(&format!("    window    {window}\n"));
     }
     out
 }
@@ -173,5 +194,34 @@ mod tests {
         assert_eq!(size(1536.0 * 1024.0), "1.5 MB");
         assert_eq!(utc(0.0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(1_796_417_627.9), "2026-12-04 20:53:47 UTC");
+    }
+
+    #[test]
+    fn the_summary_says_when_there_is_no_window() {
+        let mut r = Report::new("main", crate::RunKind::DryRun, "a", "b", 0.0);
+        let m = crate::Measured {
+            tables: vec![crate::TableCopy::new("s", "t", 1, 1 << 30, None, 10.0)],
+            copy_wall_seconds: Some(10.0),
+            apply_bytes_per_second: Some(1e6),
+            apply_saturated: true,
+            ..Default::default()
+        };
+        let p = crate::Production {
+            description: "prod".into(),
+            tables: vec![crate::TableSize {
+                schema: "s".into(),
+                name: "t".into(),
+                bytes: 1 << 30,
+                rows: None,
+            }],
+            wal_bytes_per_second: Some(2e6),
+        };
+        r.estimate = Some(crate::estimate(&m, &p));
+        let text = summary(&r);
+        assert!(text.contains("catch-up  never catches up"), "{text}");
+        assert!(
+            text.contains("window    no end: sync never catches up"),
+            "{text}"
+        );
     }
 }
