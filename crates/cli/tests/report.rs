@@ -311,3 +311,14 @@ fn assert_self_contained(html: &str) {
     assert!(!lower.contains("@import") && !lower.contains("url("));
     assert!(html.matches("<svg").count() >= 4);
 }
+
+#[test]
+fn a_run_name_is_never_a_path() {
+    let o = bluegreen(&["report", "--run", "../../x"]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("run name \"../../x\" is not valid"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -7,6 +7,8 @@ use crate::trouble::Trouble;
 use crate::Outcome;
 
 pub async fn run(args: ReportArgs, settings: &Settings) -> Result<Outcome, Trouble> {
+    // The run name makes the default directory's name: no paths through it.
+    copy::names::validate_run(&args.run).map_err(Trouble::copy)?;
     let dir = args
         .report_dir
         .clone()
