@@ -78,7 +78,18 @@ const TABLE_MIN_BYTES: i64 = 1 << 20;
 impl Measured {
     /// Reads the rates off a rehearsal's report.
     pub fn from_report(r: &Report) -> Measured {
-        let (apply_bytes, apply_rows, saturated) = apply_rate(&r.samples);
+        // Forward sync only: after cutover samples follow reverse sync, another server's LSNs.
+        let forward_until = r
+            .stage(StageName::Cutover)
+            .map(|s| s.started_at - r.started_at)
+            .unwrap_or(f64::INFINITY);
+        let forward: Vec<crate::Sample> = r
+            .samples
+            .iter()
+            .filter(|s| s.t < forward_until)
+            .cloned()
+            .collect();
+        let (apply_bytes, apply_rows, saturated) = apply_rate(&forward);
         let verify_seconds = r
             .verify
             .as_ref()
@@ -483,6 +494,23 @@ mod tests {
             lag_bytes: Some(lag),
             rows_per_second: Some(rows),
         }
+    }
+
+    #[test]
+    fn samples_after_cutover_do_not_count() {
+        let mut r = Report::new("r", crate::RunKind::Run, "a", "b", 100.0);
+        r.samples = vec![
+            sample(0.0, 0, 100 * MB, 9000.0),
+            sample(1.0, 10 * MB as u64, 90 * MB, 9000.0),
+            // Reverse sync after the cutover: green's far higher LSNs.
+            sample(3.0, 1 << 40, 10 * MB, 100.0),
+            sample(4.0, (1 << 40) + 1, 10 * MB, 100.0),
+        ];
+        let mut c = crate::Stage::start(StageName::Cutover, 102.0);
+        c.end(103.0, crate::StageOutcome::Done, None);
+        r.stages.push(c);
+        let m = Measured::from_report(&r);
+        assert!(close(m.apply_bytes_per_second.unwrap(), 10.0 * MB as f64));
     }
 
     #[test]
