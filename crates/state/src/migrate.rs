@@ -171,7 +171,7 @@ ALTER TABLE bluegreen.chunks ADD CONSTRAINT chunks_kind_check
     CHECK (kind IN ('ctid', 'whole', 'time'));
 "#,
     // The report of a run or rehearsal (`report` crate's JSON), one per run and kind. No
-    // foreign key to runs: a rehearsal removes its run, and its report stays readable.
+    // foreign key to runs: a report outlives its run's row (until the schema goes).
     r#"
 CREATE TABLE bluegreen.reports (
     run        text NOT NULL,
