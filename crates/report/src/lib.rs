@@ -4,7 +4,14 @@
 //!
 //! [`Report`] is the stable JSON (`format: 1`), [`estimate`] predicts the window from a
 //! rehearsal's measured rates and production's sizes, [`html::render`] draws one
-//! self-contained HTML file, and [`write_dir`] / [`read_dir`] store both in a directory.
+//! self-contained HTML file, [`write_dir`] / [`read_dir`] store both in a directory, and
+//! [`save`] / [`load`] also keep the JSON in the target's state schema.
+//!
+//! How `run` uses it: [`Report::new`] at the start; [`Stage::start`] / [`Stage::end`] around
+//! each stage (times from [`now`]); [`TableCopy::from_summary`], [`Sample::from_apply`] once a
+//! second, [`Verify::from_verify`], [`Cutover`], [`Note::from_finding`] as stages finish;
+//! for a rehearsal [`estimate`] from [`Measured::from_report`] and [`Production::from_plan`]
+//! (with [`wal_rate`] of the production source); [`save`] whenever a stage ends.
 
 mod convert;
 mod error;
