@@ -175,6 +175,17 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Peek(PeekArgs),
 
+    /// Render a run's report again: report.html (and report.json) into a directory.
+    ///
+    /// With a target (--target, BLUEGREEN_TARGET or the config file) the report comes from
+    /// the target's state schema, where `bluegreen run` keeps it; without one, from
+    /// DIR/report.json. Writes DIR/report.json and DIR/report.html (one self-contained file:
+    /// stage timeline, lag and apply-rate curves, per-table copy figures, verify verdicts,
+    /// cutover steps and client pause, findings, the window estimate) and prints a summary.
+    /// Exit 0: rendered. Exit 2: trouble (no report of that run, unreadable file, …).
+    #[command(after_help = EXIT_CODES)]
+    Report(ReportArgs),
+
     /// Started by cutover and rollback (not by hand): puts a flip back if its coordinator dies
     /// between PAUSE and RESUME. Reads its orders from stdin.
     #[command(name = "cutover-watchdog", hide = true)]
@@ -440,4 +451,16 @@ pub struct FlipArgs {
     /// after the fence, with or without it.
     #[arg(long, hide = true)]
     pub terminate_other_sessions: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run whose report to render.
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
+    /// Directory for report.json and report.html (default: ./bluegreen-report-<run>);
+    /// without a target, the report is read from DIR/report.json.
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
 }

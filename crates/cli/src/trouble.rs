@@ -41,6 +41,10 @@ impl Trouble {
         Trouble::new(e.to_string(), hint)
     }
 
+    pub fn from_report(e: report::Error) -> Trouble {
+        Trouble::new(e.to_string(), e.hint())
+    }
+
     pub fn state(side: &str, e: state::Error) -> Trouble {
         Trouble::new(
             format!("{side}: {e}"),

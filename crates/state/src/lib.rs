@@ -15,6 +15,7 @@ mod migrate;
 pub mod names;
 pub mod policies;
 mod post_data;
+pub mod reports;
 mod runs;
 pub mod teardown;
 pub mod verify;

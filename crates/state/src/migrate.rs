@@ -170,6 +170,17 @@ ALTER TABLE bluegreen.chunks DROP CONSTRAINT chunks_kind_check;
 ALTER TABLE bluegreen.chunks ADD CONSTRAINT chunks_kind_check
     CHECK (kind IN ('ctid', 'whole', 'time'));
 "#,
+    // The report of a run or rehearsal (`report` crate's JSON), one per run and kind. No
+    // foreign key to runs: a report outlives its run's row (until the schema goes).
+    r#"
+CREATE TABLE bluegreen.reports (
+    run        text NOT NULL,
+    kind       text NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    report     jsonb NOT NULL,
+    PRIMARY KEY (run, kind)
+);
+"#,
 ];
 
 /// Version this build knows.

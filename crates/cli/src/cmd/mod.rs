@@ -5,6 +5,7 @@ mod copy;
 pub mod cutover;
 mod peek;
 mod plan;
+pub mod report;
 mod status;
 mod sync;
 mod verify;
@@ -27,6 +28,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Troubl
         Command::Peek(args) => peek::run(args, &settings).await,
         Command::Sync(args) => sync::run(args, &settings).await,
         Command::Status(args) => status::run(args, &settings).await,
+        Command::Report(args) => report::run(args, &settings).await,
         Command::Verify(args) => {
             let limit = args.link_timeout;
             watched(&settings, limit, verify::run(args, &settings)).await
