@@ -186,6 +186,20 @@ pub enum Command {
     #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
 
+    /// The one-shot migration: plan, copy, sync until caught up, verify, cutover, reverse sync.
+    ///
+    /// Chains the stages in one process: copy (resumed if a copy of the run stopped), sync as
+    /// a task, caught up when its lag is under --max-lag, verify at one LSN with sync held,
+    /// cutover with all its guardrails, then reverse sync, which runs until SIGINT/SIGTERM so
+    /// `bluegreen rollback` from another shell stays possible. --until stops earlier. The
+    /// first blocker or failure stops it (exit 1 or 2, naming the stage), traffic stays on
+    /// blue, and running the same command again continues from the run's recorded phase.
+    /// A report (report.json, report.html) is written after every stage.
+    /// Exit 0: done (or stopped by a signal in reverse sync). Exit 1: blockers or
+    /// differences. Exit 2: trouble.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+
     /// Started by cutover and rollback (not by hand): puts a flip back if its coordinator dies
     /// between PAUSE and RESUME. Reads its orders from stdin.
     #[command(name = "cutover-watchdog", hide = true)]
@@ -463,4 +477,86 @@ pub struct ReportArgs {
     /// without a target, the report is read from DIR/report.json.
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
+}
+
+/// Where `bluegreen run` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Until {
+    /// After the copy.
+    Copied,
+    /// After sync has caught up (sync then stops).
+    Synced,
+    /// After a clean verify (sync then stops).
+    Verified,
+    /// Right after the flip; reverse sync is not started.
+    Cutover,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run to carry out (its slot and publication are bluegreen_<run>).
+    #[arg(long, default_value = "main", value_name = "NAME")]
+    pub run: String,
+
+    /// Stop after this stage instead of going on to reverse sync.
+    #[arg(long, value_enum, value_name = "STAGE")]
+    pub until: Option<Until>,
+
+    /// A PgBouncer to flip, as for cutover (repeatable; or [[pooler]] in the config);
+    /// needed unless --until stops before the cutover.
+    #[arg(long = "pooler", value_name = "SPEC")]
+    pub poolers: Vec<String>,
+
+    /// Conversion profile (TOML): plain tables that become hypertables on green.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+
+    /// Schema to migrate (repeatable); default: every application schema of the source.
+    #[arg(long = "schema", value_name = "NAME")]
+    pub schemas: Vec<String>,
+
+    /// Copy workers (default: number of CPU cores).
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+
+    /// Target size of one copy chunk, in MB of table size (or with a unit: 1GB).
+    #[arg(long, default_value = "64", value_name = "MB", value_parser = units::megabytes)]
+    pub chunk_mb: i64,
+
+    /// Caught up: sync's lag under this (also cutover's guardrail; seconds, or with a unit).
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = units::seconds)]
+    pub max_lag: f64,
+
+    /// Give up when sync has not caught up after this long (seconds, or with a unit: 6h).
+    #[arg(long, default_value = "6h", value_name = "SECONDS", value_parser = units::duration)]
+    pub catch_up_timeout: std::time::Duration,
+
+    /// Cutover refuses when a transaction on blue has been open longer than this.
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::seconds)]
+    pub max_xact_age: f64,
+
+    /// Cutover gives up (and puts everything back) when PAUSE takes longer than this.
+    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = units::seconds)]
+    pub pause_timeout: f64,
+
+    /// Cutover gives up (and puts everything back) when the drain takes longer than this.
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::seconds)]
+    pub drain_timeout: f64,
+
+    /// Target sessions that apply updates and deletes (1 to 8), as for sync.
+    #[arg(long, default_value_t = 2, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=8))]
+    pub apply_sessions: u16,
+
+    /// Directory for report.json and report.html (default: ./bluegreen-report-<run>).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+
+    /// A server that answers nothing this long counts as gone (seconds, or with a unit).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
+    pub link_timeout: std::time::Duration,
+
+    /// After SIGINT/SIGTERM, how long sync may finish the transaction at hand.
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::duration)]
+    pub stop_grace: std::time::Duration,
 }

@@ -32,6 +32,8 @@ struct File {
     rollback: Option<toml::Table>,
     abort: Option<toml::Table>,
     peek: Option<toml::Table>,
+    run: Option<toml::Table>,
+    report: Option<toml::Table>,
 }
 
 impl File {
@@ -47,6 +49,8 @@ impl File {
             ("rollback", &self.rollback),
             ("abort", &self.abort),
             ("peek", &self.peek),
+            ("run", &self.run),
+            ("report", &self.report),
         ]
         .into_iter()
         .filter_map(|(name, t)| t.as_ref().map(|t| (name, t)))
@@ -146,7 +150,7 @@ fn usage(e: clap::Error, command: &clap::Command, argv: &[OsString]) -> Trouble 
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Trouble::new(
             "no command given",
-            "give one: plan, copy, sync, status, verify, cutover, rollback, abort, peek (bluegreen --help)",
+            "give one: plan, copy, sync, status, verify, cutover, rollback, abort, peek, report, run (bluegreen --help)",
         ),
         _ => {
             // The command the words name, for the hint (clap's message may not say it).

@@ -214,23 +214,6 @@ fn workload(
     common::workload(dsn, seconds, 200.0, ledger, seed)
 }
 
-/// No client transaction failed for any reason but the workload's own deliberate domain
-/// violations (23514), and none ended with an unknown outcome.
-fn assert_no_failed_client_transaction(report: &fixtures::workload::WorkloadReport) {
-    let s = &report.summary;
-    let unexpected: Vec<_> = s
-        .failures
-        .iter()
-        .filter(|(k, _)| k.as_str() != "23514")
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "client transactions failed: {unexpected:?}"
-    );
-    assert_eq!(s.unknown, 0, "commits with unknown outcome");
-    assert!(s.committed > 0);
-}
-
 fn wait_caught_up(applied_on: &Cluster, run: &str, source: &Cluster) {
     let want = source.sql(DB, "SELECT pg_current_wal_lsn()");
     let started = Instant::now();
@@ -309,7 +292,7 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     let rev = r.sync(true, "reverse.log");
     r.wait_sync_running("main_reverse");
     let report = writer.join().unwrap();
-    assert_no_failed_client_transaction(&report);
+    common::assert_no_failed_client_transaction(&report);
     // Every committed write (on blue before, on green after the flip) is on green, and
     // reverse sync has carried green's writes to blue.
     common::check_ledger(&r.t, &ledger);
@@ -330,7 +313,7 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     );
     assert_eq!(r.pooled_port(), r.blue.port());
     let report = writer.join().unwrap();
-    assert_no_failed_client_transaction(&report);
+    common::assert_no_failed_client_transaction(&report);
     stop(rev);
     // Every write made on green (and before) is on blue; blue takes writes again.
     common::check_ledger(&r.s, &ledger2);
@@ -503,7 +486,7 @@ fn a_pause_that_cannot_finish_is_undone() {
     holder.wait().unwrap();
     r.assert_on_blue_and_syncing();
     let report = writer.join().unwrap();
-    assert_no_failed_client_transaction(&report);
+    common::assert_no_failed_client_transaction(&report);
     wait_caught_up(&r.green, "main", &r.blue);
     stop(fwd);
     common::check_ledger(&r.t, &ledger);

@@ -77,7 +77,7 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Outcome, Trouble
     }
 }
 
-fn new_bar() -> indicatif::ProgressBar {
+pub(crate) fn new_bar() -> indicatif::ProgressBar {
     let b = indicatif::ProgressBar::new(0);
     b.set_style(
         indicatif::ProgressStyle::with_template(
@@ -91,7 +91,7 @@ fn new_bar() -> indicatif::ProgressBar {
 
 /// Draws the bar on a terminal (heap bytes of finished chunks against all chunks);
 /// otherwise logs a progress line every 10 seconds.
-async fn show_progress(c: Arc<Counters>, bar: Option<indicatif::ProgressBar>) {
+pub(crate) async fn show_progress(c: Arc<Counters>, bar: Option<indicatif::ProgressBar>) {
     let mut last_log = std::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;

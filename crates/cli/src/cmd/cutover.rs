@@ -40,6 +40,27 @@ pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outc
         cutover::cutover(&blue, &green, &opts).await
     }
     .map_err(Trouble::cutover)?;
+    print_report(&report, back);
+    Ok(Outcome::Clean)
+}
+
+/// `--pooler` flags, or the config's `[[pooler]]` tables when none is given.
+pub fn poolers(flags: &[String], settings: &Settings) -> Result<Vec<cutover::PoolerSpec>, Trouble> {
+    let specs = if flags.is_empty() {
+        &settings.poolers
+    } else {
+        flags
+    };
+    specs
+        .iter()
+        .map(|s| s.parse::<cutover::PoolerSpec>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Trouble::cutover)
+}
+
+/// What a flip prints: where clients go, the pause, each step, sessions ended, roles the
+/// fence cannot bind, and what to run next.
+pub fn print_report(report: &cutover::Report, back: bool) {
     let (verb, to) = if back {
         ("rolled back", "blue")
     } else {
@@ -71,19 +92,4 @@ pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outc
     } else {
         println!("next: run bluegreen sync --reverse to carry green's writes to blue, so rollback stays possible");
     }
-    Ok(Outcome::Clean)
-}
-
-/// `--pooler` flags, or the config's `[[pooler]]` tables when none is given.
-pub fn poolers(flags: &[String], settings: &Settings) -> Result<Vec<cutover::PoolerSpec>, Trouble> {
-    let specs = if flags.is_empty() {
-        &settings.poolers
-    } else {
-        flags
-    };
-    specs
-        .iter()
-        .map(|s| s.parse::<cutover::PoolerSpec>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Trouble::cutover)
 }

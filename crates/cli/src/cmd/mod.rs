@@ -1,14 +1,15 @@
 //! One module per command; each returns an [`Outcome`] or [`Trouble`].
 
 mod abort;
-mod copy;
+pub mod copy;
 pub mod cutover;
 mod peek;
 mod plan;
 pub mod report;
+mod run;
 mod status;
-mod sync;
-mod verify;
+pub mod sync;
+pub mod verify;
 
 use crate::args::Command;
 use crate::config::Settings;
@@ -29,6 +30,7 @@ pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Troubl
         Command::Sync(args) => sync::run(args, &settings).await,
         Command::Status(args) => status::run(args, &settings).await,
         Command::Report(args) => report::run(args, &settings).await,
+        Command::Run(args) => run::run(args, &settings).await,
         Command::Verify(args) => {
             let limit = args.link_timeout;
             watched(&settings, limit, verify::run(args, &settings)).await

@@ -41,38 +41,19 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
         std::future::pending::<()>().await;
         drop((stop_tx, force_tx));
     });
-    let ends = if args.reverse {
-        // Green streams back to blue; the state stays on green.
-        sync::Endpoints {
-            source: target.clone(),
-            target: source.clone(),
-            state: target.clone(),
-        }
-    } else {
-        sync::Endpoints::forward(&source, &target)
-    };
-    let opts = SyncOptions {
-        run: if args.reverse {
-            cutover::reverse_run(&args.run)
-        } else {
-            args.run.clone()
+    let (ends, opts) = options(
+        &source,
+        &target,
+        &args.run,
+        args.reverse,
+        Tuning {
+            group_rows: args.group_rows,
+            group_ms: args.group_ms,
+            sessions: usize::from(args.apply_sessions),
+            link_timeout: args.link_timeout,
+            stop_grace: args.stop_grace,
         },
-        limits: GroupLimits {
-            rows: args.group_rows.max(1),
-            age: Duration::from_millis(args.group_ms.max(1)),
-            ..GroupLimits::default()
-        },
-        // Each direction skips what the other wrote: forward sync after a rollback must not
-        // send green's writes (which reverse sync already put on blue) back to green.
-        sessions: usize::from(args.apply_sessions),
-        link_timeout: args.link_timeout,
-        stop_grace: args.stop_grace,
-        skip_origin: Some(if args.reverse {
-            sync::origin_name(&args.run)
-        } else {
-            sync::origin_name(&cutover::reverse_run(&args.run))
-        }),
-    };
+    );
     let report = sync::sync(&ends, &opts, stop_rx, force_rx)
         .await
         .map_err(Trouble::sync)?;
@@ -81,6 +62,81 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
         report.applied_lsn, report.rows, report.seconds, report.reconnects
     );
     Ok(Outcome::Clean)
+}
+
+/// How a sync applies: sync's flags, shared with `run`.
+pub struct Tuning {
+    pub group_rows: u64,
+    pub group_ms: u64,
+    pub sessions: usize,
+    pub link_timeout: Duration,
+    pub stop_grace: Duration,
+}
+
+impl Default for Tuning {
+    /// The flags' defaults.
+    fn default() -> Tuning {
+        Tuning {
+            group_rows: 50_000,
+            group_ms: 500,
+            sessions: 2,
+            link_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Endpoints and options of the run's forward sync, or of its reverse sync after cutover
+/// (green streams back to blue; the state stays on green).
+pub fn options(
+    source: &conn::ConnSpec,
+    target: &conn::ConnSpec,
+    run: &str,
+    reverse: bool,
+    t: Tuning,
+) -> (sync::Endpoints, SyncOptions) {
+    let ends = if reverse {
+        sync::Endpoints {
+            source: target.clone(),
+            target: source.clone(),
+            state: target.clone(),
+        }
+    } else {
+        sync::Endpoints::forward(source, target)
+    };
+    let opts = SyncOptions {
+        run: if reverse {
+            cutover::reverse_run(run)
+        } else {
+            run.to_string()
+        },
+        limits: GroupLimits {
+            rows: t.group_rows.max(1),
+            age: Duration::from_millis(t.group_ms.max(1)),
+            ..GroupLimits::default()
+        },
+        sessions: t.sessions,
+        link_timeout: t.link_timeout,
+        stop_grace: t.stop_grace,
+        // Each direction skips what the other wrote: forward sync after a rollback must not
+        // send green's writes (which reverse sync already put on blue) back to green.
+        skip_origin: Some(if reverse {
+            sync::origin_name(run)
+        } else {
+            sync::origin_name(&cutover::reverse_run(run))
+        }),
+    };
+    (ends, opts)
+}
+
+/// The first SIGINT or SIGTERM.
+pub async fn next_stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    tokio::select! {
+        _ = next_signal(&mut int) => {}
+        _ = next_signal(&mut term) => {}
+    }
 }
 
 /// The next delivery of a signal; never, when it could not be registered.

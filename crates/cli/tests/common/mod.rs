@@ -169,3 +169,20 @@ pub fn check_ledger(dsn: &str, ledger: &std::path::Path) {
         assert!(report.is_ok(), "committed writes missing: {report}");
     });
 }
+
+/// No client transaction failed for any reason but the workload's own deliberate domain
+/// violations (23514), and none ended with an unknown outcome.
+pub fn assert_no_failed_client_transaction(report: &fixtures::workload::WorkloadReport) {
+    let s = &report.summary;
+    let unexpected: Vec<_> = s
+        .failures
+        .iter()
+        .filter(|(k, _)| k.as_str() != "23514")
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "client transactions failed: {unexpected:?}"
+    );
+    assert_eq!(s.unknown, 0, "commits with unknown outcome");
+    assert!(s.committed > 0);
+}

@@ -1,0 +1,295 @@
+//! `bluegreen run` against real PostgreSQL and PgBouncer: the one-shot migration under the
+//! plant workload through the pooler, a rollback from another shell while it keeps reverse
+//! sync, `--until` stopping early, and a run killed mid-way continued by the same command.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
+use testkit::{Cluster, Pgbouncer};
+
+const DB: &str = "factory_telemetry";
+
+struct Rig {
+    blue: Cluster,
+    green: Cluster,
+    _pooler: Pgbouncer,
+    s: String,
+    t: String,
+    pooled: String,
+    pooler_arg: String,
+    dir: tempfile::TempDir,
+}
+
+fn rig() -> Rig {
+    let (blue, green) = fixture_pair_at(0.005);
+    blue.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let pooler = Pgbouncer::builder()
+        .database(DB, "127.0.0.1", blue.port(), DB)
+        .user("postgres", blue.password())
+        .start()
+        .unwrap();
+    let pooled = pooler.url(DB, "postgres", blue.password());
+    let pooler_arg = format!(
+        "admin={},db={DB},file={}",
+        pooler.admin_url(),
+        pooler.databases_file().display()
+    );
+    Rig {
+        s: blue.url(DB),
+        t: green.url(DB),
+        blue,
+        green,
+        _pooler: pooler,
+        pooled,
+        pooler_arg,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Rig {
+    fn report_dir(&self) -> String {
+        self.dir.path().join("report").display().to_string()
+    }
+
+    fn run_args<'a>(&'a self, report_dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "run",
+            "--source",
+            &self.s,
+            "--target",
+            &self.t,
+            "--pooler",
+            &self.pooler_arg,
+            "--report-dir",
+            report_dir,
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    fn pooled_port(&self) -> u16 {
+        let out = Command::new(testkit::pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-c", "SELECT inet_server_port()"])
+            .arg(&self.pooled)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    fn phase(&self) -> String {
+        if self
+            .green
+            .sql(DB, "SELECT to_regclass('bluegreen.runs') IS NULL")
+            == "t"
+        {
+            return "none".into();
+        }
+        self.green.sql(
+            DB,
+            "SELECT coalesce((SELECT phase FROM bluegreen.runs WHERE run = 'main'), 'none')",
+        )
+    }
+
+    fn wait(&self, what: &str, limit: Duration, log: &str, done: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                started.elapsed() < limit,
+                "{what} not reached: {}",
+                std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn interrupt(mut child: Running) -> std::process::ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "run did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The whole migration in one command, under the plant workload through the pooler: it ends
+/// on green with a clean verify, no failed client transaction and every committed write on
+/// green, a report with every stage, and reverse sync running; a rollback from another shell
+/// brings traffic back to blue, and run then ends by itself (its reverse sync was retired).
+#[test]
+fn run_migrates_under_load_and_a_rollback_from_another_shell_works() {
+    let r = rig();
+    let ledger = r.dir.path().join("ledger");
+    let writer = common::workload(r.pooled.clone(), 25, 200.0, ledger.clone(), 7);
+    std::thread::sleep(Duration::from_secs(1));
+    let report_dir = r.report_dir();
+    let run = spawn_bluegreen(
+        &r.run_args(&report_dir, &["--max-lag", "2"]),
+        &r.dir.path().join("run.log"),
+    );
+    r.wait("the cutover", Duration::from_secs(120), "run.log", || {
+        r.phase() == "cut-over"
+    });
+    assert_eq!(r.pooled_port(), r.green.port());
+    r.wait("reverse sync", Duration::from_secs(30), "run.log", || {
+        r.green.sql(
+            DB,
+            "SELECT count(*) FROM bluegreen.apply WHERE run = 'main_reverse'
+                AND heartbeat > clock_timestamp() - interval '5 s'",
+        ) == "1"
+    });
+    common::assert_no_failed_client_transaction(&writer.join().unwrap());
+    // Every write committed through the pooler, before and after the flip, is on green.
+    common::check_ledger(&r.t, &ledger);
+
+    let o = bluegreen(&[
+        "rollback",
+        "--source",
+        &r.s,
+        "--target",
+        &r.t,
+        "--pooler",
+        &r.pooler_arg,
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(r.pooled_port(), r.blue.port());
+    // Rollback retired the reverse stream: run's reverse sync ends, and so does run.
+    let mut run = run;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = run.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break interrupt(run);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let log = std::fs::read_to_string(r.dir.path().join("run.log")).unwrap_or_default();
+    assert!(status.success(), "{status}: {log}");
+    common::check_ledger(&r.s, &ledger);
+
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(r.dir.path().join("report/report.json")).unwrap(),
+    )
+    .unwrap();
+    let stages: Vec<&str> = json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "plan",
+            "copy",
+            "catch-up",
+            "verify",
+            "cutover",
+            "reverse-sync"
+        ],
+        "{json}"
+    );
+    assert!(json["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["outcome"] == "done"));
+    assert_eq!(json["verify"]["equal"], true);
+    assert!(json["cutover"]["pause_seconds"].as_f64().unwrap() > 0.0);
+    assert!(!json["samples"].as_array().unwrap().is_empty());
+    assert!(!json["tables"].as_array().unwrap().is_empty());
+    assert!(r.dir.path().join("report/report.html").exists());
+}
+
+/// --until stops early and the next run goes on from the recorded phase: copied, then
+/// verified (sync stopped, traffic still on blue), then a run killed while catching up is
+/// continued by the same command.
+#[test]
+fn run_until_stops_early_and_the_same_command_goes_on() {
+    let r = rig();
+    let report_dir = r.report_dir();
+    let o = bluegreen(&r.run_args(&report_dir, &["--until", "copied"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(r.phase(), "copied");
+    // Writes after the copy: the next run's sync must carry them.
+    r.blue.sql(
+        DB,
+        "INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('RUN1', 'after copy')",
+    );
+    let o = bluegreen(&r.run_args(&report_dir, &["--until", "verified"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("already copied"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("verify: EQUAL"), "{}", stdout(&o));
+    assert_eq!(r.pooled_port(), r.blue.port());
+    assert_eq!(
+        r.green.sql(
+            DB,
+            "SELECT count(*) FROM factory_telemetry.production_lines WHERE line_code = 'RUN1'"
+        ),
+        "1"
+    );
+    // Sync stopped with the run.
+    assert_eq!(
+        r.green.sql(
+            DB,
+            "SELECT count(*) FROM bluegreen.apply WHERE heartbeat IS NOT NULL"
+        ),
+        "0"
+    );
+
+    // SIGKILL while sync catches up a backlog, then the same command: exact.
+    r.blue.sql(
+        DB,
+        "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real)
+           SELECT (SELECT min(id::text)::uuid FROM factory_telemetry.metric_def), now(), g
+             FROM generate_series(1, 200000) g",
+    );
+    let mut killed = spawn_bluegreen(
+        &r.run_args(&report_dir, &["--until", "verified", "--max-lag", "0.001"]),
+        &r.dir.path().join("killed.log"),
+    );
+    r.wait("sync streaming", Duration::from_secs(60), "killed.log", || {
+        r.green.sql(
+            DB,
+            "SELECT count(*) FROM bluegreen.apply WHERE heartbeat > clock_timestamp() - interval '5 s'",
+        ) == "1"
+    });
+    unsafe { libc::kill(killed.id() as i32, libc::SIGKILL) };
+    killed.wait().unwrap();
+    let o = bluegreen(&r.run_args(&report_dir, &["--until", "verified"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("verify: EQUAL"), "{}", stdout(&o));
+    let q = "SELECT count(*) FROM factory_telemetry.metric_hist";
+    assert_eq!(r.green.sql(DB, q), r.blue.sql(DB, q));
+}
+
+/// A run without poolers that would cut over is refused before anything is touched.
+#[test]
+fn run_without_poolers_is_refused_unless_it_stops_before_cutover() {
+    let o = bluegreen(&["run", "--source", "host=x", "--target", "host=y"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("needs the poolers"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--until verified"), "{}", stderr(&o));
+}
