@@ -552,6 +552,23 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
 
+    /// Rehearse against a staging target: copy, sync, verify, and a cutover of the steps that
+    /// touch no production traffic (with --pooler: staging poolers only, flipped and flipped
+    /// back); blue is never fenced. Afterwards the run's slot and publication on the source
+    /// are removed; the report holds the predicted production window.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// With --dry-run: the production source whose sizes and WAL rate the window estimate
+    /// uses (default: the source).
+    #[arg(long, value_name = "CONN", requires = "dry_run")]
+    pub estimate_for: Option<String>,
+
+    /// With --dry-run: also drop what the rehearsal's copy created on the staging target,
+    /// and the run's state there (the report files stay).
+    #[arg(long, requires = "dry_run")]
+    pub drop_data: bool,
+
     /// A server that answers nothing this long counts as gone (seconds, or with a unit).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
     pub link_timeout: std::time::Duration,

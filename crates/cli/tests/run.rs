@@ -293,3 +293,91 @@ fn run_without_poolers_is_refused_unless_it_stops_before_cutover() {
     assert!(stderr(&o).contains("needs the poolers"), "{}", stderr(&o));
     assert!(stderr(&o).contains("--until verified"), "{}", stderr(&o));
 }
+
+/// The rehearsal: copy, sync under whatever the source is writing, verify, and a cutover of
+/// only what production does not see, with a staging pooler flipped to green and back. The
+/// production pooler is never paused (its clients write throughout, none fails), blue is
+/// never fenced, and nothing of the run is left on the source; the report holds the estimate.
+#[test]
+fn a_dry_run_rehearses_without_touching_production_and_leaves_nothing_on_the_source() {
+    let r = rig();
+    let staging = Pgbouncer::builder()
+        .database(DB, "127.0.0.1", r.blue.port(), DB)
+        .user("postgres", r.blue.password())
+        .start()
+        .unwrap();
+    let staging_arg = format!(
+        "admin={},db={DB},file={}",
+        staging.admin_url(),
+        staging.databases_file().display()
+    );
+    let ledger = r.dir.path().join("ledger");
+    let writer = common::workload(r.pooled.clone(), 20, 200.0, ledger.clone(), 9);
+    let report_dir = r.report_dir();
+    let o = bluegreen(&[
+        "run",
+        "--dry-run",
+        "--source",
+        &r.s,
+        "--target",
+        &r.t,
+        "--pooler",
+        &staging_arg,
+        "--report-dir",
+        &report_dir,
+        "--max-lag",
+        "2",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("rehearsed cutover"), "{}", stdout(&o));
+    common::assert_no_failed_client_transaction(&writer.join().unwrap());
+    // Production's pooler still sends clients to blue; blue was never read-only.
+    assert_eq!(r.pooled_port(), r.blue.port());
+    assert_eq!(
+        r.blue.sql(DB, "SELECT count(*) FROM pg_db_role_setting"),
+        "0"
+    );
+    // The staging pooler was flipped to green and back.
+    let staged = Command::new(testkit::pg_bin("psql"))
+        .args(["-X", "-A", "-t", "-c", "SELECT inet_server_port()"])
+        .arg(staging.url(DB, "postgres", r.blue.password()))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&staged.stdout).trim(),
+        r.blue.port().to_string()
+    );
+    // Nothing of the run on the source.
+    assert_eq!(
+        r.blue.sql(
+            DB,
+            "SELECT (SELECT count(*) FROM pg_replication_slots) || ' ' || (SELECT count(*) FROM pg_publication)
+                 || ' ' || (SELECT count(*) FROM pg_replication_origin)"
+        ),
+        "0 0 0"
+    );
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(r.dir.path().join("report/report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["kind"], "dry-run");
+    assert_eq!(json["cutover"]["rehearsed"], true);
+    assert!(
+        json["cutover"]["pause_seconds"].as_f64().unwrap() > 0.0,
+        "{json}"
+    );
+    assert!(!json["estimate"].is_null(), "{json}");
+    let steps: Vec<&str> = json["cutover"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(!steps.contains(&"fence"), "{steps:?}");
+    assert!(steps.contains(&"flip back"), "{steps:?}");
+    // The staging target keeps the data, with nothing left to stream from.
+    assert_eq!(
+        r.green.sql(DB, "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+}

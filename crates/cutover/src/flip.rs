@@ -241,7 +241,7 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
 
 /// Rewrites pooler `i`'s databases file to the new primary and RELOADs it; returns the file
 /// as it was.
-async fn point_at_new(cx: &Ctx<'_>, i: usize) -> Result<String, Error> {
+pub(crate) async fn point_at_new(cx: &Ctx<'_>, i: usize) -> Result<String, Error> {
     let admin = &cx.admins[i];
     let to = endpoint_for(cx, admin);
     let text = std::fs::read_to_string(&admin.spec.file)
@@ -252,7 +252,7 @@ async fn point_at_new(cx: &Ctx<'_>, i: usize) -> Result<String, Error> {
 }
 
 /// RELOADs pooler `i` and checks that it now points its database at the new primary.
-async fn check_points_at_new(cx: &Ctx<'_>, i: usize) -> Result<(), Error> {
+pub(crate) async fn check_points_at_new(cx: &Ctx<'_>, i: usize) -> Result<(), Error> {
     let admin = &cx.admins[i];
     let to = endpoint_for(cx, admin);
     admin.reload(cx.opts.pause_timeout).await?;

@@ -27,6 +27,7 @@ mod flip;
 mod guardrails;
 pub mod pooler;
 mod recover;
+mod rehearse;
 mod reverse;
 mod step;
 mod undo;
@@ -43,6 +44,7 @@ pub use crate::error::Error;
 use crate::flip::flip;
 pub use crate::pooler::PoolerSpec;
 pub use crate::recover::{before_abort, recover, BeforeAbort, Recovery};
+pub use crate::rehearse::rehearse;
 pub use crate::reverse::remove_reverse;
 pub use crate::step::Step;
 

@@ -30,10 +30,14 @@ pub enum Step {
     /// From here on a dead flip is finished, not undone.
     CommitPoint,
     Resume,
+    /// A rehearsal: the staging pooler's file put back (PAUSE, RELOAD, RESUME).
+    FlipBack,
+    /// A rehearsal: the reverse slot and publication removed again.
+    DisarmRollback,
 }
 
 impl Step {
-    pub const ALL: [Step; 14] = [
+    pub const ALL: [Step; 16] = [
         Step::Guardrails,
         Step::UnfenceGreen,
         Step::ArmRollback,
@@ -48,6 +52,8 @@ impl Step {
         Step::Flip,
         Step::CommitPoint,
         Step::Resume,
+        Step::FlipBack,
+        Step::DisarmRollback,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +72,8 @@ impl Step {
             Step::Flip => "flip",
             Step::CommitPoint => "commit point",
             Step::Resume => "resume",
+            Step::FlipBack => "flip back",
+            Step::DisarmRollback => "disarm rollback",
         }
     }
 

@@ -80,7 +80,7 @@ impl Ctx {
 pub async fn run(args: RunArgs, settings: &Settings) -> Result<Outcome, Trouble> {
     copy::names::validate_run(&args.run).map_err(Trouble::copy)?;
     let poolers = super::cutover::poolers(&args.poolers, settings)?;
-    if poolers.is_empty() && args.until.is_none_or(|u| u >= Until::Cutover) {
+    if poolers.is_empty() && !args.dry_run && args.until.is_none_or(|u| u >= Until::Cutover) {
         return Err(Trouble::new(
             "run needs the poolers to cut over",
             "pass --pooler admin=…,db=…,file=… (or [[pooler]] in the config), or stop earlier with --until verified",
@@ -97,7 +97,11 @@ pub async fn run(args: RunArgs, settings: &Settings) -> Result<Outcome, Trouble>
         .unwrap_or_else(|| report::default_dir(&args.run));
     let report = Report::new(
         &args.run,
-        RunKind::Run,
+        if args.dry_run {
+            RunKind::DryRun
+        } else {
+            RunKind::Run
+        },
         source.redacted(),
         target.redacted(),
         report::now(),
@@ -120,7 +124,12 @@ pub async fn run(args: RunArgs, settings: &Settings) -> Result<Outcome, Trouble>
         dir,
         interrupted,
     };
-    let result = stages(&cx, poolers).await;
+    let mut result = stages(&cx, poolers).await;
+    if cx.args.dry_run {
+        // Whatever happened, a rehearsal leaves nothing on the source.
+        let end = rehearsal_end(&cx).await;
+        result = result.and(end);
+    }
     let snapshot = cx.report.lock().map(|mut r| {
         r.ended_at = Some(report::now());
         r.clone()
@@ -153,6 +162,15 @@ async fn stages(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop>
         _ => None,
     };
     let plan = plan(cx).await?;
+    if phase == Some(Phase::CutOver) && cx.args.dry_run {
+        return Err(Stop::Trouble(Trouble::new(
+            format!(
+                "run {} is cut over: there is nothing to rehearse",
+                cx.args.run
+            ),
+            "rehearse under another --run name against a staging target",
+        )));
+    }
     if phase == Some(Phase::CutOver) {
         println!("run {} is already cut over: clients use green", cx.args.run);
         if until.is_some() {
@@ -176,6 +194,10 @@ async fn stages(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop>
         }
         verify(cx, &plan).await?;
         if until == Some(Until::Verified) {
+            return Ok(false);
+        }
+        if cx.args.dry_run {
+            rehearse(cx, poolers).await?;
             return Ok(false);
         }
         flip(cx, poolers).await?;
@@ -559,6 +581,157 @@ async fn flip(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop> {
             Err(in_stage("cutover", Trouble::cutover(e)))
         }
     }
+}
+
+/// The rehearsed cutover of a dry run (`cutover::rehearse`): nothing production sees.
+async fn rehearse(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop> {
+    cx.begin(StageName::Cutover);
+    let opts = cutover::Options {
+        run: cx.args.run.clone(),
+        poolers,
+        max_lag: Duration::from_secs_f64(cx.args.max_lag.max(0.0)),
+        verify_max_age: Some(Duration::from_secs(3600)),
+        max_xact_age: Duration::from_secs_f64(cx.args.max_xact_age.max(0.0)),
+        pause_timeout: Duration::from_secs_f64(cx.args.pause_timeout.max(0.0)),
+        drain_timeout: Duration::from_secs_f64(cx.args.drain_timeout.max(0.0)),
+    };
+    match cutover::rehearse(&cx.source, &cx.target, &opts).await {
+        Ok(rep) => {
+            println!(
+                "rehearsed cutover: {} steps, staging pause {:.0} ms, drained to {}",
+                rep.steps.len(),
+                rep.paused.as_secs_f64() * 1000.0,
+                rep.drained_at
+            );
+            for (step, s) in &rep.steps {
+                println!("  {step:<26} {:>8.1} ms", s * 1000.0);
+            }
+            if let Ok(mut r) = cx.report.lock() {
+                r.cutover = Some(report::Cutover {
+                    rehearsed: true,
+                    steps: rep
+                        .steps
+                        .iter()
+                        .map(|(step, seconds)| report::CutoverStep {
+                            step: step.clone(),
+                            seconds: *seconds,
+                            paused: matches!(step.as_str(), "flip" | "resume"),
+                            ok: true,
+                        })
+                        .collect(),
+                    pause_seconds: (!rep.paused.is_zero()).then_some(rep.paused.as_secs_f64()),
+                });
+            }
+            cx.end(StageName::Cutover, StageOutcome::Done, None).await;
+            Ok(())
+        }
+        Err(e) => {
+            cx.end(
+                StageName::Cutover,
+                StageOutcome::Failed,
+                Some(e.to_string()),
+            )
+            .await;
+            Err(in_stage("rehearsed cutover", Trouble::cutover(e)))
+        }
+    }
+}
+
+/// The end of a rehearsal: the production window estimated from what was measured, then
+/// the run's slot and publication removed from the source (with --drop-data also what the
+/// copy created on the staging target, and the run's state there).
+async fn rehearsal_end(cx: &Ctx) -> Result<(), Stop> {
+    cx.begin(StageName::Cleanup);
+    if let Err(e) = estimate(cx).await {
+        tracing::warn!(error = %e.cause, "no window estimate");
+        if let Ok(mut r) = cx.report.lock() {
+            r.findings
+                .push(Note::warning(format!("no window estimate: {}", e.cause)));
+        }
+    }
+    // Saved before the state may go with --drop-data.
+    cx.end(StageName::Cleanup, StageOutcome::Running, None)
+        .await;
+    let removed = copy::abort(&cx.args.run, Some(&cx.source), None, false)
+        .await
+        .map_err(|e| in_stage("cleanup", Trouble::copy(e)))?;
+    println!(
+        "cleanup: source slot and publication bluegreen_{}: {}",
+        cx.args.run,
+        if removed.slot || removed.publication {
+            "removed"
+        } else {
+            "none found"
+        }
+    );
+    if cx.args.drop_data {
+        let removed = copy::abort(&cx.args.run, None, Some(&cx.target), true)
+            .await
+            .map_err(|e| in_stage("cleanup", Trouble::copy(e)))?;
+        println!(
+            "cleanup: staging target: run state {}, copied data {}",
+            if removed.state {
+                "removed"
+            } else {
+                "none found"
+            },
+            if matches!(removed.data, copy::DropData::Dropped(_)) {
+                "dropped"
+            } else {
+                "kept (see bluegreen abort --drop-data)"
+            }
+        );
+    } else {
+        println!(
+            "cleanup: the staging target keeps the copied data and the run's state (bluegreen report renders it again; bluegreen abort --target --drop-data removes them)"
+        );
+    }
+    if let Ok(mut r) = cx.report.lock() {
+        if let Some(s) = r.stage_mut(StageName::Cleanup) {
+            s.end(report::now(), StageOutcome::Done, None);
+        }
+        if cx.args.drop_data {
+            // The state schema went with the run: the files are the report.
+            if let Err(e) = report::write_dir(&r, &cx.dir) {
+                tracing::warn!(error = %e, "could not write the report");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The production window from this rehearsal's rates and the production source's sizes and
+/// WAL rate (`--estimate-for`, default the source), into the report.
+async fn estimate(cx: &Ctx) -> Result<(), Trouble> {
+    let prod = match &cx.args.estimate_for {
+        Some(text) => ConnSpec::parse(text).map_err(|e| Trouble::conn("estimate-for", e))?,
+        None => cx.source.clone(),
+    };
+    let (p, t) = tokio::join!(conn::connect(&prod), conn::connect(&cx.target));
+    let p = p.map_err(|e| Trouble::conn("estimate-for", e))?;
+    let t = t.map_err(|e| Trouble::conn("target", e))?;
+    let plan = catalog::build_plan(
+        &p,
+        prod.redacted(),
+        &t,
+        cx.target.redacted(),
+        &PlanOptions {
+            schemas: cx.args.schemas.clone(),
+            profile: None,
+        },
+    )
+    .await
+    .map_err(|e| Trouble::catalog("estimate-for", e))?;
+    let wal = report::wal_rate(&p, "estimate-for", Duration::from_secs(5))
+        .await
+        .map_err(Trouble::from_report)?;
+    if let Ok(mut r) = cx.report.lock() {
+        let production = report::Production::from_plan(&plan, prod.redacted(), Some(wal));
+        let e = report::estimate(&report::Measured::from_report(&r), &production);
+        r.estimate = Some(e);
+        print!("{}", report::summary(&r));
+    }
+    Ok(())
 }
 
 /// Reverse sync until SIGINT/SIGTERM: green's writes reach blue, so rollback loses nothing.

@@ -1,0 +1,138 @@
+//! A rehearsed cutover for `run --dry-run`: every step that touches no production traffic.
+//! The guardrails, rollback armed and disarmed on green, sequences and materialized views
+//! brought to green, the pre-drain rounds and a drain (sync held exactly at blue's position,
+//! then released). Blue is never fenced. With staging poolers (never production's), a real
+//! flip there: PAUSE, their databases files pointed at green, RELOAD, RESUME, measured as
+//! the client pause; then flipped back the same way.
+
+use std::time::{Duration, Instant};
+
+use conn::ConnSpec;
+use futures_util::future::join_all;
+
+use crate::ctx::open;
+use crate::flip::{check_points_at_new, point_at_new};
+use crate::step::{at, Step, StepResult};
+use crate::undo::{Undo, UndoStack};
+use crate::{dbfile, drain, guardrails, reverse, unreplicated, Direction, Error, Options, Report};
+
+/// Rehearses a cutover of `opts.run`; `opts.poolers` must be staging poolers, or none.
+pub async fn rehearse(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Result<Report, Error> {
+    let (mut cx, _) = open(Direction::Cutover, blue, green, opts).await?;
+    cx.enter(Step::Guardrails).map_err(|(_, e)| e)?;
+    guardrails::check(&mut cx).await?;
+    let mut undo = UndoStack::default();
+    let steps = async {
+        cx.leave(Step::Guardrails)?;
+        steps(&mut cx, &mut undo).await
+    }
+    .await;
+    match steps {
+        Ok(report) => Ok(report),
+        Err((step, cause)) => {
+            tracing::warn!(step = step.name(), error = %cause, "rehearsal step failed; putting everything back");
+            undo.unwind(&cx).await;
+            Err(Error::Aborted {
+                step,
+                cause: Box::new(cause),
+            })
+        }
+    }
+}
+
+async fn steps(cx: &mut crate::ctx::Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> {
+    cx.enter(Step::ArmRollback)?;
+    undo.push(Undo::DisarmReverse);
+    at(Step::ArmRollback, reverse::arm(cx).await)?;
+    cx.leave(Step::ArmRollback)?;
+
+    cx.enter(Step::PreSyncSequences)?;
+    at(
+        Step::PreSyncSequences,
+        unreplicated::sync_sequences(cx).await,
+    )?;
+    cx.leave(Step::PreSyncSequences)?;
+
+    cx.enter(Step::RefreshMaterializedViews)?;
+    at(
+        Step::RefreshMaterializedViews,
+        unreplicated::refresh_matviews(cx).await,
+    )?;
+    cx.leave(Step::RefreshMaterializedViews)?;
+
+    cx.enter(Step::PreDrain)?;
+    at(Step::PreDrain, drain::pre_drain(cx, undo).await)?;
+    cx.leave(Step::PreDrain)?;
+
+    // The drain as cutover takes it, without a pause or a fence: held, then released.
+    cx.enter(Step::Drain)?;
+    let drained_at = at(Step::Drain, drain::drain(cx, undo).await)?;
+    at(
+        Step::Drain,
+        state::release(&cx.state, &cx.apply_run)
+            .await
+            .map_err(Error::from),
+    )?;
+    undo.forget(&Undo::ReleaseHold);
+    cx.leave(Step::Drain)?;
+
+    let mut paused = Duration::ZERO;
+    if !cx.admins.is_empty() {
+        let limit = cx.opts.pause_timeout;
+        cx.enter(Step::Pause)?;
+        let paused_at = Instant::now();
+        undo.push(Undo::Resume((0..cx.admins.len()).collect()));
+        for r in join_all(cx.admins.iter().map(|a| a.pause(limit))).await {
+            at(Step::Pause, r)?;
+        }
+        cx.leave(Step::Pause)?;
+        cx.enter(Step::Flip)?;
+        let mut originals = Vec::new();
+        for i in 0..cx.admins.len() {
+            let text = at(Step::Flip, point_at_new(cx, i).await)?;
+            undo.push(Undo::RestoreFile {
+                pooler: i,
+                text: text.clone(),
+            });
+            originals.push(text);
+            at(Step::Flip, check_points_at_new(cx, i).await)?;
+        }
+        cx.leave(Step::Flip)?;
+        cx.enter(Step::Resume)?;
+        for r in join_all(cx.admins.iter().map(|a| a.resume(limit))).await {
+            at(Step::Resume, r)?;
+        }
+        paused = paused_at.elapsed();
+        cx.leave(Step::Resume)?;
+
+        // And back, the same way (the staging clients pause once more).
+        cx.enter(Step::FlipBack)?;
+        for r in join_all(cx.admins.iter().map(|a| a.pause(limit))).await {
+            at(Step::FlipBack, r)?;
+        }
+        for (i, text) in originals.iter().enumerate() {
+            let admin = &cx.admins[i];
+            at(
+                Step::FlipBack,
+                dbfile::write_atomically(&admin.spec.file, text),
+            )?;
+            at(Step::FlipBack, admin.reload(limit).await)?;
+        }
+        for r in join_all(cx.admins.iter().map(|a| a.resume(limit))).await {
+            at(Step::FlipBack, r)?;
+        }
+        cx.leave(Step::FlipBack)?;
+    }
+
+    cx.enter(Step::DisarmRollback)?;
+    at(Step::DisarmRollback, reverse::disarm(cx).await)?;
+    undo.forget(&Undo::DisarmReverse);
+    cx.leave(Step::DisarmRollback)?;
+    Ok(Report {
+        paused,
+        steps: cx.steps.clone(),
+        drained_at,
+        other_sessions: Vec::new(),
+        unbound_roles: Vec::new(),
+    })
+}
