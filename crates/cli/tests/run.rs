@@ -24,7 +24,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let (blue, green) = fixture_pair_at(0.005);
+    rig_at(0.005)
+}
+
+fn rig_at(scale: f64) -> Rig {
+    let (blue, green) = fixture_pair_at(scale);
     blue.sql(
         DB,
         &format!(
@@ -380,4 +384,69 @@ fn a_dry_run_rehearses_without_touching_production_and_leaves_nothing_on_the_sou
         r.green.sql(DB, "SELECT count(*) FROM pg_replication_slots"),
         "0"
     );
+}
+
+/// Ordered contents of every fixture table, read as psql prints them.
+fn contents(pg: &Cluster) -> Vec<String> {
+    fixtures::TABLES
+        .iter()
+        .map(|t| pg.sql(DB, &format!("SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")))
+        .collect()
+}
+
+/// SIGKILL of run while verify holds sync, and while cutover is paused mid-flip (its
+/// watchdog puts traffic back), then the same command: the migration finishes and green
+/// holds exactly blue's rows.
+#[test]
+fn run_killed_in_verify_or_cutover_then_run_again_finishes_exactly() {
+    for stage in ["verify", "cutover"] {
+        // Big enough for verify to take a while.
+        let r = rig_at(if stage == "verify" { 0.05 } else { 0.005 });
+        let report_dir = r.report_dir();
+        let log = format!("{stage}.log");
+        let mut args = r.run_args(&report_dir, &["--until", "cutover"]);
+        args.extend(["--max-lag", "2"]);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
+        cmd.args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(r.dir.path().join(&log)).unwrap());
+        if stage == "cutover" {
+            cmd.env("BLUEGREEN_TEST_STALL_AFTER", "drain")
+                .env("BLUEGREEN_TEST_STALL_MS", "60000");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let marker = if stage == "verify" {
+            "SELECT count(*) FROM bluegreen.verify_runs WHERE run = 'main' AND result = 'running'"
+        } else {
+            "SELECT count(*) FROM bluegreen.flips WHERE run = 'main'"
+        };
+        r.wait("the state schema", Duration::from_secs(60), &log, || {
+            r.green
+                .sql(DB, "SELECT to_regclass('bluegreen.flips') IS NOT NULL")
+                == "t"
+        });
+        let started = Instant::now();
+        while r.green.sql(DB, marker) == "0" {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "{stage} not reached: {}",
+                std::fs::read_to_string(r.dir.path().join(&log)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        child.wait().unwrap();
+        // Writes while nothing runs: the next run's sync carries them.
+        if stage == "verify" {
+            r.blue.sql(
+                DB,
+                "INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('K1', 'between runs')",
+            );
+        }
+        let o = bluegreen(&args);
+        assert_eq!(code(&o), 0, "{stage}: {}{}", stdout(&o), stderr(&o));
+        assert_eq!(r.phase(), "cut-over", "{stage}");
+        assert_eq!(r.pooled_port(), r.green.port(), "{stage}");
+        assert_eq!(contents(&r.green), contents(&r.blue), "{stage}");
+    }
 }

@@ -135,7 +135,14 @@ pub async fn run(args: RunArgs, settings: &Settings) -> Result<Outcome, Trouble>
         r.clone()
     });
     if let Ok(r) = snapshot {
-        match report::save(&cx.state, &r, &cx.dir).await {
+        // With --drop-data the rehearsal's state is gone: the files are the report.
+        let saved = if cx.args.dry_run && cx.args.drop_data {
+            report::write_dir(&r, &cx.dir)
+        } else {
+            report::save(&cx.state, &r, &cx.dir).await
+        };
+        print!("\n{}", report::summary(&r));
+        match saved {
             Ok(w) => println!("report: {}", w.html.display()),
             Err(e) => tracing::warn!(error = %e, "could not save the run's report"),
         }
@@ -690,12 +697,6 @@ async fn rehearsal_end(cx: &Ctx) -> Result<(), Stop> {
         if let Some(s) = r.stage_mut(StageName::Cleanup) {
             s.end(report::now(), StageOutcome::Done, None);
         }
-        if cx.args.drop_data {
-            // The state schema went with the run: the files are the report.
-            if let Err(e) = report::write_dir(&r, &cx.dir) {
-                tracing::warn!(error = %e, "could not write the report");
-            }
-        }
     }
     Ok(())
 }
@@ -729,7 +730,6 @@ async fn estimate(cx: &Ctx) -> Result<(), Trouble> {
         let production = report::Production::from_plan(&plan, prod.redacted(), Some(wal));
         let e = report::estimate(&report::Measured::from_report(&r), &production);
         r.estimate = Some(e);
-        print!("{}", report::summary(&r));
     }
     Ok(())
 }
