@@ -254,6 +254,8 @@ pub struct CopyArgs {
     /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
     pub link_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -317,6 +319,13 @@ pub struct SyncArgs {
     /// without it (a second signal ends at once; seconds, or with a unit).
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::duration)]
     pub stop_grace: std::time::Duration,
+
+    /// `/readyz` (with --metrics-addr) fails when sync lags more than this (seconds, or
+    /// with a unit: 2min).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::seconds)]
+    pub max_lag: f64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -372,6 +381,8 @@ pub struct VerifyArgs {
     /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
     pub link_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -451,6 +462,8 @@ pub struct FlipArgs {
     /// after the fence, with or without it.
     #[arg(long, hide = true)]
     pub terminate_other_sessions: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -463,4 +476,14 @@ pub struct ReportArgs {
     /// without a target, the report is read from DIR/report.json.
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
+}
+
+/// `--metrics-addr`, shared by the long-running commands.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics, with /healthz (alive) and
+    /// /readyz (sync: attached, no error, lag within --max-lag; other commands: alive).
+    /// Binds only this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }
