@@ -77,6 +77,9 @@ fn dashboard_metrics() -> Vec<String> {
     );
     let dash: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    // Grafana 10 writes schema version 38; importing needs panels with queries and places.
+    assert!(dash["schemaVersion"].as_i64().unwrap() >= 36);
+    assert!(dash["uid"].is_string() && dash["title"].is_string());
     let mut names = Vec::new();
     for panel in dash["panels"].as_array().unwrap() {
         for t in panel["targets"].as_array().unwrap() {
@@ -143,6 +146,8 @@ fn sync_metrics_move_and_readyz_follows_lag() {
             "the dashboard queries {name}, which the sync does not export with run=\"main\":\n{m}"
         );
     }
+    // Attached (what BluegreenSyncDown in alerts.yml watches).
+    assert_eq!(value(&m, "bluegreen_sync_attached", &[]), Some(1.0), "{m}");
     // The copy's chunks and tables are there, labelled by table.
     assert!(value(&m, "bluegreen_copy_chunks", &["state=\"done\""]).unwrap() > 0.0);
     assert!(

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub verify_mismatched_chunks: Gauge,
     pub cutover_phase: Gauge,
     pub cutover_pause_seconds: FloatGauge,
+    /// 1 while the run's applier is attached without error (exported by sync only).
+    pub sync_attached: Gauge,
     /// `/readyz`: set by the poller (sync) or at start (every other command).
     ready: AtomicBool,
 }
@@ -75,7 +77,7 @@ pub const OPS: [&str; 3] = ["insert", "update", "delete"];
 pub const CHUNK_STATES: [&str; 2] = ["pending", "done"];
 
 impl Metrics {
-    pub fn new(run: &str) -> Metrics {
+    pub fn new(run: &str, stage: Stage) -> Metrics {
         let mut registry = Registry::with_labels(
             [(
                 std::borrow::Cow::Borrowed("run"),
@@ -97,6 +99,7 @@ impl Metrics {
             verify_mismatched_chunks: Gauge::default(),
             cutover_phase: Gauge::default(),
             cutover_pause_seconds: FloatGauge::default(),
+            sync_attached: Gauge::default(),
             ready: AtomicBool::new(false),
         };
         // Counters get `_total` from the registry.
@@ -161,6 +164,14 @@ impl Metrics {
             "How long clients were paused by the last cutover/rollback",
             m.cutover_pause_seconds.clone(),
         );
+        if stage == Stage::Sync {
+            // Only sync says whether it is attached: from another command, 0 would page.
+            r.register(
+                "bluegreen_sync_attached",
+                "1 while sync is attached to the source and applying without error",
+                m.sync_attached.clone(),
+            );
+        }
         for state in CHUNK_STATES {
             let _ = m.copy_chunks.get_or_create(&StateLabel { state });
         }
@@ -224,7 +235,7 @@ pub async fn start(e: Exporter) -> Result<Arc<Metrics>, Trouble> {
         .await
         .map_err(|_| bind_trouble(&e.addr, "timed out resolving the address"))?
         .map_err(|err| bind_trouble(&e.addr, &err.to_string()))?;
-    let metrics = Arc::new(Metrics::new(&e.run));
+    let metrics = Arc::new(Metrics::new(&e.run, e.stage));
     let metrics = GLOBAL.get_or_init(|| metrics).clone();
     // Every command but sync is ready while it is alive.
     metrics.set_ready(e.stage != Stage::Sync);

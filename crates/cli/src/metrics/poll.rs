@@ -28,6 +28,7 @@ pub async fn run(e: Exporter, m: Arc<Metrics>) {
                 Some(Ok(ready)) => ready,
                 _ => {
                     state = None;
+                    m.sync_attached.set(0);
                     false
                 }
             },
@@ -84,15 +85,19 @@ async fn poll_state(c: &Client, e: &Exporter, m: &Metrics) -> Result<bool, state
     m.verify_mismatched_chunks
         .set(state::verify::latest_mismatched_chunks(c, run).await?);
     let Some(a) = state::ApplyStatus::get(c, run).await? else {
+        m.sync_attached.set(0);
         return Ok(false);
     };
     m.lag_seconds.set(a.lag_seconds.unwrap_or(0.0));
     m.lag_bytes.set(a.lag_bytes.unwrap_or(0));
     m.retained_wal_bytes.set(a.retained_bytes.unwrap_or(0));
-    Ok(a.running()
-        && a.last_error.is_none()
-        && !a.stop_requested
-        && a.lag_seconds.is_some_and(|l| l <= e.max_lag.as_secs_f64()))
+    let attached = a.running() && a.last_error.is_none();
+    m.sync_attached.set(i64::from(attached));
+    Ok(
+        attached
+            && !a.stop_requested
+            && a.lag_seconds.is_some_and(|l| l <= e.max_lag.as_secs_f64()),
+    )
 }
 
 /// Rows inserted, updated and deleted in the application's tables, as the server's
