@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{bluegreen, code, spawn_bluegreen, stderr, stdout, Running};
-use testkit::Cluster;
+use testkit::{Cluster, Pgbouncer};
 
 const DB: &str = "factory_telemetry";
 
@@ -182,6 +182,26 @@ fn sync_metrics_move_and_readyz_follows_lag() {
         || applied("insert") >= ins + 500.0 && applied("update") > upd && applied("delete") > del,
     );
 
+    // An interrupted stream: sync resumes from the origin and counts it.
+    let counter = |name: &str| {
+        get(&addr, "/metrics")
+            .and_then(|(_, m)| value(&m, name, &[]))
+            .unwrap_or(0.0)
+    };
+    assert_eq!(counter("bluegreen_sync_reconnects_total"), 0.0);
+    source.sql(
+        DB,
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots
+          WHERE slot_name = 'bluegreen_main' AND active_pid IS NOT NULL",
+    );
+    wait_for(30, "the reconnect to be counted", || {
+        counter("bluegreen_sync_reconnects_total") >= 1.0
+            && counter("bluegreen_sync_errors_total") >= 1.0
+    });
+    wait_for(60, "/readyz to pass after the reconnect", || {
+        get(&addr, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+
     // Held (as verify holds it) while the source writes: the lag grows past --max-lag and
     // /readyz fails; released, it passes again.
     target.sql(
@@ -298,4 +318,73 @@ fn copy_json_logs_carry_run_stage_and_table() {
         "no line names a table: {}",
         stderr(&o)
     );
+}
+
+/// A cutover with --metrics-addr, stalled after its last step (test hook): the phase says
+/// resume (14) and the pause is there; the flip then finishes.
+#[test]
+fn cutover_exports_its_phase_and_pause() {
+    let (blue, green) = fixture_pair_at(0.002);
+    let pooler = Pgbouncer::builder()
+        .database(DB, "127.0.0.1", blue.port(), DB)
+        .user("postgres", blue.password())
+        .start()
+        .unwrap();
+    let (s, t) = (blue.url(DB), green.url(DB));
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let sync_addr = free_addr();
+    let sync = spawn_bluegreen(
+        &[
+            "sync",
+            "--source",
+            &s,
+            "--target",
+            &t,
+            "--metrics-addr",
+            &sync_addr,
+        ],
+        &dir.path().join("sync.log"),
+    );
+    wait_for(60, "sync to be ready", || {
+        get(&sync_addr, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    let addr = free_addr();
+    let pooler_arg = format!(
+        "admin={},db={DB},file={}",
+        pooler.admin_url(),
+        pooler.databases_file().display()
+    );
+    let mut flip = std::process::Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args([
+            "cutover",
+            "--source",
+            &s,
+            "--target",
+            &t,
+            "--pooler",
+            &pooler_arg,
+        ])
+        .args(["--no-verify-check", "--metrics-addr", &addr])
+        .env("BLUEGREEN_TEST_STALL_AFTER", "resume")
+        .env("BLUEGREEN_TEST_STALL_MS", "5000")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metric = |name: &str| {
+        get(&addr, "/metrics")
+            .and_then(|(_, m)| value(&m, name, &["run=\"main\""]))
+            .unwrap_or(0.0)
+    };
+    wait_for(60, "the cutover phase to reach resume", || {
+        metric("bluegreen_cutover_phase") == 14.0
+    });
+    let paused = metric("bluegreen_cutover_pause_seconds");
+    assert!(paused > 0.0 && paused < 5.0, "pause {paused}");
+    assert_eq!(get(&addr, "/readyz").map(|(c, _)| c), Some(200));
+    let out = flip.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    drop(sync);
 }

@@ -1,5 +1,5 @@
 //! Metrics read off the stages' own log events, so the stage crates need no hook: a
-//! cutover step finished (`cutover step`, with the step's name), and a sync interrupted
+//! cutover step finished (`cutover step`, with the step's name and time), and a sync interrupted
 //! and resuming (the warning that carries `retry_in`).
 
 use tracing::field::{Field, Visit};
@@ -14,10 +14,17 @@ pub struct Layer;
 struct Fields {
     step: Option<String>,
     retry_in: bool,
+    seconds: Option<f64>,
     message: String,
 }
 
 impl Visit for Fields {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == "seconds" {
+            self.seconds = Some(value);
+        }
+    }
+
     fn record_str(&mut self, field: &Field, value: &str) {
         match field.name() {
             "step" => self.step = Some(value.to_string()),
@@ -58,6 +65,16 @@ fn note(m: &Metrics, target: &str, f: &Fields) {
     if target.starts_with("cutover") && f.message == "cutover step" {
         if let Some(n) = f.step.as_deref().and_then(step_number) {
             m.cutover_phase.set(n);
+            // Clients wait from the pause step on: its time and every later step's, until
+            // the final report sets the exact figure.
+            if let (Some(pause), Some(t)) = (step_number(cutover::Step::Pause.name()), f.seconds) {
+                if n == pause {
+                    m.cutover_pause_seconds.set(t);
+                } else if n > pause {
+                    m.cutover_pause_seconds
+                        .set(m.cutover_pause_seconds.get() + t);
+                }
+            }
         }
     }
 }
