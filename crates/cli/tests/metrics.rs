@@ -356,7 +356,7 @@ fn cutover_exports_its_phase_and_pause() {
         pooler.admin_url(),
         pooler.databases_file().display()
     );
-    let mut flip = std::process::Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+    let flip = std::process::Command::new(env!("CARGO_BIN_EXE_bluegreen"))
         .args([
             "cutover",
             "--source",
