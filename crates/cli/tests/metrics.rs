@@ -280,6 +280,28 @@ fn metrics_addr_in_use_is_trouble() {
     ]);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("--metrics-addr"), "{}", stderr(&o));
+    // The same from the config file's tables (every command's table is read and checked).
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bluegreen.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\n[verify]\nmetrics_addr = \"{addr}\"\n\
+             [sync]\nmetrics_addr = \"0.0.0.0:9187\"\nmax_lag = \"2min\"\n\
+             [copy]\nmetrics_addr = \"127.0.0.1:9187\"\n[cutover]\nmetrics_addr = \"[::1]:9187\"\n\
+             [rollback]\nmetrics_addr = \"localhost:9187\"\n",
+            source.url(DB),
+            target.url(DB)
+        ),
+    )
+    .unwrap();
+    let o = bluegreen(&["--config", cfg.to_str().unwrap(), "verify"]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("--metrics-addr {addr}")),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// Copy under --log-format json: every line names the run and stage, and the per-chunk
@@ -387,4 +409,47 @@ fn cutover_exports_its_phase_and_pause() {
     let out = flip.wait_with_output().unwrap();
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     drop(sync);
+}
+
+/// A verify that finds green different shows in bluegreen_verify_mismatched_chunks (read by
+/// every exporter of the run from the state schema; here the running sync's).
+#[test]
+fn verify_differences_show_in_the_metrics() {
+    let (source, target) = fixture_pair_at(0.002);
+    let (s, t) = (source.url(DB), target.url(DB));
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let _sync = spawn_bluegreen(
+        &[
+            "sync",
+            "--source",
+            &s,
+            "--target",
+            &t,
+            "--metrics-addr",
+            &addr,
+        ],
+        &dir.path().join("sync.log"),
+    );
+    wait_for(60, "sync to be ready", || {
+        get(&addr, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    let mismatched = || {
+        get(&addr, "/metrics")
+            .and_then(|(_, m)| value(&m, "bluegreen_verify_mismatched_chunks", &[]))
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(mismatched(), 0.0);
+    // Green changed behind sync's back.
+    target.sql(
+        DB,
+        "UPDATE factory_telemetry.metric_hist SET value_real = -1 WHERE id = (SELECT min(id) FROM factory_telemetry.metric_hist)",
+    );
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    wait_for(10, "the mismatched chunk in the metrics", || {
+        mismatched() >= 1.0
+    });
 }
