@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what bluegreen's tests, demo and benchmarks need when it is missing:
-# PostgreSQL 15 server binaries, PgBouncer, openssl (test certificates).
+# PostgreSQL 15 server binaries, PgBouncer, openssl (test certificates), promtool (the
+# Debian package prometheus: checks and unit-tests scripts/deploy/prometheus/alerts.yml).
 # Usage: scripts/setup.sh [--bench]   (--bench adds pgcopydb and /usr/bin/time)
 set -euo pipefail
 
@@ -9,6 +10,7 @@ need=()
 [ -x /usr/lib/postgresql/15/bin/psql ] || need+=(postgresql-client-15)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ "${1:-}" = "--bench" ]; then
   command -v pgcopydb >/dev/null 2>&1 || need+=(pgcopydb)
   [ -x /usr/bin/time ] || need+=(time)

@@ -268,6 +268,8 @@ pub struct CopyArgs {
     /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
     pub link_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -331,6 +333,13 @@ pub struct SyncArgs {
     /// without it (a second signal ends at once; seconds, or with a unit).
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::duration)]
     pub stop_grace: std::time::Duration,
+
+    /// `/readyz` (with --metrics-addr) fails when sync lags more than this (seconds, or
+    /// with a unit: 2min).
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::seconds)]
+    pub max_lag: f64,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -386,6 +395,8 @@ pub struct VerifyArgs {
     /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
     pub link_timeout: std::time::Duration,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -465,6 +476,8 @@ pub struct FlipArgs {
     /// after the fence, with or without it.
     #[arg(long, hide = true)]
     pub terminate_other_sessions: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -576,4 +589,17 @@ pub struct RunArgs {
     /// After SIGINT/SIGTERM, how long sync may finish the transaction at hand.
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::duration)]
     pub stop_grace: std::time::Duration,
+
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// `--metrics-addr`, shared by the long-running commands.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics on http://HOST:PORT/metrics, with /healthz (alive) and
+    /// /readyz (sync: attached, no error, lag within --max-lag; other commands: alive).
+    /// Binds only this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
 }

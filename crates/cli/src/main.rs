@@ -5,6 +5,7 @@ mod args;
 mod cmd;
 mod config;
 mod logging;
+mod metrics;
 mod proctitle;
 mod render;
 mod trouble;

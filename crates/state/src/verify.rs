@@ -43,6 +43,20 @@ impl Outcome {
     }
 }
 
+/// Chunks the run's latest verify found different in its first pass (0 with no verify),
+/// counted as they are recorded, so a running verify shows them too.
+pub async fn latest_mismatched_chunks(c: &impl GenericClient, run: &str) -> Result<i64, Error> {
+    c.query_one(
+        "SELECT count(*) FROM bluegreen.verify_chunks
+          WHERE pass = 'check' AND NOT equal
+            AND verify_id = (SELECT max(id) FROM bluegreen.verify_runs WHERE run = $1)",
+        &[&run],
+    )
+    .await
+    .map(|r| r.get(0))
+    .map_err(q("count mismatched verify chunks"))
+}
+
 pub struct NewVerify<'a> {
     pub run: &'a str,
     pub lsn: Lsn,

@@ -39,7 +39,15 @@ pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outc
     } else {
         cutover::cutover(&blue, &green, &opts).await
     }
-    .map_err(Trouble::cutover)?;
+    .map_err(|e| {
+        if let Some(m) = crate::metrics::global() {
+            m.cutover_phase.set(-1);
+        }
+        Trouble::cutover(e)
+    })?;
+    if let Some(m) = crate::metrics::global() {
+        m.cutover_pause_seconds.set(report.paused.as_secs_f64());
+    }
     print_report(&report, back);
     Ok(Outcome::Clean)
 }

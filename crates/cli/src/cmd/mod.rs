@@ -17,6 +17,81 @@ use crate::trouble::Trouble;
 use crate::Outcome;
 
 pub async fn run(command: Command, settings: Settings) -> Result<Outcome, Trouble> {
+    // Every JSON log line of the command carries its run and stage.
+    if let Some((run, stage)) = labels(&command) {
+        crate::logging::set_run(&run, stage);
+    }
+    if let Some(e) = exporter(&command, &settings)? {
+        crate::metrics::start(e).await?;
+    }
+    dispatch(command, settings).await
+}
+
+/// The run and stage a command works on, for log fields.
+fn labels(command: &Command) -> Option<(String, &'static str)> {
+    Some(match command {
+        Command::Plan(a) => (a.run.clone(), "plan"),
+        Command::Copy(a) => (a.run.clone(), "copy"),
+        Command::Abort(a) => (a.run.clone(), "abort"),
+        Command::Cutover(a) => (a.run.clone(), "cutover"),
+        Command::Rollback(a) => (a.run.clone(), "rollback"),
+        Command::Peek(a) => (a.run.clone(), "peek"),
+        Command::Sync(a) => (a.run.clone(), "sync"),
+        Command::Status(a) => (a.run.clone(), "status"),
+        Command::Report(a) => (a.run.clone(), "report"),
+        Command::Verify(a) => (a.run.clone(), "verify"),
+        Command::Run(a) => (a.run.clone(), "run"),
+        Command::CutoverWatchdog => return None,
+    })
+}
+
+/// `--metrics-addr` of the commands that take it: what the exporter needs.
+fn exporter(
+    command: &Command,
+    settings: &Settings,
+) -> Result<Option<crate::metrics::Exporter>, Trouble> {
+    use crate::metrics::Stage;
+    let (m, run, stage, limit) = match command {
+        Command::Copy(a) => (&a.metrics, a.run.clone(), Stage::Copy, a.link_timeout),
+        Command::Sync(a) => (&a.metrics, a.run.clone(), Stage::Sync, a.link_timeout),
+        Command::Verify(a) => (&a.metrics, a.run.clone(), Stage::Verify, a.link_timeout),
+        Command::Cutover(a) => (&a.metrics, a.run.clone(), Stage::Cutover, LIMIT),
+        Command::Rollback(a) => (&a.metrics, a.run.clone(), Stage::Rollback, LIMIT),
+        // A run is ready as its sync is: streaming, no error, lag within --max-lag.
+        Command::Run(a) => (&a.metrics, a.run.clone(), Stage::Sync, a.link_timeout),
+        _ => return Ok(None),
+    };
+    let Some(addr) = m.metrics_addr.clone() else {
+        return Ok(None);
+    };
+    let target = settings.spec("target")?;
+    let (mut run, mut applied_to, mut max_lag) = (run, target.clone(), 0.0);
+    if let Command::Run(a) = command {
+        max_lag = a.max_lag;
+    }
+    if let Command::Sync(a) = command {
+        max_lag = a.max_lag;
+        if a.reverse {
+            // Reverse sync applies to blue; its state stays on green.
+            run = ::cutover::reverse_run(&run);
+            applied_to = settings.spec("source")?;
+        }
+    }
+    Ok(Some(crate::metrics::Exporter {
+        addr,
+        run,
+        stage,
+        max_lag: std::time::Duration::try_from_secs_f64(max_lag).unwrap_or_default(),
+        target,
+        applied_to,
+        link_timeout: limit,
+    }))
+}
+
+/// How long the metrics poller waits on a server, where the command has no --link-timeout.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn dispatch(command: Command, settings: Settings) -> Result<Outcome, Trouble> {
     match command {
         Command::Plan(args) => plan::run(args, &settings).await,
         Command::Copy(args) => {

@@ -56,7 +56,12 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
     );
     let report = sync::sync(&ends, &opts, stop_rx, force_rx)
         .await
-        .map_err(Trouble::sync)?;
+        .map_err(|e| {
+            if let Some(m) = crate::metrics::global() {
+                m.errors.inc();
+            }
+            Trouble::sync(e)
+        })?;
     println!(
         "sync stopped: applied up to {} ({} rows in {:.1} s, {} reconnects)",
         report.applied_lsn, report.rows, report.seconds, report.reconnects
