@@ -2,10 +2,10 @@
 # The newest end-to-end capability on a fresh machine: starts a local source (blue), target
 # (green) and PgBouncer, loads the factory_telemetry fixture into blue, runs `bluegreen plan`
 # (which finds the table without a primary key and names the fix), then, while the plant
-# workload writes through PgBouncer: `bluegreen copy`, `bluegreen sync` with the lag shown,
-# `bluegreen verify` at one LSN, and `bluegreen cutover`, which flips PgBouncer to green and
-# prints how long clients were paused; finally a check that green holds every write the
-# workload committed (its ledger), before and after the flip.
+# workload writes through PgBouncer: `bluegreen run --until cutover`, the one-shot migration
+# (copy, sync until caught up, verify at one LSN, cutover flipping PgBouncer to green, with
+# the client pause and a report with its stage timeline); finally a check that green holds
+# every write the workload committed (its ledger), before and after the flip.
 # Environment: DEMO_SCALE (default 0.2, ~60 MB), DEMO_SECONDS (default 45), DEMO_RATE (rows/s, default 500).
 # DEMO_TIMESCALEDB=1 (TimescaleDB installed for PostgreSQL 15): both servers preload it, blue
 # has the extension but plain tables (as MS5's), and copy converts green's time-series tables
@@ -74,32 +74,16 @@ echo "== plant write workload through PgBouncer: $rate telemetry rows/s for ${se
 workload_pid=$!
 sleep 2
 
-echo "== bluegreen copy (while the plant writes)"
-"$bin/bluegreen" copy --source "$src" --target "$tgt" "${copy_flags[@]}" 2>"$work/copy.log" | tail -n 4
+pooler="admin=host=127.0.0.1 port=$POOLER_PORT user=bgadmin password=bgadmin-pw dbname=pgbouncer sslmode=disable,db=factory_telemetry,file=$POOLER_DATABASES_FILE"
+echo "== bluegreen run: plan, copy, sync until caught up, verify at one LSN, cutover: one command, while the plant writes"
+"$bin/bluegreen" run --source "$src" --target "$tgt" --pooler "$pooler" --until cutover \
+  --report-dir "$work/report" "${copy_flags[@]}" 2>"$work/run.log" | grep -E 'caught up|verify:|cut over|paused|^  (pause|fence|drain|flip|resume) |stage|window|report:' || true
 if [ "${DEMO_TIMESCALEDB:-0}" = 1 ]; then
-  echo "   green's hypertables (fixtures/ms5-profile.toml), policies paused until cutover:"
-  /usr/lib/postgresql/15/bin/psql -X -A -t "$tgt" -c "SELECT '   ' || d.hypertable_name || ': chunks of ' || d.time_interval || ', ' || h.num_chunks || ' chunk(s), ' || (SELECT count(*) FROM timescaledb_information.jobs j WHERE j.hypertable_name = d.hypertable_name AND NOT j.scheduled) || ' paused polic(ies)' FROM timescaledb_information.dimensions d JOIN timescaledb_information.hypertables h USING (hypertable_schema, hypertable_name) WHERE d.hypertable_schema = 'factory_telemetry' ORDER BY 1"
+  echo "   green's hypertables (fixtures/ms5-profile.toml); cutover started their policies:"
+  /usr/lib/postgresql/15/bin/psql -X -A -t "$tgt" -c "SELECT '   ' || d.hypertable_name || ': chunks of ' || d.time_interval || ', ' || h.num_chunks || ' chunk(s), ' || (SELECT count(*) FROM timescaledb_information.jobs j WHERE j.hypertable_name = d.hypertable_name AND j.scheduled) || ' running polic(ies)' FROM timescaledb_information.dimensions d JOIN timescaledb_information.hypertables h USING (hypertable_schema, hypertable_name) WHERE d.hypertable_schema = 'factory_telemetry' ORDER BY 1"
 fi
-
-echo "== bluegreen sync: streaming every change since the copy's snapshot"
-"$bin/bluegreen" sync --source "$src" --target "$tgt" 2>"$work/sync.log" &
-sync_pid=$!
-lag() { "$bin/bluegreen" status --json --target "$tgt" | python3 -c 'import json,sys; s=json.load(sys.stdin)["sync"] or {}; print(s.get("lag_bytes"), s.get("lag_seconds"), s.get("rows_per_second"))'; }
-for _ in 1 2 3 4; do
-  read -r b s r < <(lag)
-  printf '   plant writing; lag %s bytes, %.2f s; applying %.0f rows/s\n' "${b/None/0}" "${s/None/0}" "${r/None/0}"
-  sleep 2
-done
-
-echo "== bluegreen verify: both sides compared at one LSN while the plant writes"
-"$bin/bluegreen" verify --source "$src" --target "$tgt" 2>"$work/verify.log" | tail -n 3
-
-echo "== bluegreen cutover: PgBouncer flips from blue to green under the write load"
-"$bin/bluegreen" cutover --source "$src" --target "$tgt" \
-  --pooler "admin=host=127.0.0.1 port=$POOLER_PORT user=bgadmin password=bgadmin-pw dbname=pgbouncer sslmode=disable,db=factory_telemetry,file=$POOLER_DATABASES_FILE" \
-  2>"$work/cutover.log"
 echo "   new connections through PgBouncer now land on port $(/usr/lib/postgresql/15/bin/psql -X -A -t "$pooled" -c 'SELECT inet_server_port()') (green is $TARGET_PORT, blue $SOURCE_PORT)"
-kill -TERM "$sync_pid"; wait "$sync_pid" 2>/dev/null || true
+echo "   the run's report (stage timeline, lag and apply-rate curves, cutover steps): $work/report/report.html"
 
 wait "$workload_pid" || true
 echo "   workload finished: $(grep -E 'committed|failed' "$work/workload.log" | tr -s ' ' | tr '\n' ';')"
