@@ -214,30 +214,6 @@ fn workload(
     common::workload(dsn, seconds, 200.0, ledger, seed)
 }
 
-fn wait_caught_up(applied_on: &Cluster, run: &str, source: &Cluster) {
-    let want = source.sql(DB, "SELECT pg_current_wal_lsn()");
-    let started = Instant::now();
-    loop {
-        let ok = applied_on.sql(
-            DB,
-            &format!("SELECT coalesce(applied_lsn >= '{want}'::pg_lsn, false) FROM bluegreen.apply WHERE run = '{run}'"),
-        );
-        if ok == "t" {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{run} not caught up to {want}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn stop(mut child: Running) {
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-}
-
 #[test]
 fn cutover_and_rollback_under_load_lose_nothing() {
     let r = rig();
@@ -288,7 +264,7 @@ fn cutover_and_rollback_under_load_lose_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    stop(fwd);
+    common::stop_sync(fwd);
     let rev = r.sync(true, "reverse.log");
     r.wait_sync_running("main_reverse");
     let report = writer.join().unwrap();
@@ -296,14 +272,26 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     // Every committed write (on blue before, on green after the flip) is on green, and
     // reverse sync has carried green's writes to blue.
     common::check_ledger(&r.t, &ledger);
-    wait_caught_up(&r.green, "main_reverse", &r.green);
+    common::wait_caught_up(
+        &r.green,
+        "main_reverse",
+        &r.green,
+        Duration::from_secs(60),
+        String::new,
+    );
     common::check_ledger(&r.s, &ledger);
 
     // Writes on green reach blue, then traffic goes back.
     let ledger2 = r.dir.path().join("ledger2");
     let writer = workload(r.pooled.clone(), 8, ledger2.clone(), 2);
     std::thread::sleep(Duration::from_secs(3));
-    wait_caught_up(&r.green, "main_reverse", &r.green);
+    common::wait_caught_up(
+        &r.green,
+        "main_reverse",
+        &r.green,
+        Duration::from_secs(60),
+        String::new,
+    );
     let o = r.flip("rollback", &[]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert!(
@@ -314,7 +302,7 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     assert_eq!(r.pooled_port(), r.blue.port());
     let report = writer.join().unwrap();
     common::assert_no_failed_client_transaction(&report);
-    stop(rev);
+    common::stop_sync(rev);
     // Every write made on green (and before) is on blue; blue takes writes again.
     common::check_ledger(&r.s, &ledger2);
     r.blue.sql(
@@ -344,7 +332,13 @@ fn cutover_and_rollback_under_load_lose_nothing() {
     );
     let fwd = r.sync(false, "forward2.log");
     r.wait_sync_running("main");
-    wait_caught_up(&r.green, "main", &r.blue);
+    common::wait_caught_up(
+        &r.green,
+        "main",
+        &r.blue,
+        Duration::from_secs(60),
+        String::new,
+    );
     let o = r.flip("cutover", &[]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(r.pooled_port(), r.green.port());
@@ -359,7 +353,7 @@ fn cutover_and_rollback_under_load_lose_nothing() {
         "a write through the pooler after the second cutover: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// A rollback before any cutover is refused, and says it is not rolling back.
@@ -376,7 +370,7 @@ fn a_rollback_before_any_cutover_is_refused() {
         stderr(&o)
     );
     r.assert_on_blue_and_syncing();
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// A pooler that cannot be reached: refused before anything is touched.
@@ -393,7 +387,7 @@ fn an_unreachable_pooler_is_refused() {
     assert_eq!(code(&o), 2, "{}", stdout(&o));
     assert!(stderr(&o).contains("not cutting over"), "{}", stderr(&o));
     r.assert_on_blue_and_syncing();
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// A long transaction on blue (it would hold PAUSE): refused by the guardrail.
@@ -419,7 +413,7 @@ fn a_long_transaction_on_blue_is_refused() {
     assert!(stderr(&o).contains("has been open"), "{}", stderr(&o));
     long.wait().unwrap();
     r.assert_on_blue_and_syncing();
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// Another process (a verify) holds the applier: refused, and its hold stays.
@@ -450,7 +444,7 @@ fn an_applier_held_by_another_process_is_refused() {
         "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL WHERE run = 'main'",
     );
     r.assert_on_blue_and_syncing();
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// PAUSE cannot finish (a client keeps a transaction open through the pooler): PAUSE times
@@ -487,8 +481,14 @@ fn a_pause_that_cannot_finish_is_undone() {
     r.assert_on_blue_and_syncing();
     let report = writer.join().unwrap();
     common::assert_no_failed_client_transaction(&report);
-    wait_caught_up(&r.green, "main", &r.blue);
-    stop(fwd);
+    common::wait_caught_up(
+        &r.green,
+        "main",
+        &r.blue,
+        Duration::from_secs(60),
+        String::new,
+    );
+    common::stop_sync(fwd);
     common::check_ledger(&r.t, &ledger);
     common::check_ledger(&r.s, &ledger);
 }
@@ -536,8 +536,14 @@ fn a_drain_that_times_out_is_undone() {
         "DROP TRIGGER bg_slow ON factory_telemetry.metric_hist; DROP FUNCTION public.bg_slow()",
     );
     r.assert_on_blue_and_syncing();
-    wait_caught_up(&r.green, "main", &r.blue);
-    stop(fwd);
+    common::wait_caught_up(
+        &r.green,
+        "main",
+        &r.blue,
+        Duration::from_secs(60),
+        String::new,
+    );
+    common::stop_sync(fwd);
 }
 
 /// Green is down: refused, blue keeps the traffic; sync recovers when green is back.
@@ -553,7 +559,7 @@ fn a_green_that_is_down_is_refused() {
     r.green.start_again().unwrap();
     r.wait_sync_running("main");
     r.assert_on_blue_and_syncing();
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// A failure injected at one step (test hook `BLUEGREEN_TEST_FAIL_AT`): the flip is undone
@@ -609,7 +615,13 @@ fn a_failure_at(point: &str) {
         "{point}: the application's role cannot connect to blue: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    wait_caught_up(&r.green, "main", &r.blue);
+    common::wait_caught_up(
+        &r.green,
+        "main",
+        &r.blue,
+        Duration::from_secs(60),
+        String::new,
+    );
     let lines = "SELECT count(*) || ' ' || md5(string_agg(t::text, ',' ORDER BY t.id)) FROM factory_telemetry.production_lines t";
     let started = Instant::now();
     while r.green.sql(DB, lines) != r.blue.sql(DB, lines) {
@@ -625,7 +637,7 @@ fn a_failure_at(point: &str) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 macro_rules! failure_at {
@@ -684,8 +696,8 @@ fn abort_after_cutover_leaves_nothing_on_either_side() {
     assert_eq!(exit, 0, "reverse sync running: healthy: {st}");
     let o = bluegreen(&["abort", "--source", &r.s, "--target", &r.t]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    stop(rev);
-    stop(fwd);
+    common::stop_sync(rev);
+    common::stop_sync(fwd);
     for pg in [&r.blue, &r.green] {
         assert_eq!(
             pg.sql(
@@ -765,7 +777,7 @@ fn drain_covers_asynchronous_commits() {
         seen.len(),
         stdout(&o)
     );
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 #[test]
@@ -842,7 +854,7 @@ fn divergence_blocks_cutover_until_a_later_verify_is_clean() {
     );
     let o = r.flip("cutover", &[]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// Sessions opened on blue before cutover, outside the pooler, are ended by the fence: one
@@ -914,7 +926,7 @@ fn sessions_open_on_blue_cannot_write_after_cutover() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(r.blue.sql(DB, "SELECT count(*) FROM public.probe"), "0");
-    stop(fwd);
+    common::stop_sync(fwd);
     // abort keeps blue fenced after a cutover and prints what opens it again; run that.
     let o = bluegreen(&["abort", "--source", &r.s, "--target", &r.t]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
@@ -1025,7 +1037,7 @@ fn a_cutover_killed_mid_pause_gives_traffic_back_to_blue() {
     let o = r.flip("cutover", &[]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(r.pooled_port(), r.green.port());
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// Kills a flip's coordinator, and its watchdog too when `watchdog` says so (a child of the
@@ -1088,7 +1100,7 @@ fn a_flip_killed_after_its_commit_point_is_finished_by_its_watchdog() {
         r.blue.sql(DB, "SELECT count(*) FROM pg_db_role_setting") != "0",
         "blue is not fenced"
     );
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// Coordinator and watchdog both killed mid-pause: the pooler stays paused and blue fenced
@@ -1125,7 +1137,7 @@ fn a_flip_whose_watchdog_died_too_is_undone_by_the_next_command() {
         ),
         "1"
     );
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// abort given the poolers after a flip died with its watchdog: the pooler is resumed on
@@ -1169,7 +1181,7 @@ fn abort_after_a_dead_flip_resumes_the_pooler_and_lifts_the_fence() {
         ),
         "0"
     );
-    stop(fwd);
+    common::stop_sync(fwd);
 }
 
 /// Materialized views are not replicated: after days of sync green's would show copy-time
@@ -1195,7 +1207,13 @@ fn materialized_views_are_fresh_on_green_when_it_takes_traffic() {
          REFRESH MATERIALIZED VIEW factory_telemetry.mv_daily_line_kpis;
          REFRESH MATERIALIZED VIEW factory_telemetry.a_kpi_lines;",
     );
-    wait_caught_up(&r.green, "main", &r.blue);
+    common::wait_caught_up(
+        &r.green,
+        "main",
+        &r.blue,
+        Duration::from_secs(60),
+        String::new,
+    );
     let views = |pg: &Cluster| {
         pg.sql(
             DB,
@@ -1245,5 +1263,5 @@ fn materialized_views_are_fresh_on_green_when_it_takes_traffic() {
         order,
         "factory_telemetry.mv_daily_line_kpis,factory_telemetry.a_kpi_lines"
     );
-    stop(fwd);
+    common::stop_sync(fwd);
 }

@@ -100,12 +100,6 @@ fn exit_within(
     }
 }
 
-fn stop(mut child: Running) {
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (status, _) = exit_within(&mut child, Duration::from_secs(30), String::new);
-    assert!(status.success(), "sync exited with {status}");
-}
-
 /// The plant workload at 300 rows/s on the source (directly); the ledger once done.
 fn workload(p: &Pair, seconds: u64) -> std::thread::JoinHandle<PathBuf> {
     let ledger = p.dir.path().join("ledger");
@@ -118,27 +112,7 @@ fn workload(p: &Pair, seconds: u64) -> std::thread::JoinHandle<PathBuf> {
 
 /// Waits until the applier has passed the source's current position (read directly).
 fn wait_caught_up(p: &Pair, limit: Duration, log_name: &str) {
-    let want: String = p.source.sql(DB, "SELECT pg_current_wal_lsn()");
-    let started = Instant::now();
-    loop {
-        let applied: String = p.target.sql(
-            DB,
-            "SELECT coalesce((SELECT applied_lsn::text FROM bluegreen.apply), '0/0')",
-        );
-        let done = p.source.sql(
-            DB,
-            &format!("SELECT '{applied}'::pg_lsn >= '{want}'::pg_lsn"),
-        );
-        if done == "t" {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "not caught up within {limit:?}: applied {applied}, want {want}\n{}",
-            log(p, log_name)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_caught_up(&p.target, "main", &p.source, limit, || log(p, log_name));
 }
 
 fn assert_same(p: &Pair, ledger: Option<&Path>) {
@@ -170,7 +144,7 @@ fn sync_resumes_exactly_after_resets_on_either_link() {
     }
     let ledger = writer.join().unwrap();
     wait_caught_up(&p, Duration::from_secs(60), "sync.log");
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, Some(&ledger));
     let log = log(&p, "sync.log");
     assert!(log.contains("resuming from the origin"), "{log}");
@@ -189,7 +163,7 @@ fn a_slow_link_is_not_taken_for_a_dead_one() {
     let sync = start_sync(&p, "sync.log", &["--link-timeout", "2s"]);
     let ledger = writer.join().unwrap();
     wait_caught_up(&p, Duration::from_secs(60), "sync.log");
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, Some(&ledger));
     let log = log(&p, "sync.log");
     assert!(!log.contains("resuming from the origin"), "{log}");
@@ -214,7 +188,7 @@ fn black_hole_on(which: &str) {
     proxy.black_hole(Some(Duration::from_secs(8)));
     let ledger = writer.join().unwrap();
     wait_caught_up(&p, Duration::from_secs(60), "sync.log");
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, Some(&ledger));
     let log = log(&p, "sync.log");
     assert!(
@@ -297,7 +271,7 @@ fn a_stop_that_cannot_finish_still_ends() {
     let ledger = writer.join().unwrap();
     let sync = start_sync(&p, "third.log", &[]);
     wait_caught_up(&p, Duration::from_secs(60), "third.log");
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, Some(&ledger));
 }
 

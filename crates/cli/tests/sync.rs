@@ -56,13 +56,6 @@ fn start_sync(p: &Pair, log: &str) -> Running {
     )
 }
 
-fn stop(mut child: Running) {
-    // SIGTERM: finish the transaction at hand, commit, exit 0.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert!(status.success(), "sync exited with {status}");
-}
-
 /// Runs the plant workload against `dsn` in a background thread; joins to its ledger path.
 /// The plant workload at 400 rows/s; the ledger's path once it is done.
 fn workload(dsn: String, seconds: u64, ledger: PathBuf) -> std::thread::JoinHandle<PathBuf> {
@@ -86,28 +79,13 @@ fn status(p: &Pair) -> serde_json::Value {
 
 /// Waits until the applier has passed the source's current position.
 fn wait_caught_up(p: &Pair) {
-    let want: String = p.source.sql(DB, "SELECT pg_current_wal_lsn()");
-    let started = Instant::now();
-    loop {
-        let applied: String = p.target.sql(
-            DB,
-            // No row yet while a just-started sync registers itself.
-            "SELECT coalesce((SELECT applied_lsn::text FROM bluegreen.apply), '0/0')",
-        );
-        let done = p.source.sql(
-            DB,
-            &format!("SELECT '{applied}'::pg_lsn >= '{want}'::pg_lsn"),
-        );
-        if done == "t" {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "not caught up: applied {applied}, want {want}; status {}",
-            status(p)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::wait_caught_up(
+        &p.target,
+        "main",
+        &p.source,
+        Duration::from_secs(90),
+        || status(p).to_string(),
+    );
 }
 
 fn assert_same(p: &Pair, ledger: Option<&Path>) {
@@ -168,7 +146,7 @@ fn copy_then_sync_under_workload_is_exact() {
         st["healthy"], true,
         "running, caught up: a probe passes: {st}"
     );
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, Some(&ledger));
     let st = status(&p);
     assert_eq!(st["sync"]["running"], false, "{st}");
@@ -189,7 +167,7 @@ fn sigkill_during_apply_then_restart_is_exactly_once() {
     let ledger = writer.join().unwrap();
     let sync = start_sync(&p, "final.log");
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, Some(&ledger));
 }
 
@@ -213,7 +191,7 @@ fn dropped_connections_are_resumed() {
     }
     let ledger = writer.join().unwrap();
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, Some(&ledger));
     let log = std::fs::read_to_string(p.dir.path().join("sync.log")).unwrap();
     assert!(log.contains("resuming from the origin"), "{log}");
@@ -261,7 +239,7 @@ fn schema_change_waits_for_the_ddl_then_goes_on() {
         "ALTER TABLE factory_telemetry.andon_events ADD COLUMN shift_code text",
     );
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, None);
     assert_eq!(
         p.target.sql(
@@ -289,7 +267,7 @@ fn big_transaction_truncate_and_toast_apply() {
          TRUNCATE factory_telemetry.\"Shift Notes\";",
     );
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, None);
 }
 
@@ -335,7 +313,7 @@ fn merged_updates_and_deletes_apply_exactly() {
     );
     p.source.sql(DB, &script);
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, None);
     let log = std::fs::read_to_string(p.dir.path().join("sync.log")).unwrap();
     assert!(
@@ -360,7 +338,7 @@ fn leftover_prepared_parts_are_finished_by_the_origin() {
         "UPDATE factory_telemetry.metric_hist SET value_int = 7 WHERE id % 10 = 0",
     );
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     let applied = p.target.sql(
         DB,
         "SELECT pg_replication_origin_progress('bluegreen_main', true)",
@@ -394,7 +372,7 @@ fn leftover_prepared_parts_are_finished_by_the_origin() {
         "DELETE FROM factory_telemetry.metric_hist WHERE id % 10 = 1",
     );
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_eq!(
         p.target.sql(
             DB,
@@ -422,7 +400,7 @@ fn insert_batches_reach_the_target_grouped_by_the_leading_index_column() {
             ORDER BY g",
     );
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, None);
     // Runs of one metric in physical order, and whether ids rise within each metric.
     let q = "SELECT count(*) FILTER (WHERE m IS DISTINCT FROM prev_m) || ' ' ||
@@ -503,7 +481,7 @@ fn sigterm_during_catch_up_exits_cleanly_and_resumes_exactly() {
     assert!(status.success(), "sync exited with {status}");
     let sync = start_sync(&p, "again.log");
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, None);
 }
 
@@ -550,7 +528,7 @@ fn binary_inserts_read_values_exactly() {
         .collect();
     p.source.sql(DB, &script);
     wait_caught_up(&p);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     let all = "SELECT string_agg(format('%s|%s|%s|%s', e::text, float4send(f4), float8send(f8), extract(epoch FROM tz)), E'\\n' ORDER BY id) FROM public.\"Edge Values\" e";
     let (s, t) = (p.source.sql(DB, all), p.target.sql(DB, all));
     let count = p
@@ -601,7 +579,7 @@ fn lag_is_measured_to_200_ms() {
     wait_caught_up(&p);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(status(&p)["sync"]["lag_seconds"].as_f64().unwrap() < 0.25);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
 }
 
 /// energy_consumption's key is GENERATED ALWAYS AS IDENTITY: an UPDATE of other columns
@@ -621,7 +599,7 @@ fn updates_of_always_identity_tables_apply() {
     assert_same(&p, None);
     let st = status(&p);
     assert_eq!(st["sync"]["last_error"], serde_json::Value::Null, "{st}");
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
 }
 
 /// Waits for sync to report an error, and returns it.
@@ -701,6 +679,6 @@ fn schema_changes_are_named_whole_and_type_changes_stop_apply() {
     );
     assert_eq!(verify(&["--repair"]), 1);
     assert_eq!(verify(&[]), 0);
-    stop(sync);
+    assert!(common::stop_sync(sync).success());
     assert_same(&p, None);
 }

@@ -186,3 +186,55 @@ pub fn assert_no_failed_client_transaction(report: &fixtures::workload::Workload
     assert_eq!(s.unknown, 0, "commits with unknown outcome");
     assert!(s.committed > 0);
 }
+
+/// Stops a running `bluegreen` (SIGTERM: sync finishes the transaction at hand and commits)
+/// and waits for it, at most 30 s (then kills it); its exit status.
+pub fn stop_sync(mut child: Running) -> std::process::ExitStatus {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("bluegreen did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Waits until the applier of `run` (its row on `applied_on`) has applied everything
+/// `source` had written when this was called, at most `limit`; `why` says more on failure
+/// (a log, say).
+pub fn wait_caught_up(
+    applied_on: &Cluster,
+    run: &str,
+    source: &Cluster,
+    limit: std::time::Duration,
+    why: impl Fn() -> String,
+) {
+    const DB: &str = "factory_telemetry";
+    let want = source.sql(DB, "SELECT pg_current_wal_lsn()");
+    let started = std::time::Instant::now();
+    loop {
+        // No row yet while a just-started sync registers itself.
+        let applied = applied_on.sql(
+            DB,
+            &format!("SELECT coalesce((SELECT applied_lsn::text FROM bluegreen.apply WHERE run = '{run}'), '0/0')"),
+        );
+        if source.sql(
+            DB,
+            &format!("SELECT '{applied}'::pg_lsn >= '{want}'::pg_lsn"),
+        ) == "t"
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{run} not caught up within {limit:?}: applied {applied}, want {want}\n{}",
+            why()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
