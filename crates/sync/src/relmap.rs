@@ -55,6 +55,8 @@ pub struct RelMap {
     ignored: HashSet<u32>,
     /// Hypertable chunks: mapped to their hypertable's target table.
     chunks: HashSet<u32>,
+    /// TimescaleDB's dimension slices (`timescale::SLICE_TABLE`): a DELETE there drops chunks.
+    slices: HashSet<u32>,
     /// The run's schemas: hypertables elsewhere are not the run's.
     schemas: Vec<String>,
     /// Per table (schema, name): the snapshot LSN its copy was read at.
@@ -73,6 +75,7 @@ impl RelMap {
             rels: HashMap::new(),
             ignored: HashSet::new(),
             chunks: HashSet::new(),
+            slices: HashSet::new(),
             schemas,
             snapshot_lsns,
             iso_dates,
@@ -93,6 +96,11 @@ impl RelMap {
         self.chunks.contains(&id)
     }
 
+    /// A DELETE on this relation means the source dropped chunks (`timescale::drops_chunks`).
+    pub fn drops_chunks(&self, id: u32, change: timescale::Change) -> bool {
+        change == timescale::Change::Delete && self.slices.contains(&id)
+    }
+
     /// Maps a source Relation onto the target's table (a chunk onto its hypertable's), or
     /// explains what the target lacks.
     pub async fn learn(
@@ -104,6 +112,10 @@ impl RelMap {
         self.rels.remove(&rel.id);
         self.ignored.remove(&rel.id);
         self.chunks.remove(&rel.id);
+        self.slices.remove(&rel.id);
+        if timescale::drops_chunks(&rel.namespace, &rel.name, timescale::Change::Delete) {
+            self.slices.insert(rel.id);
+        }
         let (schema, name) = match timescale::by_name(&rel.namespace, &rel.name) {
             Named::Table => (rel.namespace.clone(), rel.name.clone()),
             Named::Ignored => {

@@ -6,6 +6,14 @@
 //! chunk inside a pair of transactional logical messages: those moves are not changes (the
 //! target holds the rows already), while the UPDATE or DELETE that follows a
 //! decompression is real and applies.
+//!
+//! Dropping chunks (`drop_chunks`, a retention policy) writes no row change on the chunk: it
+//! drops the table. What the stream does carry, once the publication holds
+//! `_timescaledb_catalog.dimension_slice` (copy adds it), is the DELETE of the dropped
+//! range's dimension slice, keyed by its id only. Compression and decompression never
+//! touch slices, a new chunk inserts its slice. Until sync knows each slice's range in
+//! stream order (see `SLICE_TABLE`), such a DELETE stops sync rather than let green keep
+//! rows blue no longer has.
 
 /// The schema TimescaleDB keeps chunks in.
 pub const CHUNK_SCHEMA: &str = "_timescaledb_internal";
@@ -53,6 +61,17 @@ pub fn hypertable_id(chunk: &str) -> Option<i32> {
     let (id, n) = rest.split_once('_')?;
     n.parse::<i64>().ok()?;
     id.parse().ok()
+}
+
+/// TimescaleDB's catalog table of dimension slices (one per chunk time range, shared by a
+/// range's space partitions): the only published relation where dropping chunks shows.
+pub const SLICE_TABLE: (&str, &str) = ("_timescaledb_catalog", "dimension_slice");
+
+/// Whether a row change on a source relation means chunks were dropped on the source: a
+/// DELETE of a dimension slice (TimescaleDB deletes a slice when the last chunk in it is
+/// dropped, and at no other time).
+pub fn drops_chunks(namespace: &str, name: &str, change: Change) -> bool {
+    change == Change::Delete && (namespace, name) == SLICE_TABLE
 }
 
 const STARTS: [&str; 2] = [
@@ -140,6 +159,20 @@ mod tests {
         assert_eq!(hypertable_id("_hyper_12_345_chunk"), Some(12));
         assert_eq!(hypertable_id("compress_hyper_2_11_chunk"), None);
         assert_eq!(hypertable_id("_hyper_x_1_chunk"), None);
+    }
+
+    #[test]
+    fn only_a_deleted_slice_drops_chunks() {
+        let (ns, name) = SLICE_TABLE;
+        assert!(drops_chunks(ns, name, Change::Delete));
+        assert!(
+            !drops_chunks(ns, name, Change::Insert),
+            "a new chunk's slice"
+        );
+        assert!(!drops_chunks(ns, name, Change::Update));
+        assert!(!drops_chunks(ns, "chunk", Change::Delete));
+        assert!(!drops_chunks("app", name, Change::Delete));
+        assert_eq!(by_name(ns, name), Named::Ignored, "never applied");
     }
 
     #[test]
