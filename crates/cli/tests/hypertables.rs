@@ -344,6 +344,20 @@ fn a_hypertable_source_copies_and_streams_exactly() {
                     &format!("SELECT decompress_chunk(c) FROM ({} LIMIT 1) x", older(12)),
                 );
             }
+            140 => {
+                // Chunks dropped while sync runs (compressed ones, three hash partitions
+                // each; integer time; a hypertable outside the run): green deletes the same
+                // ranges' rows in stream order.
+                blue.sql(
+                    DB,
+                    &format!(
+                        "SELECT drop_chunks('app.readings', older_than => {base} + interval '3 days');
+                         SELECT drop_chunks('app.counters', older_than => 2000::bigint);
+                         SELECT drop_chunks('side.log', older_than => now() - interval '20 days');",
+                        base = "date_trunc('day', now()) - interval '20 days'"
+                    ),
+                );
+            }
             _ => {}
         }
     }
@@ -354,6 +368,17 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     let log = std::fs::read_to_string(&log).unwrap();
     drop(sync);
     assert!(!log.contains("ERROR") && !log.contains("WARN"), "{log}");
+    // The drops reached green: none of the copied rows in the dropped ranges is left (the
+    // load inserts into them again afterwards).
+    assert_eq!(
+        green.sql(
+            DB,
+            "SELECT (SELECT count(*) FROM app.readings
+                      WHERE ts < date_trunc('day', now()) - interval '17 days' AND id <= 2800),
+                    (SELECT count(*) FROM app.counters WHERE tick < 2000)"
+        ),
+        "0|0"
+    );
     // The load reached compressed rows and the special values.
     assert_eq!(
         green.sql(

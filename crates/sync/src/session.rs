@@ -193,6 +193,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
         txn: None,
         stopping: *stop.borrow(),
     };
+    st.rels.load_timescale(&source_client).await?;
     loop {
         if st.stopping && st.txn.is_none() {
             commit(&mut applier, &stream, ctx, true).await?;
@@ -250,6 +251,11 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 st.rels.learn(r, applier.client(), &source_client).await?;
             }
             LogicalMessage::Insert(i) => {
+                if st.rels.is_slices(i.relation_id) {
+                    st.rels
+                        .slice_inserted(i.relation_id, &i.new, &source_client)
+                        .await?;
+                }
                 if let Some(rel) = applies(&st.rels, &st.txn, i.relation_id, Change::Insert)? {
                     applier.set_stream_backlogged(stream.backlog() >= BACKLOGGED);
                     applier.insert(&rel, &i.new).await?;
@@ -261,8 +267,15 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 }
             }
             LogicalMessage::Delete(d) => {
-                if st.rels.drops_chunks(d.relation_id, Change::Delete) {
-                    chunks_dropped(&st.txn, &d.old)?;
+                if st.rels.is_slices(d.relation_id) {
+                    let dropped = st.rels.slice_deleted(d.relation_id, d.old.tuple())?;
+                    if let (Some(rows), Some(t)) = (dropped, &st.txn) {
+                        if !t.done_before && t.commit_lsn >= rows.applies_from {
+                            applier
+                                .delete_range(&rows.qualified, &rows.display, &rows.filter)
+                                .await?;
+                        }
+                    }
                 }
                 if let Some(rel) = applies(&st.rels, &st.txn, d.relation_id, Change::Delete)? {
                     applier.delete(&rel, &d.old).await?;
@@ -463,25 +476,6 @@ fn applies(
         ))
     })?;
     Ok((!t.done_before && t.commit_lsn >= rel.applies_from).then(|| rel.clone()))
-}
-
-/// The source dropped chunks (a DELETE of a TimescaleDB dimension slice): green would keep
-/// the rows of that time range, so sync stops before applying past it, unless the
-/// transaction was applied before (then green already holds what followed it).
-fn chunks_dropped(txn: &Option<Txn>, old: &wire::pgoutput::OldTuple) -> Result<(), Error> {
-    if txn.as_ref().is_some_and(|t| t.done_before) {
-        return Ok(());
-    }
-    let slice = match old.tuple().first() {
-        Some(wire::pgoutput::Value::Text(b)) => String::from_utf8_lossy(b).into_owned(),
-        _ => "?".into(),
-    };
-    Err(Error::Unsupported {
-        what: format!(
-            "chunks dropped on the source (drop_chunks or a retention policy; TimescaleDB deleted dimension slice {slice}): the target would keep the rows of that time range"
-        ),
-        fix: "keep drop_chunks and retention policies off the source until cutover (SELECT alter_job(id, scheduled => false) for each retention job); this run cannot go past the drop exactly: bluegreen abort, then copy again".into(),
-    })
 }
 
 /// The run's slot and publication must be on the server streamed from: START_REPLICATION

@@ -249,6 +249,31 @@ impl Applier {
             .map_err(sql("target", format!("apply {text}")))
     }
 
+    /// The rows of a hypertable that a chunk dropped on the source held (`filter`: the
+    /// chunk's ranges, see `timescale::Slices`), deleted in stream order.
+    pub async fn delete_range(
+        &mut self,
+        qualified: &str,
+        display: &str,
+        filter: &str,
+    ) -> Result<(), Error> {
+        self.touch();
+        self.flush().await?;
+        if self.group.parallel == Some(true) && self.held(qualified) {
+            return Err(Error::Replay {
+                table: display.to_string(),
+                lsn: self.txn_lsn,
+            });
+        }
+        self.group.main_wrote.insert(qualified.to_string());
+        self.begin().await?;
+        let text = format!("DELETE FROM {qualified} WHERE {filter}");
+        self.client
+            .batch_execute(&text)
+            .await
+            .map_err(sql("target", format!("apply {text}")))
+    }
+
     /// `key = $n` on the replica identity: typed equality on a key (index scans); for
     /// REPLICA IDENTITY FULL, every column's printed form, which also matches types without
     /// an equality operator (json) and tells -0 from 0.
