@@ -1,8 +1,10 @@
-//! Dropping chunks in TimescaleDB's pgoutput stream, by sync's rule (`sync::timescale::
-//! drops_chunks`): with `_timescaledb_catalog.dimension_slice` published (as copy publishes
-//! it), `drop_chunks` shows as a DELETE of the dropped range's slice, while compressing,
-//! decompressing and a new chunk (which inserts its slice) do not. The rule flags exactly
-//! the drop_chunks transaction. `captured_drops_are_seen` runs everywhere on bytes captured
+//! Dropping chunks in TimescaleDB's pgoutput stream, by sync's rules (`sync::timescale::
+//! drops_chunks`, `Slices`): with `_timescaledb_catalog.dimension_slice` published (as copy
+//! publishes it), `drop_chunks` shows as DELETEs of the dropped chunks' slices, while
+//! compressing, decompressing and a new chunk (which inserts its slices) do not. Only the
+//! drop_chunks transaction yields rows to delete: one filter per dropped chunk, built from
+//! the catalog at the slot's start (`dim`/`slice` lines of the capture) and the stream; the
+//! live test checks that those filters select exactly the rows the drop took. `captured_drops_are_seen` runs everywhere on bytes captured
 //! from TimescaleDB 2.28.3 on PostgreSQL 15 (tests/data/timescaledb-2.28.3-drop.stream);
 //! `live_drops_are_seen_the_same` captures them again (skipped without TimescaleDB;
 //! `SYNC_PRINT_CAPTURE=1 cargo test -p sync --test timescale_drop_capture -- --nocapture`
@@ -11,9 +13,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sync::timescale::{drops_chunks, Change};
+use sync::timescale::{
+    drops_chunks, slice_id, slice_row, Change, Dimension, Dropped, Slice, Slices,
+};
 use testkit::Cluster;
-use wire::pgoutput::Value;
 use wire::{Decoder, LogicalMessage};
 
 const CAPTURED: &str = include_str!("data/timescaledb-2.28.3-drop.stream");
@@ -28,6 +31,7 @@ SELECT add_dimension('app.r', by_hash('dev', 2));
 INSERT INTO app.r SELECT g, timestamptz '2026-01-01' + g * interval '1 hour', g % 5, g
   FROM generate_series(1, 100) g;
 ALTER TABLE app.r SET (timescaledb.compress, timescaledb.compress_segmentby = 'dev');
+CREATE SCHEMA keep;
 CREATE PUBLICATION pub FOR TABLES IN SCHEMA app, _timescaledb_internal,
   TABLE _timescaledb_catalog.dimension_slice;
 ";
@@ -41,56 +45,113 @@ const CHANGES: &[&str] = &[
     "INSERT INTO app.r VALUES (1000, '2026-03-01', 1, 1)",
     // 3: rows deleted, the chunk stays.
     "DELETE FROM app.r WHERE id < 5",
-    // 4: two days of chunks (two hash partitions each, one compressed) dropped.
+    // (not published) the rows before the drop, for the live check.
+    "CREATE TABLE keep.before AS SELECT * FROM app.r",
+    // 5: two days of chunks (two hash partitions each, one compressed) dropped.
     "SELECT drop_chunks('app.r', older_than => timestamptz '2026-01-03')",
-    // 5: an ordinary insert.
+    // 6: an ordinary insert.
     "INSERT INTO app.r VALUES (1001, '2026-01-04 01:00', 1, 1)",
 ];
 
-/// The index in CHANGES of each transaction in which the rule sees chunks dropped, with
-/// the dropped slice ids' count.
-fn drops(messages: &[Bytes]) -> Vec<(usize, usize)> {
+/// The catalog when the slot was made: `dim|id|schema|table|column|type|space` and
+/// `slice|id|chunk|dimension|start|end` lines.
+fn catalog(lines: &str) -> Slices {
+    let mut slices = Slices::default();
+    for line in lines.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        match f[0] {
+            "dim" => slices.dimension(
+                f[1].parse().unwrap(),
+                Dimension {
+                    hypertable: (f[2].into(), f[3].into()),
+                    column: f[4].into(),
+                    column_type: f[5].into(),
+                    space: f[6] == "t",
+                    func: None,
+                },
+            ),
+            "slice" => slices.inserted(
+                f[1].parse().unwrap(),
+                Slice {
+                    chunk: f[2].parse().unwrap(),
+                    dimension: f[3].parse().unwrap(),
+                    start: f[4].parse().unwrap(),
+                    end: f[5].parse().unwrap(),
+                },
+            ),
+            _ => {}
+        }
+    }
+    slices
+}
+
+/// Per transaction (numbered from 0 in the stream) in which the rule sees chunks dropped: the slices
+/// deleted and the filters of the rows to delete.
+fn drops(messages: &[Bytes], mut slices: Slices) -> Vec<(usize, usize, Vec<String>)> {
+    let run = vec!["app".to_string()];
     let mut d = Decoder::new();
-    let mut names = std::collections::HashMap::new();
+    let mut rels = std::collections::HashMap::new();
     let mut txn = 0usize;
-    let mut out: Vec<(usize, usize)> = Vec::new();
+    let mut out: Vec<(usize, usize, Vec<String>)> = Vec::new();
     for m in messages {
         let decoded = d.decode(m).unwrap_or_else(|e| panic!("{e}"));
-        let (change, id, key) = match &decoded.message {
+        let (change, id, tuple) = match &decoded.message {
             LogicalMessage::Relation(r) => {
-                names.insert(r.id, (r.namespace.clone(), r.name.clone()));
+                let cols: Vec<String> = r.columns.iter().map(|c| c.name.clone()).collect();
+                rels.insert(r.id, (r.namespace.clone(), r.name.clone(), cols));
                 continue;
             }
             LogicalMessage::Commit(_) => {
                 txn += 1;
                 continue;
             }
-            LogicalMessage::Insert(i) => (Change::Insert, i.relation_id, None),
-            LogicalMessage::Update(u) => (Change::Update, u.relation_id, None),
-            LogicalMessage::Delete(x) => (Change::Delete, x.relation_id, x.old.tuple().first()),
+            LogicalMessage::Insert(i) => (Change::Insert, i.relation_id, i.new.clone()),
+            LogicalMessage::Update(u) => (Change::Update, u.relation_id, u.new.clone()),
+            LogicalMessage::Delete(x) => (Change::Delete, x.relation_id, x.old.tuple().clone()),
             LogicalMessage::Truncate(_) => panic!("no truncate in this stream"),
             _ => continue,
         };
-        let (ns, name) = &names[&id];
+        let (ns, name, cols) = &rels[&id];
+        if (ns.as_str(), name.as_str()) == sync::timescale::SLICE_TABLE && change == Change::Insert
+        {
+            let (id, slice) = slice_row(cols, &tuple).expect("a new slice is whole");
+            slices.inserted(id, slice);
+        }
         if drops_chunks(ns, name, change) {
-            assert!(
-                matches!(key, Some(Value::Text(_))),
-                "a slice's DELETE carries its id"
-            );
-            match out.last_mut() {
-                Some((t, n)) if *t == txn => *n += 1,
-                _ => out.push((txn, 1)),
+            let id = slice_id(cols, &tuple).expect("a slice's DELETE carries its id");
+            if out.last().is_none_or(|(t, _, _)| *t != txn) {
+                out.push((txn, 0, Vec::new()));
+            }
+            let last = out.last_mut().unwrap();
+            last.1 += 1;
+            match slices.deleted(id, &run) {
+                Dropped::Nothing => {}
+                Dropped::Rows { hypertable, filter } => {
+                    assert_eq!(hypertable, ("app".to_string(), "r".to_string()));
+                    last.2.push(filter);
+                }
+                Dropped::Unknown(what) => panic!("unknown {what}"),
             }
         }
     }
-    assert_eq!(txn, CHANGES.len(), "one transaction per change");
     out
 }
 
-fn check(found: &[(usize, usize)]) {
+fn check(found: &[(usize, usize, Vec<String>)]) {
     // 2.28 keeps slices per chunk (dimension_slice.chunk_id): four chunks dropped (two
-    // days by two hash partitions), a time and a hash slice each.
-    assert_eq!(found, [(4, 8)], "only drop_chunks drops chunks");
+    // days by two hash partitions), a time and a hash slice each, in one transaction.
+    // (Transactions are not counted: TimescaleDB's background jobs write published rows
+    // of their own.)
+    assert_eq!(found.len(), 1, "only drop_chunks drops chunks: {found:?}");
+    let (_, deleted, filters) = &found[0];
+    assert_eq!((*deleted, filters.len()), (8, 4), "{found:?}");
+    for f in filters {
+        assert!(
+            f.contains("\"ts\" >= _timescaledb_functions.to_timestamp(")
+                && f.contains("_timescaledb_functions.get_partition_hash(\"dev\")"),
+            "{f}"
+        );
+    }
 }
 
 fn hex(s: &str) -> Bytes {
@@ -108,7 +169,7 @@ fn captured_drops_are_seen() {
         .filter_map(|l| l.strip_prefix("msg "))
         .map(hex)
         .collect();
-    check(&drops(&messages));
+    check(&drops(&messages, catalog(CAPTURED)));
 }
 
 #[test]
@@ -122,6 +183,17 @@ fn live_drops_are_seen_the_same() {
     pg.sql(
         "x",
         "SELECT pg_create_logical_replication_slot('cap', 'pgoutput')",
+    );
+    let cat = pg.sql(
+        "x",
+        "SELECT 'dim|' || d.id || '|' || h.schema_name || '|' || h.table_name || '|' ||
+                d.column_name || '|' || d.column_type::regtype::text || '|' ||
+                (d.num_slices IS NOT NULL)::text::char
+           FROM _timescaledb_catalog.dimension d
+           JOIN _timescaledb_catalog.hypertable h ON h.id = d.hypertable_id
+         UNION ALL
+         SELECT concat_ws('|', 'slice', id, chunk_id, dimension_id, range_start, range_end)
+           FROM _timescaledb_catalog.dimension_slice",
     );
     for change in CHANGES {
         pg.sql("x", change);
@@ -145,9 +217,25 @@ fn live_drops_are_seen_the_same() {
     let messages: Vec<Bytes> = peeked.lines().map(hex).collect();
     if std::env::var_os("SYNC_PRINT_CAPTURE").is_some() {
         println!("# pgoutput (proto 1, messages) from TimescaleDB 2.28.3 on PostgreSQL 15: see tests/timescale_drop_capture.rs");
+        println!("{cat}");
         for line in peeked.lines() {
             println!("msg {line}");
         }
     }
-    check(&drops(&messages));
+    let found = drops(&messages, catalog(&cat));
+    check(&found);
+    // The filters select exactly the rows the drop took.
+    let any: Vec<String> = found[0].2.iter().map(|f| format!("({f})")).collect();
+    assert_eq!(
+        pg.sql(
+            "x",
+            &format!(
+                "SELECT (SELECT count(*) FROM keep.before WHERE {}),
+                        (SELECT count(*) FROM keep.before b
+                          WHERE NOT EXISTS (SELECT 1 FROM app.r r WHERE r.id = b.id))",
+                any.join(" OR ")
+            )
+        ),
+        "43|43"
+    );
 }
