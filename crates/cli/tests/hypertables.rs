@@ -209,7 +209,8 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     let (blue, green) = hypertable_pair();
     let (s, t) = (blue.url(DB), green.url(DB));
 
-    // A scheduled retention policy blocks: dropped chunks would not be dropped on green.
+    // A scheduled retention policy blocks: a chunk dropped while sync is stopped could not
+    // be dropped on green, unless dropped slices stream with their ranges.
     let retention = blue.sql(
         DB,
         "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'",
@@ -224,7 +225,18 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     assert_eq!(f["subject"], "app.readings");
     assert_eq!(
         f["fix"],
-        format!("pause it for the migration: SELECT alter_job({retention}, scheduled => false);")
+        format!("let dropped chunks stream with their ranges: ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY FULL; or pause it for the migration: SELECT alter_job({retention}, scheduled => false);")
+    );
+    blue.sql(
+        DB,
+        "ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY FULL",
+    );
+    let (_, plan) = plan_json(&blue, &green);
+    assert!(finding(&plan, "retention-policy").is_none(), "{plan:#}");
+    assert_eq!(plan["slice_ranges"], true);
+    blue.sql(
+        DB,
+        "ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY DEFAULT",
     );
     // Publishing the chunk schema would make DELETE on side.log's chunks fail on blue.
     let f = finding(&plan, "chunk-replica-identity").unwrap_or_else(|| panic!("{plan:#}"));
@@ -390,6 +402,52 @@ fn a_hypertable_source_copies_and_streams_exactly() {
                FROM app.readings"
         ),
         "t|t|t|t"
+    );
+
+    // Chunks dropped while sync is stopped: with dimension_slice's old rows whole, sync
+    // places them when it comes back.
+    blue.sql(
+        DB,
+        "ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY FULL;
+         SELECT drop_chunks('app.readings',
+                            older_than => date_trunc('day', now()) - interval '15 days');",
+    );
+    let log = dir.path().join("sync2.log");
+    let sync = common::spawn_bluegreen(&["sync", "--source", &s, "--target", &t], &log);
+    load_step(&blue, 181);
+    verify_equal_within(&s, &t, Duration::from_secs(60), &log);
+    drop(sync);
+    // Without them, a drop sync did not see happen stops it (exit 2) rather than leave
+    // green with rows blue dropped.
+    blue.sql(
+        DB,
+        "ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY DEFAULT;
+         SELECT drop_chunks('app.counters', older_than => 4000::bigint);",
+    );
+    let log = dir.path().join("sync3.log");
+    let mut sync = common::spawn_bluegreen(&["sync", "--source", &s, "--target", &t], &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = sync.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sync goes on: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("chunks dropped on the source") && text.contains("REPLICA IDENTITY FULL"),
+        "{text}"
+    );
+    assert_ne!(
+        green.sql(DB, "SELECT count(*) FROM app.counters WHERE tick < 4000"),
+        "0",
+        "nothing applied past the drop"
     );
 
     // abort --drop-data takes the hypertables copy made, chunks and all.
