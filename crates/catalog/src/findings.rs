@@ -414,12 +414,18 @@ fn timescaledb(plan: &Plan) -> Vec<Finding> {
         )),
         Some(_) => {}
     }
-    for a in &plan.continuous_aggregates {
+    // Copy recreates aggregates over hypertables, in the plan's order; one over another
+    // aggregate (hierarchical) would need its parent first.
+    for a in plan
+        .continuous_aggregates
+        .iter()
+        .filter(|a| a.hypertable.starts_with(&format!("{CHUNK_SCHEMA}.")))
+    {
         f.push(blocker(
             "continuous-aggregate",
             &format!("{}.{}", a.schema, a.name),
             format!(
-                "continuous aggregate over {}: copying materialized rows with their watermark is not built yet",
+                "continuous aggregate over another aggregate's materialization ({}): hierarchical aggregates are not migrated yet",
                 a.hypertable
             ),
             format!(

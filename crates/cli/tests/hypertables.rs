@@ -1,7 +1,9 @@
 //! A source that already has TimescaleDB hypertables (compressed and uncompressed chunks, a
 //! space dimension, integer time, policies) migrates as hypertables: green gets the same
-//! dimensions before the data, the chunks compressed on blue compressed, the policies paused;
-//! sync routes chunk changes to their hypertable and skips rows that compression moves.
+//! dimensions before the data, the chunks compressed on blue compressed, the policies paused,
+//! its continuous aggregate with blue's rows (some whose raw rows blue dropped) and
+//! watermark; sync routes chunk changes to their hypertable, skips rows that compression
+//! moves, applies blue's aggregate refreshes to green's aggregate and drops what blue drops.
 //! Each test skips with one line when TimescaleDB is not installed.
 
 mod common;
@@ -48,6 +50,11 @@ fn hypertable_pair() -> (Cluster, Cluster) {
          SELECT add_compression_policy('app.readings', interval '7 days');
          SELECT add_reorder_policy('app.readings', 'readings_device_ts');
          SELECT alter_job(add_retention_policy('app.readings', interval '90 days'), scheduled => false);
+         CREATE MATERIALIZED VIEW app.readings_daily WITH (timescaledb.continuous) AS
+           SELECT time_bucket('1 day', ts) AS day, device, count(*) AS n, sum(v) AS v
+             FROM app.readings GROUP BY 1, 2 WITH NO DATA;
+         SELECT add_continuous_aggregate_policy('app.readings_daily', start_offset => NULL,
+                  end_offset => interval '1 day', schedule_interval => interval '1 hour');
          CREATE TABLE app.counters (tick bigint NOT NULL, k int NOT NULL, v numeric,
                                     PRIMARY KEY (k, tick));
          SELECT create_hypertable('app.counters', by_range('tick', 1000));
@@ -66,11 +73,32 @@ fn hypertable_pair() -> (Cluster, Cluster) {
          INSERT INTO side.log SELECT now() - g * interval '1 day', 'log ' || g
            FROM generate_series(1, 30) g;",
     );
-    // Policies run on their own otherwise; the test compresses by hand.
+    // Policies run on their own otherwise; the test compresses and refreshes by hand.
     blue.sql(
         DB,
         "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs
-          WHERE job_id >= 1000 AND proc_name = 'policy_compression'",
+          WHERE job_id >= 1000
+            AND proc_name IN ('policy_compression', 'policy_refresh_continuous_aggregate')",
+    );
+    // The aggregate's refresh deletes from its materialization, which the run publishes
+    // (plan's chunk-replica-identity blocker); then it is refreshed, and the oldest raw
+    // day dropped: its aggregate rows stay on blue, and must reach green as they are.
+    blue.sql(
+        DB,
+        "DO $$DECLARE m text; BEGIN
+           SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+             INTO m FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_daily';
+           EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', m);
+         END$$;",
+    );
+    blue.sql(
+        DB,
+        "CALL refresh_continuous_aggregate('app.readings_daily', NULL,
+                                           date_trunc('day', now()) - interval '10 days')",
+    );
+    blue.sql(
+        DB,
+        "SELECT drop_chunks('app.readings', older_than => date_trunc('day', now()) - interval '19 days')",
     );
     (blue, green)
 }
@@ -114,12 +142,22 @@ const CHUNKS: &str =
                                                   is_compressed)
                         FROM timescaledb_information.chunks WHERE hypertable_schema = 'app'";
 
+const WATERMARK: &str = "SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id))
+                           FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = 'readings_daily'";
+
 const JOBS: &str = "SELECT string_agg(concat_ws(' ', hypertable_name, proc_name, schedule_interval,
                            config - 'hypertable_id'), ', ' ORDER BY hypertable_name, proc_name)
-                      FROM timescaledb_information.jobs WHERE job_id >= 1000";
+                      FROM timescaledb_information.jobs WHERE job_id >= 1000
+                       AND proc_name <> 'policy_refresh_continuous_aggregate'";
 
-const ORDERED: [&str; 3] = [
+/// The aggregate's refresh policy, its materialization's id aside.
+const REFRESH_JOB: &str = "SELECT schedule_interval, config - 'mat_hypertable_id'
+                             FROM timescaledb_information.jobs
+                            WHERE proc_name = 'policy_refresh_continuous_aggregate'";
+
+const ORDERED: [&str; 4] = [
     "SELECT * FROM app.readings ORDER BY id, ts, device",
+    "SELECT * FROM app.readings_daily ORDER BY day, device",
     "SELECT * FROM app.counters ORDER BY k, tick",
     "SELECT * FROM app.notes ORDER BY id",
 ];
@@ -298,7 +336,7 @@ fn a_hypertable_source_copies_and_streams_exactly() {
             "SELECT count(*) || ' ' || count(*) FILTER (WHERE scheduled)
                FROM timescaledb_information.jobs WHERE job_id >= 1000"
         ),
-        "4 0",
+        "5 0",
         "policies present and paused"
     );
     // Green's catalog was made by TimescaleDB, not restored: chunk tables are its own.
@@ -317,6 +355,18 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     for q in ORDERED {
         same(&blue, &green, q);
     }
+    // The aggregate as blue has it: its rows (the dropped day's among them, whose raw rows
+    // are gone), its watermark, its refresh policy (paused on green).
+    let first_day = same(
+        &blue,
+        &green,
+        "SELECT count(*) FILTER (WHERE day < date_trunc('day', now()) - interval '19 days') > 0,
+                count(*) > 10
+           FROM app.readings_daily",
+    );
+    assert_eq!(first_day, "t|t");
+    same(&blue, &green, WATERMARK);
+    assert!(same(&blue, &green, REFRESH_JOB).contains("1 day"));
 
     // Sync under a load of inserts, updates and deletes, some on compressed chunks; chunks
     // compressed (a partial one again, a fresh one) and decompressed while it runs.
@@ -354,6 +404,15 @@ fn a_hypertable_source_copies_and_streams_exactly() {
                 blue.sql(
                     DB,
                     &format!("SELECT decompress_chunk(c) FROM ({} LIMIT 1) x", older(12)),
+                );
+            }
+            120 => {
+                // Blue refreshes its aggregate: the refresh's deletes and inserts in the
+                // materialization reach green's.
+                blue.sql(
+                    DB,
+                    "CALL refresh_continuous_aggregate('app.readings_daily', NULL,
+                                                       date_trunc('day', now()) - interval '1 day')",
                 );
             }
             140 => {

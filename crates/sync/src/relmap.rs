@@ -280,8 +280,26 @@ impl RelMap {
                 return Ok(());
             }
             Named::Chunk => {
-                let parent = chunk_parent(source, rel).await?;
-                match timescale::chunk_target(parent, &self.schemas) {
+                let mut parent = chunk_parent(source, rel).await?;
+                // An aggregate's materialization: its rows land in the target's
+                // materialization of the aggregate of the same name (ids differ).
+                if let Some((ps, pn)) = &parent {
+                    if timescale::is_materialization(ps, pn) {
+                        parent = match aggregate_of(source, "source", ps, pn).await? {
+                            Some(view) if self.schemas.contains(&view.0) => {
+                                materialization_of(target, &view).await?
+                            }
+                            _ => None,
+                        };
+                    }
+                }
+                match parent.and_then(|p| {
+                    if timescale::is_materialization(&p.0, &p.1) {
+                        Some(p)
+                    } else {
+                        timescale::chunk_target(Some(p), &self.schemas)
+                    }
+                }) {
                     Some(hypertable) => {
                         self.chunks.insert(rel.id);
                         hypertable
@@ -565,6 +583,49 @@ async fn chunk_parent(source: &Client, rel: &Relation) -> Result<Option<(String,
         .await
         .map_err(sql("source", what()))?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// The continuous aggregate (view schema, name) whose materialization hypertable this is.
+async fn aggregate_of(
+    c: &Client,
+    side: &'static str,
+    schema: &str,
+    name: &str,
+) -> Result<Option<(String, String)>, Error> {
+    c.query_opt(
+        "SELECT a.user_view_schema::text, a.user_view_name::text
+           FROM _timescaledb_catalog.continuous_agg a
+           JOIN _timescaledb_catalog.hypertable h ON h.id = a.mat_hypertable_id
+          WHERE h.schema_name = $1 AND h.table_name = $2",
+        &[&schema, &name],
+    )
+    .await
+    .map(|r| r.map(|r| (r.get(0), r.get(1))))
+    .map_err(sql(
+        side,
+        format!("look up the aggregate of {schema}.{name}"),
+    ))
+}
+
+/// The target's materialization hypertable of a continuous aggregate, when it has it.
+async fn materialization_of(
+    target: &Client,
+    view: &(String, String),
+) -> Result<Option<(String, String)>, Error> {
+    target
+        .query_opt(
+            "SELECT h.schema_name::text, h.table_name::text
+               FROM _timescaledb_catalog.continuous_agg a
+               JOIN _timescaledb_catalog.hypertable h ON h.id = a.mat_hypertable_id
+              WHERE a.user_view_schema = $1 AND a.user_view_name = $2",
+            &[&view.0, &view.1],
+        )
+        .await
+        .map(|r| r.map(|r| (r.get(0), r.get(1))))
+        .map_err(sql(
+            "target",
+            format!("look up the materialization of {}.{}", view.0, view.1),
+        ))
 }
 
 /// Whether the target's table is a TimescaleDB hypertable with compression enabled.

@@ -1,8 +1,9 @@
 //! TimescaleDB in the stream, free of I/O. A hypertable's changes arrive under its chunks'
 //! names (`_timescaledb_internal._hyper_N_M_chunk`) and land in the target's hypertable of
-//! the same name as the chunk's parent; compressed chunks (`compress_hyper_*`), aggregates'
-//! materialization chunks, TimescaleDB's own tables and hypertables outside the run are not
-//! applied. Compressing or decompressing moves rows between a chunk and its compressed
+//! the same name as the chunk's parent; a continuous aggregate's materialization chunks
+//! (its refreshes) land in the target's materialization of the same aggregate;
+//! compressed chunks (`compress_hyper_*`), TimescaleDB's own tables and hypertables outside
+//! the run are not applied. Compressing or decompressing moves rows between a chunk and its compressed
 //! chunk inside a pair of transactional logical messages: those moves are not changes (the
 //! target holds the rows already), while the UPDATE or DELETE that follows a
 //! decompression is real and applies.
@@ -54,6 +55,12 @@ pub fn chunk_target(
     schemas: &[String],
 ) -> Option<(String, String)> {
     parent.filter(|(schema, _)| schemas.iter().any(|s| s == schema))
+}
+
+/// A continuous aggregate's materialization hypertable: its chunks' changes are the
+/// aggregate's refreshes, applied to the target's materialization of the same aggregate.
+pub fn is_materialization(schema: &str, name: &str) -> bool {
+    schema == CHUNK_SCHEMA && name.starts_with("_materialized_hypertable_")
 }
 
 /// The hypertable id in a chunk's name, `_hyper_<id>_<n>_chunk`: how the parent is found
@@ -348,6 +355,12 @@ mod tests {
             None
         );
         assert_eq!(chunk_target(None, &schemas), None);
+        assert!(is_materialization(
+            CHUNK_SCHEMA,
+            "_materialized_hypertable_4"
+        ));
+        assert!(!is_materialization(CHUNK_SCHEMA, "_hyper_4_1_chunk"));
+        assert!(!is_materialization("app", "_materialized_hypertable_4"));
         assert_eq!(hypertable_id("_hyper_12_345_chunk"), Some(12));
         assert_eq!(hypertable_id("compress_hyper_2_11_chunk"), None);
         assert_eq!(hypertable_id("_hyper_x_1_chunk"), None);

@@ -139,7 +139,7 @@ impl Applier {
         let filter = self.identity_filter(rel, identity, &mut params)?;
         let sql_text = if rel.full_identity {
             format!(
-                "UPDATE {t} SET {s} WHERE ctid = (SELECT ctid FROM {t} WHERE {filter} LIMIT 1)",
+                "UPDATE {t} SET {s} WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM {t} WHERE {filter} LIMIT 1)",
                 t = rel.qualified,
                 s = sets.join(", ")
             )
@@ -206,9 +206,11 @@ impl Applier {
         self.flush_copy().await?;
         let mut params = Vec::new();
         let filter = self.identity_filter(rel, old.tuple(), &mut params)?;
+        // (tableoid, ctid): a ctid is unique only within one table, and the rows of a
+        // hypertable (an aggregate's materialization) live in many chunks.
         let sql_text = if rel.full_identity {
             format!(
-                "DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE {filter} LIMIT 1)",
+                "DELETE FROM {t} WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM {t} WHERE {filter} LIMIT 1)",
                 t = rel.qualified
             )
         } else {
