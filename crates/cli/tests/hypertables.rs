@@ -366,6 +366,36 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     );
     assert_eq!(first_day, "t|t");
     same(&blue, &green, WATERMARK);
+    // verify compares the aggregate's materialized rows too, and counts them.
+    let bump = |delta: i32| {
+        green.sql(
+            DB,
+            &format!(
+                "DO $$DECLARE m text; BEGIN
+                   SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+                     INTO m FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_daily';
+                   EXECUTE format('UPDATE %s SET n = n + ({delta}) WHERE device = 3', m);
+                 END$$;"
+            ),
+        )
+    };
+    bump(1);
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("DIFFERENT: every table matches, but 1 continuous aggregate(s) differ")
+            && stdout(&o).contains("differs: app.readings_daily"),
+        "{}",
+        stdout(&o)
+    );
+    bump(-1);
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("continuous aggregates: 1 of 1 hold the same materialized rows"),
+        "{}",
+        stdout(&o)
+    );
     assert!(same(&blue, &green, REFRESH_JOB).contains("1 day"));
 
     // Sync under a load of inserts, updates and deletes, some on compressed chunks; chunks
