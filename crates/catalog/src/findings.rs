@@ -414,12 +414,18 @@ fn timescaledb(plan: &Plan) -> Vec<Finding> {
         )),
         Some(_) => {}
     }
-    for a in &plan.continuous_aggregates {
+    // Copy recreates aggregates over hypertables, in the plan's order; one over another
+    // aggregate (hierarchical) would need its parent first.
+    for a in plan
+        .continuous_aggregates
+        .iter()
+        .filter(|a| a.hypertable.starts_with(&format!("{CHUNK_SCHEMA}.")))
+    {
         f.push(blocker(
             "continuous-aggregate",
             &format!("{}.{}", a.schema, a.name),
             format!(
-                "continuous aggregate over {}: copying materialized rows with their watermark is not built yet",
+                "continuous aggregate over another aggregate's materialization ({}): hierarchical aggregates are not migrated yet",
                 a.hypertable
             ),
             format!(
@@ -453,23 +459,28 @@ fn timescaledb(plan: &Plan) -> Vec<Finding> {
     }
     for h in &plan.hypertables {
         let subject = format!("{}.{}", h.schema, h.name);
-        for j in h
-            .jobs
-            .iter()
-            .filter(|j| j.kind == "retention" && j.scheduled)
-        {
-            f.push(blocker(
-                "retention-policy",
-                &subject,
-                format!(
-                    "retention policy (job {}) is scheduled on the source: chunks it drops during sync are not dropped on the target (dropping chunks is not streamed)",
-                    j.id
-                ),
-                format!(
-                    "pause it for the migration: SELECT alter_job({}, scheduled => false);",
-                    j.id
-                ),
-            ));
+        // Sync drops what blue's retention drops while it runs, from the slices it read when
+        // it started; a drop while it is stopped (between copy and sync, a restart) it
+        // cannot place unless the slices stream whole, and then it stops.
+        if plan.slice_ranges != Some(true) {
+            for j in h
+                .jobs
+                .iter()
+                .filter(|j| j.kind == "retention" && j.scheduled)
+            {
+                f.push(blocker(
+                    "retention-policy",
+                    &subject,
+                    format!(
+                        "retention policy (job {}) is scheduled on the source: sync drops the same ranges on the target while it runs, but a drop while sync is stopped (before it starts, during a restart) stops it for good (the run has to be copied again)",
+                        j.id
+                    ),
+                    format!(
+                        "let dropped chunks stream with their ranges: ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY FULL; or pause it for the migration: SELECT alter_job({}, scheduled => false);",
+                        j.id
+                    ),
+                ));
+            }
         }
         for j in h.jobs.iter().filter(|j| j.kind == "user") {
             f.push(warning(

@@ -80,6 +80,7 @@ pub async fn build_plan(
         source: src,
         target: tgt,
         compression_markers: timescale.as_ref().map(|t| t.markers),
+        slice_ranges: timescale.as_ref().map(|t| t.slice_ranges),
         schemas,
         tables,
         hypertables: Vec::new(),

@@ -23,6 +23,9 @@ pub struct Plan {
     pub timescaledb_jobs: Vec<Job>,
     /// `timescaledb.enable_compression_wal_markers` on the source (None without TimescaleDB).
     pub compression_markers: Option<bool>,
+    /// `_timescaledb_catalog.dimension_slice` has REPLICA IDENTITY FULL on the source: chunks
+    /// dropped while sync is stopped stream with their ranges (None without TimescaleDB).
+    pub slice_ranges: Option<bool>,
     /// Hypertables outside the planned schemas (and aggregates' materializations) whose
     /// chunks have no replica identity: publishing `_timescaledb_internal` for the planned
     /// hypertables would make their UPDATE and DELETE fail on the source.

@@ -471,6 +471,10 @@ pub struct Timescale {
     pub continuous_aggregates: Vec<ContinuousAggregate>,
     pub other_jobs: Vec<Job>,
     pub markers: bool,
+    /// `_timescaledb_catalog.dimension_slice` has REPLICA IDENTITY FULL: a dropped chunk's
+    /// slices stream with their ranges, so sync drops it exactly even when the drop
+    /// happened while sync was stopped.
+    pub slice_ranges: bool,
     /// Hypertables of any schema (aggregates' materializations included) whose chunks have
     /// no replica identity.
     pub without_identity: Vec<UnkeyedHypertable>,
@@ -564,6 +568,17 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
         )
         .await
         .map_err(q("TimescaleDB settings"))?
+        .get(0);
+
+    let slice_ranges: bool = client
+        .query_one(
+            "SELECT coalesce((SELECT relreplident = 'f' FROM pg_class
+                               WHERE oid = to_regclass('_timescaledb_catalog.dimension_slice')),
+                             false)",
+            &[],
+        )
+        .await
+        .map_err(q("TimescaleDB's dimension slices"))?
         .get(0);
 
     // Compressed hypertables (internal) are left out: TimescaleDB writes them below the
@@ -697,6 +712,7 @@ pub async fn timescale(client: &Client) -> Result<Timescale, Error> {
         continuous_aggregates,
         other_jobs,
         markers: markers.as_deref() != Some("off"),
+        slice_ranges,
         without_identity,
     })
 }

@@ -1,7 +1,9 @@
 //! A source that already has TimescaleDB hypertables (compressed and uncompressed chunks, a
 //! space dimension, integer time, policies) migrates as hypertables: green gets the same
-//! dimensions before the data, the chunks compressed on blue compressed, the policies paused;
-//! sync routes chunk changes to their hypertable and skips rows that compression moves.
+//! dimensions before the data, the chunks compressed on blue compressed, the policies paused,
+//! its continuous aggregate with blue's rows (some whose raw rows blue dropped) and
+//! watermark; sync routes chunk changes to their hypertable, skips rows that compression
+//! moves, applies blue's aggregate refreshes to green's aggregate and drops what blue drops.
 //! Each test skips with one line when TimescaleDB is not installed.
 
 mod common;
@@ -48,6 +50,11 @@ fn hypertable_pair() -> (Cluster, Cluster) {
          SELECT add_compression_policy('app.readings', interval '7 days');
          SELECT add_reorder_policy('app.readings', 'readings_device_ts');
          SELECT alter_job(add_retention_policy('app.readings', interval '90 days'), scheduled => false);
+         CREATE MATERIALIZED VIEW app.readings_daily WITH (timescaledb.continuous) AS
+           SELECT time_bucket('1 day', ts) AS day, device, count(*) AS n, sum(v) AS v
+             FROM app.readings GROUP BY 1, 2 WITH NO DATA;
+         SELECT add_continuous_aggregate_policy('app.readings_daily', start_offset => NULL,
+                  end_offset => interval '1 day', schedule_interval => interval '1 hour');
          CREATE TABLE app.counters (tick bigint NOT NULL, k int NOT NULL, v numeric,
                                     PRIMARY KEY (k, tick));
          SELECT create_hypertable('app.counters', by_range('tick', 1000));
@@ -66,11 +73,32 @@ fn hypertable_pair() -> (Cluster, Cluster) {
          INSERT INTO side.log SELECT now() - g * interval '1 day', 'log ' || g
            FROM generate_series(1, 30) g;",
     );
-    // Policies run on their own otherwise; the test compresses by hand.
+    // Policies run on their own otherwise; the test compresses and refreshes by hand.
     blue.sql(
         DB,
         "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs
-          WHERE job_id >= 1000 AND proc_name = 'policy_compression'",
+          WHERE job_id >= 1000
+            AND proc_name IN ('policy_compression', 'policy_refresh_continuous_aggregate')",
+    );
+    // The aggregate's refresh deletes from its materialization, which the run publishes
+    // (plan's chunk-replica-identity blocker); then it is refreshed, and the oldest raw
+    // day dropped: its aggregate rows stay on blue, and must reach green as they are.
+    blue.sql(
+        DB,
+        "DO $$DECLARE m text; BEGIN
+           SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+             INTO m FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_daily';
+           EXECUTE format('ALTER TABLE %s REPLICA IDENTITY FULL', m);
+         END$$;",
+    );
+    blue.sql(
+        DB,
+        "CALL refresh_continuous_aggregate('app.readings_daily', NULL,
+                                           date_trunc('day', now()) - interval '10 days')",
+    );
+    blue.sql(
+        DB,
+        "SELECT drop_chunks('app.readings', older_than => date_trunc('day', now()) - interval '19 days')",
     );
     (blue, green)
 }
@@ -114,12 +142,22 @@ const CHUNKS: &str =
                                                   is_compressed)
                         FROM timescaledb_information.chunks WHERE hypertable_schema = 'app'";
 
+const WATERMARK: &str = "SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id))
+                           FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = 'readings_daily'";
+
 const JOBS: &str = "SELECT string_agg(concat_ws(' ', hypertable_name, proc_name, schedule_interval,
                            config - 'hypertable_id'), ', ' ORDER BY hypertable_name, proc_name)
-                      FROM timescaledb_information.jobs WHERE job_id >= 1000";
+                      FROM timescaledb_information.jobs WHERE job_id >= 1000
+                       AND proc_name <> 'policy_refresh_continuous_aggregate'";
 
-const ORDERED: [&str; 3] = [
+/// The aggregate's refresh policy, its materialization's id aside.
+const REFRESH_JOB: &str = "SELECT schedule_interval, config - 'mat_hypertable_id'
+                             FROM timescaledb_information.jobs
+                            WHERE proc_name = 'policy_refresh_continuous_aggregate'";
+
+const ORDERED: [&str; 4] = [
     "SELECT * FROM app.readings ORDER BY id, ts, device",
+    "SELECT * FROM app.readings_daily ORDER BY day, device",
     "SELECT * FROM app.counters ORDER BY k, tick",
     "SELECT * FROM app.notes ORDER BY id",
 ];
@@ -209,7 +247,8 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     let (blue, green) = hypertable_pair();
     let (s, t) = (blue.url(DB), green.url(DB));
 
-    // A scheduled retention policy blocks: dropped chunks would not be dropped on green.
+    // A scheduled retention policy blocks: a chunk dropped while sync is stopped could not
+    // be dropped on green, unless dropped slices stream with their ranges.
     let retention = blue.sql(
         DB,
         "SELECT job_id FROM timescaledb_information.jobs WHERE proc_name = 'policy_retention'",
@@ -224,7 +263,18 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     assert_eq!(f["subject"], "app.readings");
     assert_eq!(
         f["fix"],
-        format!("pause it for the migration: SELECT alter_job({retention}, scheduled => false);")
+        format!("let dropped chunks stream with their ranges: ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY FULL; or pause it for the migration: SELECT alter_job({retention}, scheduled => false);")
+    );
+    blue.sql(
+        DB,
+        "ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY FULL",
+    );
+    let (_, plan) = plan_json(&blue, &green);
+    assert!(finding(&plan, "retention-policy").is_none(), "{plan:#}");
+    assert_eq!(plan["slice_ranges"], true);
+    blue.sql(
+        DB,
+        "ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY DEFAULT",
     );
     // Publishing the chunk schema would make DELETE on side.log's chunks fail on blue.
     let f = finding(&plan, "chunk-replica-identity").unwrap_or_else(|| panic!("{plan:#}"));
@@ -286,7 +336,7 @@ fn a_hypertable_source_copies_and_streams_exactly() {
             "SELECT count(*) || ' ' || count(*) FILTER (WHERE scheduled)
                FROM timescaledb_information.jobs WHERE job_id >= 1000"
         ),
-        "4 0",
+        "5 0",
         "policies present and paused"
     );
     // Green's catalog was made by TimescaleDB, not restored: chunk tables are its own.
@@ -305,6 +355,48 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     for q in ORDERED {
         same(&blue, &green, q);
     }
+    // The aggregate as blue has it: its rows (the dropped day's among them, whose raw rows
+    // are gone), its watermark, its refresh policy (paused on green).
+    let first_day = same(
+        &blue,
+        &green,
+        "SELECT count(*) FILTER (WHERE day < date_trunc('day', now()) - interval '19 days') > 0,
+                count(*) > 10
+           FROM app.readings_daily",
+    );
+    assert_eq!(first_day, "t|t");
+    same(&blue, &green, WATERMARK);
+    // verify compares the aggregate's materialized rows too, and counts them.
+    let bump = |delta: i32| {
+        green.sql(
+            DB,
+            &format!(
+                "DO $$DECLARE m text; BEGIN
+                   SELECT format('%I.%I', materialization_hypertable_schema, materialization_hypertable_name)
+                     INTO m FROM timescaledb_information.continuous_aggregates WHERE view_name = 'readings_daily';
+                   EXECUTE format('UPDATE %s SET n = n + ({delta}) WHERE device = 3', m);
+                 END$$;"
+            ),
+        )
+    };
+    bump(1);
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("DIFFERENT: every table matches, but 1 continuous aggregate(s) differ")
+            && stdout(&o).contains("differs: app.readings_daily"),
+        "{}",
+        stdout(&o)
+    );
+    bump(-1);
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("continuous aggregates: 1 of 1 hold the same materialized rows"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(same(&blue, &green, REFRESH_JOB).contains("1 day"));
 
     // Sync under a load of inserts, updates and deletes, some on compressed chunks; chunks
     // compressed (a partial one again, a fresh one) and decompressed while it runs.
@@ -344,6 +436,29 @@ fn a_hypertable_source_copies_and_streams_exactly() {
                     &format!("SELECT decompress_chunk(c) FROM ({} LIMIT 1) x", older(12)),
                 );
             }
+            120 => {
+                // Blue refreshes its aggregate: the refresh's deletes and inserts in the
+                // materialization reach green's.
+                blue.sql(
+                    DB,
+                    "CALL refresh_continuous_aggregate('app.readings_daily', NULL,
+                                                       date_trunc('day', now()) - interval '1 day')",
+                );
+            }
+            140 => {
+                // Chunks dropped while sync runs (compressed ones, three hash partitions
+                // each; integer time; a hypertable outside the run): green deletes the same
+                // ranges' rows in stream order.
+                blue.sql(
+                    DB,
+                    &format!(
+                        "SELECT drop_chunks('app.readings', older_than => {base} + interval '3 days');
+                         SELECT drop_chunks('app.counters', older_than => 2000::bigint);
+                         SELECT drop_chunks('side.log', older_than => now() - interval '20 days');",
+                        base = "date_trunc('day', now()) - interval '20 days'"
+                    ),
+                );
+            }
             _ => {}
         }
     }
@@ -354,6 +469,17 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     let log = std::fs::read_to_string(&log).unwrap();
     drop(sync);
     assert!(!log.contains("ERROR") && !log.contains("WARN"), "{log}");
+    // The drops reached green: none of the copied rows in the dropped ranges is left (the
+    // load inserts into them again afterwards).
+    assert_eq!(
+        green.sql(
+            DB,
+            "SELECT (SELECT count(*) FROM app.readings
+                      WHERE ts < date_trunc('day', now()) - interval '17 days' AND id <= 2800),
+                    (SELECT count(*) FROM app.counters WHERE tick < 2000)"
+        ),
+        "0|0"
+    );
     // The load reached compressed rows and the special values.
     assert_eq!(
         green.sql(
@@ -365,6 +491,52 @@ fn a_hypertable_source_copies_and_streams_exactly() {
                FROM app.readings"
         ),
         "t|t|t|t"
+    );
+
+    // Chunks dropped while sync is stopped: with dimension_slice's old rows whole, sync
+    // places them when it comes back.
+    blue.sql(
+        DB,
+        "ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY FULL;
+         SELECT drop_chunks('app.readings',
+                            older_than => date_trunc('day', now()) - interval '15 days');",
+    );
+    let log = dir.path().join("sync2.log");
+    let sync = common::spawn_bluegreen(&["sync", "--source", &s, "--target", &t], &log);
+    load_step(&blue, 181);
+    verify_equal_within(&s, &t, Duration::from_secs(60), &log);
+    drop(sync);
+    // Without them, a drop sync did not see happen stops it (exit 2) rather than leave
+    // green with rows blue dropped.
+    blue.sql(
+        DB,
+        "ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY DEFAULT;
+         SELECT drop_chunks('app.counters', older_than => 4000::bigint);",
+    );
+    let log = dir.path().join("sync3.log");
+    let mut sync = common::spawn_bluegreen(&["sync", "--source", &s, "--target", &t], &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = sync.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sync goes on: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("chunks dropped on the source") && text.contains("REPLICA IDENTITY FULL"),
+        "{text}"
+    );
+    assert_ne!(
+        green.sql(DB, "SELECT count(*) FROM app.counters WHERE tick < 4000"),
+        "0",
+        "nothing applied past the drop"
     );
 
     // abort --drop-data takes the hypertables copy made, chunks and all.

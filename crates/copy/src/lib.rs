@@ -3,6 +3,7 @@
 //! constraints. Every step is recorded in the target's `bluegreen` schema, so a killed copy
 //! resumes where it stopped.
 
+mod aggregates;
 mod chunking;
 mod columns;
 mod data;
@@ -547,6 +548,19 @@ async fn finish_data(
     )
     .await?;
     let values = sequence_values(source, plan, &snap.name).await?;
+    if !plan.continuous_aggregates.is_empty() {
+        let src = conn::connect(source).await.map_err(conn_err("source"))?;
+        src.batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            conn::quote_literal(&snap.name)
+        ))
+        .await
+        .map_err(sql(
+            "source",
+            "import the snapshot for continuous aggregates",
+        ))?;
+        aggregates::create_and_fill(&src, &tgt, plan).await?;
+    }
     let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
     for (name, value, called) in &values {
         tx.execute(

@@ -5,9 +5,14 @@ use tokio_postgres::Client;
 
 use crate::error::{sql, Error};
 
+/// TimescaleDB's catalog of chunk time ranges (the name sync's `timescale::SLICE_TABLE` reads).
+const SLICE_TABLE: (&str, &str) = ("_timescaledb_catalog", "dimension_slice");
+
 /// Publishes whole schemas, so tables created later are included. With `chunks` (the run
 /// migrates hypertables) TimescaleDB's chunk schema too: a hypertable's changes arrive
-/// under its chunks' names, and a new chunk is published the moment it is created.
+/// under its chunks' names, and a new chunk is published the moment it is created; and
+/// TimescaleDB's dimension slices, whose DELETE is the stream's only sign that chunks were
+/// dropped (sync stops there; its rows are never applied).
 pub async fn create_publication(
     c: &Client,
     name: &str,
@@ -18,8 +23,13 @@ pub async fn create_publication(
     if chunks && !schemas.iter().any(|s| s == catalog::CHUNK_SCHEMA) {
         list.push(quote_ident(catalog::CHUNK_SCHEMA));
     }
+    let slices = if chunks {
+        format!(", TABLE {}", conn::qualified(SLICE_TABLE.0, SLICE_TABLE.1))
+    } else {
+        String::new()
+    };
     c.batch_execute(&format!(
-        "CREATE PUBLICATION {} FOR TABLES IN SCHEMA {}",
+        "CREATE PUBLICATION {} FOR TABLES IN SCHEMA {}{slices}",
         quote_ident(name),
         list.join(", ")
     ))

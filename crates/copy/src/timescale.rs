@@ -194,6 +194,7 @@ pub async fn finish(tgt: &mut Client, src: &Client, plan: &Plan) -> Result<(), E
             add_policy(&tx, h, j).await?;
         }
     }
+    crate::aggregates::add_policies(&tx, src, plan).await?;
     state::policies::set_paused(&tx, &plan.schemas, true).await?;
     tx.commit()
         .await

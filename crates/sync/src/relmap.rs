@@ -48,6 +48,18 @@ pub struct TargetRel {
     pub insert_order: Option<usize>,
 }
 
+/// The rows of a hypertable that a chunk dropped on the source held.
+#[derive(Debug)]
+pub struct DroppedRows {
+    /// The hypertable, `"schema"."name"`.
+    pub qualified: String,
+    pub display: String,
+    /// Its time and space ranges, as SQL.
+    pub filter: String,
+    /// Drops committed before this LSN are already in the table's copy.
+    pub applies_from: Lsn,
+}
+
 /// Relations by source relation id, refreshed whenever the source sends a Relation message.
 pub struct RelMap {
     rels: HashMap<u32, Arc<TargetRel>>,
@@ -55,6 +67,11 @@ pub struct RelMap {
     ignored: HashSet<u32>,
     /// Hypertable chunks: mapped to their hypertable's target table.
     chunks: HashSet<u32>,
+    /// TimescaleDB's dimension slices (`timescale::SLICE_TABLE`) by relation id, with its
+    /// column names: a DELETE there drops chunks.
+    slice_rels: HashMap<u32, Vec<String>>,
+    /// Every slice of the source sync knows, to tell which rows a dropped chunk held.
+    slices: timescale::Slices,
     /// The run's schemas: hypertables elsewhere are not the run's.
     schemas: Vec<String>,
     /// Per table (schema, name): the snapshot LSN its copy was read at.
@@ -73,6 +90,8 @@ impl RelMap {
             rels: HashMap::new(),
             ignored: HashSet::new(),
             chunks: HashSet::new(),
+            slice_rels: HashMap::new(),
+            slices: timescale::Slices::default(),
             schemas,
             snapshot_lsns,
             iso_dates,
@@ -93,6 +112,151 @@ impl RelMap {
         self.chunks.contains(&id)
     }
 
+    /// The relation is TimescaleDB's `dimension_slice` (see `timescale::Slices`).
+    pub fn is_slices(&self, id: u32) -> bool {
+        self.slice_rels.contains_key(&id)
+    }
+
+    /// Reads the source's dimensions and slices as they are now (the session's start):
+    /// the chunks the stream may drop, with their ranges. Nothing without TimescaleDB.
+    pub async fn load_timescale(&mut self, source: &Client) -> Result<(), Error> {
+        if !self.load_dimensions(source).await? {
+            return Ok(());
+        }
+        let rows = source
+            .query(
+                "SELECT id, chunk_id, dimension_id, range_start, range_end
+                   FROM _timescaledb_catalog.dimension_slice",
+                &[],
+            )
+            .await
+            .map_err(sql("source", "read TimescaleDB's dimension slices"))?;
+        for r in rows {
+            self.slices.inserted(
+                r.get(0),
+                timescale::Slice {
+                    chunk: r.get(1),
+                    dimension: r.get(2),
+                    start: r.get(3),
+                    end: r.get(4),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// False without TimescaleDB on the source.
+    async fn load_dimensions(&mut self, source: &Client) -> Result<bool, Error> {
+        let what = "read TimescaleDB's dimensions";
+        let installed: bool = source
+            .query_one(
+                "SELECT to_regclass('_timescaledb_catalog.dimension_slice') IS NOT NULL
+                    AND EXISTS (SELECT 1 FROM pg_attribute
+                                 WHERE attrelid = '_timescaledb_catalog.dimension_slice'::regclass
+                                   AND attname = 'chunk_id' AND NOT attisdropped)",
+                &[],
+            )
+            .await
+            .map_err(sql("source", what))?
+            .get(0);
+        if !installed {
+            return Ok(false);
+        }
+        let rows = source
+            .query(
+                "SELECT d.id, h.schema_name::text, h.table_name::text, d.column_name::text,
+                        d.column_type::regtype::text, d.num_slices IS NOT NULL,
+                        d.partitioning_func_schema::text, d.partitioning_func::text
+                   FROM _timescaledb_catalog.dimension d
+                   JOIN _timescaledb_catalog.hypertable h ON h.id = d.hypertable_id",
+                &[],
+            )
+            .await
+            .map_err(sql("source", what))?;
+        for r in rows {
+            let func = match (r.get::<_, Option<String>>(6), r.get::<_, Option<String>>(7)) {
+                (Some(s), Some(f)) => Some((s, f)),
+                _ => None,
+            };
+            self.slices.dimension(
+                r.get(0),
+                timescale::Dimension {
+                    hypertable: (r.get(1), r.get(2)),
+                    column: r.get(3),
+                    column_type: r.get(4),
+                    space: r.get(5),
+                    func,
+                },
+            );
+        }
+        Ok(true)
+    }
+
+    /// A new chunk's slice (a new hypertable's dimension is read when first seen).
+    pub async fn slice_inserted(
+        &mut self,
+        id: u32,
+        row: &wire::pgoutput::Tuple,
+        source: &Client,
+    ) -> Result<(), Error> {
+        let Some((slice_id, slice)) = self
+            .slice_rels
+            .get(&id)
+            .and_then(|cols| timescale::slice_row(cols, row))
+        else {
+            return Err(Error::Protocol(
+                "a TimescaleDB dimension slice arrived without its id, chunk or range".into(),
+            ));
+        };
+        if !self.slices.knows_dimension(slice.dimension) {
+            self.load_dimensions(source).await?;
+        }
+        self.slices.inserted(slice_id, slice);
+        Ok(())
+    }
+
+    /// A slice the source deleted: when it was a dropped chunk's last, the rows the target
+    /// deletes (see `timescale::Slices`); an error when sync cannot say which rows went.
+    pub fn slice_deleted(
+        &mut self,
+        id: u32,
+        key: &wire::pgoutput::Tuple,
+    ) -> Result<Option<DroppedRows>, Error> {
+        let cols = self.slice_rels.get(&id);
+        // With REPLICA IDENTITY FULL on the source's dimension_slice the old row is whole:
+        // the range is known even for a slice dropped before this session.
+        if let Some((slice_id, slice)) = cols.and_then(|cols| timescale::slice_row(cols, key)) {
+            self.slices.inserted(slice_id, slice);
+        }
+        let Some(slice_id) = cols.and_then(|cols| timescale::slice_id(cols, key)) else {
+            return Err(Error::Protocol(
+                "a deleted TimescaleDB dimension slice arrived without its id".into(),
+            ));
+        };
+        match self.slices.deleted(slice_id, &self.schemas) {
+            timescale::Dropped::Nothing => Ok(None),
+            timescale::Dropped::Rows {
+                hypertable: (schema, name),
+                filter,
+            } => Ok(Some(DroppedRows {
+                qualified: qualified(&schema, &name),
+                display: format!("{schema}.{name}"),
+                filter,
+                applies_from: self
+                    .snapshot_lsns
+                    .get(&(schema, name))
+                    .copied()
+                    .unwrap_or(Lsn(0)),
+            })),
+            timescale::Dropped::Unknown(what) => Err(Error::Unsupported {
+                what: format!(
+                    "chunks dropped on the source (drop_chunks or a retention policy), but sync does not know {what} (dropped before this session started, or a dimension it cannot compare): the target would keep rows the source dropped"
+                ),
+                fix: "this run cannot go past the drop exactly: bluegreen abort, then copy again; before that, ALTER TABLE _timescaledb_catalog.dimension_slice REPLICA IDENTITY FULL on the source (a dropped slice then carries its range) or keep drop_chunks and retention policies off the source while sync is stopped (SELECT alter_job(id, scheduled => false))".into(),
+            }),
+        }
+    }
+
     /// Maps a source Relation onto the target's table (a chunk onto its hypertable's), or
     /// explains what the target lacks.
     pub async fn learn(
@@ -104,6 +268,11 @@ impl RelMap {
         self.rels.remove(&rel.id);
         self.ignored.remove(&rel.id);
         self.chunks.remove(&rel.id);
+        self.slice_rels.remove(&rel.id);
+        if timescale::drops_chunks(&rel.namespace, &rel.name, timescale::Change::Delete) {
+            self.slice_rels
+                .insert(rel.id, rel.columns.iter().map(|c| c.name.clone()).collect());
+        }
         let (schema, name) = match timescale::by_name(&rel.namespace, &rel.name) {
             Named::Table => (rel.namespace.clone(), rel.name.clone()),
             Named::Ignored => {
@@ -111,8 +280,26 @@ impl RelMap {
                 return Ok(());
             }
             Named::Chunk => {
-                let parent = chunk_parent(source, rel).await?;
-                match timescale::chunk_target(parent, &self.schemas) {
+                let mut parent = chunk_parent(source, rel).await?;
+                // An aggregate's materialization: its rows land in the target's
+                // materialization of the aggregate of the same name (ids differ).
+                if let Some((ps, pn)) = &parent {
+                    if timescale::is_materialization(ps, pn) {
+                        parent = match aggregate_of(source, "source", ps, pn).await? {
+                            Some(view) if self.schemas.contains(&view.0) => {
+                                materialization_of(target, &view).await?
+                            }
+                            _ => None,
+                        };
+                    }
+                }
+                match parent.and_then(|p| {
+                    if timescale::is_materialization(&p.0, &p.1) {
+                        Some(p)
+                    } else {
+                        timescale::chunk_target(Some(p), &self.schemas)
+                    }
+                }) {
                     Some(hypertable) => {
                         self.chunks.insert(rel.id);
                         hypertable
@@ -396,6 +583,49 @@ async fn chunk_parent(source: &Client, rel: &Relation) -> Result<Option<(String,
         .await
         .map_err(sql("source", what()))?;
     Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// The continuous aggregate (view schema, name) whose materialization hypertable this is.
+async fn aggregate_of(
+    c: &Client,
+    side: &'static str,
+    schema: &str,
+    name: &str,
+) -> Result<Option<(String, String)>, Error> {
+    c.query_opt(
+        "SELECT a.user_view_schema::text, a.user_view_name::text
+           FROM _timescaledb_catalog.continuous_agg a
+           JOIN _timescaledb_catalog.hypertable h ON h.id = a.mat_hypertable_id
+          WHERE h.schema_name = $1 AND h.table_name = $2",
+        &[&schema, &name],
+    )
+    .await
+    .map(|r| r.map(|r| (r.get(0), r.get(1))))
+    .map_err(sql(
+        side,
+        format!("look up the aggregate of {schema}.{name}"),
+    ))
+}
+
+/// The target's materialization hypertable of a continuous aggregate, when it has it.
+async fn materialization_of(
+    target: &Client,
+    view: &(String, String),
+) -> Result<Option<(String, String)>, Error> {
+    target
+        .query_opt(
+            "SELECT h.schema_name::text, h.table_name::text
+               FROM _timescaledb_catalog.continuous_agg a
+               JOIN _timescaledb_catalog.hypertable h ON h.id = a.mat_hypertable_id
+              WHERE a.user_view_schema = $1 AND a.user_view_name = $2",
+            &[&view.0, &view.1],
+        )
+        .await
+        .map(|r| r.map(|r| (r.get(0), r.get(1))))
+        .map_err(sql(
+            "target",
+            format!("look up the materialization of {}.{}", view.0, view.1),
+        ))
 }
 
 /// Whether the target's table is a TimescaleDB hypertable with compression enabled.

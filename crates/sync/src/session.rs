@@ -193,6 +193,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
         txn: None,
         stopping: *stop.borrow(),
     };
+    st.rels.load_timescale(&source_client).await?;
     loop {
         if st.stopping && st.txn.is_none() {
             commit(&mut applier, &stream, ctx, true).await?;
@@ -250,6 +251,11 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 st.rels.learn(r, applier.client(), &source_client).await?;
             }
             LogicalMessage::Insert(i) => {
+                if st.rels.is_slices(i.relation_id) {
+                    st.rels
+                        .slice_inserted(i.relation_id, &i.new, &source_client)
+                        .await?;
+                }
                 if let Some(rel) = applies(&st.rels, &st.txn, i.relation_id, Change::Insert)? {
                     applier.set_stream_backlogged(stream.backlog() >= BACKLOGGED);
                     applier.insert(&rel, &i.new).await?;
@@ -261,6 +267,16 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                 }
             }
             LogicalMessage::Delete(d) => {
+                if st.rels.is_slices(d.relation_id) {
+                    let dropped = st.rels.slice_deleted(d.relation_id, d.old.tuple())?;
+                    if let (Some(rows), Some(t)) = (dropped, &st.txn) {
+                        if !t.done_before && t.commit_lsn >= rows.applies_from {
+                            applier
+                                .delete_range(&rows.qualified, &rows.display, &rows.filter)
+                                .await?;
+                        }
+                    }
+                }
                 if let Some(rel) = applies(&st.rels, &st.txn, d.relation_id, Change::Delete)? {
                     applier.delete(&rel, &d.old).await?;
                 }

@@ -1,11 +1,22 @@
 //! TimescaleDB in the stream, free of I/O. A hypertable's changes arrive under its chunks'
 //! names (`_timescaledb_internal._hyper_N_M_chunk`) and land in the target's hypertable of
-//! the same name as the chunk's parent; compressed chunks (`compress_hyper_*`), aggregates'
-//! materialization chunks, TimescaleDB's own tables and hypertables outside the run are not
-//! applied. Compressing or decompressing moves rows between a chunk and its compressed
+//! the same name as the chunk's parent; a continuous aggregate's materialization chunks
+//! (its refreshes) land in the target's materialization of the same aggregate;
+//! compressed chunks (`compress_hyper_*`), TimescaleDB's own tables and hypertables outside
+//! the run are not applied. Compressing or decompressing moves rows between a chunk and its compressed
 //! chunk inside a pair of transactional logical messages: those moves are not changes (the
 //! target holds the rows already), while the UPDATE or DELETE that follows a
 //! decompression is real and applies.
+//!
+//! Dropping chunks (`drop_chunks`, a retention policy) writes no row change on the chunk: it
+//! drops the table. What the stream does carry, once the publication holds
+//! `_timescaledb_catalog.dimension_slice` (copy adds it), is the DELETE of each dropped
+//! chunk's slices (2.28 keeps one slice per chunk and dimension), keyed by slice id only.
+//! Compression and decompression never touch slices; a new chunk inserts its slices, whole.
+//! `Slices` knows every slice's chunk and range (the source's catalog when the session
+//! starts, then the stream's inserts): once all of a chunk's slices are deleted, the target
+//! deletes the rows in that chunk's ranges of the hypertable, in stream order. A slice it
+//! does not know (dropped before the session started) stops sync.
 
 /// The schema TimescaleDB keeps chunks in.
 pub const CHUNK_SCHEMA: &str = "_timescaledb_internal";
@@ -46,6 +57,12 @@ pub fn chunk_target(
     parent.filter(|(schema, _)| schemas.iter().any(|s| s == schema))
 }
 
+/// A continuous aggregate's materialization hypertable: its chunks' changes are the
+/// aggregate's refreshes, applied to the target's materialization of the same aggregate.
+pub fn is_materialization(schema: &str, name: &str) -> bool {
+    schema == CHUNK_SCHEMA && name.starts_with("_materialized_hypertable_")
+}
+
 /// The hypertable id in a chunk's name, `_hyper_<id>_<n>_chunk`: how the parent is found
 /// when the chunk itself is gone from the source (dropped since the change was written).
 pub fn hypertable_id(chunk: &str) -> Option<i32> {
@@ -53,6 +70,207 @@ pub fn hypertable_id(chunk: &str) -> Option<i32> {
     let (id, n) = rest.split_once('_')?;
     n.parse::<i64>().ok()?;
     id.parse().ok()
+}
+
+/// TimescaleDB's catalog table of dimension slices (one per chunk time range, shared by a
+/// range's space partitions): the only published relation where dropping chunks shows.
+pub const SLICE_TABLE: (&str, &str) = ("_timescaledb_catalog", "dimension_slice");
+
+/// Whether a row change on a source relation means chunks were dropped on the source: a
+/// DELETE of a dimension slice (TimescaleDB deletes a chunk's slices with the chunk, and at
+/// no other time).
+pub fn drops_chunks(namespace: &str, name: &str, change: Change) -> bool {
+    change == Change::Delete && (namespace, name) == SLICE_TABLE
+}
+
+/// A hypertable's dimension, as the source's catalog has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dimension {
+    /// The hypertable (schema, name).
+    pub hypertable: (String, String),
+    pub column: String,
+    /// The column's type as regtype prints it.
+    pub column_type: String,
+    /// A space (hash) dimension rather than a time (range) one.
+    pub space: bool,
+    /// A custom partitioning function (schema, name).
+    pub func: Option<(String, String)>,
+}
+
+/// One chunk's extent in one dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    pub chunk: i32,
+    pub dimension: i32,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// What the DELETE of a slice means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// More of the chunk's slices are still to go (or none of the run's: another
+    /// schema's hypertable, an aggregate's materialization).
+    Nothing,
+    /// All of a chunk's slices are gone: delete `filter`'s rows from the hypertable.
+    Rows {
+        hypertable: (String, String),
+        filter: String,
+    },
+    /// A slice or dimension sync does not know: it cannot say which rows went.
+    Unknown(String),
+}
+
+/// Every known slice of the source, by id, and the dimensions they measure.
+#[derive(Debug, Default)]
+pub struct Slices {
+    dimensions: std::collections::HashMap<i32, Dimension>,
+    known: std::collections::HashMap<i32, Slice>,
+    /// Deleted slices by chunk, until all of the chunk's are.
+    going: std::collections::HashMap<i32, Vec<Slice>>,
+}
+
+/// TimescaleDB's sentinels for an open end of a slice.
+const OPEN_START: i64 = i64::MIN;
+const OPEN_END: i64 = i64::MAX;
+
+impl Slices {
+    pub fn dimension(&mut self, id: i32, d: Dimension) {
+        self.dimensions.insert(id, d);
+    }
+
+    pub fn knows_dimension(&self, id: i32) -> bool {
+        self.dimensions.contains_key(&id)
+    }
+
+    /// A slice of the catalog, or one the stream inserted.
+    pub fn inserted(&mut self, id: i32, s: Slice) {
+        self.known.insert(id, s);
+    }
+
+    /// A slice the stream deleted; `schemas`: the run's.
+    pub fn deleted(&mut self, id: i32, schemas: &[String]) -> Dropped {
+        let Some(slice) = self.known.remove(&id) else {
+            return Dropped::Unknown(format!("dimension slice {id}"));
+        };
+        let Some(d) = self.dimensions.get(&slice.dimension) else {
+            return Dropped::Unknown(format!("dimension {}", slice.dimension));
+        };
+        let hypertable = d.hypertable.clone();
+        if !schemas.contains(&hypertable.0) {
+            return Dropped::Nothing;
+        }
+        let going = self.going.entry(slice.chunk).or_default();
+        going.push(slice);
+        let all = self
+            .dimensions
+            .values()
+            .filter(|d| d.hypertable == hypertable)
+            .count();
+        if going.len() < all {
+            return Dropped::Nothing;
+        }
+        let mut going = self.going.remove(&slice.chunk).unwrap_or_default();
+        going.sort_by_key(|s| s.dimension);
+        let mut parts = Vec::new();
+        for s in &going {
+            let Some(d) = self.dimensions.get(&s.dimension) else {
+                return Dropped::Unknown(format!("dimension {}", s.dimension));
+            };
+            match bounds(d, s) {
+                Some(b) => parts.extend(b),
+                None => {
+                    return Dropped::Unknown(format!(
+                        "how to compare {}.{}.{} ({}{}) with a slice's range",
+                        d.hypertable.0,
+                        d.hypertable.1,
+                        d.column,
+                        d.column_type,
+                        if d.func.is_some() {
+                            ", custom partitioning function"
+                        } else {
+                            ""
+                        }
+                    ))
+                }
+            }
+        }
+        Dropped::Rows {
+            hypertable,
+            // Every slice open at both ends: the whole table.
+            filter: if parts.is_empty() {
+                "true".into()
+            } else {
+                parts.join(" AND ")
+            },
+        }
+    }
+}
+
+/// `expr >= start AND expr < end` for one slice (open ends left out), with the range's
+/// internal values turned into the column's type by TimescaleDB's own functions, so the
+/// target's chunk exclusion applies. None for a column type or function it cannot compare.
+fn bounds(d: &Dimension, s: &Slice) -> Option<Vec<String>> {
+    let col = conn::quote_ident(&d.column);
+    let (expr, value): (String, fn(i64) -> String) = if d.space {
+        let f = match &d.func {
+            Some((schema, name)) => conn::qualified(schema, name),
+            None => "_timescaledb_functions.get_partition_hash".into(),
+        };
+        (format!("{f}({col})"), |v| v.to_string())
+    } else {
+        if d.func.is_some() {
+            return None;
+        }
+        let value: fn(i64) -> String = match d.column_type.as_str() {
+            "timestamp with time zone" => |v| format!("_timescaledb_functions.to_timestamp({v})"),
+            "timestamp without time zone" => {
+                |v| format!("_timescaledb_functions.to_timestamp_without_timezone({v})")
+            }
+            "date" => |v| format!("_timescaledb_functions.to_date({v})"),
+            "smallint" | "integer" | "bigint" => |v| v.to_string(),
+            _ => return None,
+        };
+        (col, value)
+    };
+    let mut out = Vec::new();
+    if s.start != OPEN_START {
+        out.push(format!("{expr} >= {}", value(s.start)));
+    }
+    if s.end != OPEN_END {
+        out.push(format!("{expr} < {}", value(s.end)));
+    }
+    Some(out)
+}
+
+/// A slice from a row of `dimension_slice` (`columns`: the relation's column names):
+/// its id and extent. None when a column is missing or not a number.
+pub fn slice_row(columns: &[String], row: &wire::pgoutput::Tuple) -> Option<(i32, Slice)> {
+    let get = |name: &str| -> Option<i64> {
+        let i = columns.iter().position(|c| c == name)?;
+        match row.get(i)? {
+            wire::pgoutput::Value::Text(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        }
+    };
+    Some((
+        i32::try_from(get("id")?).ok()?,
+        Slice {
+            chunk: i32::try_from(get("chunk_id")?).ok()?,
+            dimension: i32::try_from(get("dimension_id")?).ok()?,
+            start: get("range_start")?,
+            end: get("range_end")?,
+        },
+    ))
+}
+
+/// The id of a deleted `dimension_slice` row (its key).
+pub fn slice_id(columns: &[String], key: &wire::pgoutput::Tuple) -> Option<i32> {
+    let i = columns.iter().position(|c| c == "id")?;
+    match key.get(i)? {
+        wire::pgoutput::Value::Text(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
 }
 
 const STARTS: [&str; 2] = [
@@ -137,9 +355,157 @@ mod tests {
             None
         );
         assert_eq!(chunk_target(None, &schemas), None);
+        assert!(is_materialization(
+            CHUNK_SCHEMA,
+            "_materialized_hypertable_4"
+        ));
+        assert!(!is_materialization(CHUNK_SCHEMA, "_hyper_4_1_chunk"));
+        assert!(!is_materialization("app", "_materialized_hypertable_4"));
         assert_eq!(hypertable_id("_hyper_12_345_chunk"), Some(12));
         assert_eq!(hypertable_id("compress_hyper_2_11_chunk"), None);
         assert_eq!(hypertable_id("_hyper_x_1_chunk"), None);
+    }
+
+    #[test]
+    fn only_a_deleted_slice_drops_chunks() {
+        let (ns, name) = SLICE_TABLE;
+        assert!(drops_chunks(ns, name, Change::Delete));
+        assert!(
+            !drops_chunks(ns, name, Change::Insert),
+            "a new chunk's slice"
+        );
+        assert!(!drops_chunks(ns, name, Change::Update));
+        assert!(!drops_chunks(ns, "chunk", Change::Delete));
+        assert!(!drops_chunks("app", name, Change::Delete));
+        assert_eq!(by_name(ns, name), Named::Ignored, "never applied");
+    }
+
+    fn dims() -> Slices {
+        let mut s = Slices::default();
+        let ht = || ("app".to_string(), "r".to_string());
+        s.dimension(
+            1,
+            Dimension {
+                hypertable: ht(),
+                column: "ts".into(),
+                column_type: "timestamp with time zone".into(),
+                space: false,
+                func: None,
+            },
+        );
+        s.dimension(
+            2,
+            Dimension {
+                hypertable: ht(),
+                column: "dev".into(),
+                column_type: "integer".into(),
+                space: true,
+                func: None,
+            },
+        );
+        s.dimension(
+            3,
+            Dimension {
+                hypertable: ("other".into(), "o".into()),
+                column: "n".into(),
+                column_type: "bigint".into(),
+                space: false,
+                func: None,
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn a_chunk_goes_once_all_its_slices_are_deleted() {
+        let run = vec!["app".to_string()];
+        let mut s = dims();
+        let sl = |chunk, dimension, start, end| Slice {
+            chunk,
+            dimension,
+            start,
+            end,
+        };
+        s.inserted(10, sl(7, 1, 1767225600000000, 1767312000000000));
+        s.inserted(11, sl(7, 2, OPEN_START, 1073741823));
+        s.inserted(12, sl(8, 3, 100, 200));
+        assert_eq!(s.deleted(11, &run), Dropped::Nothing);
+        assert_eq!(
+            s.deleted(10, &run),
+            Dropped::Rows {
+                hypertable: ("app".into(), "r".into()),
+                filter: "\"ts\" >= _timescaledb_functions.to_timestamp(1767225600000000) AND \"ts\" < _timescaledb_functions.to_timestamp(1767312000000000) AND _timescaledb_functions.get_partition_hash(\"dev\") < 1073741823".into()
+            }
+        );
+        assert_eq!(s.deleted(12, &run), Dropped::Nothing, "not the run's");
+        assert_eq!(
+            s.deleted(10, &run),
+            Dropped::Unknown("dimension slice 10".into()),
+            "deleted twice: gone"
+        );
+        s.inserted(13, sl(9, 4, 0, 1));
+        assert_eq!(s.deleted(13, &run), Dropped::Unknown("dimension 4".into()));
+    }
+
+    #[test]
+    fn slice_bounds_follow_the_column_type() {
+        let d = |t: &str, func| Dimension {
+            hypertable: ("a".into(), "b".into()),
+            column: "t".into(),
+            column_type: t.into(),
+            space: false,
+            func,
+        };
+        let s = Slice {
+            chunk: 1,
+            dimension: 1,
+            start: 5,
+            end: OPEN_END,
+        };
+        assert_eq!(
+            bounds(&d("bigint", None), &s),
+            Some(vec!["\"t\" >= 5".into()])
+        );
+        assert_eq!(
+            bounds(&d("date", None), &s),
+            Some(vec!["\"t\" >= _timescaledb_functions.to_date(5)".into()])
+        );
+        assert_eq!(bounds(&d("text", None), &s), None);
+        assert_eq!(
+            bounds(&d("bigint", Some(("f".into(), "g".into()))), &s),
+            None
+        );
+    }
+
+    #[test]
+    fn slice_rows_are_read_by_column_name() {
+        let cols: Vec<String> = ["id", "chunk_id", "dimension_id", "range_start", "range_end"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let t = |v: &str| wire::pgoutput::Value::Text(v.as_bytes().to_vec().into());
+        let row = vec![t("6"), t("7"), t("1"), t("-9223372036854775808"), t("10")];
+        assert_eq!(
+            slice_row(&cols, &row),
+            Some((
+                6,
+                Slice {
+                    chunk: 7,
+                    dimension: 1,
+                    start: OPEN_START,
+                    end: 10
+                }
+            ))
+        );
+        let key = vec![
+            t("3"),
+            wire::pgoutput::Value::Null,
+            wire::pgoutput::Value::Null,
+            wire::pgoutput::Value::Null,
+            wire::pgoutput::Value::Null,
+        ];
+        assert_eq!(slice_id(&cols, &key), Some(3));
+        assert_eq!(slice_row(&cols, &key), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`repair`]: re-copies mismatched ranges; [`report`]: JSON and text.
 //! - [`run`]: the whole verify, recorded in the target's `bluegreen` schema.
 
+pub mod aggregates;
 pub mod bisect;
 pub mod checksum;
 pub mod chunks;

@@ -44,6 +44,9 @@ pub struct Report {
     /// (their rows are not replicated), and cutover refreshes the new primary's before its
     /// pause. A difference says green's were refreshed at another time than blue's.
     pub materialized_views: Vec<MatViewCheck>,
+    /// TimescaleDB continuous aggregates' materialized rows, at the same snapshots: migrated
+    /// and streamed, so counted in `equal`.
+    pub continuous_aggregates: Vec<crate::aggregates::AggregateCheck>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,6 +187,15 @@ impl Report {
         );
         if self.equal {
             let _ = writeln!(o, "\nEQUAL: every chunk of every table matches.");
+        } else if self.differing_tables().next().is_none() {
+            let _ = writeln!(
+                o,
+                "\nDIFFERENT: every table matches, but {} continuous aggregate(s) differ.",
+                self.continuous_aggregates
+                    .iter()
+                    .filter(|a| !a.equal)
+                    .count()
+            );
         } else {
             let differing: Vec<&TableReport> = self.differing_tables().collect();
             let rows: usize = differing.iter().map(|t| t.differences.len()).sum();
@@ -198,6 +210,29 @@ impl Report {
             );
             for t in differing {
                 self.table_section(&mut o, t);
+            }
+        }
+        if !self.continuous_aggregates.is_empty() {
+            let same = self
+                .continuous_aggregates
+                .iter()
+                .filter(|a| a.equal)
+                .count();
+            let _ = writeln!(
+                o,
+                "\ncontinuous aggregates: {same} of {} hold the same materialized rows on both sides",
+                self.continuous_aggregates.len()
+            );
+            let rows = |n: Option<i64>| n.map_or("missing".into(), |n| format!("{n} rows"));
+            for a in self.continuous_aggregates.iter().filter(|a| !a.equal) {
+                let _ = writeln!(
+                    o,
+                    "  differs: {}.{} (source {}, target {})",
+                    a.schema,
+                    a.name,
+                    rows(a.source_rows),
+                    rows(a.target_rows)
+                );
             }
         }
         if !self.materialized_views.is_empty() {

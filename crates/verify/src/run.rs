@@ -148,7 +148,18 @@ pub async fn verify(
     .await?;
     tracing::info!(run, lsn = %lsn, mode = consistency.as_str(), tables = tables.len(), "verifying");
 
-    let result = check_and_repair(&sides, &mode, snaps, &tables, opts).await;
+    let schema_list: Vec<&String> = schemas.iter().copied().collect();
+    let aggregates = crate::aggregates::compare(source, target, &snaps, plan, &schema_list).await;
+    let (result, aggregates) = match aggregates {
+        Ok(a) => (
+            check_and_repair(&sides, &mode, snaps, &tables, opts).await,
+            a,
+        ),
+        Err(e) => {
+            snaps.close().await;
+            (Err(e), Vec::new())
+        }
+    };
     let (outcomes, repair, rechecks) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -179,6 +190,8 @@ pub async fn verify(
         repair,
         started.elapsed().as_secs_f64(),
     );
+    report.equal &= aggregates.iter().all(|a| a.equal);
+    report.continuous_aggregates = aggregates;
     let mv_schemas: Vec<String> = schemas.iter().map(|s| s.to_string()).collect();
     report.materialized_views =
         compare_matviews(&source_client, &state_client, &mv_schemas).await?;
@@ -603,6 +616,7 @@ fn build_report(
         tables: reports,
         repair,
         materialized_views: Vec::new(),
+        continuous_aggregates: Vec::new(),
     }
 }
 

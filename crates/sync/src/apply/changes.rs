@@ -139,7 +139,7 @@ impl Applier {
         let filter = self.identity_filter(rel, identity, &mut params)?;
         let sql_text = if rel.full_identity {
             format!(
-                "UPDATE {t} SET {s} WHERE ctid = (SELECT ctid FROM {t} WHERE {filter} LIMIT 1)",
+                "UPDATE {t} SET {s} WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM {t} WHERE {filter} LIMIT 1)",
                 t = rel.qualified,
                 s = sets.join(", ")
             )
@@ -206,9 +206,11 @@ impl Applier {
         self.flush_copy().await?;
         let mut params = Vec::new();
         let filter = self.identity_filter(rel, old.tuple(), &mut params)?;
+        // (tableoid, ctid): a ctid is unique only within one table, and the rows of a
+        // hypertable (an aggregate's materialization) live in many chunks.
         let sql_text = if rel.full_identity {
             format!(
-                "DELETE FROM {t} WHERE ctid = (SELECT ctid FROM {t} WHERE {filter} LIMIT 1)",
+                "DELETE FROM {t} WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM {t} WHERE {filter} LIMIT 1)",
                 t = rel.qualified
             )
         } else {
@@ -243,6 +245,31 @@ impl Applier {
             },
             if cascade { " CASCADE" } else { "" }
         );
+        self.client
+            .batch_execute(&text)
+            .await
+            .map_err(sql("target", format!("apply {text}")))
+    }
+
+    /// The rows of a hypertable that a chunk dropped on the source held (`filter`: the
+    /// chunk's ranges, see `timescale::Slices`), deleted in stream order.
+    pub async fn delete_range(
+        &mut self,
+        qualified: &str,
+        display: &str,
+        filter: &str,
+    ) -> Result<(), Error> {
+        self.touch();
+        self.flush().await?;
+        if self.group.parallel == Some(true) && self.held(qualified) {
+            return Err(Error::Replay {
+                table: display.to_string(),
+                lsn: self.txn_lsn,
+            });
+        }
+        self.group.main_wrote.insert(qualified.to_string());
+        self.begin().await?;
+        let text = format!("DELETE FROM {qualified} WHERE {filter}");
         self.client
             .batch_execute(&text)
             .await
