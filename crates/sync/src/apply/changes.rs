@@ -15,6 +15,7 @@ impl Applier {
             self.flush().await?;
         }
         self.main_writes(rel, || vec![net::key_of(rel, new)])?;
+        self.group.touched.row(rel, new);
         let (before, after) = loop {
             let convs = rel
                 .copy_binary
@@ -78,6 +79,10 @@ impl Applier {
         new: &Tuple,
     ) -> Result<(), Error> {
         self.touch();
+        self.group.touched.row(rel, new);
+        if let Some(o) = old {
+            self.group.touched.row(rel, o.tuple());
+        }
         if rel.batchable {
             let key = net::key_of(rel, new);
             let old_key = match old {
@@ -193,6 +198,7 @@ impl Applier {
 
     pub async fn delete(&mut self, rel: &Arc<TargetRel>, old: &OldTuple) -> Result<(), Error> {
         self.touch();
+        self.group.touched.row(rel, old.tuple());
         if rel.batchable {
             let key = net::key_of(rel, old.tuple());
             if let Some(k) = &key {
@@ -230,6 +236,7 @@ impl Applier {
         self.flush().await?;
         for rel in rels {
             self.main_writes(rel, || vec![None])?;
+            self.group.touched.whole(rel);
         }
         self.begin().await?;
         let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();
