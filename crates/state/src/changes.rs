@@ -196,3 +196,32 @@ pub async fn unwatch(c: &impl GenericClient, schemas: &[String]) -> Result<usize
     }
     Ok(rows.len())
 }
+
+/// Removes a run's journal rows (abort): its groups' keys, and writes noted on its schemas.
+/// A state schema from before the journals has none.
+pub async fn forget(c: &impl GenericClient, origin: &str, schemas: &[String]) -> Result<(), Error> {
+    let present: bool = c
+        .query_one(
+            "SELECT to_regclass('bluegreen.sync_touched') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(q("look for the change journals"))?
+        .get(0);
+    if !present {
+        return Ok(());
+    }
+    c.execute(
+        "DELETE FROM bluegreen.sync_touched WHERE origin = $1",
+        &[&origin],
+    )
+    .await
+    .map_err(q("remove the keys sync touched"))?;
+    c.execute(
+        "DELETE FROM bluegreen.green_writes WHERE table_schema = ANY($1)",
+        &[&schemas],
+    )
+    .await
+    .map_err(q("remove the writes on green"))?;
+    Ok(())
+}
