@@ -176,7 +176,12 @@ fn incremental_verify_checks_what_changed_and_finds_writes_behind_the_applier() 
     // No other table was written: all of them carried from the base.
     assert_eq!(total(&inc, "checked"), 1, "{inc:#}");
     assert_eq!(total(&inc, "chunks"), total(&full, "chunks"));
-    assert!(inc["bytes"].as_u64().unwrap() * 10 < full["bytes"].as_u64().unwrap());
+    // One of metric_hist's chunks hashed, not the database.
+    let (ib, fb) = (
+        inc["bytes"].as_u64().unwrap(),
+        full["bytes"].as_u64().unwrap(),
+    );
+    assert!(ib * 3 < fb, "incremental hashed {ib} bytes, full {fb}");
     eprintln!(
         "measured: full verify hashed {} bytes in {:.2} s over {} chunks; incremental after one applied change hashed {} bytes in {:.2} s ({} chunk checked)",
         full["bytes"], full["seconds"].as_f64().unwrap(), total(&full, "chunks"),

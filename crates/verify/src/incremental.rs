@@ -5,7 +5,8 @@
 //! keys, `state::changes`); a table is checked in full when anything else may have touched
 //! it: a write on green by another session (the watch trigger), a resumed copy, a change of
 //! its shape (columns, types, key), a missing or disabled watch trigger, a TRUNCATE, keys
-//! that do not map onto its chunks. A repair makes a verdict other than "equal", and
+//! that do not map onto its chunks, changes journaled under another name (a partition, a
+//! table read with its children; see `VerifyTable::journaled`). A repair makes a verdict other than "equal", and
 //! the base must be the run's latest verify, so a repair since X means a full verify.
 //! Keys are mapped onto the base's chunks by the target, by type: chunks cover every key
 //! (the first and last are open), so no key falls outside them.
@@ -64,7 +65,7 @@ impl Prior {
             .iter()
             .map(|t| {
                 let name = (t.schema.clone(), t.name.clone());
-                if !watched.contains(&name) || base.copied_since.contains(&name) {
+                if !t.journaled || !watched.contains(&name) || base.copied_since.contains(&name) {
                     return None;
                 }
                 let b = base
