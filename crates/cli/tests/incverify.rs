@@ -221,6 +221,54 @@ fn incremental_verify_checks_what_changed_and_finds_writes_behind_the_applier() 
         stdout(&o)
     );
 
+    // A row in a middle chunk deleted on blue: sync's record of the old key maps it onto
+    // exactly the chunk that holds it (typed, against the base's bounds).
+    // (The upper bound of the base's first closed chunk: a key that exists, in that chunk.)
+    let mid = p.target.sql(
+        DB,
+        &format!(
+            "SELECT upper_bound[1] FROM bluegreen.verify_chunks
+              WHERE verify_id = {base} AND table_name = 'metric_hist'
+                AND lower_bound IS NOT NULL AND upper_bound IS NOT NULL
+              ORDER BY chunk LIMIT 1"
+        ),
+    );
+    p.source
+        .sql(DB, &format!("DELETE FROM {HIST} WHERE id = {mid}"));
+    wait_target(
+        &p,
+        &format!("SELECT count(*) FROM {HIST} WHERE id = {mid}"),
+        "0",
+    );
+    let (c, del, _) = verify_json(&p, &[]);
+    assert_eq!(c, 0, "{del:#}");
+    assert_eq!(total(&del, "checked"), 1, "{del:#}");
+    assert_eq!(table(&del, "metric_hist")["checked"], 1);
+    let holds = p.target.sql(
+        DB,
+        &format!(
+            "SELECT count(*) FROM bluegreen.verify_chunks
+              WHERE verify_id = {} AND pass = 'check' AND table_name = 'metric_hist'
+                AND lower_bound IS NOT NULL AND upper_bound IS NOT NULL
+                AND lower_bound[1]::bigint < {mid} AND upper_bound[1]::bigint >= {mid}",
+            del["verify_id"]
+        ),
+    );
+    let chunks = p.target.sql(
+        DB,
+        &format!(
+            "SELECT string_agg(pass || ' ' || chunk || ' ' || coalesce(lower_bound::text, '-')
+                               || ' ' || coalesce(upper_bound::text, '-'), '; ' ORDER BY chunk)
+               FROM bluegreen.verify_chunks
+              WHERE verify_id = {} AND table_name = 'metric_hist'",
+            del["verify_id"]
+        ),
+    );
+    assert_eq!(
+        holds, "1",
+        "the chunk checked is not the one that held {mid}: {chunks}"
+    );
+
     // A row changed on green behind the applier's back, in a chunk sync never wrote: the
     // watch trigger noticed, the table is checked in full and the row found.
     let old = p
