@@ -15,7 +15,9 @@ impl Applier {
             self.flush().await?;
         }
         self.main_writes(rel, || vec![net::key_of(rel, new)])?;
-        self.group.touched.row(rel, new);
+        if self.journal {
+            self.group.touched.row(rel, new);
+        }
         let (before, after) = loop {
             let convs = rel
                 .copy_binary
@@ -79,9 +81,11 @@ impl Applier {
         new: &Tuple,
     ) -> Result<(), Error> {
         self.touch();
-        self.group.touched.row(rel, new);
-        if let Some(o) = old {
-            self.group.touched.row(rel, o.tuple());
+        if self.journal {
+            self.group.touched.row(rel, new);
+            if let Some(o) = old {
+                self.group.touched.row(rel, o.tuple());
+            }
         }
         if rel.batchable {
             let key = net::key_of(rel, new);
@@ -198,7 +202,9 @@ impl Applier {
 
     pub async fn delete(&mut self, rel: &Arc<TargetRel>, old: &OldTuple) -> Result<(), Error> {
         self.touch();
-        self.group.touched.row(rel, old.tuple());
+        if self.journal {
+            self.group.touched.row(rel, old.tuple());
+        }
         if rel.batchable {
             let key = net::key_of(rel, old.tuple());
             if let Some(k) = &key {
@@ -236,7 +242,9 @@ impl Applier {
         self.flush().await?;
         for rel in rels {
             self.main_writes(rel, || vec![None])?;
-            self.group.touched.whole(rel);
+            if self.journal {
+                self.group.touched.whole(rel);
+            }
         }
         self.begin().await?;
         let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();

@@ -112,6 +112,9 @@ pub struct Applier {
     pub group: Group,
     /// UPDATE/DELETE that found no row on the target (the target diverged).
     pub missing_rows: u64,
+    /// Record each group's keys (`Touched`) in the target's state schema: only where the
+    /// target holds it (not reverse sync into blue, whose state lives on green).
+    journal: bool,
 }
 
 impl Applier {
@@ -189,7 +192,13 @@ impl Applier {
             applied: None,
             group: Group::default(),
             missing_rows: 0,
+            journal: true,
         })
+    }
+
+    /// Whether groups record their keys for incremental verify (see `journal`).
+    pub fn set_journal(&mut self, on: bool) {
+        self.journal = on;
     }
 
     pub fn client(&self) -> &Client {
@@ -356,7 +365,7 @@ impl Applier {
             self.run(
                 work,
                 Some(Commit {
-                    touched: (!group.touched.is_empty())
+                    touched: (self.journal && !group.touched.is_empty())
                         .then(|| (self.origin.clone(), group.touched.to_json())),
                     in_tx: self.in_tx,
                     last: group.last,
