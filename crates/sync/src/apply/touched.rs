@@ -104,3 +104,80 @@ impl Touched {
         serde_json::Value::Array(tables)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(full_identity: bool) -> TargetRel {
+        TargetRel {
+            qualified: "\"s\".\"t\"".into(),
+            display: "s.t".into(),
+            schema: "s".into(),
+            name: "t".into(),
+            key_names: vec!["id".into()],
+            columns: vec!["\"id\"".into(), "\"v\"".into()],
+            types: vec!["bigint".into(), "text".into()],
+            always_identity: vec![false; 2],
+            key: vec![0],
+            full_identity,
+            applies_from: Lsn(0),
+            copy_binary: None,
+            batchable: true,
+            insert_order: None,
+        }
+    }
+
+    fn row(id: &str) -> Tuple {
+        vec![
+            Value::Text(Bytes::from(id.to_string())),
+            Value::Text(Bytes::from_static(b"x")),
+        ]
+    }
+
+    fn entries(t: &Touched) -> Vec<state::changes::TouchedTable> {
+        t.to_json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| state::changes::TouchedTable::from_json(v).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn keys_are_kept_once_and_a_table_turns_whole_when_keys_cannot_say() {
+        let r = rel(false);
+        let mut t = Touched::default();
+        assert!(t.is_empty());
+        t.row(&r, &row("7"));
+        t.row(&r, &row("7"));
+        t.row(&r, &row("9"));
+        let e = entries(&t);
+        assert_eq!(e.len(), 1);
+        assert!(!e[0].whole);
+        assert_eq!(e[0].columns, vec!["id".to_string()]);
+        let mut keys = e[0].keys.clone();
+        keys.sort();
+        assert_eq!(keys, vec![vec!["7".to_string()], vec!["9".to_string()]]);
+        // A key that is not a plain value (an unchanged TOAST value): whole table.
+        t.row(&r, &vec![Value::UnchangedToast, Value::Null]);
+        let e = entries(&t);
+        assert!(e[0].whole && e[0].keys.is_empty());
+        // TRUNCATE, and REPLICA IDENTITY FULL: whole.
+        let mut t = Touched::default();
+        t.whole(&r);
+        assert!(entries(&t)[0].whole);
+        let mut t = Touched::default();
+        t.row(&rel(true), &row("1"));
+        assert!(entries(&t)[0].whole);
+        // Past MAX_KEYS distinct keys: whole; a repeated key below it is no new key.
+        let mut t = Touched::default();
+        for i in 0..MAX_KEYS {
+            t.row(&r, &row(&i.to_string()));
+        }
+        t.row(&r, &row("0"));
+        assert!(!entries(&t)[0].whole);
+        t.row(&r, &row("new"));
+        assert!(entries(&t)[0].whole);
+    }
+}
