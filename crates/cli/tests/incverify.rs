@@ -315,6 +315,22 @@ fn incremental_verify_checks_what_changed_and_finds_writes_behind_the_applier() 
         "0"
     );
 
+    // A TRUNCATE on blue: sync records the table as touched whole, so it is checked in full
+    // (its chunks planned afresh) while the tables it did not touch are carried.
+    p.source.sql(DB, &format!("TRUNCATE {HIST}"));
+    wait_target(&p, &format!("SELECT count(*) FROM {HIST}"), "0");
+    let (c, trunc, _) = verify_json(&p, &[]);
+    assert_eq!(c, 0, "{trunc:#}");
+    assert_eq!(trunc["incremental_from"], forced["verify_id"], "{trunc:#}");
+    let h = table(&trunc, "metric_hist");
+    assert_eq!(h["carried"], 0, "{h:#}");
+    assert_eq!(h["checked"], h["chunks"], "{h:#}");
+    assert_eq!(
+        total(&trunc, "checked"),
+        h["checked"].as_u64().unwrap(),
+        "{trunc:#}"
+    );
+
     stop_sync(sync);
     // abort takes the watch trigger off green.
     let o = bluegreen(&["abort", "--source", &p.s, "--target", &p.t]);
