@@ -160,16 +160,27 @@ pub async fn watched(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Puts the watch trigger on a table (or leaves it as it is).
-pub async fn watch(c: &impl GenericClient, schema: &str, name: &str) -> Result<(), Error> {
-    c.batch_execute(&format!(
-        "CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {}
-             FOR EACH STATEMENT EXECUTE FUNCTION bluegreen.note_green_write()",
-        quote_ident(names::WATCH_TRIGGER),
-        qualified(schema, name)
-    ))
-    .await
-    .map_err(q("put the watch trigger on a table"))
+/// Puts the watch trigger on a table. Its lock waits for the applier's open group at most
+/// `lock_timeout` (then the table stays unwatched and its next verify is a full one).
+pub async fn watch(
+    c: &tokio_postgres::Client,
+    schema: &str,
+    name: &str,
+    lock_timeout: std::time::Duration,
+) -> Result<(), Error> {
+    let done = c
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL lock_timeout = {}; CREATE OR REPLACE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {}
+                 FOR EACH STATEMENT EXECUTE FUNCTION bluegreen.note_green_write(); COMMIT",
+            lock_timeout.as_millis().max(1),
+            quote_ident(names::WATCH_TRIGGER),
+            qualified(schema, name)
+        ))
+        .await;
+    if done.is_err() {
+        let _ = c.batch_execute("ROLLBACK").await;
+    }
+    done.map_err(q("put the watch trigger on a table"))
 }
 
 /// Removes the watch trigger from every table of `schemas` (every schema when empty), before

@@ -327,8 +327,13 @@ async fn prepare_incremental(
         .collect();
     let watched = state::changes::watched(state_client, &names).await?;
     if run_row.phase == Phase::Copied {
-        for t in tables {
-            if let Err(e) = state::changes::watch(state_client, &t.schema, &t.name).await {
+        // Only where missing: the trigger's lock would wait for the applier's open group.
+        for t in tables
+            .iter()
+            .filter(|t| !watched.contains(&(t.schema.clone(), t.name.clone())))
+        {
+            let wait = Duration::from_secs(5);
+            if let Err(e) = state::changes::watch(state_client, &t.schema, &t.name, wait).await {
                 tracing::warn!(table = %t.display(), error = %e, "could not put the watch trigger on the table: the next verify checks it in full");
             }
         }
