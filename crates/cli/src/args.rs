@@ -375,6 +375,11 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub repair: bool,
 
+    /// Check every chunk. Without it, a verify after a clean one (sync running, held) checks
+    /// only the chunks that may have changed since and carries the others' verdicts forward.
+    #[arg(long)]
+    pub full: bool,
+
     /// Target size of one checksum chunk, in MB of table size (or with a unit: 64MB).
     #[arg(long, default_value = "8", value_name = "MB", value_parser = units::megabytes)]
     pub chunk_mb: i64,

@@ -1233,8 +1233,21 @@ fn materialized_views_are_fresh_on_green_when_it_takes_traffic() {
         "{}",
         stdout(&v)
     );
+    // Verify put its watch trigger on green's tables; cutover takes it off (issue 18).
+    let watched = || {
+        r.green.sql(
+            DB,
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'bluegreen_watch'",
+        )
+    };
+    assert_ne!(watched(), "0");
     let o = r.flip("cutover", &[]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        watched(),
+        "0",
+        "green took traffic with verify's watch trigger"
+    );
     assert!(
         stdout(&o).contains("refresh materialized views"),
         "{}",

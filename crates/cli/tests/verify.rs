@@ -389,6 +389,7 @@ fn five_verifies_under_the_plant_workload_find_nothing() {
     // Let the stream start and the workload get going.
     std::thread::sleep(Duration::from_secs(3));
     let mut lsns = Vec::new();
+    let mut ids: Vec<i64> = Vec::new();
     for i in 0..5 {
         let (c, doc) = verify_json(&p, &["--chunk-mb", "1"]);
         assert_eq!(
@@ -398,6 +399,12 @@ fn five_verifies_under_the_plant_workload_find_nothing() {
             std::fs::read_to_string(dir.path().join("sync.log")).unwrap_or_default()
         );
         assert_eq!(doc["consistency"]["mode"], "held", "{doc:#}");
+        // After the first, each carries forward from the one before (issue 18): exact
+        // under the workload all the same.
+        if i > 0 {
+            assert_eq!(doc["incremental_from"], ids[i - 1], "{doc:#}");
+        }
+        ids.push(doc["verify_id"].as_i64().unwrap());
         lsns.push(doc["lsn"].as_str().unwrap().to_string());
     }
     let report = writer.join().unwrap();

@@ -707,6 +707,9 @@ pub async fn abort(
                         }
                     }
                 }
+                // Verify's watch trigger and the change journals go with the run.
+                state::changes::unwatch(&tx, &r.schemas).await?;
+                state::changes::forget(&tx, &state::names::origin(run), &r.schemas).await?;
                 removed.state = Run::delete(&tx, run).await?;
                 tx.commit().await.map_err(sql("target", "commit"))?;
             }

@@ -123,6 +123,22 @@ pub(crate) async fn flip(
 /// The steps from the guardrails to RESUME. Each pushes its undo once it has (or may have)
 /// taken effect; an error before the commit point returns the step, and the caller unwinds.
 async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> {
+    // Verify's watch trigger writes a row per statement: not on a primary. Not undone: a
+    // verify after an unwound flip puts it back, and checks the tables in full meanwhile.
+    cx.enter(Step::Unwatch)?;
+    let removed = at(
+        Step::Unwatch,
+        state::changes::unwatch(&cx.new, &[])
+            .await
+            .map_err(Error::from),
+    )?;
+    if removed > 0 {
+        tracing::info!(
+            tables = removed,
+            "verify's watch trigger removed from the new primary"
+        );
+    }
+    cx.leave(Step::Unwatch)?;
     if cx.dir == Direction::Cutover {
         // Green takes the writes from RESUME on: a fence an earlier rollback left on it (or an
         // interrupted one) would turn every client write into an error.

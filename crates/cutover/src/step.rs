@@ -11,6 +11,9 @@ use crate::Error;
 pub enum Step {
     /// Nothing is touched before these pass.
     Guardrails,
+    /// Verify's watch trigger (see `state::changes`) leaves the new primary's tables before
+    /// it takes traffic.
+    Unwatch,
     /// Cutover: a fence an earlier rollback left on green is lifted.
     UnfenceGreen,
     /// Cutover: the reverse slot and publication on green.
@@ -37,8 +40,9 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 16] = [
+    pub const ALL: [Step; 17] = [
         Step::Guardrails,
+        Step::Unwatch,
         Step::UnfenceGreen,
         Step::ArmRollback,
         Step::PreSyncSequences,
@@ -59,6 +63,7 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::Guardrails => "guardrails",
+            Step::Unwatch => "unwatch",
             Step::UnfenceGreen => "unfence green",
             Step::ArmRollback => "arm rollback",
             Step::PreSyncSequences => "pre-sync sequences",

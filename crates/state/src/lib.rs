@@ -6,6 +6,7 @@
 //! transaction as the work they record (a chunk's rows and its `done` mark commit together).
 
 pub mod apply;
+pub mod changes;
 mod chunks;
 pub mod created;
 mod fences;

@@ -181,6 +181,51 @@ CREATE TABLE bluegreen.reports (
     PRIMARY KEY (run, kind)
 );
 "#,
+    // Incremental verify (issue 18): what may have changed on green since the last clean
+    // verify. Sync records the keys each group touched in the group's own transaction;
+    // verify's statement-level trigger on green's tables records writes by anyone but the
+    // applier (it runs with session_replication_role = replica, so the trigger skips it);
+    // each verify records its tables' shapes and the chunks it carried forward.
+    r#"
+CREATE TABLE bluegreen.sync_touched (
+    id     bigserial PRIMARY KEY,
+    origin text NOT NULL,
+    lsn    pg_lsn NOT NULL,
+    tables jsonb NOT NULL
+);
+CREATE TABLE bluegreen.green_writes (
+    id           bigserial PRIMARY KEY,
+    table_schema text NOT NULL,
+    table_name   text NOT NULL,
+    op           text NOT NULL,
+    at           timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE FUNCTION bluegreen.note_green_write() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+BEGIN
+    INSERT INTO bluegreen.green_writes (table_schema, table_name, op)
+    VALUES (TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP);
+    RETURN NULL;
+END
+$fn$;
+GRANT INSERT ON bluegreen.green_writes TO PUBLIC;
+GRANT USAGE ON SEQUENCE bluegreen.green_writes_id_seq TO PUBLIC;
+CREATE TABLE bluegreen.verify_tables (
+    verify_id    bigint NOT NULL REFERENCES bluegreen.verify_runs ON DELETE CASCADE,
+    table_schema text NOT NULL,
+    table_name   text NOT NULL,
+    shape        text NOT NULL,
+    chunks       int NOT NULL,
+    checked      int NOT NULL,
+    carried      int NOT NULL,
+    carried_from bigint,
+    PRIMARY KEY (verify_id, table_schema, table_name)
+);
+ALTER TABLE bluegreen.verify_chunks DROP CONSTRAINT verify_chunks_pass_check;
+ALTER TABLE bluegreen.verify_chunks ADD CONSTRAINT verify_chunks_pass_check
+    CHECK (pass IN ('check', 'recheck', 'carried'));
+ALTER TABLE bluegreen.verify_chunks ADD COLUMN carried_from bigint;
+"#,
 ];
 
 /// Version this build knows.

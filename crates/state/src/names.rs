@@ -74,6 +74,10 @@ pub fn reverse_run(run: &str) -> String {
     format!("{run}_reverse")
 }
 
+/// The statement-level trigger verify puts on green's tables before cutover, so writes by
+/// anyone but the applier are noticed (see `state::changes`); cutover and abort remove it.
+pub const WATCH_TRIGGER: &str = "bluegreen_watch";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,7 +68,8 @@ pub struct NewVerify<'a> {
 /// One checked range.
 #[derive(Debug, Clone)]
 pub struct ChunkResult {
-    /// `check` (the verify pass) or `recheck` (a repaired range, verified again).
+    /// `check` (the verify pass), `recheck` (a repaired range, verified again) or
+    /// `carried` (unchanged since `carried_from` checked it; its checksums are that check's).
     pub pass: &'static str,
     pub table_schema: String,
     pub table_name: String,
@@ -82,6 +83,8 @@ pub struct ChunkResult {
     pub target_rows: i64,
     pub equal: bool,
     pub seconds: f64,
+    /// The verify that checked a carried chunk.
+    pub carried_from: Option<i64>,
 }
 
 /// Totals written when a verify run ends.
@@ -134,8 +137,9 @@ pub async fn record_chunks(
         .prepare(
             "INSERT INTO bluegreen.verify_chunks (verify_id, pass, table_schema, table_name, chunk,
                     lower_bound, upper_bound, lsn, source_checksum, target_checksum,
-                    source_rows, target_rows, equal, seconds)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::pg_lsn, $9, $10, $11, $12, $13, $14)",
+                    source_rows, target_rows, equal, seconds, carried_from)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::pg_lsn, $9, $10, $11, $12, $13, $14,
+                     $15)",
         )
         .await
         .map_err(q("prepare verify chunk insert"))?;
@@ -157,6 +161,7 @@ pub async fn record_chunks(
                 &ch.target_rows,
                 &ch.equal,
                 &ch.seconds,
+                &ch.carried_from,
             ],
         )
         .await
@@ -236,4 +241,155 @@ pub async fn last_clean(c: &impl GenericClient, run: &str) -> Result<Option<(Lsn
         .await?
         .filter(|v| v.outcome == Outcome::Equal)
         .map(|v| (v.lsn, v.age_seconds)))
+}
+
+/// One table of a verify: its shape when checked (a changed shape means it is checked in
+/// full next time), and how many chunks were checked and carried forward.
+#[derive(Debug, Clone)]
+pub struct TableResult {
+    pub schema: String,
+    pub name: String,
+    pub shape: String,
+    pub chunks: i32,
+    pub checked: i32,
+    pub carried: i32,
+    /// The oldest verify a carried chunk comes from.
+    pub carried_from: Option<i64>,
+}
+
+pub async fn record_tables(
+    c: &impl GenericClient,
+    id: i64,
+    tables: &[TableResult],
+) -> Result<(), Error> {
+    for t in tables {
+        c.execute(
+            "INSERT INTO bluegreen.verify_tables (verify_id, table_schema, table_name, shape,
+                    chunks, checked, carried, carried_from)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &id,
+                &t.schema,
+                &t.name,
+                &t.shape,
+                &t.chunks,
+                &t.checked,
+                &t.carried,
+                &t.carried_from,
+            ],
+        )
+        .await
+        .map_err(q("record a verified table"))?;
+    }
+    Ok(())
+}
+
+/// A verify the next one may carry chunks forward from: the run's latest verify of any
+/// result (a failed or interrupted one may have repaired rows), if it found the run equal
+/// with the applier held.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub id: i64,
+    pub lsn: Lsn,
+    /// Per table: its shape then, and its chunks in order (passes `check` and `carried`).
+    pub tables: Vec<BaseTable>,
+    /// Tables a copy wrote into after that verify started (a resumed copy).
+    pub copied_since: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BaseTable {
+    pub schema: String,
+    pub name: String,
+    pub shape: String,
+    pub chunks: Vec<ChunkResult>,
+}
+
+pub async fn base(c: &impl GenericClient, run: &str) -> Result<Option<Base>, Error> {
+    let Some(row) = c
+        .query_opt(
+            "SELECT id, lsn::text, result = 'equal' AND mode = 'held'
+               FROM bluegreen.verify_runs WHERE run = $1 ORDER BY id DESC LIMIT 1",
+            &[&run],
+        )
+        .await
+        .map_err(q("read the last verify"))?
+    else {
+        return Ok(None);
+    };
+    if !row.get::<_, bool>(2) {
+        return Ok(None);
+    }
+    let id: i64 = row.get(0);
+    let mut tables: Vec<BaseTable> = c
+        .query(
+            "SELECT table_schema, table_name, shape FROM bluegreen.verify_tables
+              WHERE verify_id = $1",
+            &[&id],
+        )
+        .await
+        .map_err(q("read the last verify's tables"))?
+        .iter()
+        .map(|r| BaseTable {
+            schema: r.get(0),
+            name: r.get(1),
+            shape: r.get(2),
+            chunks: Vec::new(),
+        })
+        .collect();
+    for r in c
+        .query(
+            "SELECT table_schema, table_name, chunk, lower_bound, upper_bound, lsn::text,
+                    source_checksum, target_checksum, source_rows, target_rows, equal,
+                    coalesce(carried_from, verify_id), pass
+               FROM bluegreen.verify_chunks
+              WHERE verify_id = $1 AND pass IN ('check', 'carried')
+              ORDER BY table_schema, table_name, chunk",
+            &[&id],
+        )
+        .await
+        .map_err(q("read the last verify's chunks"))?
+    {
+        let (schema, name): (String, String) = (r.get(0), r.get(1));
+        let Some(t) = tables
+            .iter_mut()
+            .find(|t| t.schema == schema && t.name == name)
+        else {
+            continue;
+        };
+        t.chunks.push(ChunkResult {
+            pass: "carried",
+            table_schema: schema,
+            table_name: name,
+            chunk: r.get(2),
+            lower: r.get(3),
+            upper: r.get(4),
+            lsn: r.get(5),
+            source_checksum: r.get(6),
+            target_checksum: r.get(7),
+            source_rows: r.get(8),
+            target_rows: r.get(9),
+            equal: r.get(10),
+            seconds: 0.0,
+            carried_from: Some(r.get(11)),
+        });
+    }
+    let copied_since = c
+        .query(
+            "SELECT DISTINCT k.table_schema, k.table_name
+               FROM bluegreen.chunks k, bluegreen.verify_runs v
+              WHERE v.id = $1 AND k.run = v.run AND k.done_at >= v.started_at",
+            &[&id],
+        )
+        .await
+        .map_err(q("read copies since the last verify"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(Some(Base {
+        id,
+        lsn: row.get(1),
+        tables,
+        copied_since,
+    }))
 }

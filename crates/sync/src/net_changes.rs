@@ -198,6 +198,9 @@ mod tests {
         Arc::new(TargetRel {
             qualified: "\"s\".\"t\"".into(),
             display: "s.t".into(),
+            schema: "s".into(),
+            name: "t".into(),
+            key_names: vec!["id".into()],
             columns: vec!["\"id\"".into(), "\"v\"".into(), "\"doc\"".into()],
             types: vec!["bigint".into(), "text".into(), "text".into()],
             always_identity: vec![false; 3],

@@ -21,6 +21,11 @@ pub struct TargetRel {
     pub qualified: String,
     /// `schema.name`, for messages.
     pub display: String,
+    /// The target table's schema and name, unquoted (what sync records as touched).
+    pub schema: String,
+    pub name: String,
+    /// The replica identity's column names (unquoted), in `key` order.
+    pub key_names: Vec<String>,
     /// Quoted column names, in the source's column order.
     pub columns: Vec<String>,
     /// The target's type of each column, as format_type prints it.
@@ -415,16 +420,20 @@ impl RelMap {
         // A chunk's changes apply from its hypertable's copy.
         let applies_from = self
             .snapshot_lsns
-            .get(&(schema, name))
+            .get(&(schema.clone(), name.clone()))
             .copied()
             .unwrap_or(Lsn(0));
         let copy_binary = types
             .iter()
             .map(|t| Conv::for_type(t).filter(|c| self.iso_dates || !c.needs_iso()))
             .collect();
+        let key_names = key.iter().map(|&i| rel.columns[i].name.clone()).collect();
         let new = TargetRel {
             qualified,
             display,
+            schema,
+            name,
+            key_names,
             columns,
             types,
             always_identity,

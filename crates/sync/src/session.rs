@@ -175,6 +175,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
         }
     }
     let mut applier = Applier::open(target_client, seconds, &ctx.origin, &settings).await?;
+    applier.set_journal(ctx.state.redacted() == ctx.target.redacted());
     // The origin is this session's now: a group that an ended session was still committing
     // when the progress was read has finished. Read again, start again if it moved.
     let now = origin_progress(applier.client(), &ctx.origin).await?;

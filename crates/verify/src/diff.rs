@@ -158,6 +158,7 @@ mod tests {
             format: Format::Binary,
             bytes: 0,
             estimated_rows: None,
+            journaled: true,
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`table`], [`range`], [`chunks`]: what is compared and how tables are cut.
 //! - [`bisect`], [`rows`], [`diff`]: from a mismatched chunk to rows, decoded into arrow
 //!   arrays and compared column by column.
+//! - [`incremental`]: what an earlier clean verify lets this one carry forward.
 //! - [`repair`]: re-copies mismatched ranges; [`report`]: JSON and text.
 //! - [`run`]: the whole verify, recorded in the target's `bluegreen` schema.
 
@@ -18,6 +19,7 @@ pub mod copybin;
 pub mod diff;
 mod error;
 pub mod hash;
+pub mod incremental;
 pub mod range;
 pub mod repair;
 pub mod report;

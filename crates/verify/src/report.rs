@@ -30,6 +30,9 @@ pub struct Report {
     pub target: String,
     /// The source snapshot's LSN: the instant compared.
     pub lsn: Lsn,
+    /// The clean verify this one carried unchanged chunks forward from (None: every chunk
+    /// was checked).
+    pub incremental_from: Option<i64>,
     pub consistency: Consistency,
     /// What the comparison guarantees at this instant, in words.
     pub note: String,
@@ -65,7 +68,12 @@ pub struct TableReport {
     pub name: String,
     /// Primary key columns (None: compared as a multiset of rows).
     pub key: Option<Vec<String>>,
+    /// Chunks in all: checked now, and carried forward unchanged.
     pub chunks: usize,
+    pub checked: usize,
+    pub carried: usize,
+    /// The verifies that checked the carried chunks.
+    pub carried_from: Vec<i64>,
     pub source_rows: u64,
     pub target_rows: u64,
     pub mismatched_chunks: Vec<ChunkMismatch>,
@@ -185,6 +193,30 @@ impl Report {
             self.bytes as f64 / 1e6,
             self.seconds
         );
+        if let Some(base) = self.incremental_from {
+            let checked: usize = self.tables.iter().map(|t| t.checked).sum();
+            let _ = writeln!(
+                o,
+                "  incremental: {checked} chunk(s) checked, {} carried forward unchanged since verify {base} (`--full` checks every chunk)",
+                chunks - checked
+            );
+            for t in &self.tables {
+                let from = if t.carried_from.is_empty() {
+                    String::new()
+                } else {
+                    let ids: Vec<String> = t.carried_from.iter().map(i64::to_string).collect();
+                    format!(" from verify {}", ids.join(", "))
+                };
+                let _ = writeln!(
+                    o,
+                    "    {}: {} of {} chunk(s) checked, {} carried forward{from}",
+                    t.display(),
+                    t.checked,
+                    t.chunks,
+                    t.carried
+                );
+            }
+        }
         if self.equal {
             let _ = writeln!(o, "\nEQUAL: every chunk of every table matches.");
         } else if self.differing_tables().next().is_none() {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use catalog::Plan;
 use conn::ConnSpec;
-use state::verify::{ChunkResult, NewVerify, Outcome, Totals};
+use state::changes::Journal;
+use state::verify::{ChunkResult, NewVerify, Outcome, TableResult, Totals};
 use state::{ApplyStatus, Phase, Run};
 use tokio_postgres::Client;
 use wire::Lsn;
@@ -16,6 +17,7 @@ use wire::Lsn;
 use crate::bisect::{locate, Located, Pair, Unlocated};
 use crate::error::{conn_err, sql, Error};
 use crate::hash::Digest;
+use crate::incremental::{Prior, TablePlan};
 use crate::range::KeyRange;
 use crate::report::{
     ChunkMismatch, MatViewCheck, RepairReport, RepairedRange, Report, TableReport, REPORT_FORMAT,
@@ -38,6 +40,8 @@ pub struct VerifyOptions {
     /// Differing rows listed per table; the rest of a table's differing ranges are reported
     /// (and repaired) as ranges.
     pub max_rows_per_table: i64,
+    /// Check every chunk even where an earlier clean verify lets this one carry some forward.
+    pub full: bool,
 }
 
 /// One chunk to check.
@@ -46,6 +50,13 @@ struct Task {
     table: usize,
     chunk: usize,
     range: KeyRange,
+}
+
+/// A chunk not checked again: unchanged since the verify that checked it.
+#[derive(Debug)]
+struct Carried {
+    table: usize,
+    result: ChunkResult,
 }
 
 #[derive(Debug)]
@@ -126,6 +137,11 @@ pub async fn verify(
         .filter(|t| schemas.contains(&t.schema))
         .collect();
     crate::table::align_with_target(&mut tables, &source_client, &state_client).await?;
+    let origin = status
+        .as_ref()
+        .map(|s| s.origin.clone())
+        .unwrap_or_else(|| state::names::origin(run));
+    let prior = prepare_incremental(&state_client, &run_row, &mode, &tables, opts).await?;
     let sides = Sides {
         source,
         target,
@@ -136,6 +152,8 @@ pub async fn verify(
     let snaps = Snapshots::take(&sides, &mode, opts.hold_timeout, false).await?;
     let lsn = snaps.lsn;
     let consistency = snaps.consistency.clone();
+    // Carried verdicts hold at this LSN only if both sides show the source's state at it.
+    let prior = prior.filter(|_| consistency == Consistency::Held);
     let id = state::verify::start(
         &state_client,
         &NewVerify {
@@ -152,7 +170,7 @@ pub async fn verify(
     let aggregates = crate::aggregates::compare(source, target, &snaps, plan, &schema_list).await;
     let (result, aggregates) = match aggregates {
         Ok(a) => (
-            check_and_repair(&sides, &mode, snaps, &tables, opts).await,
+            check_and_repair(&sides, &mode, snaps, &tables, opts, prior.as_ref(), &origin).await,
             a,
         ),
         Err(e) => {
@@ -160,7 +178,13 @@ pub async fn verify(
             (Err(e), Vec::new())
         }
     };
-    let (outcomes, repair, rechecks) = match result {
+    let Checked {
+        outcomes,
+        carried,
+        journal,
+        repair,
+        rechecks,
+    } = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = state::verify::finish(
@@ -187,6 +211,8 @@ pub async fn verify(
         consistency,
         &tables,
         &outcomes,
+        &carried,
+        prior.as_ref().map(|p| p.id),
         repair,
         started.elapsed().as_secs_f64(),
     );
@@ -211,9 +237,23 @@ pub async fn verify(
         })
         .collect();
     results.extend(rechecks);
+    results.extend(carried.iter().map(|c| c.result.clone()));
+    let table_results: Vec<TableResult> = tables
+        .iter()
+        .zip(&report.tables)
+        .map(|(t, r)| TableResult {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            shape: crate::incremental::shape(t),
+            chunks: r.chunks as i32,
+            checked: r.checked as i32,
+            carried: r.carried as i32,
+            carried_from: r.carried_from.iter().min().copied(),
+        })
+        .collect();
     let totals = Totals {
         tables: tables.len() as i32,
-        chunks: outcomes.len() as i32,
+        chunks: (outcomes.len() + carried.len()) as i32,
         mismatched_chunks: outcomes
             .iter()
             .filter(|o| !o.source.matches(&o.target))
@@ -223,8 +263,8 @@ pub async fn verify(
             .iter()
             .map(|t| t.differences.len() as i64)
             .sum(),
-        source_rows: outcomes.iter().map(|o| o.source.rows as i64).sum(),
-        target_rows: outcomes.iter().map(|o| o.target.rows as i64).sum(),
+        source_rows: report.tables.iter().map(|t| t.source_rows as i64).sum(),
+        target_rows: report.tables.iter().map(|t| t.target_rows as i64).sum(),
         repair_lsn: report.repair.as_ref().map(|r| r.lsn),
         seconds: report.seconds,
     };
@@ -238,6 +278,11 @@ pub async fn verify(
         .await
         .map_err(sql("target", "begin recording results"))?;
     state::verify::record_chunks(&tx, id, &results).await?;
+    state::verify::record_tables(&tx, id, &table_results).await?;
+    if outcome == Outcome::Equal {
+        // What the snapshot showed is covered; what came after stays for the next verify.
+        state::changes::prune(&tx, &journal).await?;
+    }
     state::verify::finish(
         &tx,
         id,
@@ -268,7 +313,57 @@ fn no_run(run: &str) -> Error {
     }
 }
 
-type Checked = (Vec<ChunkOutcome>, Option<RepairReport>, Vec<ChunkResult>);
+/// What the check (and repair) passes found.
+struct Checked {
+    outcomes: Vec<ChunkOutcome>,
+    carried: Vec<Carried>,
+    /// The change journals as the target snapshot showed them.
+    journal: Journal,
+    repair: Option<RepairReport>,
+    rechecks: Vec<ChunkResult>,
+}
+
+/// Puts the watch trigger on green's tables (before the snapshot, so every later write by
+/// another session is noticed; only before cutover: green must not take traffic with it),
+/// and finds the base verify this one may carry chunks forward from.
+async fn prepare_incremental(
+    state_client: &Client,
+    run_row: &Run,
+    mode: &Mode,
+    tables: &[VerifyTable],
+    opts: &VerifyOptions,
+) -> Result<Option<Prior>, Error> {
+    let names: Vec<(String, String)> = tables
+        .iter()
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
+    let watched = state::changes::watched(state_client, &names).await?;
+    if run_row.phase == Phase::Copied {
+        // Only where missing: the trigger's lock would wait for the applier's open group.
+        for t in tables
+            .iter()
+            .filter(|t| !watched.contains(&(t.schema.clone(), t.name.clone())))
+        {
+            let wait = Duration::from_secs(5);
+            if let Err(e) = state::changes::watch(state_client, &t.schema, &t.name, wait).await {
+                tracing::warn!(table = %t.display(), error = %e, "could not put the watch trigger on the table: the next verify checks it in full");
+            }
+        }
+    }
+    if opts.full || !matches!(mode, Mode::Online) {
+        return Ok(None);
+    }
+    let Some(base) = state::verify::base(state_client, &run_row.run).await? else {
+        return Ok(None);
+    };
+    let prior = Prior::new(base, tables, &watched);
+    tracing::info!(
+        base = prior.id,
+        carry_candidates = prior.tables.iter().filter(|t| t.is_some()).count(),
+        "incremental verify"
+    );
+    Ok(Some(prior))
+}
 
 /// The check pass at `snaps`, then (with `--repair` and differences) the repair at a fresh
 /// instant. Releases any hold it took, also on errors.
@@ -278,16 +373,24 @@ async fn check_and_repair(
     snaps: Snapshots,
     tables: &[VerifyTable],
     opts: &VerifyOptions,
+    prior: Option<&Prior>,
+    origin: &str,
 ) -> Result<Checked, Error> {
-    let outcomes = check_all(sides, &snaps, tables, opts).await;
+    let checked = check_all(sides, &snaps, tables, opts, prior, origin).await;
     snaps.close().await;
-    let outcomes = outcomes?;
+    let (outcomes, carried, journal) = checked?;
     let mismatched: Vec<&ChunkOutcome> = outcomes
         .iter()
         .filter(|o| !o.source.matches(&o.target))
         .collect();
     if !opts.repair || mismatched.is_empty() {
-        return Ok((outcomes, None, Vec::new()));
+        return Ok(Checked {
+            outcomes,
+            carried,
+            journal,
+            repair: None,
+            rechecks: Vec::new(),
+        });
     }
     // What to re-copy: the located ranges, plus ranges not narrowed down.
     let mut work: Vec<(&VerifyTable, Vec<KeyRange>)> = Vec::new();
@@ -315,7 +418,13 @@ async fn check_and_repair(
     snaps.close().await;
     let (report, rechecks) = result?;
     released?;
-    Ok((outcomes, Some(report), rechecks))
+    Ok(Checked {
+        outcomes,
+        carried,
+        journal,
+        repair: Some(report),
+        rechecks,
+    })
 }
 
 async fn repair_and_recheck(
@@ -375,14 +484,17 @@ async fn repair_and_recheck(
     ))
 }
 
-/// Plans every table's chunks and checks them with `opts.jobs` workers, each holding one
-/// reader per side at the snapshots.
+/// Plans every table's chunks (or, incrementally, takes the base's and keeps those that may
+/// have changed) and checks them with `opts.jobs` workers, each holding one reader per side
+/// at the snapshots.
 async fn check_all(
     sides: &Sides<'_>,
     snaps: &Snapshots,
     tables: &[VerifyTable],
     opts: &VerifyOptions,
-) -> Result<Vec<ChunkOutcome>, Error> {
+    prior: Option<&Prior>,
+    origin: &str,
+) -> Result<(Vec<ChunkOutcome>, Vec<Carried>, Journal), Error> {
     let jobs = opts.jobs.max(1);
     let mut readers = Vec::with_capacity(jobs);
     for _ in 0..jobs {
@@ -392,15 +504,41 @@ async fn check_all(
         )?;
         readers.push((s, t));
     }
+    let journal = state::changes::read_journal(&readers[0].1, origin).await?;
+    let plans = match prior {
+        Some(p) => crate::incremental::plan(&readers[0].1, p, &journal, tables).await,
+        None => tables.iter().map(|_| TablePlan::Full).collect(),
+    };
     let mut tasks = VecDeque::new();
-    for (i, t) in tables.iter().enumerate() {
-        let ranges = crate::chunks::plan(&readers[0].0, t, opts.chunk_bytes).await?;
-        for (c, range) in ranges.into_iter().enumerate() {
-            tasks.push_back(Task {
-                table: i,
-                chunk: c,
-                range,
-            });
+    let mut carried = Vec::new();
+    for (i, (t, plan)) in tables.iter().zip(plans).enumerate() {
+        match plan {
+            TablePlan::Full => {
+                let ranges = crate::chunks::plan(&readers[0].0, t, opts.chunk_bytes).await?;
+                for (c, range) in ranges.into_iter().enumerate() {
+                    tasks.push_back(Task {
+                        table: i,
+                        chunk: c,
+                        range,
+                    });
+                }
+            }
+            TablePlan::Chunks { check, base } => {
+                for (c, b) in base.into_iter().enumerate() {
+                    if check.contains(&c) {
+                        tasks.push_back(Task {
+                            table: i,
+                            chunk: c,
+                            range: crate::incremental::carried(&b).0,
+                        });
+                    } else {
+                        carried.push(Carried {
+                            table: i,
+                            result: b,
+                        });
+                    }
+                }
+            }
         }
     }
     let total = tasks.len();
@@ -447,7 +585,7 @@ async fn check_all(
         return Err(e);
     }
     all.sort_by_key(|o| (o.task.table, o.task.chunk));
-    Ok(all)
+    Ok((all, carried, journal))
 }
 
 async fn worker(
@@ -515,6 +653,7 @@ fn chunk_result(
         target_rows: d.rows as i64,
         equal: s.matches(&d),
         seconds,
+        carried_from: None,
     }
 }
 
@@ -551,6 +690,8 @@ fn build_report(
     consistency: Consistency,
     tables: &[VerifyTable],
     outcomes: &[ChunkOutcome],
+    carried: &[Carried],
+    base: Option<i64>,
     repair: Option<RepairReport>,
     seconds: f64,
 ) -> Report {
@@ -564,6 +705,9 @@ fn build_report(
                 .as_ref()
                 .map(|k| k.iter().map(|c| c.name.clone()).collect()),
             chunks: 0,
+            checked: 0,
+            carried: 0,
+            carried_from: Vec::new(),
             source_rows: 0,
             target_rows: 0,
             mismatched_chunks: Vec::new(),
@@ -571,10 +715,23 @@ fn build_report(
             unlocated: Vec::new(),
         })
         .collect();
+    for c in carried {
+        let r = &mut reports[c.table];
+        r.chunks += 1;
+        r.carried += 1;
+        r.source_rows += c.result.source_rows as u64;
+        r.target_rows += c.result.target_rows as u64;
+        if let Some(from) = c.result.carried_from {
+            if !r.carried_from.contains(&from) {
+                r.carried_from.push(from);
+            }
+        }
+    }
     let mut bytes = 0;
     for o in outcomes {
         let r = &mut reports[o.task.table];
         r.chunks += 1;
+        r.checked += 1;
         r.source_rows += o.source.rows;
         r.target_rows += o.target.rows;
         bytes += o.source.bytes + o.target.bytes;
@@ -608,6 +765,7 @@ fn build_report(
         source: source.redacted(),
         target: target.redacted(),
         lsn,
+        incremental_from: base,
         note: note(lsn, &consistency),
         consistency,
         equal,

@@ -78,6 +78,11 @@ pub struct VerifyTable {
     /// Total relation size on the source (heap, TOAST, indexes).
     pub bytes: i64,
     pub estimated_rows: Option<i64>,
+    /// Sync records the table's changes under its own name, so an incremental verify may
+    /// carry its chunks: not so for a partition (its changes may arrive under its root's
+    /// name) or a table read with its children (theirs arrive under theirs), but a
+    /// TimescaleDB hypertable, whose chunks' changes sync records as the hypertable's.
+    pub journaled: bool,
 }
 
 impl VerifyTable {
@@ -199,6 +204,12 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
             key,
             bytes: t.bytes,
             estimated_rows: t.estimated_rows,
+            journaled: t.partition_of.is_none()
+                && ((t.children_planned == 0 && t.children_outside.is_empty())
+                    || plan
+                        .hypertables
+                        .iter()
+                        .any(|h| h.schema == t.schema && h.name == t.name)),
         });
     }
     Ok(out)

@@ -481,6 +481,8 @@ async fn verify(cx: &Ctx, plan: &Plan) -> Result<(), Stop> {
         chunk_bytes: 8 * 1024 * 1024,
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
         repair: false,
+        // Incremental after an earlier clean verify of the run (as exact; see verify).
+        full: false,
         hold_timeout: Duration::from_secs(120),
         max_rows_per_table: 1000,
     };

@@ -55,6 +55,7 @@ pub async fn run(args: VerifyArgs, settings: &Settings) -> Result<Outcome, Troub
             })
             .max(1),
         repair: args.repair,
+        full: args.full,
         hold_timeout: Duration::from_secs(args.hold_timeout),
         max_rows_per_table: args.max_rows,
     };

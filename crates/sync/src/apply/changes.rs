@@ -15,6 +15,9 @@ impl Applier {
             self.flush().await?;
         }
         self.main_writes(rel, || vec![net::key_of(rel, new)])?;
+        if self.journal {
+            self.group.touched.row(rel, new);
+        }
         let (before, after) = loop {
             let convs = rel
                 .copy_binary
@@ -78,6 +81,12 @@ impl Applier {
         new: &Tuple,
     ) -> Result<(), Error> {
         self.touch();
+        if self.journal {
+            self.group.touched.row(rel, new);
+            if let Some(o) = old {
+                self.group.touched.row(rel, o.tuple());
+            }
+        }
         if rel.batchable {
             let key = net::key_of(rel, new);
             let old_key = match old {
@@ -193,6 +202,9 @@ impl Applier {
 
     pub async fn delete(&mut self, rel: &Arc<TargetRel>, old: &OldTuple) -> Result<(), Error> {
         self.touch();
+        if self.journal {
+            self.group.touched.row(rel, old.tuple());
+        }
         if rel.batchable {
             let key = net::key_of(rel, old.tuple());
             if let Some(k) = &key {
@@ -232,6 +244,9 @@ impl Applier {
         self.flush().await?;
         for rel in rels {
             self.main_writes(rel, || vec![None])?;
+            if self.journal {
+                self.group.touched.whole(rel);
+            }
         }
         self.begin().await?;
         let names: Vec<&str> = rels.iter().map(|r| r.qualified.as_str()).collect();

@@ -160,6 +160,9 @@ mod tests {
         let rel = Arc::new(TargetRel {
             qualified: "\"s\".\"t\"".into(),
             display: "s.t".into(),
+            schema: "s".into(),
+            name: "t".into(),
+            key_names: vec![],
             columns: vec!["\"m\"".into(), "\"v\"".into()],
             types: vec!["text".into(), "text".into()],
             always_identity: vec![false, false],

@@ -58,6 +58,8 @@ pub(super) struct SecondWork {
 
 /// A group's end, as the task runs it.
 pub(super) struct Commit {
+    /// The origin and the keys the group wrote, recorded in its transaction.
+    pub(super) touched: Option<(String, serde_json::Value)>,
     /// A target transaction is open: advance the origin and COMMIT it.
     pub(super) in_tx: bool,
     pub(super) last: Option<(Lsn, i64)>,
@@ -129,6 +131,9 @@ impl Applier {
                         ))?;
                 }
                 if c.in_tx {
+                    if let (Some((origin, tables)), Some((lsn, _))) = (&c.touched, c.last) {
+                        state::changes::record_touched(&*client, origin, lsn, tables).await?;
+                    }
                     if let Some((lsn, time)) = c.last {
                         client
                             .execute(

@@ -29,6 +29,7 @@ mod inflight;
 mod net_work;
 mod rows;
 mod second;
+mod touched;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -55,6 +56,7 @@ use inflight::*;
 use net_work::*;
 use rows::*;
 use second::*;
+pub use touched::Touched;
 
 /// Sessions that apply net changes at most (the main one included).
 pub const MAX_SESSIONS: usize = 8;
@@ -79,6 +81,8 @@ pub struct Group {
     main_wrote: HashSet<String>,
     /// Keys the further sessions took in this group.
     second_keys: usize,
+    /// Keys written per table, recorded with the group's commit (for incremental verify).
+    pub touched: Touched,
 }
 
 pub struct Applier {
@@ -108,6 +112,9 @@ pub struct Applier {
     pub group: Group,
     /// UPDATE/DELETE that found no row on the target (the target diverged).
     pub missing_rows: u64,
+    /// Record each group's keys (`Touched`) in the target's state schema: only where the
+    /// target holds it (not reverse sync into blue, whose state lives on green).
+    journal: bool,
 }
 
 impl Applier {
@@ -185,7 +192,13 @@ impl Applier {
             applied: None,
             group: Group::default(),
             missing_rows: 0,
+            journal: true,
         })
+    }
+
+    /// Whether groups record their keys for incremental verify (see `journal`).
+    pub fn set_journal(&mut self, on: bool) {
+        self.journal = on;
     }
 
     pub fn client(&self) -> &Client {
@@ -352,6 +365,8 @@ impl Applier {
             self.run(
                 work,
                 Some(Commit {
+                    touched: (self.journal && !group.touched.is_empty())
+                        .then(|| (self.origin.clone(), group.touched.to_json())),
                     in_tx: self.in_tx,
                     last: group.last,
                     applied,

@@ -1,0 +1,289 @@
+//! Incremental verify: after a clean verify at LSN X (the base), a verify at Y checks only
+//! the chunks that may have changed since X and carries the others' verdicts forward.
+//!
+//! A chunk may have changed when the applier wrote a key in it (sync records each group's
+//! keys, `state::changes`); a table is checked in full when anything else may have touched
+//! it: a write on green by another session (the watch trigger), a resumed copy, a change of
+//! its shape (columns, types, key), a missing or disabled watch trigger, a TRUNCATE, keys
+//! that do not map onto its chunks, changes journaled under another name (a partition, a
+//! table read with its children; see `VerifyTable::journaled`). A repair makes a verdict other than "equal", and
+//! the base must be the run's latest verify, so a repair since X means a full verify.
+//! Keys are mapped onto the base's chunks by the target, by type: chunks cover every key
+//! (the first and last are open), so no key falls outside them.
+
+use std::collections::HashSet;
+
+use state::changes::Journal;
+use state::verify::{Base, ChunkResult};
+use tokio_postgres::Client;
+
+use crate::hash::Digest;
+use crate::range::KeyRange;
+use crate::table::VerifyTable;
+
+/// What a table's shape is, for telling whether its chunks and checksums still apply.
+pub fn shape(t: &VerifyTable) -> String {
+    let cols: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}:{}:{}",
+                c.name, c.source_type, c.needs_text, c.generated
+            )
+        })
+        .collect();
+    let key: Vec<String> = t
+        .key
+        .iter()
+        .flatten()
+        .map(|k| format!("{}:{}", k.name, k.collatable))
+        .collect();
+    format!(
+        "only={} format={} columns=[{}] key=[{}]",
+        t.only,
+        t.format.sql(),
+        cols.join(","),
+        key.join(",")
+    )
+}
+
+/// The base verify and, per table (by position), its chunks when they may be carried
+/// forward (None: the table is checked in full).
+#[derive(Debug)]
+pub struct Prior {
+    pub id: i64,
+    pub tables: Vec<Option<Vec<ChunkResult>>>,
+}
+
+impl Prior {
+    /// Which of `tables` may carry chunks from `base`: same shape, watched by the trigger
+    /// since before the base (it is put on by every verify before its snapshot), no copy
+    /// since, and chunks that cover every key in order.
+    pub fn new(base: Base, tables: &[VerifyTable], watched: &[(String, String)]) -> Prior {
+        let per_table = tables
+            .iter()
+            .map(|t| {
+                let name = (t.schema.clone(), t.name.clone());
+                if !t.journaled || !watched.contains(&name) || base.copied_since.contains(&name) {
+                    return None;
+                }
+                let b = base
+                    .tables
+                    .iter()
+                    .find(|b| b.schema == t.schema && b.name == t.name)?;
+                (b.shape == shape(t) && covers(&b.chunks)).then(|| b.chunks.clone())
+            })
+            .collect();
+        Prior {
+            id: base.id,
+            tables: per_table,
+        }
+    }
+}
+
+/// Chunks 0..n in order, each starting where the one before ended, the first and last open.
+fn covers(chunks: &[ChunkResult]) -> bool {
+    let Some(first) = chunks.first() else {
+        return false;
+    };
+    first.lower.is_none()
+        && chunks.last().is_some_and(|c| c.upper.is_none())
+        && chunks
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.chunk == i as i32 && c.equal)
+        && chunks
+            .windows(2)
+            .all(|w| w[0].upper == w[1].lower && w[0].upper.is_some())
+}
+
+/// What to do with one table.
+#[derive(Debug)]
+pub enum TablePlan {
+    /// Plan chunks afresh and check them all.
+    Full,
+    /// Check these of the base's chunks, carry the rest.
+    Chunks {
+        check: Vec<usize>,
+        base: Vec<ChunkResult>,
+    },
+}
+
+/// Per table, from what the target snapshot's journal shows changed since the base.
+/// `reader` reads at the target snapshot (it maps keys onto chunks, typed).
+pub async fn plan(
+    reader: &Client,
+    prior: &Prior,
+    journal: &Journal,
+    tables: &[VerifyTable],
+) -> Vec<TablePlan> {
+    let mut out = Vec::with_capacity(tables.len());
+    for (t, base) in tables.iter().zip(&prior.tables) {
+        let Some(base) = base else {
+            out.push(TablePlan::Full);
+            continue;
+        };
+        let name = (t.schema.clone(), t.name.clone());
+        if journal.written.contains(&name) {
+            tracing::info!(table = %t.display(), "written on green by another session since the last verify: checked in full");
+            out.push(TablePlan::Full);
+            continue;
+        }
+        let key_names: Vec<String> = t.key.iter().flatten().map(|k| k.name.clone()).collect();
+        let mut keys: Vec<&Vec<String>> = Vec::new();
+        let mut whole = false;
+        for e in journal
+            .touched
+            .iter()
+            .filter(|e| e.schema == t.schema && e.name == t.name)
+        {
+            if e.whole || e.columns != key_names || key_names.is_empty() {
+                whole = true;
+                break;
+            }
+            keys.extend(e.keys.iter());
+        }
+        if whole {
+            out.push(TablePlan::Full);
+            continue;
+        }
+        let check = if keys.is_empty() {
+            Vec::new()
+        } else {
+            match chunks_of_keys(reader, t, &keys, base).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(table = %t.display(), error = %e, "could not map changed keys onto chunks: checked in full");
+                    out.push(TablePlan::Full);
+                    continue;
+                }
+            }
+        };
+        out.push(TablePlan::Chunks {
+            check,
+            base: base.clone(),
+        });
+    }
+    out
+}
+
+/// The positions of the chunks `keys` fall in, compared by the key columns' types on the
+/// target: keys and the chunks' upper bounds sorted together, each key's chunk being the
+/// number of bounds below it (a bound is the inclusive end of its chunk).
+async fn chunks_of_keys(
+    reader: &Client,
+    t: &VerifyTable,
+    keys: &[&Vec<String>],
+    base: &[ChunkResult],
+) -> Result<Vec<usize>, tokio_postgres::Error> {
+    let key = t.key.as_deref().unwrap_or_default();
+    let casts: Vec<String> = key
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let ty = t
+                .columns
+                .iter()
+                .find(|c| c.name == k.name)
+                .map(|c| c.source_type.as_str())
+                .unwrap_or("text");
+            format!("(k ->> {i})::{ty} AS {}", k.ident)
+        })
+        .collect();
+    let casts = casts.join(", ");
+    let q = format!(
+        "SELECT DISTINCT c FROM (
+           SELECT tag, sum(tag) OVER (ORDER BY {order}, tag ROWS UNBOUNDED PRECEDING) AS c
+             FROM (SELECT 0 AS tag, {casts} FROM jsonb_array_elements($1) k
+                   UNION ALL
+                   SELECT 1, {casts} FROM jsonb_array_elements($2) k) u) w
+          WHERE tag = 0",
+        order = t.key_order()
+    );
+    let bounds: Vec<&Vec<String>> = base.iter().filter_map(|c| c.upper.as_ref()).collect();
+    let keys = serde_json::to_value(keys).unwrap_or_default();
+    let bounds = serde_json::to_value(bounds).unwrap_or_default();
+    // A key that does not read as its type aborts the query, not the snapshot's transaction.
+    reader.batch_execute("SAVEPOINT bluegreen_keys").await?;
+    match reader.query(&q, &[&keys, &bounds]).await {
+        Ok(rows) => {
+            reader
+                .batch_execute("RELEASE SAVEPOINT bluegreen_keys")
+                .await?;
+            let mut set: HashSet<usize> = HashSet::new();
+            for r in rows {
+                set.insert(r.get::<_, i64>(0) as usize);
+            }
+            let mut v: Vec<usize> = set.into_iter().filter(|&c| c < base.len()).collect();
+            v.sort_unstable();
+            Ok(v)
+        }
+        Err(e) => {
+            reader
+                .batch_execute("ROLLBACK TO SAVEPOINT bluegreen_keys")
+                .await?;
+            Err(e)
+        }
+    }
+}
+
+/// A carried chunk's range and digests, rebuilt from its recorded row.
+pub fn carried(c: &ChunkResult) -> (KeyRange, Digest, Digest) {
+    let digest = |hex: &str, rows: i64| Digest {
+        sum: u128::from_str_radix(hex, 16).unwrap_or_default(),
+        rows: rows as u64,
+        bytes: 0,
+    };
+    (
+        KeyRange {
+            lower: c.lower.clone(),
+            upper: c.upper.clone(),
+        },
+        digest(&c.source_checksum, c.source_rows),
+        digest(&c.target_checksum, c.target_rows),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(i: i32, lower: Option<&str>, upper: Option<&str>) -> ChunkResult {
+        ChunkResult {
+            pass: "check",
+            table_schema: "s".into(),
+            table_name: "t".into(),
+            chunk: i,
+            lower: lower.map(|l| vec![l.to_string()]),
+            upper: upper.map(|u| vec![u.to_string()]),
+            lsn: wire::Lsn(0),
+            source_checksum: format!("{:032x}", 7u128),
+            target_checksum: format!("{:032x}", 7u128),
+            source_rows: 3,
+            target_rows: 3,
+            equal: true,
+            seconds: 0.0,
+            carried_from: None,
+        }
+    }
+
+    #[test]
+    fn chunks_must_cover_every_key_in_order() {
+        let ok = vec![
+            chunk(0, None, Some("5")),
+            chunk(1, Some("5"), Some("9")),
+            chunk(2, Some("9"), None),
+        ];
+        assert!(covers(&ok));
+        assert!(covers(&[chunk(0, None, None)]));
+        assert!(!covers(&[]));
+        assert!(!covers(&ok[1..]));
+        let gap = vec![chunk(0, None, Some("5")), chunk(1, Some("6"), None)];
+        assert!(!covers(&gap));
+        let (r, s, t) = carried(&ok[1]);
+        assert_eq!(r.describe(), "(5, 9]");
+        assert!(s.matches(&t));
+        assert_eq!(s.sum, 7);
+    }
+}
