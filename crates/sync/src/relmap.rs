@@ -150,14 +150,15 @@ impl RelMap {
         Ok(())
     }
 
-    /// False without TimescaleDB on the source.
+    /// False without TimescaleDB on the source. (to_regclass twice: a `'…'::regclass`
+    /// literal is resolved when the query is parsed, and fails where the schema is absent.)
     async fn load_dimensions(&mut self, source: &Client) -> Result<bool, Error> {
         let what = "read TimescaleDB's dimensions";
         let installed: bool = source
             .query_one(
                 "SELECT to_regclass('_timescaledb_catalog.dimension_slice') IS NOT NULL
                     AND EXISTS (SELECT 1 FROM pg_attribute
-                                 WHERE attrelid = '_timescaledb_catalog.dimension_slice'::regclass
+                                 WHERE attrelid = to_regclass('_timescaledb_catalog.dimension_slice')
                                    AND attname = 'chunk_id' AND NOT attisdropped)",
                 &[],
             )
