@@ -343,7 +343,7 @@ fn copy_json_logs_carry_run_stage_and_table() {
 }
 
 /// A cutover with --metrics-addr, stalled after its last step (test hook): the phase says
-/// resume (14) and the pause is there; the flip then finishes.
+/// resume and the pause is there; the flip then finishes.
 #[test]
 fn cutover_exports_its_phase_and_pause() {
     let (blue, green) = fixture_pair_at(0.002);
@@ -400,8 +400,14 @@ fn cutover_exports_its_phase_and_pause() {
             .and_then(|(_, m)| value(&m, name, &["run=\"main\""]))
             .unwrap_or(0.0)
     };
+    // The phase is the step's place in cutover's list (1 = guardrails).
+    let resume = cutover::Step::ALL
+        .iter()
+        .position(|s| *s == cutover::Step::Resume)
+        .unwrap()
+        + 1;
     wait_for(60, "the cutover phase to reach resume", || {
-        metric("bluegreen_cutover_phase") == 14.0
+        metric("bluegreen_cutover_phase") == resume as f64
     });
     let paused = metric("bluegreen_cutover_pause_seconds");
     assert!(paused > 0.0 && paused < 5.0, "pause {paused}");
