@@ -436,6 +436,14 @@ fn run_killed_in_verify_or_cutover_then_run_again_finishes_exactly() {
         }
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         child.wait().unwrap();
+        // The killed flip's watchdog puts traffic back; the next command refuses while it
+        // still holds the flip (as documented), so wait for it to finish.
+        r.wait("the watchdog", Duration::from_secs(30), &log, || {
+            r.green.sql(
+                DB,
+                "SELECT count(*) FROM bluegreen.flips WHERE run = 'main'",
+            ) == "0"
+        });
         // Writes while nothing runs: the next run's sync carries them.
         if stage == "verify" {
             r.blue.sql(

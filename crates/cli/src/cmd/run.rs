@@ -203,12 +203,8 @@ async fn stages(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop>
         if until == Some(Until::Verified) {
             return Ok(false);
         }
-        if cx.args.dry_run {
-            rehearse(cx, poolers).await?;
-            return Ok(false);
-        }
-        flip(cx, poolers).await?;
-        Ok(true)
+        flip(cx, poolers, cx.args.dry_run).await?;
+        Ok(!cx.args.dry_run)
     };
     let (synced, result) = with_forward_sync(cx, &ended, chain).await;
     // Sync's own end says why first: a stage that saw it end only knows that it did.
@@ -533,7 +529,9 @@ async fn verify(cx: &Ctx, plan: &Plan) -> Result<(), Stop> {
     }
 }
 
-async fn flip(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop> {
+/// The cutover, or for a dry run the rehearsed one (`cutover::rehearse`: nothing production
+/// sees), with its steps and client pause into the report.
+async fn flip(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>, rehearsed: bool) -> Result<(), Stop> {
     cx.begin(StageName::Cutover);
     let opts = cutover::Options {
         run: cx.args.run.clone(),
@@ -545,31 +543,51 @@ async fn flip(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop> {
         pause_timeout: Duration::from_secs_f64(cx.args.pause_timeout.max(0.0)),
         drain_timeout: Duration::from_secs_f64(cx.args.drain_timeout.max(0.0)),
     };
-    match cutover::cutover(&cx.source, &cx.target, &opts).await {
+    let result = if rehearsed {
+        cutover::rehearse(&cx.source, &cx.target, &opts).await
+    } else {
+        cutover::cutover(&cx.source, &cx.target, &opts).await
+    };
+    match result {
         Ok(rep) => {
-            super::cutover::print_report(&rep, false);
+            if rehearsed {
+                println!(
+                    "rehearsed cutover: {} steps, staging pause {:.0} ms, drained to {}",
+                    rep.steps.len(),
+                    rep.paused.as_secs_f64() * 1000.0,
+                    rep.drained_at
+                );
+                for (step, s) in &rep.steps {
+                    println!("  {step:<26} {:>8.1} ms", s * 1000.0);
+                }
+            } else {
+                super::cutover::print_report(&rep, false);
+            }
+            // Clients wait from the step after PAUSE to RESUME.
+            let mut paused = false;
+            let steps = rep
+                .steps
+                .iter()
+                .map(|(step, seconds)| {
+                    let during = paused;
+                    match step.as_str() {
+                        "pause" => paused = true,
+                        "resume" => paused = false,
+                        _ => {}
+                    }
+                    report::CutoverStep {
+                        step: step.clone(),
+                        seconds: *seconds,
+                        paused: during || step == "resume",
+                        ok: true,
+                    }
+                })
+                .collect();
             if let Ok(mut r) = cx.report.lock() {
                 r.cutover = Some(report::Cutover {
-                    rehearsed: false,
-                    steps: rep
-                        .steps
-                        .iter()
-                        .map(|(step, seconds)| report::CutoverStep {
-                            step: step.clone(),
-                            seconds: *seconds,
-                            paused: matches!(
-                                step.as_str(),
-                                "fence"
-                                    | "drain"
-                                    | "final sequence sync"
-                                    | "flip"
-                                    | "commit point"
-                                    | "resume"
-                            ),
-                            ok: true,
-                        })
-                        .collect(),
-                    pause_seconds: Some(rep.paused.as_secs_f64()),
+                    rehearsed,
+                    steps,
+                    pause_seconds: (!rep.paused.is_zero()).then_some(rep.paused.as_secs_f64()),
                 });
             }
             cx.end(StageName::Cutover, StageOutcome::Done, None).await;
@@ -587,61 +605,12 @@ async fn flip(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop> {
                 Some(e.to_string()),
             )
             .await;
-            Err(in_stage("cutover", Trouble::cutover(e)))
-        }
-    }
-}
-
-/// The rehearsed cutover of a dry run (`cutover::rehearse`): nothing production sees.
-async fn rehearse(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>) -> Result<(), Stop> {
-    cx.begin(StageName::Cutover);
-    let opts = cutover::Options {
-        run: cx.args.run.clone(),
-        poolers,
-        max_lag: Duration::from_secs_f64(cx.args.max_lag.max(0.0)),
-        verify_max_age: Some(Duration::from_secs(3600)),
-        max_xact_age: Duration::from_secs_f64(cx.args.max_xact_age.max(0.0)),
-        pause_timeout: Duration::from_secs_f64(cx.args.pause_timeout.max(0.0)),
-        drain_timeout: Duration::from_secs_f64(cx.args.drain_timeout.max(0.0)),
-    };
-    match cutover::rehearse(&cx.source, &cx.target, &opts).await {
-        Ok(rep) => {
-            println!(
-                "rehearsed cutover: {} steps, staging pause {:.0} ms, drained to {}",
-                rep.steps.len(),
-                rep.paused.as_secs_f64() * 1000.0,
-                rep.drained_at
-            );
-            for (step, s) in &rep.steps {
-                println!("  {step:<26} {:>8.1} ms", s * 1000.0);
-            }
-            if let Ok(mut r) = cx.report.lock() {
-                r.cutover = Some(report::Cutover {
-                    rehearsed: true,
-                    steps: rep
-                        .steps
-                        .iter()
-                        .map(|(step, seconds)| report::CutoverStep {
-                            step: step.clone(),
-                            seconds: *seconds,
-                            paused: matches!(step.as_str(), "flip" | "resume"),
-                            ok: true,
-                        })
-                        .collect(),
-                    pause_seconds: (!rep.paused.is_zero()).then_some(rep.paused.as_secs_f64()),
-                });
-            }
-            cx.end(StageName::Cutover, StageOutcome::Done, None).await;
-            Ok(())
-        }
-        Err(e) => {
-            cx.end(
-                StageName::Cutover,
-                StageOutcome::Failed,
-                Some(e.to_string()),
-            )
-            .await;
-            Err(in_stage("rehearsed cutover", Trouble::cutover(e)))
+            let stage = if rehearsed {
+                "rehearsed cutover"
+            } else {
+                "cutover"
+            };
+            Err(in_stage(stage, Trouble::cutover(e)))
         }
     }
 }
