@@ -75,13 +75,24 @@ pub fn parse(s: &str) -> Result<Params, Error> {
         .or_else(|| s.strip_prefix("postgres://"))
     {
         parse_uri(rest)
-    } else if s.contains("://") {
+    } else if looks_like_other_scheme(s) {
         Err(Error::Invalid(
             "a URI must start with postgresql:// or postgres://".into(),
         ))
     } else {
         parse_key_value(s)
     }
+}
+
+/// `mysql://…` and the like: a scheme token before `://`. A `://` later in the string (inside
+/// a quoted key=value password, say) does not make it a URI.
+fn looks_like_other_scheme(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    })
 }
 
 fn decode(part: &str, what: &str) -> Result<String, Error> {
@@ -282,6 +293,9 @@ mod tests {
         let e = parse("host").unwrap_err().to_string();
         assert!(e.contains("missing \"=\""), "{e}");
         assert!(parse("mysql://x").is_err());
+        // Found by the redaction property: a `://` inside a quoted password is a value.
+        let p = parse("host=h password='://a00A!' dbname=d").unwrap();
+        assert_eq!(p.0.get("password").map(String::as_str), Some("://a00A!"));
         assert!(parse("postgresql://a,b/db").is_err());
     }
 
