@@ -394,18 +394,21 @@ fn contents(pg: &Cluster) -> Vec<String> {
         .collect()
 }
 
-/// SIGKILL of run while verify holds sync, and while cutover is paused mid-flip (its
-/// watchdog puts traffic back), then the same command: the migration finishes and green
-/// holds exactly blue's rows.
+/// SIGKILL of run mid-copy (some chunks committed, others not), while verify holds sync,
+/// and while cutover is paused mid-flip (its watchdog puts traffic back), then the same
+/// command: the migration finishes and green holds exactly blue's rows.
 #[test]
-fn run_killed_in_verify_or_cutover_then_run_again_finishes_exactly() {
-    for stage in ["verify", "cutover"] {
-        // Big enough for verify to take a while.
-        let r = rig_at(if stage == "verify" { 0.05 } else { 0.005 });
+fn run_killed_in_copy_verify_or_cutover_then_run_again_finishes_exactly() {
+    for stage in ["copy", "verify", "cutover"] {
+        // Big enough for copy (in 1 MB chunks, one at a time) and verify to take a while.
+        let r = rig_at(if stage == "cutover" { 0.005 } else { 0.05 });
         let report_dir = r.report_dir();
         let log = format!("{stage}.log");
         let mut args = r.run_args(&report_dir, &["--until", "cutover"]);
         args.extend(["--max-lag", "2"]);
+        if stage == "copy" {
+            args.extend(["--chunk-mb", "1", "--jobs", "1"]);
+        }
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
         cmd.args(&args)
             .stdout(std::process::Stdio::null())
@@ -415,10 +418,10 @@ fn run_killed_in_verify_or_cutover_then_run_again_finishes_exactly() {
                 .env("BLUEGREEN_TEST_STALL_MS", "60000");
         }
         let mut child = cmd.spawn().unwrap();
-        let marker = if stage == "verify" {
-            "SELECT count(*) FROM bluegreen.verify_runs WHERE run = 'main' AND result = 'running'"
-        } else {
-            "SELECT count(*) FROM bluegreen.flips WHERE run = 'main'"
+        let marker = match stage {
+            "copy" => "SELECT count(*) FILTER (WHERE state = 'done') >= 2 FROM bluegreen.chunks WHERE run = 'main'",
+            "verify" => "SELECT count(*) > 0 FROM bluegreen.verify_runs WHERE run = 'main' AND result = 'running'",
+            _ => "SELECT count(*) > 0 FROM bluegreen.flips WHERE run = 'main'",
         };
         r.wait("the state schema", Duration::from_secs(60), &log, || {
             r.green
@@ -426,7 +429,7 @@ fn run_killed_in_verify_or_cutover_then_run_again_finishes_exactly() {
                 == "t"
         });
         let started = Instant::now();
-        while r.green.sql(DB, marker) == "0" {
+        while r.green.sql(DB, marker) != "t" {
             assert!(
                 started.elapsed() < Duration::from_secs(120),
                 "{stage} not reached: {}",
@@ -436,6 +439,16 @@ fn run_killed_in_verify_or_cutover_then_run_again_finishes_exactly() {
         }
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         child.wait().unwrap();
+        if stage == "copy" {
+            // Killed mid-copy, not after it.
+            assert_ne!(
+                r.green.sql(
+                    DB,
+                    "SELECT count(*) FROM bluegreen.chunks WHERE run = 'main' AND state = 'pending'"
+                ),
+                "0"
+            );
+        }
         // The killed flip's watchdog puts traffic back; the next command refuses while it
         // still holds the flip (as documented), so wait for it to finish.
         r.wait("the watchdog", Duration::from_secs(30), &log, || {
@@ -445,7 +458,7 @@ fn run_killed_in_verify_or_cutover_then_run_again_finishes_exactly() {
             ) == "0"
         });
         // Writes while nothing runs: the next run's sync carries them.
-        if stage == "verify" {
+        if stage != "cutover" {
             r.blue.sql(
                 DB,
                 "INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('K1', 'between runs')",
