@@ -1,7 +1,7 @@
 //! The production window, predicted from a rehearsal's measured rates and production's
 //! sizes. Pure arithmetic: the caller measures, this scales and says what it assumed.
 
-use crate::model::{CatchUp, Estimate, Rates, Report, StageName, TableCopy};
+use crate::model::{CatchUp, CopySteps, Estimate, Rates, Report, StageName, TableCopy};
 use crate::text::{duration, rate, size};
 
 /// A table on production: what plan says of it.
@@ -56,6 +56,10 @@ pub struct Measured {
     pub tables: Vec<TableCopy>,
     /// The copy stage from start to end (schema, data, indexes).
     pub copy_wall_seconds: Option<f64>,
+    /// How that time split (a fresh copy only).
+    pub copy_steps: Option<CopySteps>,
+    /// The rehearsal's catch-up stage: sync's start and the rehearsal's own backlog.
+    pub catch_up_seconds: Option<f64>,
     /// Source WAL the applier got through per second.
     pub apply_bytes_per_second: Option<f64>,
     pub apply_rows_per_second: Option<f64>,
@@ -98,6 +102,8 @@ impl Measured {
         Measured {
             tables: r.tables.clone(),
             copy_wall_seconds: r.stage(StageName::Copy).and_then(|s| s.seconds),
+            copy_steps: r.copy_steps,
+            catch_up_seconds: r.stage(StageName::CatchUp).and_then(|s| s.seconds),
             apply_bytes_per_second: apply_bytes,
             apply_rows_per_second: apply_rows,
             apply_saturated: saturated,
@@ -176,25 +182,45 @@ pub fn estimate(m: &Measured, p: &Production) -> Estimate {
             total += s;
             slowest.push((crate::text::qualified(&t.schema, &t.name), s));
         }
-        let parallelism = match m.copy_wall_seconds {
-            Some(wall) if wall > 0.0 => (worker_seconds / wall).max(f64::MIN_POSITIVE),
+        let growth = production_bytes as f64 / worker_bytes as f64;
+        // With the steps known, only data and index builds scale; the rest is fixed cost.
+        let (parallelism, fixed, post_data, steps_note) = match (m.copy_wall_seconds, m.copy_steps) {
+            (Some(wall), Some(st)) if st.data_seconds > 0.0 => {
+                let fixed = (wall - st.data_seconds - st.post_data_seconds).max(0.0);
+                (
+                    (worker_seconds / st.data_seconds).max(f64::MIN_POSITIVE),
+                    fixed,
+                    st.post_data_seconds * growth,
+                    format!(
+                        "the data phase's parallelism in the rehearsal; the index builds after the data ({}) grow with the data ({growth:.1}×); the rest of the rehearsal's copy ({}: slot, schema dump and restore) is taken as fixed",
+                        duration(st.post_data_seconds),
+                        duration(fixed)
+                    ),
+                )
+            }
+            (Some(wall), _) if wall > 0.0 => (
+                (worker_seconds / wall).max(f64::MIN_POSITIVE),
+                0.0,
+                0.0,
+                "the parallelism the rehearsal's whole copy reached (its steps were not recorded: a resumed copy); schema and index builds scale with the data".to_string(),
+            ),
             _ => {
                 assumptions.push(
                     "The rehearsal's copy duration is unknown: copy time is the sum of worker time, as if one worker copied everything (an upper bound)."
                         .to_string(),
                 );
-                1.0
+                (1.0, 0.0, 0.0, "one worker".to_string())
             }
         };
         assumptions.push(format!(
-            "Copy: {} of production tables ({}) at the rates the same tables copied at in the rehearsal ({} of {} tables measured long enough to have a rate of their own; the others at the rehearsal's overall {} per worker), with the parallelism the rehearsal reached ({parallelism:.1} workers busy on average); schema and index builds scale with the data.",
+            "Copy: {} of production tables ({}) at the rates the same tables copied at in the rehearsal ({} of {} tables measured long enough to have a rate of their own; the others at the rehearsal's overall {} per worker), {parallelism:.1} workers busy on average ({steps_note}).",
             size(production_bytes as f64),
             p.tables.len(),
             own,
             p.tables.len(),
             rate(overall),
         ));
-        total / parallelism
+        fixed + total / parallelism + post_data
     });
     if copy_seconds.is_none() {
         assumptions.push(
@@ -269,6 +295,21 @@ fn catch_up(
     copy_seconds: Option<f64>,
     assumptions: &mut Vec<String>,
 ) -> CatchUp {
+    if let (None, Some(t), Some(copy)) =
+        (m.apply_bytes_per_second, m.catch_up_seconds, copy_seconds)
+    {
+        // Caught up before a second's sample: no rate, but a duration to go by.
+        let backlog = p.wal_bytes_per_second.unwrap_or(0.0) * copy;
+        assumptions.push(format!(
+            "Catch-up: the rehearsal's {} (sync caught up before its apply rate could be sampled), taken to be production's too ({} of WAL behind after the copy).",
+            duration(t),
+            size(backlog)
+        ));
+        return CatchUp::Seconds {
+            seconds: t,
+            backlog_bytes: backlog,
+        };
+    }
     let (Some(apply), Some(wal)) = (m.apply_bytes_per_second, p.wal_bytes_per_second) else {
         let reason = match m.apply_bytes_per_second {
             None => "the rehearsal measured no apply rate (no sync samples)",
@@ -307,18 +348,21 @@ fn catch_up(
         };
     }
     let backlog = wal * copy;
-    let seconds = backlog / (apply - wal);
+    // Never shorter than the rehearsal's catch-up: sync's start is a fixed cost.
+    let start = m.catch_up_seconds.unwrap_or(0.0);
+    let seconds = (backlog / (apply - wal)).max(start);
     let measured = if m.apply_saturated {
         "with a backlog (its capacity)"
     } else {
         "while caught up only (a lower bound of its capacity, so this time is an upper bound)"
     };
     assumptions.push(format!(
-        "Catch-up: production writes {} of WAL during the copy ({} behind at its end), applied at the rehearsal's {} measured {measured} less the {} production keeps writing.",
+        "Catch-up: production writes {} of WAL during the copy ({} behind at its end), applied at the rehearsal's {} measured {measured} less the {} production keeps writing; never less than the rehearsal's catch-up ({}: sync's start).",
         rate(wal),
         size(backlog),
         rate(apply),
-        rate(wal)
+        rate(wal),
+        duration(start)
     ));
     CatchUp::Seconds {
         seconds,
@@ -358,6 +402,8 @@ mod tests {
         Measured {
             tables: vec![table("a", 100 * MB, 10.0), table("b", 50 * MB, 10.0)],
             copy_wall_seconds: Some(10.0),
+            copy_steps: None,
+            catch_up_seconds: None,
             apply_bytes_per_second: Some(10.0 * MB as f64),
             apply_rows_per_second: Some(5000.0),
             apply_saturated: true,
@@ -395,6 +441,49 @@ mod tests {
             15.0 * MB as f64
         ));
         assert_eq!(e.slowest_tables[0].0, "public.a");
+    }
+
+    #[test]
+    fn with_the_steps_known_only_data_and_index_builds_grow() {
+        // The 10 s copy: 2 s fixed (slot, schema), 7 s of data with 20 worker seconds
+        // (2.9 workers), 1 s of index builds after it.
+        let mut m = rehearsal();
+        m.copy_steps = Some(CopySteps {
+            data_seconds: 7.0,
+            post_data_seconds: 1.0,
+        });
+        let e = estimate(&m, &prod(&[("a", 400 * MB), ("b", 200 * MB)], Some(0.0)));
+        // 80 worker seconds / (20 / 7) + 2 s fixed + 4 × 1 s of index builds.
+        assert!(close(e.copy_seconds.unwrap(), 28.0 + 2.0 + 4.0), "{e:?}");
+        assert!(
+            e.assumptions[0].contains("taken as fixed"),
+            "{:?}",
+            e.assumptions
+        );
+    }
+
+    #[test]
+    fn catch_up_is_never_shorter_than_the_rehearsals() {
+        let mut m = rehearsal();
+        m.catch_up_seconds = Some(3.0);
+        // 80 MB behind at 8 MB/s gained: 10 s, above the rehearsal's 3 s.
+        let p = prod(&[("a", 400 * MB), ("b", 200 * MB)], Some(2.0 * MB as f64));
+        assert!(
+            matches!(estimate(&m, &p).catch_up, CatchUp::Seconds { seconds, .. } if close(seconds, 10.0))
+        );
+        // Nothing written: sync's start remains.
+        let p = prod(&[("a", 400 * MB)], Some(0.0));
+        assert!(
+            matches!(estimate(&m, &p).catch_up, CatchUp::Seconds { seconds, .. } if close(seconds, 3.0))
+        );
+        // Caught up before the first sample: the rehearsal's duration, with a window.
+        m.apply_bytes_per_second = None;
+        let e = estimate(&m, &p);
+        assert!(
+            matches!(e.catch_up, CatchUp::Seconds { seconds, .. } if close(seconds, 3.0)),
+            "{e:?}"
+        );
+        assert!(e.window_seconds.is_some());
     }
 
     #[test]

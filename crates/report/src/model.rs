@@ -27,6 +27,9 @@ pub struct Report {
     pub ended_at: Option<f64>,
     pub stages: Vec<Stage>,
     pub tables: Vec<TableCopy>,
+    /// How a fresh copy's time split (None: resumed, or no copy in this run).
+    #[serde(default)]
+    pub copy_steps: Option<CopySteps>,
     /// Sync's position, lag and apply rate, one sample a second.
     pub samples: Vec<Sample>,
     pub verify: Option<Verify>,
@@ -202,6 +205,16 @@ impl TableCopy {
     }
 }
 
+/// A fresh copy's wall time by step: the rest of the copy stage (connecting, slot, schema
+/// dump and restore) does not grow with the data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CopySteps {
+    /// Table data in parallel, with the indexes built while other tables still copied.
+    pub data_seconds: f64,
+    /// Indexes, constraints and ANALYZE after the last table's data.
+    pub post_data_seconds: f64,
+}
+
 /// Sync at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
@@ -366,6 +379,7 @@ impl Report {
             ended_at: None,
             stages: Vec::new(),
             tables: Vec::new(),
+            copy_steps: None,
             samples: Vec::new(),
             verify: None,
             cutover: None,

@@ -251,6 +251,29 @@ async fn plan(cx: &Ctx) -> Result<Plan, Stop> {
     Ok(plan)
 }
 
+/// How the copy that just finished split its time, from its audit records (for the
+/// estimate; None when they cannot be read within 10 s).
+async fn copy_steps(cx: &Ctx) -> Option<report::CopySteps> {
+    let read = async {
+        let tgt = conn::connect(&cx.target).await.ok()?;
+        let mut seconds = [0.0; 2];
+        for (step, s) in ["data", "post-data"].into_iter().zip(&mut seconds) {
+            let (_, _, at, _) = state::last_audit(&tgt, &cx.args.run, &[step])
+                .await
+                .ok()??;
+            *s = at?;
+        }
+        Some(report::CopySteps {
+            data_seconds: seconds[0],
+            post_data_seconds: seconds[1],
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn copy(cx: &Ctx, plan: &Plan) -> Result<(), Stop> {
     cx.begin(StageName::Copy);
     let opts = CopyOptions {
@@ -289,6 +312,10 @@ async fn copy(cx: &Ctx, plan: &Plan) -> Result<(), Stop> {
         }
         Some(Ok(summary)) => {
             print!("{}", render::copy_summary(&summary));
+            let steps = match summary.start {
+                copy::Start::Fresh => copy_steps(cx).await,
+                _ => None,
+            };
             let sizes: std::collections::HashMap<(&str, &str), i64> = plan
                 .tables
                 .iter()
@@ -305,6 +332,7 @@ async fn copy(cx: &Ctx, plan: &Plan) -> Result<(), Stop> {
                         TableCopy::from_summary(s, size)
                     })
                     .collect();
+                r.copy_steps = steps;
             }
             cx.end(StageName::Copy, StageOutcome::Done, None).await;
             Ok(())
