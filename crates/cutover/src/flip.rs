@@ -151,44 +151,9 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
             tracing::warn!("green was fenced read-only (left by a rollback); lifted");
         }
         cx.leave(Step::UnfenceGreen)?;
-
-        cx.enter(Step::ArmRollback)?;
-        undo.push(Undo::DisarmReverse);
-        at(Step::ArmRollback, reverse::arm(cx).await)?;
-        cx.leave(Step::ArmRollback)?;
     }
-    cx.enter(Step::PreSyncSequences)?;
-    at(
-        Step::PreSyncSequences,
-        unreplicated::sync_sequences(cx).await,
-    )?;
-    cx.leave(Step::PreSyncSequences)?;
-
-    // Materialized views are not replicated: the new primary's would show what they held
-    // when copied (or at the last flip) from the first second clients read them there.
-    cx.enter(Step::RefreshMaterializedViews)?;
-    at(
-        Step::RefreshMaterializedViews,
-        unreplicated::refresh_matviews(cx).await,
-    )?;
-    cx.leave(Step::RefreshMaterializedViews)?;
-
-    // The applier catches up while clients still write, so the drain inside the pause has
-    // only the last moments to apply (not however far behind the applier happens to be).
-    cx.enter(Step::PreDrain)?;
-    at(Step::PreDrain, drain::pre_drain(cx, undo).await)?;
-    cx.leave(Step::PreDrain)?;
-
-    // PAUSE on every pooler at once. Counted as paused either way: a PAUSE that timed out
-    // may still take effect.
-    cx.enter(Step::Pause)?;
-    let paused_at = Instant::now();
-    undo.push(Undo::Resume((0..cx.admins.len()).collect()));
-    let results = join_all(cx.admins.iter().map(|a| a.pause(cx.opts.pause_timeout))).await;
-    for r in results {
-        at(Step::Pause, r)?;
-    }
-    cx.leave(Step::Pause)?;
+    prepare(cx, undo).await?;
+    let paused_at = pause(cx, undo).await?;
 
     cx.enter(Step::Fence)?;
     undo.push(Undo::LiftFence);
@@ -217,13 +182,7 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
         cx.leave(Step::Unfence)?;
     }
 
-    cx.enter(Step::Flip)?;
-    for i in 0..cx.admins.len() {
-        let text = at(Step::Flip, point_at_new(cx, i).await)?;
-        undo.push(Undo::RestoreFile { pooler: i, text });
-        at(Step::Flip, check_points_at_new(cx, i).await)?;
-    }
-    cx.leave(Step::Flip)?;
+    point_poolers_at_new(cx, undo).await?;
 
     // The commit point: should this process die from here on, the flip is finished, not
     // undone (clients may already write on the new primary). Nothing after it is undone.
@@ -253,6 +212,73 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
         other_sessions: others,
         unbound_roles,
     })
+}
+
+/// What comes before the pause (a rehearsal's too): rollback armed (a cutover's), sequences
+/// and materialized views brought to the new primary, the pre-drain rounds.
+pub(crate) async fn prepare(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<()> {
+    if cx.dir == Direction::Cutover {
+        cx.enter(Step::ArmRollback)?;
+        undo.push(Undo::DisarmReverse);
+        at(Step::ArmRollback, reverse::arm(cx).await)?;
+        cx.leave(Step::ArmRollback)?;
+    }
+    cx.enter(Step::PreSyncSequences)?;
+    at(
+        Step::PreSyncSequences,
+        unreplicated::sync_sequences(cx).await,
+    )?;
+    cx.leave(Step::PreSyncSequences)?;
+
+    // Materialized views are not replicated: the new primary's would show what they held
+    // when copied (or at the last flip) from the first second clients read them there.
+    cx.enter(Step::RefreshMaterializedViews)?;
+    at(
+        Step::RefreshMaterializedViews,
+        unreplicated::refresh_matviews(cx).await,
+    )?;
+    cx.leave(Step::RefreshMaterializedViews)?;
+
+    // The applier catches up while clients still write, so the drain inside the pause has
+    // only the last moments to apply (not however far behind the applier happens to be).
+    cx.enter(Step::PreDrain)?;
+    at(Step::PreDrain, drain::pre_drain(cx, undo).await)?;
+    cx.leave(Step::PreDrain)
+}
+
+/// PAUSE on every pooler at once; returns when the pause began. Counted as paused either
+/// way: a PAUSE that timed out may still take effect.
+pub(crate) async fn pause(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Instant> {
+    cx.enter(Step::Pause)?;
+    let paused_at = Instant::now();
+    undo.push(Undo::Resume((0..cx.admins.len()).collect()));
+    let results = join_all(cx.admins.iter().map(|a| a.pause(cx.opts.pause_timeout))).await;
+    for r in results {
+        at(Step::Pause, r)?;
+    }
+    cx.leave(Step::Pause)?;
+    Ok(paused_at)
+}
+
+/// Points every pooler's databases file at the new primary and RELOADs it (checked); returns
+/// the files as they were.
+pub(crate) async fn point_poolers_at_new(
+    cx: &mut Ctx<'_>,
+    undo: &mut UndoStack,
+) -> StepResult<Vec<String>> {
+    cx.enter(Step::Flip)?;
+    let mut originals = Vec::new();
+    for i in 0..cx.admins.len() {
+        let text = at(Step::Flip, point_at_new(cx, i).await)?;
+        undo.push(Undo::RestoreFile {
+            pooler: i,
+            text: text.clone(),
+        });
+        originals.push(text);
+        at(Step::Flip, check_points_at_new(cx, i).await)?;
+    }
+    cx.leave(Step::Flip)?;
+    Ok(originals)
 }
 
 /// Rewrites pooler `i`'s databases file to the new primary and RELOADs it; returns the file

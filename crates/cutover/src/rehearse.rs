@@ -5,16 +5,16 @@
 //! flip there: PAUSE, their databases files pointed at green, RELOAD, RESUME, measured as
 //! the client pause; then flipped back the same way.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use conn::ConnSpec;
 use futures_util::future::join_all;
 
 use crate::ctx::open;
-use crate::flip::{check_points_at_new, point_at_new};
+use crate::flip::{pause, point_poolers_at_new, prepare};
 use crate::step::{at, Step, StepResult};
 use crate::undo::{Undo, UndoStack};
-use crate::{dbfile, drain, guardrails, reverse, unreplicated, Direction, Error, Options, Report};
+use crate::{dbfile, drain, guardrails, reverse, Direction, Error, Options, Report};
 
 /// Rehearses a cutover of `opts.run`; `opts.poolers` must be staging poolers, or none.
 pub async fn rehearse(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Result<Report, Error> {
@@ -41,28 +41,7 @@ pub async fn rehearse(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Resu
 }
 
 async fn steps(cx: &mut crate::ctx::Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> {
-    cx.enter(Step::ArmRollback)?;
-    undo.push(Undo::DisarmReverse);
-    at(Step::ArmRollback, reverse::arm(cx).await)?;
-    cx.leave(Step::ArmRollback)?;
-
-    cx.enter(Step::PreSyncSequences)?;
-    at(
-        Step::PreSyncSequences,
-        unreplicated::sync_sequences(cx).await,
-    )?;
-    cx.leave(Step::PreSyncSequences)?;
-
-    cx.enter(Step::RefreshMaterializedViews)?;
-    at(
-        Step::RefreshMaterializedViews,
-        unreplicated::refresh_matviews(cx).await,
-    )?;
-    cx.leave(Step::RefreshMaterializedViews)?;
-
-    cx.enter(Step::PreDrain)?;
-    at(Step::PreDrain, drain::pre_drain(cx, undo).await)?;
-    cx.leave(Step::PreDrain)?;
+    prepare(cx, undo).await?;
 
     // The drain as cutover takes it, without a pause or a fence: held, then released.
     cx.enter(Step::Drain)?;
@@ -79,25 +58,8 @@ async fn steps(cx: &mut crate::ctx::Ctx<'_>, undo: &mut UndoStack) -> StepResult
     let mut paused = Duration::ZERO;
     if !cx.admins.is_empty() {
         let limit = cx.opts.pause_timeout;
-        cx.enter(Step::Pause)?;
-        let paused_at = Instant::now();
-        undo.push(Undo::Resume((0..cx.admins.len()).collect()));
-        for r in join_all(cx.admins.iter().map(|a| a.pause(limit))).await {
-            at(Step::Pause, r)?;
-        }
-        cx.leave(Step::Pause)?;
-        cx.enter(Step::Flip)?;
-        let mut originals = Vec::new();
-        for i in 0..cx.admins.len() {
-            let text = at(Step::Flip, point_at_new(cx, i).await)?;
-            undo.push(Undo::RestoreFile {
-                pooler: i,
-                text: text.clone(),
-            });
-            originals.push(text);
-            at(Step::Flip, check_points_at_new(cx, i).await)?;
-        }
-        cx.leave(Step::Flip)?;
+        let paused_at = pause(cx, undo).await?;
+        let originals = point_poolers_at_new(cx, undo).await?;
         cx.enter(Step::Resume)?;
         for r in join_all(cx.admins.iter().map(|a| a.resume(limit))).await {
             at(Step::Resume, r)?;
