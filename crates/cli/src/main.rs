@@ -31,13 +31,16 @@ fn main() -> ExitCode {
     };
     logging::init(settings.log_format);
     let mut secrets = settings.secrets();
-    if let args::Command::Cutover(f) | args::Command::Rollback(f) = &cli.command {
-        // Pooler admin passwords given on the command line, too.
-        secrets.extend(f.poolers.iter().filter_map(|p| {
-            let spec: cutover::PoolerSpec = p.parse().ok()?;
-            conn::ConnSpec::parse(&spec.admin).ok()?.password
-        }));
-    }
+    // Pooler admin passwords given on the command line, too.
+    let poolers = match &cli.command {
+        args::Command::Cutover(f) | args::Command::Rollback(f) => f.poolers.as_slice(),
+        args::Command::Run(r) => r.poolers.as_slice(),
+        _ => &[],
+    };
+    secrets.extend(poolers.iter().filter_map(|p| {
+        let spec: cutover::PoolerSpec = p.parse().ok()?;
+        conn::ConnSpec::parse(&spec.admin).ok()?.password
+    }));
     proctitle::scrub(&secrets);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -5,46 +5,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, spawn_bluegreen, stderr, stdout, Running};
-use testkit::{Cluster, Pgbouncer};
+use common::{
+    bluegreen, code, free_addr, http_get as get, publishable_pair_at as fixture_pair_at,
+    spawn_bluegreen, stderr, stdout, Running,
+};
+use testkit::Pgbouncer;
 
 const DB: &str = "factory_telemetry";
-
-/// The fixture on a source (publishable: its keyless table gets replica identity full) and
-/// an empty target.
-fn fixture_pair_at(scale: f64) -> (Cluster, Cluster) {
-    let (source, target) = common::fixture_pair_at(scale);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
-    (source, target)
-}
-
-/// A port free a moment ago on 127.0.0.1.
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// GET `path`: the status code and body, or None when nothing listens.
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n")?.1.to_string();
-    Some((code, body))
-}
 
 /// Waits (at most `secs`) until `f` holds.
 fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {

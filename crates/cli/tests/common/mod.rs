@@ -107,6 +107,40 @@ pub fn fixture_pair_at(scale: f64) -> (Cluster, Cluster) {
     (source, target)
 }
 
+/// [`fixture_pair_at`] with the fixture's keyless table given REPLICA IDENTITY FULL, so
+/// the whole schema can be published.
+pub fn publishable_pair_at(scale: f64) -> (Cluster, Cluster) {
+    let (source, target) = fixture_pair_at(scale);
+    source.sql(
+        "factory_telemetry",
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    (source, target)
+}
+
+/// A port free a moment ago on 127.0.0.1, as host:port.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// HTTP GET `path` from `addr`: the status code and body, or None when nothing listens.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
 /// Creates the factory_telemetry database on both and loads the fixture at `scale` into
 /// the source (where `before` has run first, e.g. to create an extension).
 pub fn load_fixture_after(source: &Cluster, target: &Cluster, scale: f64, before: &str) {
