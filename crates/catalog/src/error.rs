@@ -2,7 +2,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("reading {what}: {source}")]
+    #[error("reading {what}: {}", conn::pg_message(source))]
     Query {
         what: &'static str,
         #[source]

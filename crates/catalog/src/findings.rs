@@ -23,6 +23,16 @@ fn blocker(code: &str, subject: &str, message: String, fix: String) -> Finding {
     }
 }
 
+/// The first five names, and "…" for the rest.
+fn list_some(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
+    format!(
+        "{}{}",
+        shown.join(", "),
+        if names.len() > 5 { ", …" } else { "" }
+    )
+}
+
 fn warning(code: &str, subject: &str, message: String, fix: String) -> Finding {
     Finding {
         severity: Severity::Warning,
@@ -104,18 +114,68 @@ pub fn judge(
         ));
     }
     if !s.superuser {
-        f.push(blocker(
-            "source-publication-rights",
-            "source",
-            format!(
-                "role {} is not superuser; PostgreSQL {} allows only superusers to publish whole schemas (which new tables and TimescaleDB chunks need)",
-                s.role, s.version
-            ),
-            format!(
-                "ALTER ROLE {} SUPERUSER; for the migration, or connect as a superuser",
-                quote_ident(&s.role)
-            ),
-        ));
+        // Only superusers may publish whole schemas; a role owning every planned table can
+        // publish the list of them, which new tables (and new TimescaleDB chunks) miss.
+        let not_owned: Vec<String> = plan
+            .tables
+            .iter()
+            .filter(|t| !t.owned)
+            .map(|t| format!("{}.{}", t.schema, t.name))
+            .collect();
+        if !s.can_create {
+            f.push(blocker(
+                "source-create-rights",
+                "source",
+                format!(
+                    "role {} may not create the run's publication in database {} (it is not superuser)",
+                    s.role, s.database
+                ),
+                format!(
+                    "GRANT CREATE ON DATABASE {} TO {};",
+                    quote_ident(&s.database),
+                    quote_ident(&s.role)
+                ),
+            ));
+        }
+        if !plan.hypertables.is_empty() || !not_owned.is_empty() {
+            let why = if plan.hypertables.is_empty() {
+                format!(
+                    "it does not own {} of the planned tables ({}), and a publication may list only tables its role owns",
+                    not_owned.len(),
+                    list_some(&not_owned)
+                )
+            } else {
+                "the run migrates hypertables, whose new chunks only a publication of whole schemas includes".to_string()
+            };
+            f.push(blocker(
+                "source-publication-rights",
+                "source",
+                format!(
+                    "role {} is not superuser (PostgreSQL {} allows only superusers to publish whole schemas) and {why}",
+                    s.role, s.version
+                ),
+                format!(
+                    "connect as a superuser, or ALTER ROLE {} SUPERUSER; for the migration{}",
+                    quote_ident(&s.role),
+                    if plan.hypertables.is_empty() {
+                        format!(", or give it the tables (ALTER TABLE … OWNER TO {})", quote_ident(&s.role))
+                    } else {
+                        String::new()
+                    }
+                ),
+            ));
+        } else {
+            f.push(warning(
+                "publication-lists-tables",
+                "source",
+                format!(
+                    "role {} is not superuser: the run's publication lists the {} planned tables instead of their schemas, so a table created on the source after copy is not replicated (and verify does not compare it)",
+                    s.role,
+                    plan.tables.len()
+                ),
+                "create no tables in the planned schemas during the migration, or connect as a superuser".into(),
+            ));
+        }
     }
     let mut unreadable: Vec<&str> = plan
         .tables
@@ -177,19 +237,13 @@ pub fn judge(
         ));
     }
     if !existing_on_target.is_empty() {
-        let shown: Vec<&str> = existing_on_target
-            .iter()
-            .take(5)
-            .map(String::as_str)
-            .collect();
         f.push(blocker(
             "target-not-empty",
             "target",
             format!(
-                "the target already has {} of the planned tables ({}{})",
+                "the target already has {} of the planned tables ({})",
                 existing_on_target.len(),
-                shown.join(", "),
-                if existing_on_target.len() > 5 { ", …" } else { "" }
+                list_some(existing_on_target)
             ),
             "migrate into an empty database: create a fresh one, or drop those schemas on the target".into(),
         ));

@@ -134,6 +134,9 @@ pub struct Table {
     pub children_planned: usize,
     pub owner: String,
     pub selectable: bool,
+    /// The connecting role has its owner's rights (a member of the owning role): what
+    /// listing it in a publication takes.
+    pub owned: bool,
     /// Present on the target already (in any state).
     pub on_target: bool,
     /// A TimescaleDB hypertable on the source: the column of its first (time) dimension,

@@ -122,7 +122,8 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
                        JOIN pg_namespace pn ON pn.oid = pc.relnamespace
                       WHERE h.inhrelid = c.oid AND c.relispartition),
                     pg_get_userbyid(c.relowner)::text,
-                    has_table_privilege(c.oid, 'SELECT')
+                    has_table_privilege(c.oid, 'SELECT'),
+                    pg_has_role(c.relowner, 'USAGE')
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)
               ORDER BY pg_total_relation_size(c.oid) DESC, 1, 2",
@@ -158,6 +159,7 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
                 children_planned: 0,
                 owner: r.get(11),
                 selectable: r.get(12),
+                owned: r.get(13),
                 on_target: false,
                 time_column: None,
             }

@@ -161,6 +161,7 @@ fn every_blocker_kind_is_found() {
         "wal-senders",
         "source-replication-role",
         "source-publication-rights",
+        "source-create-rights",
         "source-select",
         "target-create-rights",
         "target-apply-rights",

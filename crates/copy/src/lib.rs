@@ -14,6 +14,7 @@ pub mod names;
 mod pipeline;
 mod postdata;
 mod progress;
+mod roles;
 mod schedule;
 mod schema;
 mod source;
@@ -283,6 +284,9 @@ async fn refuse_bad_input(
         }
         return Ok(());
     }
+    if opts.target_schema == TargetSchema::Dump {
+        roles::refuse_missing(src, tgt, &plan.schemas, opts.no_owner, opts.no_privileges).await?;
+    }
     if opts.target_schema == TargetSchema::Existing {
         let mut mismatched = Vec::new();
         for s in &plan.schemas {
@@ -391,13 +395,7 @@ async fn start_run(
         .await?;
     }
     made.publication = true;
-    source::create_publication(
-        src,
-        &publication,
-        &plan.schemas,
-        !plan.hypertables.is_empty(),
-    )
-    .await?;
+    source::create_publication(src, &publication, plan).await?;
     let repl = wire::ReplicationConnection::connect(source).await?;
     made.slot = true;
     let exported = repl.create_slot_exporting(&slot, false).await?;

@@ -8,33 +8,41 @@ use crate::error::{sql, Error};
 /// TimescaleDB's catalog of chunk time ranges (the name sync's `timescale::SLICE_TABLE` reads).
 const SLICE_TABLE: (&str, &str) = ("_timescaledb_catalog", "dimension_slice");
 
-/// Publishes whole schemas, so tables created later are included. With `chunks` (the run
-/// migrates hypertables) TimescaleDB's chunk schema too: a hypertable's changes arrive
-/// under its chunks' names, and a new chunk is published the moment it is created; and
-/// TimescaleDB's dimension slices, whose DELETE is the stream's only sign that chunks were
-/// dropped (sync stops there; its rows are never applied).
-pub async fn create_publication(
-    c: &Client,
-    name: &str,
-    schemas: &[String],
-    chunks: bool,
-) -> Result<(), Error> {
-    let mut list: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
-    if chunks && !schemas.iter().any(|s| s == catalog::CHUNK_SCHEMA) {
-        list.push(quote_ident(catalog::CHUNK_SCHEMA));
-    }
-    let slices = if chunks {
-        format!(", TABLE {}", conn::qualified(SLICE_TABLE.0, SLICE_TABLE.1))
+/// Publishes the planned schemas whole, so tables created later are included. With
+/// hypertables, TimescaleDB's chunk schema too: a hypertable's changes arrive under its
+/// chunks' names, and a new chunk is published the moment it is created; and TimescaleDB's
+/// dimension slices, whose DELETE is the stream's only sign that chunks were dropped (sync
+/// stops there; its rows are never applied). A source role that is not superuser may not
+/// publish schemas: it lists the planned tables, which it owns (plan blocks otherwise, and
+/// warns that tables created later are left out).
+pub async fn create_publication(c: &Client, name: &str, plan: &catalog::Plan) -> Result<(), Error> {
+    let what = if plan.source.superuser {
+        let mut list: Vec<String> = plan.schemas.iter().map(|s| quote_ident(s)).collect();
+        let chunks = !plan.hypertables.is_empty();
+        if chunks && !plan.schemas.iter().any(|s| s == catalog::CHUNK_SCHEMA) {
+            list.push(quote_ident(catalog::CHUNK_SCHEMA));
+        }
+        let slices = if chunks {
+            format!(", TABLE {}", conn::qualified(SLICE_TABLE.0, SLICE_TABLE.1))
+        } else {
+            String::new()
+        };
+        format!("FOR TABLES IN SCHEMA {}{slices}", list.join(", "))
     } else {
-        String::new()
+        let list: Vec<String> = plan
+            .tables
+            .iter()
+            .map(|t| conn::qualified(&t.schema, &t.name))
+            .collect();
+        if list.is_empty() {
+            String::new()
+        } else {
+            format!("FOR TABLE {}", list.join(", "))
+        }
     };
-    c.batch_execute(&format!(
-        "CREATE PUBLICATION {} FOR TABLES IN SCHEMA {}{slices}",
-        quote_ident(name),
-        list.join(", ")
-    ))
-    .await
-    .map_err(sql("source", format!("create publication {name}")))
+    c.batch_execute(&format!("CREATE PUBLICATION {} {what}", quote_ident(name)))
+        .await
+        .map_err(sql("source", format!("create publication {name}")))
 }
 
 async fn artifacts_present(c: &Client, run: &str) -> Result<Vec<String>, Error> {

@@ -16,7 +16,7 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{side}: cannot read the WAL position: {source}")]
+    #[error("{side}: cannot read the WAL position: {}", conn::pg_message(source))]
     WalPosition {
         side: String,
         #[source]

@@ -50,7 +50,7 @@ impl Error {
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("state schema: {what}: {source}")]
+    #[error("state schema: {what}: {}", conn::pg_message(source))]
     Query {
         what: &'static str,
         #[source]
