@@ -354,3 +354,107 @@ fn a_source_role_that_is_not_superuser_migrates_the_tables_it_owns() {
         "1"
     );
 }
+
+/// TLS with `sslmode=verify-full` end to end: source, target (their SQL and replication
+/// connections: the role may not connect without TLS) and the pooler's admin console, through
+/// a whole `run` to cutover; a certificate from another CA is refused, naming the problem.
+#[test]
+fn tls_verify_full_end_to_end() {
+    let tls_only = || {
+        Cluster::builder()
+            .tls()
+            .hba_line("hostnossl all tlsuser 127.0.0.1/32 reject")
+            .hba_line("hostnossl replication tlsuser 127.0.0.1/32 reject")
+            .start()
+            .unwrap()
+    };
+    let (blue, green) = (tls_only(), tls_only());
+    common::load_fixture_after(&blue, &green, 0.002, "");
+    blue.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    for pg in [&blue, &green] {
+        pg.sql(
+            DB,
+            "CREATE ROLE tlsuser LOGIN SUPERUSER REPLICATION PASSWORD 'tls-pw'",
+        );
+    }
+    let ca = |pg: &Cluster| pg.ca_cert().unwrap().display().to_string();
+    let url = |pg: &Cluster, ca: &str| {
+        format!(
+            "postgresql://tlsuser:tls-pw@localhost:{}/{DB}?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}",
+            pg.port()
+        )
+    };
+    let certs = blue.ca_cert().unwrap().parent().unwrap().to_path_buf();
+    let pooler = Pgbouncer::builder()
+        .database(DB, "127.0.0.1", blue.port(), DB)
+        .user("postgres", blue.password())
+        .setting("client_tls_sslmode", "allow")
+        .setting(
+            "client_tls_cert_file",
+            &certs.join("server.crt").display().to_string(),
+        )
+        .setting(
+            "client_tls_key_file",
+            &certs.join("server.key").display().to_string(),
+        )
+        .start()
+        .unwrap();
+    let admin = pooler
+        .admin_url()
+        .replace("@127.0.0.1:", "@localhost:")
+        .replace(
+            "sslmode=disable",
+            &format!(
+                "hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={}",
+                ca(&blue)
+            ),
+        );
+    let pooler_arg = format!(
+        "admin={admin},db={DB},file={}",
+        pooler.databases_file().display()
+    );
+
+    // Blue's certificate checked against green's CA: refused, nothing made.
+    let o = bluegreen(&[
+        "plan",
+        "--source",
+        &url(&blue, &ca(&green)),
+        "--target",
+        &url(&green, &ca(&green)),
+    ]);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).to_lowercase().contains("certificate"),
+        "{}",
+        stderr(&o)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let report_dir = dir.path().join("report");
+    let o = bluegreen(&[
+        "run",
+        "--source",
+        &url(&blue, &ca(&blue)),
+        "--target",
+        &url(&green, &ca(&green)),
+        "--pooler",
+        &pooler_arg,
+        "--until",
+        "cutover",
+        "--report-dir",
+        report_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        std::fs::read_to_string(pooler.databases_file())
+            .unwrap()
+            .contains(&format!("port={}", green.port())),
+        "the pooler does not point at green"
+    );
+}
