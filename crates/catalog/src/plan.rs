@@ -150,7 +150,7 @@ impl Table {
     }
 
     pub fn display_name(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        conn::display_qualified(&self.schema, &self.name)
     }
 
     /// Columns that carry data in COPY (generated columns are recomputed by the target).
@@ -168,7 +168,7 @@ pub struct RelName {
 
 impl RelName {
     pub fn display(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        conn::display_qualified(&self.schema, &self.name)
     }
 }
 

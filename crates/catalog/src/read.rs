@@ -288,14 +288,18 @@ pub async fn relations_of_kind(
 ) -> Result<Vec<String>, Error> {
     let rows = client
         .query(
-            "SELECT n.nspname || '.' || c.relname FROM pg_class c
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c
                JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind::text = $2 AND n.nspname = ANY($1) ORDER BY 1",
+              WHERE c.relkind::text = $2 AND n.nspname = ANY($1) ORDER BY 1, 2",
             &[&schemas, &kind],
         )
         .await
         .map_err(q("relations"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    // As people read them (and as `Table::display_name` shows a planned table).
+    Ok(rows
+        .iter()
+        .map(|r| conn::display_qualified(r.get(0), r.get(1)))
+        .collect())
 }
 
 pub async fn sequences(client: &Client, schemas: &[String]) -> Result<Vec<Sequence>, Error> {

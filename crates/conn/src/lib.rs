@@ -20,7 +20,7 @@ pub use connect::{
     connect, connect_plain, pg_config, pg_message, startup_options, OUTPUT_SETTINGS,
 };
 pub use error::Error;
-pub use ident::{qualified, quote_ident, quote_literal};
+pub use ident::{display_ident, display_qualified, qualified, quote_ident, quote_literal};
 pub use link::{watch_link, DEFAULT_LINK_TIMEOUT};
 pub use redact::redact;
 pub use spec::{ConnSpec, Env, Host, Keepalives, SslMode};

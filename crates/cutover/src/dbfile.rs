@@ -26,7 +26,7 @@ pub fn rewrite(text: &str, db: &str, to: &Endpoint) -> Result<String, Error> {
     let mut out = String::with_capacity(text.len() + 64);
     for line in text.lines() {
         match split_line(line) {
-            Some((name, conn)) if name == db => {
+            Some((name, conn)) if names(name, db) => {
                 found = true;
                 let mut pairs: Vec<(String, String)> = parse_pairs(conn)
                     .into_iter()
@@ -35,7 +35,10 @@ pub fn rewrite(text: &str, db: &str, to: &Endpoint) -> Result<String, Error> {
                 pairs.insert(0, ("dbname".into(), to.dbname.clone()));
                 pairs.insert(0, ("port".into(), to.port.to_string()));
                 pairs.insert(0, ("host".into(), to.host.clone()));
-                let conn: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let conn: Vec<String> = pairs
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", quote_value(v)))
+                    .collect();
                 out.push_str(&format!("{name} = {}\n", conn.join(" ")));
             }
             _ => {
@@ -56,7 +59,7 @@ pub fn rewrite(text: &str, db: &str, to: &Endpoint) -> Result<String, Error> {
 pub fn current(text: &str, db: &str) -> Option<Endpoint> {
     text.lines().find_map(|line| {
         let (name, conn) = split_line(line)?;
-        if name != db {
+        if !names(name, db) {
             return None;
         }
         let pairs = parse_pairs(conn);
@@ -98,16 +101,88 @@ fn split_line(line: &str) -> Option<(&str, &str)> {
     Some((name.trim(), conn.trim()))
 }
 
+/// Whether a line's name (as written: one with other characters than [0-9A-Za-z_.-] is in
+/// double quotes) is `db`.
+fn names(written: &str, db: &str) -> bool {
+    let name = written
+        .strip_prefix('"')
+        .and_then(|n| n.strip_suffix('"'))
+        .unwrap_or(written);
+    name == db
+}
+
+/// PgBouncer's connect string: `key=value` pairs apart by spaces; a value in single quotes
+/// may hold spaces, `''` standing for one quote (no backslash escapes, unlike libpq).
 fn parse_pairs(conn: &str) -> Vec<(String, String)> {
-    conn.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    let mut pairs = Vec::new();
+    let mut rest = conn.trim_start();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim();
+        if key.is_empty() || key.contains(' ') {
+            break;
+        }
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('\'') {
+            Some(quoted) => {
+                let mut value = String::new();
+                let mut end = quoted.len();
+                let mut chars = quoted.char_indices().peekable();
+                while let Some((i, c)) = chars.next() {
+                    if c == '\'' {
+                        if chars.next_if(|(_, n)| *n == '\'').is_none() {
+                            end = i + 1;
+                            break;
+                        }
+                    }
+                    value.push(c);
+                }
+                (value, &quoted[end..])
+            }
+            None => {
+                let end = after.find(' ').unwrap_or(after.len());
+                (after[..end].to_string(), &after[end..])
+            }
+        };
+        pairs.push((key.to_string(), value));
+        rest = next.trim_start();
+    }
+    pairs
+}
+
+/// A value as PgBouncer reads it back: quoted when it holds a space or a quote.
+fn quote_value(v: &str) -> String {
+    if v.is_empty() || v.contains([' ', '\'']) {
+        format!("'{}'", v.replace('\'', "''"))
+    } else {
+        v.to_string()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quoted_values_and_names_read_and_write_back() {
+        let text =
+            "\"my db\" = host=blue port=5432 dbname='Fäbrik \"db\" it''s' application_name='a b'\n";
+        let was = current(text, "my db").unwrap();
+        assert_eq!(was.dbname, "Fäbrik \"db\" it's");
+        let to = Endpoint {
+            host: "green".into(),
+            port: 6543,
+            dbname: "new name".into(),
+        };
+        let out = rewrite(text, "my db", &to).unwrap();
+        assert_eq!(
+            out,
+            "\"my db\" = host=green port=6543 dbname='new name' application_name='a b'\n"
+        );
+        assert_eq!(
+            parse_pairs("dbname='x''' host=h"),
+            vec![("dbname".into(), "x'".into()), ("host".into(), "h".into())]
+        );
+    }
 
     #[test]
     fn rewrites_only_that_database() {

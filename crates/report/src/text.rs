@@ -62,7 +62,7 @@ pub(crate) fn count(n: i64) -> String {
 
 /// `schema.name` for reading (not SQL: names are shown as they are).
 pub fn qualified(schema: &str, name: &str) -> String {
-    format!("{schema}.{name}")
+    conn::display_qualified(schema, name)
 }
 
 /// Seconds since the epoch as `2026-12-04 20:53:47 UTC`.

@@ -258,5 +258,11 @@ impl Drop for Pgbouncer {
 }
 
 fn route_line(host: &str, port: u16, dbname: &str) -> String {
+    // PgBouncer's quoting: single quotes, '' for a quote.
+    let dbname = if dbname.contains([' ', '\'']) {
+        format!("'{}'", dbname.replace('\'', "''"))
+    } else {
+        dbname.to_string()
+    };
     format!("host={host} port={port} dbname={dbname}")
 }

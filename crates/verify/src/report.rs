@@ -88,7 +88,7 @@ impl TableReport {
     }
 
     pub fn display(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        conn::display_qualified(&self.schema, &self.name)
     }
 }
 

@@ -87,7 +87,7 @@ pub struct VerifyTable {
 
 impl VerifyTable {
     pub fn display(&self) -> String {
-        format!("{}.{}", self.schema, self.name)
+        conn::display_qualified(&self.schema, &self.name)
     }
 
     /// The relation as verify reads it (`ONLY` or not; see [`VerifyTable::only`]).
