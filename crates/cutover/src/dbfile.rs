@@ -128,11 +128,10 @@ fn parse_pairs(conn: &str) -> Vec<(String, String)> {
                 let mut end = quoted.len();
                 let mut chars = quoted.char_indices().peekable();
                 while let Some((i, c)) = chars.next() {
-                    if c == '\'' {
-                        if chars.next_if(|(_, n)| *n == '\'').is_none() {
-                            end = i + 1;
-                            break;
-                        }
+                    // A quote ends the value unless another follows (then it is one quote).
+                    if c == '\'' && chars.next_if(|(_, n)| *n == '\'').is_none() {
+                        end = i + 1;
+                        break;
                     }
                     value.push(c);
                 }
