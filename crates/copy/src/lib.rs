@@ -282,6 +282,29 @@ async fn refuse_bad_input(
                     .into(),
             });
         }
+        // A table whose chunks are not all copied and that the source no longer has (dropped
+        // while the copy ran: DDL is not replicated) cannot be finished.
+        let gone: Vec<String> = Chunk::summary(tgt, &run.run)
+            .await?
+            .into_iter()
+            .filter(|t| t.done < t.chunks)
+            .filter(|t| {
+                !plan
+                    .tables
+                    .iter()
+                    .any(|p| p.schema == t.table_schema && p.name == t.table_name)
+            })
+            .map(|t| conn::display_qualified(&t.table_schema, &t.table_name))
+            .collect();
+        if !gone.is_empty() {
+            return Err(Error::Refused {
+                what: format!(
+                    "the source no longer has {} (dropped while the copy ran?), so the copy cannot be finished",
+                    gone.join(", ")
+                ),
+                fix: "start over: bluegreen abort --drop-data, then copy again (DDL on the source is not replicated); or create the table on the source again as it was and run the same copy".into(),
+            });
+        }
         return Ok(());
     }
     if opts.target_schema == TargetSchema::Dump {
