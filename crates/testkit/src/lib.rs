@@ -6,11 +6,13 @@
 //! the test process dies without unwinding (SIGKILL, abort).
 
 mod cluster;
+mod disk;
 mod pgbouncer;
 mod process;
 mod proxy;
 
 pub use cluster::{Cluster, ClusterBuilder};
+pub use disk::SmallDisk;
 pub use pgbouncer::{Pgbouncer, PgbouncerBuilder};
 pub use proxy::{Mode as ProxyMode, Proxy};
 
