@@ -32,7 +32,7 @@
 #     sync exits by itself → `bluegreen sync --reverse` started and caught up → `bluegreen
 #     rollback --no-verify-check` → reverse sync exits by itself → forward `bluegreen sync`
 #     started again. "Caught up" = the applier's applied_lsn (bluegreen.apply) has passed the
-#     source's pg_current_wal_lsn() read just before, with a live heartbeat. A refused or
+#     source's pg_current_wal_insert_lsn() read just before, with a live heartbeat. A refused or
 #     failed flip (a guardrail, or the pre-drain timing out: traffic stays where it was) is
 #     recorded and retried once sync has caught up again: a cutover up to 5 times (then the
 #     rate gets no more flips), a rollback up to 20 (traffic must come back to blue).
@@ -170,7 +170,7 @@ wait_exit() {
 # sync process dies.
 wait_caught_up() {
   local run=$1 from=$2 want
-  want=$(q "$from" "SELECT pg_current_wal_lsn()")
+  want=$(q "$from" "SELECT pg_current_wal_insert_lsn()")  # the write position can lag a commit
   for _ in $(seq 1 480); do
     kill -0 "$sync_pid" 2>/dev/null || { echo "sync ($run) exited:" >&2; tail -n 20 "$work/sync/$sync_n".*.log >&2; return 1; }
     [ "$(q "$tgt" "SELECT coalesce(bool_and(applied_lsn >= '$want'::pg_lsn

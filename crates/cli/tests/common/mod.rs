@@ -249,7 +249,9 @@ pub fn wait_caught_up(
     why: impl Fn() -> String,
 ) {
     const DB: &str = "factory_telemetry";
-    let want = source.sql(DB, "SELECT pg_current_wal_lsn()");
+    // The insert position: with synchronous_commit off (testkit's setting) the write
+    // position can still lag a commit that has returned.
+    let want = source.sql(DB, "SELECT pg_current_wal_insert_lsn()");
     let started = std::time::Instant::now();
     loop {
         // No row yet while a just-started sync registers itself.
