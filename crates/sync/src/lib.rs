@@ -11,6 +11,7 @@ mod net_changes;
 mod progress;
 mod relmap;
 mod session;
+mod standbys;
 pub mod timescale;
 
 use std::collections::HashMap;
@@ -140,6 +141,11 @@ pub async fn sync(
         progress.clone(),
         limit,
     ));
+    let guard = tokio::spawn(standbys::guard_task(
+        ends.target.clone(),
+        progress.clone(),
+        limit,
+    ));
     let ctx = session::Context {
         run: run.to_string(),
         slot: row.slot_name.clone(),
@@ -216,6 +222,7 @@ pub async fn sync(
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     status.abort();
+    guard.abort();
     // An error that ends sync stays in the row, so status can say what happened (not a
     // stop that gave up: that is an operator's choice, and the next sync resumes).
     let fatal = match &result {

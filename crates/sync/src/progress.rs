@@ -14,6 +14,9 @@ use wire::Lsn;
 pub struct Progress {
     /// Source LSN up to which everything is applied and committed on the target.
     pub applied: AtomicU64,
+    /// Highest source LSN applied that the target's physical standbys have too (see
+    /// `standbys`): confirmable to the source's slot.
+    standby_safe: AtomicU64,
     /// Highest source LSN received.
     pub received: AtomicU64,
     pub rows: AtomicU64,
@@ -32,6 +35,18 @@ impl Progress {
 
     pub fn set_applied(&self, lsn: Lsn) {
         self.applied.fetch_max(lsn.0, Ordering::SeqCst);
+    }
+
+    pub fn set_standby_safe(&self, lsn: Lsn) {
+        self.standby_safe.fetch_max(lsn.0, Ordering::SeqCst);
+    }
+
+    /// What the source's slot may hear: applied, and on every standby of the target.
+    pub fn confirmable(&self) -> Lsn {
+        Lsn(self
+            .applied
+            .load(Ordering::SeqCst)
+            .min(self.standby_safe.load(Ordering::SeqCst)))
     }
 
     pub fn hold(&self) -> Option<Lsn> {

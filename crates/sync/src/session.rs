@@ -519,17 +519,19 @@ async fn commit(
     report(applier, stream, ctx).await
 }
 
-/// Only what the target has committed is confirmed: then the source may let go of that WAL.
+/// Only what the target has committed (and its standbys have) is confirmed: then the source
+/// may let go of that WAL.
 async fn report(
     applier: &mut Applier,
     stream: &wire::ReplicationStream,
     ctx: &Context,
 ) -> Result<(), Error> {
     if let Some(a) = applier.take_applied().await? {
-        stream.confirm(a.lsn);
         ctx.progress.set_applied(a.lsn);
         ctx.progress.rows.fetch_add(a.rows, Ordering::Relaxed);
     }
+    // Only what the target's standbys have too (see `standbys`).
+    stream.confirm(ctx.progress.confirmable());
     let missing = std::mem::take(&mut applier.missing_rows);
     if missing > 0 {
         record_divergence(ctx, missing).await.unwrap_or_else(|e| {

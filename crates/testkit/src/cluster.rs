@@ -309,6 +309,82 @@ impl Cluster {
         self.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some("server.log"))
     }
 
+    /// A physical standby of this cluster (pg_basebackup, streaming), running on a port of
+    /// its own; [`Cluster::promote`] makes it a primary.
+    pub fn standby(&self) -> Result<Cluster> {
+        self.standby_via(self.port)
+    }
+
+    /// Like [`Cluster::standby`], streaming through `port` (a [`crate::Proxy`] in front of
+    /// this cluster, say, to cut the standby off).
+    pub fn standby_via(&self, port: u16) -> Result<Cluster> {
+        let dir = tempfile::Builder::new()
+            .prefix("bluegreen-pg-standby-")
+            .tempdir()
+            .map_err(|e| format!("tempdir: {e}"))?;
+        fs::create_dir(dir.path().join("sock")).map_err(|e| e.to_string())?;
+        give_to_server_user(dir.path())?;
+        let data = dir.path().join("data");
+        run(server_command(&pg_bin("pg_basebackup"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-R", "-X", "stream", "-c", "fast", "-d"])
+            .arg(format!(
+                "host=127.0.0.1 port={port} user={SUPERUSER} password={} application_name=standby",
+                self.password
+            )))?;
+        spawn_watchdog(&format!(
+            "{} -D {} -m immediate stop >/dev/null 2>&1; rm -rf {}",
+            if crate::process::is_root() {
+                format!("runuser -u postgres -- {}", pg_bin("pg_ctl").display())
+            } else {
+                pg_bin("pg_ctl").display().to_string()
+            },
+            sh_quote(&data.display().to_string()),
+            sh_quote(&dir.path().display().to_string())
+        ));
+        append(
+            &data.join("postgresql.conf"),
+            &format!(
+                "unix_socket_directories = '{}'\n",
+                dir.path().join("sock").display()
+            ),
+        )?;
+        let mut standby = Cluster {
+            dir: Some(dir),
+            port: 0,
+            password: self.password,
+            tls: false,
+            client_cert: false,
+        };
+        let mut last = String::new();
+        for _ in 0..8 {
+            standby.port = free_port()?;
+            append(
+                &data.join("postgresql.conf"),
+                &format!("port = {}\n", standby.port),
+            )?;
+            match standby.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some("server.log")) {
+                Ok(()) => return Ok(standby),
+                Err(e) => last = e,
+            }
+        }
+        Err(format!(
+            "standby could not start: {last}\n{}",
+            standby.log()
+        ))
+    }
+
+    /// Promotes a standby to primary (waits until it takes writes).
+    pub fn promote(&self) -> Result<()> {
+        self.pg_ctl(&["promote", "-w", "-t", "60"], None)
+    }
+
+    /// Stops the server at once, as a crash would (no checkpoint, clients cut off).
+    pub fn crash(&self) -> Result<()> {
+        self.pg_ctl(&["stop", "-w", "-m", "immediate"], None)
+    }
+
     /// Changes settings and restarts (for parameters that need a restart, like wal_level).
     pub fn restart_with(&self, settings: &[(&str, &str)]) -> Result<()> {
         let conf: String = settings
