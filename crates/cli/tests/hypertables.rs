@@ -428,6 +428,26 @@ fn a_hypertable_source_copies_and_streams_exactly() {
                     ),
                 );
             }
+            80 | 170 => {
+                // The compression policies run (as their scheduler would): chunks that
+                // took inserts and updates since they were compressed are recompressed,
+                // and readings' chunks past 7 days compressed.
+                let partial = "SELECT count(*) FROM _timescaledb_catalog.chunk c
+                                 JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+                                WHERE h.schema_name = 'app' AND c.status & 8 <> 0";
+                assert_ne!(blue.sql(DB, partial), "0", "partial chunks to recompress");
+                blue.sql(
+                    DB,
+                    "DO $$DECLARE j int; BEGIN
+                       FOR j IN SELECT job_id FROM timescaledb_information.jobs
+                                 WHERE proc_name = 'policy_compression' AND hypertable_schema = 'app'
+                                 ORDER BY job_id LOOP
+                         CALL run_job(j);
+                       END LOOP;
+                     END$$;",
+                );
+                assert_eq!(blue.sql(DB, partial), "0", "recompressed");
+            }
             100 => {
                 // Fresh chunks, and one decompressed.
                 blue.sql(
