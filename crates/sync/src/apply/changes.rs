@@ -298,7 +298,34 @@ impl Applier {
     }
 
     /// Drops the hypertable's chunks inside `time` when every one of them is empty.
+    /// Not on a plain table (the reverse stream from a table a profile made a hypertable).
     async fn drop_empty_chunks(&mut self, qualified: &str, time: &TimeRange) -> Result<(), Error> {
+        let what = || format!("look up {qualified} in TimescaleDB's catalog");
+        // Named through to_regclass: a query naming the catalog fails to parse without it.
+        let installed: bool = self
+            .client
+            .query_one(
+                "SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(sql("target", what()))?
+            .get(0);
+        let hypertable = installed
+            && self
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT FROM _timescaledb_catalog.hypertable
+                                     WHERE format('%I.%I', schema_name, table_name)::regclass
+                                           = $1::text::regclass)",
+                    &[&qualified],
+                )
+                .await
+                .map_err(sql("target", what()))?
+                .get::<_, bool>(0);
+        if !hypertable {
+            return Ok(());
+        }
         let args = time.args();
         let text = format!("SELECT c::text FROM show_chunks($1::text::regclass, {args}) c");
         let chunks: Vec<String> = self
