@@ -142,6 +142,12 @@ const CHUNKS: &str =
                                                   is_compressed)
                         FROM timescaledb_information.chunks WHERE hypertable_schema = 'app'";
 
+/// Chunk ranges per hypertable, compressed or not (green compresses on its own schedule).
+const RANGES: &str = "SELECT string_agg(concat_ws(' ', hypertable_name, range_start, range_end,
+                                            range_start_integer, range_end_integer), ', '
+                                  ORDER BY hypertable_name, range_start, range_start_integer)
+                        FROM timescaledb_information.chunks WHERE hypertable_schema = 'app'";
+
 const WATERMARK: &str = "SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id))
                            FROM _timescaledb_catalog.continuous_agg WHERE user_view_name = 'readings_daily'";
 
@@ -422,6 +428,26 @@ fn a_hypertable_source_copies_and_streams_exactly() {
                     ),
                 );
             }
+            80 | 170 => {
+                // The compression policies run (as their scheduler would): chunks that
+                // took inserts and updates since they were compressed are recompressed,
+                // and readings' chunks past 7 days compressed.
+                let partial = "SELECT count(*) FROM _timescaledb_catalog.chunk c
+                                 JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+                                WHERE h.schema_name = 'app' AND c.status & 8 <> 0";
+                assert_ne!(blue.sql(DB, partial), "0", "partial chunks to recompress");
+                blue.sql(
+                    DB,
+                    "DO $$DECLARE j int; BEGIN
+                       FOR j IN SELECT job_id FROM timescaledb_information.jobs
+                                 WHERE proc_name = 'policy_compression' AND hypertable_schema = 'app'
+                                 ORDER BY job_id LOOP
+                         CALL run_job(j);
+                       END LOOP;
+                     END$$;",
+                );
+                assert_eq!(blue.sql(DB, partial), "0", "recompressed");
+            }
             100 => {
                 // Fresh chunks, and one decompressed.
                 blue.sql(
@@ -466,6 +492,8 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     for q in ORDERED {
         same(&blue, &green, q);
     }
+    // Green dropped the same chunks, not just their rows.
+    same(&blue, &green, RANGES);
     let log = std::fs::read_to_string(&log).unwrap();
     drop(sync);
     assert!(!log.contains("ERROR") && !log.contains("WARN"), "{log}");
@@ -506,6 +534,7 @@ fn a_hypertable_source_copies_and_streams_exactly() {
     load_step(&blue, 181);
     verify_equal_within(&s, &t, Duration::from_secs(60), &log);
     drop(sync);
+    same(&blue, &green, RANGES);
     // Without them, a drop sync did not see happen stops it (exit 2) rather than leave
     // green with rows blue dropped.
     blue.sql(

@@ -486,6 +486,31 @@ fn cutover_starts_green_policies_and_rollback_pauses_them() {
     }
     let oee = "SELECT count(*) FROM factory_telemetry.oee_calculations";
     assert_eq!(blue.sql(FT, oee), green.sql(FT, oee));
+    // Green drops its oldest metric_hist chunk: blue (plain) loses the same rows.
+    let bound = green.sql(
+        FT,
+        "SELECT min(range_end) FROM timescaledb_information.chunks
+          WHERE hypertable_schema = 'factory_telemetry' AND hypertable_name = 'metric_hist'",
+    );
+    let older = format!(
+        "SELECT count(*) FROM factory_telemetry.metric_hist WHERE ts < '{bound}'::timestamptz"
+    );
+    assert_ne!(blue.sql(FT, &older), "0", "rows to drop");
+    green.sql(
+        FT,
+        &format!("SELECT count(*) FROM drop_chunks('factory_telemetry.metric_hist', older_than => '{bound}'::timestamptz)"),
+    );
+    let all = "SELECT count(*) FROM factory_telemetry.metric_hist";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while blue.sql(FT, &older) != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "green's dropped chunk never reached blue: {}",
+            std::fs::read_to_string(dir.path().join("rev.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(blue.sql(FT, all), green.sql(FT, all));
     let o = flip("rollback");
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(started(), "0/12", "rollback pauses them again");

@@ -9,19 +9,43 @@ use crate::ctx::Ctx;
 use crate::error::sql;
 use crate::{connect, reverse_run, Error};
 
+/// TimescaleDB's catalog of chunk ranges (the name sync's `timescale::SLICE_TABLE` reads).
+const SLICE_TABLE: (&str, &str) = ("_timescaledb_catalog", "dimension_slice");
+
 /// Creates green's publication and slot for the reverse stream, and its run row, before green
 /// takes a write: every write green takes after the flip is in the slot. Changes the forward
 /// applier made on green carry its replication origin and are skipped by the reverse applier.
 pub(crate) async fn arm(cx: &Ctx<'_>) -> Result<(), Error> {
     let name = state::names::slot(&reverse_run(&cx.opts.run));
     let mut list: Vec<String> = cx.schemas.iter().map(|s| quote_ident(s)).collect();
+    let mut slices = String::new();
     // Green's hypertables change under their chunks' names, in TimescaleDB's schema.
     if state::policies::has_hypertables(&cx.state, &cx.schemas).await? {
         list.push(quote_ident("_timescaledb_internal"));
+        // Chunks green drops (its retention policies run from cutover on) show only as
+        // deletes of their dimension slices, as in the forward stream; the reverse applier
+        // deletes their ranges on blue with TimescaleDB's functions, so only when blue
+        // has the extension (without it, blue keeps those rows).
+        // Whole old rows carry each slice's range, so a chunk green drops while the
+        // reverse applier is not running (it starts after cutover) still applies.
+        let table = conn::qualified(SLICE_TABLE.0, SLICE_TABLE.1);
+        if state::policies::has_timescaledb(&cx.old).await? {
+            match cx
+                .state
+                .batch_execute(&format!("ALTER TABLE {table} REPLICA IDENTITY FULL"))
+                .await
+            {
+                Ok(()) => slices = format!(", TABLE {table}"),
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "green's dropped chunks will not reach blue: cannot set REPLICA IDENTITY FULL on {table} (run it on green as its owner before cutover)"
+                ),
+            }
+        }
     }
     cx.state
         .batch_execute(&format!(
-            "DROP PUBLICATION IF EXISTS {0}; CREATE PUBLICATION {0} FOR TABLES IN SCHEMA {1}",
+            "DROP PUBLICATION IF EXISTS {0}; CREATE PUBLICATION {0} FOR TABLES IN SCHEMA {1}{slices}",
             quote_ident(&name),
             list.join(", ")
         ))

@@ -86,7 +86,8 @@ pub async fn has_hypertables(c: &impl GenericClient, schemas: &[String]) -> Resu
     .map_err(q("look for hypertables"))
 }
 
-async fn has_timescaledb(c: &impl GenericClient) -> Result<bool, Error> {
+/// Whether the database has the TimescaleDB extension.
+pub async fn has_timescaledb(c: &impl GenericClient) -> Result<bool, Error> {
     c.query_one(
         "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
         &[],

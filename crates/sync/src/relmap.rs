@@ -61,6 +61,8 @@ pub struct DroppedRows {
     pub display: String,
     /// Its time and space ranges, as SQL.
     pub filter: String,
+    /// Its time range, for dropping the target's chunks it emptied.
+    pub time: Option<timescale::TimeRange>,
     /// Drops committed before this LSN are already in the table's copy.
     pub applies_from: Lsn,
 }
@@ -244,10 +246,12 @@ impl RelMap {
             timescale::Dropped::Rows {
                 hypertable: (schema, name),
                 filter,
+                time,
             } => Ok(Some(DroppedRows {
                 qualified: qualified(&schema, &name),
                 display: format!("{schema}.{name}"),
                 filter,
+                time,
                 applies_from: self
                     .snapshot_lsns
                     .get(&(schema, name))

@@ -272,9 +272,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                     let dropped = st.rels.slice_deleted(d.relation_id, d.old.tuple())?;
                     if let (Some(rows), Some(t)) = (dropped, &st.txn) {
                         if !t.done_before && t.commit_lsn >= rows.applies_from {
-                            applier
-                                .delete_range(&rows.qualified, &rows.display, &rows.filter)
-                                .await?;
+                            applier.delete_range(&rows).await?;
                         }
                     }
                 }

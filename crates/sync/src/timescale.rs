@@ -112,13 +112,37 @@ pub enum Dropped {
     /// More of the chunk's slices are still to go (or none of the run's: another
     /// schema's hypertable, an aggregate's materialization).
     Nothing,
-    /// All of a chunk's slices are gone: delete `filter`'s rows from the hypertable.
+    /// All of a chunk's slices are gone: delete `filter`'s rows from the hypertable, then
+    /// drop the target's chunks lying inside `time` that are left empty.
     Rows {
         hypertable: (String, String),
         filter: String,
+        time: Option<TimeRange>,
     },
     /// A slice or dimension sync does not know: it cannot say which rows went.
     Unknown(String),
+}
+
+/// A dropped chunk's time range as `drop_chunks` takes it: `newer_than` its start,
+/// `older_than` its end (SQL of the column's type; None for an open end, at least one set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeRange {
+    pub newer_than: Option<String>,
+    pub older_than: Option<String>,
+}
+
+impl TimeRange {
+    /// The named arguments of `show_chunks`/`drop_chunks` for this range.
+    pub fn args(&self) -> String {
+        let mut out = Vec::new();
+        if let Some(e) = &self.older_than {
+            out.push(format!("older_than => {e}"));
+        }
+        if let Some(s) = &self.newer_than {
+            out.push(format!("newer_than => {s}"));
+        }
+        out.join(", ")
+    }
 }
 
 /// Every known slice of the source, by id, and the dimensions they measure.
@@ -173,10 +197,14 @@ impl Slices {
         let mut going = self.going.remove(&slice.chunk).unwrap_or_default();
         going.sort_by_key(|s| s.dimension);
         let mut parts = Vec::new();
+        let mut time = None;
         for s in &going {
             let Some(d) = self.dimensions.get(&s.dimension) else {
                 return Dropped::Unknown(format!("dimension {}", s.dimension));
             };
+            if !d.space && (s.start != OPEN_START || s.end != OPEN_END) {
+                time = time_range(d, s);
+            }
             match bounds(d, s) {
                 Some(b) => parts.extend(b),
                 None => {
@@ -203,8 +231,35 @@ impl Slices {
             } else {
                 parts.join(" AND ")
             },
+            time,
         }
     }
+}
+
+/// The time slice's range as `drop_chunks` arguments (None: not a time dimension it reads).
+fn time_range(d: &Dimension, s: &Slice) -> Option<TimeRange> {
+    let value = time_value(d)?;
+    Some(TimeRange {
+        newer_than: (s.start != OPEN_START).then(|| value(s.start)),
+        older_than: (s.end != OPEN_END).then(|| value(s.end)),
+    })
+}
+
+/// A time dimension's internal values as SQL of the column's type, by TimescaleDB's own
+/// functions. None for a type or a partitioning function it cannot compare.
+fn time_value(d: &Dimension) -> Option<fn(i64) -> String> {
+    if d.func.is_some() {
+        return None;
+    }
+    Some(match d.column_type.as_str() {
+        "timestamp with time zone" => |v| format!("_timescaledb_functions.to_timestamp({v})"),
+        "timestamp without time zone" => {
+            |v| format!("_timescaledb_functions.to_timestamp_without_timezone({v})")
+        }
+        "date" => |v| format!("_timescaledb_functions.to_date({v})"),
+        "smallint" | "integer" | "bigint" => |v| v.to_string(),
+        _ => return None,
+    })
 }
 
 /// `expr >= start AND expr < end` for one slice (open ends left out), with the range's
@@ -219,19 +274,7 @@ fn bounds(d: &Dimension, s: &Slice) -> Option<Vec<String>> {
         };
         (format!("{f}({col})"), |v| v.to_string())
     } else {
-        if d.func.is_some() {
-            return None;
-        }
-        let value: fn(i64) -> String = match d.column_type.as_str() {
-            "timestamp with time zone" => |v| format!("_timescaledb_functions.to_timestamp({v})"),
-            "timestamp without time zone" => {
-                |v| format!("_timescaledb_functions.to_timestamp_without_timezone({v})")
-            }
-            "date" => |v| format!("_timescaledb_functions.to_date({v})"),
-            "smallint" | "integer" | "bigint" => |v| v.to_string(),
-            _ => return None,
-        };
-        (col, value)
+        (col, time_value(d)?)
     };
     let mut out = Vec::new();
     if s.start != OPEN_START {
@@ -434,9 +477,18 @@ mod tests {
             s.deleted(10, &run),
             Dropped::Rows {
                 hypertable: ("app".into(), "r".into()),
-                filter: "\"ts\" >= _timescaledb_functions.to_timestamp(1767225600000000) AND \"ts\" < _timescaledb_functions.to_timestamp(1767312000000000) AND _timescaledb_functions.get_partition_hash(\"dev\") < 1073741823".into()
+                filter: "\"ts\" >= _timescaledb_functions.to_timestamp(1767225600000000) AND \"ts\" < _timescaledb_functions.to_timestamp(1767312000000000) AND _timescaledb_functions.get_partition_hash(\"dev\") < 1073741823".into(),
+                time: Some(TimeRange {
+                    newer_than: Some("_timescaledb_functions.to_timestamp(1767225600000000)".into()),
+                    older_than: Some("_timescaledb_functions.to_timestamp(1767312000000000)".into()),
+                }),
             }
         );
+        let open = TimeRange {
+            newer_than: None,
+            older_than: Some("5".into()),
+        };
+        assert_eq!(open.args(), "older_than => 5");
         assert_eq!(s.deleted(12, &run), Dropped::Nothing, "not the run's");
         assert_eq!(
             s.deleted(10, &run),

@@ -126,8 +126,18 @@ fn drops(messages: &[Bytes], mut slices: Slices) -> Vec<(usize, usize, Vec<Strin
             last.1 += 1;
             match slices.deleted(id, &run) {
                 Dropped::Nothing => {}
-                Dropped::Rows { hypertable, filter } => {
+                Dropped::Rows {
+                    hypertable,
+                    filter,
+                    time,
+                } => {
                     assert_eq!(hypertable, ("app".to_string(), "r".to_string()));
+                    // Each chunk's day, whole: what the target's chunks are dropped by.
+                    let time = time.expect("a time range");
+                    assert!(
+                        time.newer_than.is_some() && time.older_than.is_some(),
+                        "{time:?}"
+                    );
                     last.2.push(filter);
                 }
                 Dropped::Unknown(what) => panic!("unknown {what}"),

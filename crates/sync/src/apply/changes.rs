@@ -2,6 +2,8 @@
 //! net changes where row order cannot matter, else go row by row; truncates go at once.
 
 use super::*;
+use crate::relmap::DroppedRows;
+use crate::timescale::TimeRange;
 
 impl Applier {
     pub async fn insert(&mut self, rel: &Arc<TargetRel>, new: &Tuple) -> Result<(), Error> {
@@ -266,14 +268,14 @@ impl Applier {
             .map_err(sql("target", format!("apply {text}")))
     }
 
-    /// The rows of a hypertable that a chunk dropped on the source held (`filter`: the
-    /// chunk's ranges, see `timescale::Slices`), deleted in stream order.
-    pub async fn delete_range(
-        &mut self,
-        qualified: &str,
-        display: &str,
-        filter: &str,
-    ) -> Result<(), Error> {
+    /// The rows of a hypertable that a chunk dropped on the source held (`rows.filter`: the
+    /// chunk's ranges, see `timescale::Slices`), deleted in stream order; then the
+    /// hypertable's chunks lying wholly inside the dropped time range are dropped too, once
+    /// all of them are empty (a space partition's rows may still be to go, or the target's
+    /// chunks differ): never a row the source still has. Both in the group's transaction,
+    /// so a replay after a crash does the same (deleting nothing, dropping what is left).
+    pub async fn delete_range(&mut self, rows: &DroppedRows) -> Result<(), Error> {
+        let (qualified, display) = (rows.qualified.as_str(), rows.display.as_str());
         self.touch();
         self.flush().await?;
         if self.group.parallel == Some(true) && self.held(qualified) {
@@ -284,10 +286,79 @@ impl Applier {
         }
         self.group.main_wrote.insert(qualified.to_string());
         self.begin().await?;
-        let text = format!("DELETE FROM {qualified} WHERE {filter}");
+        let text = format!("DELETE FROM {qualified} WHERE {}", rows.filter);
         self.client
             .batch_execute(&text)
             .await
+            .map_err(sql("target", format!("apply {text}")))?;
+        match &rows.time {
+            Some(time) => self.drop_empty_chunks(qualified, time).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Drops the hypertable's chunks inside `time` when every one of them is empty.
+    /// Not on a plain table (the reverse stream from a table a profile made a hypertable).
+    async fn drop_empty_chunks(&mut self, qualified: &str, time: &TimeRange) -> Result<(), Error> {
+        let what = || format!("look up {qualified} in TimescaleDB's catalog");
+        // Named through to_regclass: a query naming the catalog fails to parse without it.
+        let installed: bool = self
+            .client
+            .query_one(
+                "SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(sql("target", what()))?
+            .get(0);
+        let hypertable = installed
+            && self
+                .client
+                .query_one(
+                    "SELECT EXISTS (SELECT FROM _timescaledb_catalog.hypertable
+                                     WHERE format('%I.%I', schema_name, table_name)::regclass
+                                           = $1::text::regclass)",
+                    &[&qualified],
+                )
+                .await
+                .map_err(sql("target", what()))?
+                .get::<_, bool>(0);
+        if !hypertable {
+            return Ok(());
+        }
+        let args = time.args();
+        let text = format!("SELECT c::text FROM show_chunks($1::text::regclass, {args}) c");
+        let chunks: Vec<String> = self
+            .client
+            .query(&text, &[&qualified])
+            .await
+            .map_err(sql("target", format!("apply {text}")))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let any = chunks
+            .iter()
+            .map(|c| format!("EXISTS (SELECT FROM {c})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let text = format!("SELECT {any}");
+        let rows_left: bool = self
+            .client
+            .query_one(&text, &[])
+            .await
+            .map_err(sql("target", format!("apply {text}")))?
+            .get(0);
+        if rows_left {
+            return Ok(());
+        }
+        let text = format!("SELECT count(*) FROM drop_chunks($1::text::regclass, {args})");
+        self.client
+            .query_one(&text, &[&qualified])
+            .await
+            .map(drop)
             .map_err(sql("target", format!("apply {text}")))
     }
 
