@@ -81,8 +81,12 @@ pub async fn copy_chunk_of(
     let DataConns { src, tgt } = conns;
     let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
     // Rows read at a snapshot that is no longer the run's (a new leader took over after the
-    // one this process served died) must not land.
+    // one this process served died) must not land. The leader withdraws it, too, once every
+    // chunk is in: then there is simply nothing left here.
     if !state::leader::snapshot_current(&tx, run, &snapshot.name).await? {
+        if Chunk::pending_in_table(&tx, run, &table.0, &table.1).await? == 0 {
+            return Ok(ChunkEnd::NoneLeft);
+        }
         return Err(Error::LeaderGone { run: run.into() });
     }
     let Some(chunk) = Chunk::claim_in_table(&tx, run, &table.0, &table.1).await? else {
