@@ -362,7 +362,7 @@ pub async fn join(
                     .into(),
             });
         }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::time::sleep(LEADER_POLL).await;
     };
     if run_row.schemas != plan.schemas {
         return Err(Error::Refused {
@@ -430,8 +430,9 @@ pub async fn join(
     Ok(summary)
 }
 
-/// How often a worker looks whether the leader has ended the data phase.
-const LEADER_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often a worker looks whether the leader has reached (or ended) the data phase: every
+/// moment lost here is one the worker's jobs sit idle.
+const LEADER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Waits until the run is past its data phase, as long as its leader runs (its leader lock
 /// bounds the wait: a leader that dies releases it).
