@@ -260,3 +260,49 @@ fn a_worker_killed_mid_chunk_loses_only_that_chunk() {
     );
     assert_exact(&source, &target);
 }
+
+#[test]
+fn a_worker_whose_leader_died_commits_nothing_at_the_old_snapshot_once_a_new_leader_runs() {
+    let (source, target) = pair(0.3);
+    let (s, t) = (source.url(DB), target.url(DB));
+    let leader_args = copy_args(&s, &t, &["--jobs", "1", "--chunk-mb", "1"]);
+    let mut leader = Proc::spawn(&leader_args);
+    wait_for(&target, IN_DATA, "the leader's data phase");
+    let worker = Proc::spawn(&copy_args(&s, &t, &["--join", "--jobs", "1"]));
+    let pid = worker.pid();
+    wait_for(
+        &target,
+        &format!("SELECT count(*) > 0 FROM bluegreen.chunks WHERE copied_by LIKE '%:{pid}'"),
+        "a chunk from the worker",
+    );
+    leader.kill();
+    let o = leader.finish();
+    assert_ne!(code(&o), 0);
+    // The worker goes on at the snapshot it imported until a new leader replaces it.
+    let o = bluegreen(&leader_args);
+    assert_eq!(code(&o), 0, "new leader: {}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("(resumed)"), "{}", stdout(&o));
+    let w = worker.finish();
+    eprintln!("worker: exit {}: {}{}", code(&w), stdout(&w), stderr(&w));
+    match code(&w) {
+        // It ran out of chunks first and waited for the new leader to end the data phase.
+        0 => {}
+        2 => assert!(
+            stderr(&w).contains("that this worker joined stopped"),
+            "{}",
+            stderr(&w)
+        ),
+        other => panic!("worker exit {other}"),
+    }
+    // Tables the old leader's snapshot finished keep it; the rest were read at the new one:
+    // never two in a table.
+    assert_eq!(
+        query(
+            &target,
+            "SELECT count(*) FROM (SELECT table_name FROM bluegreen.chunks
+                GROUP BY 1 HAVING count(DISTINCT snapshot_lsn) <> 1) x"
+        ),
+        "0"
+    );
+    assert_exact(&source, &target);
+}
