@@ -182,6 +182,16 @@ fn two_joined_workers_each_copy_a_share_and_the_copy_is_exact() {
     let o = bluegreen(&copy_args(&s, &t, &[]));
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("--join"), "{}", stderr(&o));
+    let holder = query(
+        &target,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+            AND classid = (hashtext('bluegreen.copy')::bigint & 4294967295)::oid",
+    );
+    assert!(
+        stderr(&o).contains(&format!("pg_terminate_backend({holder})")),
+        "{holder}: {}",
+        stderr(&o)
+    );
     let workers: Vec<Proc> = (0..2)
         .map(|_| Proc::spawn(&copy_args(&s, &t, &["--join", "--jobs", "1"])))
         .collect();

@@ -98,7 +98,11 @@ pub async fn copy(
     // Held by this session until the process ends: one leader per run, and `--join`
     // workers see that a copy is running.
     if !state::leader::try_lead(&tgt, run).await? {
-        return Err(Error::AlreadyRunning { run: run.into() });
+        let pid = state::leader::holder(&tgt, run).await?.unwrap_or_default();
+        return Err(Error::AlreadyRunning {
+            run: run.into(),
+            pid,
+        });
     }
     let src = conn::connect(source).await.map_err(conn_err("source"))?;
     let existing = if state::exists(&tgt).await? {

@@ -41,6 +41,22 @@ pub async fn leader_running(c: &impl GenericClient, run: &str) -> Result<bool, E
     .map_err(q("look for the copy's leader"))
 }
 
+/// The backend pid of the session holding the run's leader lock, if any.
+pub async fn holder(c: &impl GenericClient, run: &str) -> Result<Option<i32>, Error> {
+    c.query_opt(
+        "SELECT pid FROM pg_locks
+          WHERE locktype = 'advisory' AND granted AND objsubid = 2
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND classid = (hashtext($1)::bigint & 4294967295)::oid
+            AND objid = (hashtext($2)::bigint & 4294967295)::oid
+          LIMIT 1",
+        &[&LOCK_SPACE, &run],
+    )
+    .await
+    .map(|r| r.map(|r| r.get(0)))
+    .map_err(q("look for the copy's leader"))
+}
+
 /// Publishes (or with None withdraws) the snapshot the data phase reads at.
 pub async fn publish_snapshot(
     c: &impl GenericClient,
