@@ -316,3 +316,62 @@ fn a_worker_whose_leader_died_commits_nothing_at_the_old_snapshot_once_a_new_lea
     );
     assert_exact(&source, &target);
 }
+
+/// A session that holds a chunk's claim the way a worker does mid-chunk (its row locked in
+/// an open transaction), then dies: the leader neither ends the data phase while the chunk is
+/// held nor skips it, and copies it once the claim is gone.
+#[test]
+fn a_chunk_held_elsewhere_keeps_the_data_phase_open_and_is_copied_once_released() {
+    let (source, target) = pair(0.1);
+    let (s, t) = (source.url(DB), target.url(DB));
+    let leader = Proc::spawn(&copy_args(&s, &t, &["--jobs", "2", "--chunk-mb", "1"]));
+    wait_for(&target, IN_DATA, "the leader's data phase");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(&t, tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(conn);
+    // The last chunk of the largest table: claimed last, so the leader is still copying.
+    let held: i32 = rt
+        .block_on(async {
+            client.batch_execute("BEGIN").await?;
+            client
+                .query_one(
+                    "SELECT chunk FROM bluegreen.chunks
+                      WHERE table_name = 'metric_hist' AND state = 'pending'
+                      ORDER BY chunk DESC LIMIT 1 FOR UPDATE",
+                    &[],
+                )
+                .await
+        })
+        .unwrap()
+        .get(0);
+    wait_for(
+        &target,
+        "SELECT count(*) FILTER (WHERE state = 'pending') = 1 FROM bluegreen.chunks",
+        "every other chunk",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(query(&target, "SELECT phase FROM bluegreen.runs"), "data");
+    // The holder dies: its transaction ends, the claim with it.
+    rt.block_on(async {
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let o = leader.finish();
+    assert_eq!(code(&o), 0, "leader: {}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        query(
+            &target,
+            &format!(
+                "SELECT state || ' ' || (copied_by IS NOT NULL) FROM bluegreen.chunks
+                  WHERE table_name = 'metric_hist' AND chunk = {held}"
+            )
+        ),
+        "done true"
+    );
+    assert_exact(&source, &target);
+}
