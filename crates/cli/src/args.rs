@@ -264,6 +264,12 @@ pub struct CopyArgs {
     /// Schema to migrate (repeatable); default: every application schema of the source.
     #[arg(long = "schema", value_name = "NAME")]
     pub schemas: Vec<String>,
+
+    /// Be a worker of the copy of this run that is running (in another process or pod):
+    /// claim its chunks and index/constraint builds through the state schema until none is
+    /// left. Exit 2 when no copy of the run is running.
+    #[arg(long)]
+    pub join: bool,
     /// A server that answers nothing this long counts as gone: a probe over a connection of
     /// its own gets no answer, and the command ends with exit 2 (seconds, or with a unit).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]

@@ -309,6 +309,26 @@ pub fn findings(list: &[Finding]) -> String {
     o
 }
 
+/// What a `copy --join` worker did.
+pub fn join_summary(s: &copy::JoinSummary) -> String {
+    match s.joined {
+        copy::Joined::AlreadyCopied => format!(
+            "run {}: already copied; nothing to do (bluegreen status shows it)\n",
+            s.run
+        ),
+        joined => format!(
+            "run {}: worker {} joined in the {} phase and copied {} chunk(s) ({} rows) and built {} item(s) in {:.1} s; the leading copy finishes the run\n",
+            s.run,
+            s.by,
+            if joined == copy::Joined::Data { "data" } else { "post-data" },
+            s.chunks,
+            s.rows,
+            s.items,
+            s.seconds
+        ),
+    }
+}
+
 pub fn copy_summary(s: &copy::Summary) -> String {
     let mut o = String::new();
     if s.start == copy::Start::AlreadyCopied {

@@ -159,6 +159,10 @@ fn job_and_deployment_args_are_ones_bluegreen_takes() {
     let args = with_file(container_args(&job));
     assert_eq!(args.last().map(String::as_str), Some("copy"), "{args:?}");
     assert_connecting(Path::new(&args[1]), &refs(&args[2..]));
+    let workers = std::fs::read_to_string(k8s_dir().join("copy-workers-job.yaml")).unwrap();
+    let args = with_file(container_args(&workers));
+    assert_eq!(&args[2..], ["copy", "--join"], "{args:?}");
+    assert_connecting(Path::new(&args[1]), &refs(&args[2..]));
 
     // The sync Deployment's probes need --metrics-addr (issue 17 item 1); until bluegreen has
     // it, its arguments cannot be checked here.

@@ -14,6 +14,7 @@ use tokio_postgres::Client;
 
 use crate::error::{sql, Error};
 use crate::progress::Counters;
+use crate::schedule::ChunkEnd;
 
 /// Coalesce rows into CopyData messages of about this size: one message per row costs more
 /// than the rows themselves for narrow tables.
@@ -64,8 +65,10 @@ impl DataConns {
     }
 }
 
-/// Claims a pending chunk of `table` and copies it; its rows and its `done` mark commit
-/// together. False when the table has no chunk left to claim.
+/// Claims a pending chunk of `table` and copies it; its rows and its `done` mark (with `by`,
+/// the process) commit together. The claim is the chunk row's lock, held by this
+/// transaction: a process that dies mid-chunk loses only that chunk, which the server rolls
+/// back and another process claims again.
 pub async fn copy_chunk_of(
     conns: &mut DataConns,
     table: &(String, String),
@@ -73,11 +76,27 @@ pub async fn copy_chunk_of(
     run: &str,
     snapshot: &Snapshot,
     counters: &Counters,
-) -> Result<bool, Error> {
+    by: &str,
+) -> Result<ChunkEnd, Error> {
     let DataConns { src, tgt } = conns;
     let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
+    // Rows read at a snapshot that is no longer the run's (a new leader took over after the
+    // one this process served died) must not land. The leader withdraws it, too, once every
+    // chunk is in: then there is simply nothing left here.
+    if !state::leader::snapshot_current(&tx, run, &snapshot.name).await? {
+        if Chunk::pending_in_table(&tx, run, &table.0, &table.1).await? == 0 {
+            return Ok(ChunkEnd::NoneLeft);
+        }
+        return Err(Error::LeaderGone { run: run.into() });
+    }
     let Some(chunk) = Chunk::claim_in_table(&tx, run, &table.0, &table.1).await? else {
-        return Ok(false);
+        return Ok(
+            if Chunk::pending_in_table(&tx, run, &table.0, &table.1).await? == 0 {
+                ChunkEnd::NoneLeft
+            } else {
+                ChunkEnd::Busy
+            },
+        );
     };
     let key = (chunk.table_schema.clone(), chunk.table_name.clone());
     let Some(table) = tables.get(&key) else {
@@ -126,7 +145,15 @@ pub async fn copy_chunk_of(
         .map_err(sql("target", what.clone()))?;
     let seconds = started.elapsed().as_secs_f64();
     chunk
-        .finish(&tx, run, rows as i64, bytes as i64, seconds, snapshot.lsn)
+        .finish(
+            &tx,
+            run,
+            rows as i64,
+            bytes as i64,
+            seconds,
+            snapshot.lsn,
+            by,
+        )
         .await?;
     tx.commit()
         .await
@@ -135,7 +162,7 @@ pub async fn copy_chunk_of(
     Counters::add(&counters.chunks_done, 1);
     Counters::add(&counters.est_bytes_done, chunk.est_bytes.max(0) as u64);
     tracing::debug!(table = %table.display_name(), chunk = chunk.chunk, rows, bytes, seconds, "chunk copied");
-    Ok(true)
+    Ok(ChunkEnd::Copied)
 }
 
 /// The pair of COPY statements for one chunk. Generated columns are left out (the target

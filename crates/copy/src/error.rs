@@ -36,6 +36,20 @@ pub enum Error {
 
     #[error("worker failed: {0}")]
     Worker(String),
+
+    /// `copy --join` found no copy of the run to join.
+    #[error("no copy of run {run} is running to join")]
+    NotRunning { run: String },
+
+    /// The copy a `--join` worker helped stopped during the data phase (its snapshot went
+    /// with it), or another `copy` of the run leads it now.
+    #[error("the copy of run {run} that this worker joined stopped (its snapshot is gone)")]
+    LeaderGone { run: String },
+
+    /// A second leading `copy` of a run that one is copying already (`pid`: the target
+    /// backend of its session).
+    #[error("a copy of run {run} is running already (another process leads it: target session pid {pid})")]
+    AlreadyRunning { run: String, pid: i32 },
 }
 
 impl Error {
@@ -49,6 +63,9 @@ impl Error {
             Error::State(_) | Error::Sql { .. } => "fix the cause above and run the same copy again: committed chunks are kept, the rest is redone".into(),
             Error::PgDump(_) => "check that pg_dump of the source's major version is installed (BLUEGREEN_PG_BIN points at its directory)".into(),
             Error::Worker(_) => "run the same copy again to resume".into(),
+            Error::NotRunning { run } => format!("start the copy first (bluegreen copy --run {run}, without --join), then start the workers; a worker only helps a copy that is running"),
+            Error::LeaderGone { run } => format!("run bluegreen copy --run {run} again (it resumes: tables copied in part start over from a new snapshot), then start the workers again; what they committed is kept"),
+            Error::AlreadyRunning { run, pid } => format!("let it finish, or help it with bluegreen copy --run {run} --join; if that process is gone (a broken link can leave its session on the target until TCP keepalive notices), end the session on the target with SELECT pg_terminate_backend({pid}) and run copy again"),
         }
     }
 }

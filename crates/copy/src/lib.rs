@@ -96,8 +96,19 @@ pub async fn copy(
     names::validate_run(&opts.run)?;
     let run = opts.run.as_str();
     let mut tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+    // Held by this session until the process ends: one leader per run, and `--join`
+    // workers see that a copy is running.
+    if !state::leader::try_lead(&tgt, run).await? {
+        let pid = state::leader::holder(&tgt, run).await?.unwrap_or_default();
+        return Err(Error::AlreadyRunning {
+            run: run.into(),
+            pid,
+        });
+    }
     let src = conn::connect(source).await.map_err(conn_err("source"))?;
     let existing = if state::exists(&tgt).await? {
+        // A run started by an older bluegreen gets the columns this one records.
+        state::migrate(&mut tgt).await?;
         Run::get(&tgt, run).await?
     } else {
         None
@@ -158,6 +169,11 @@ pub async fn copy(
                     // per chunk so streaming applies each table's changes from its own instant.
                     let (exp, snap) = fresh_snapshot(source, run).await?;
                     exporter = Some(exp);
+                    // Published before any table starts over: this waits for chunks that
+                    // workers of an earlier leader are still committing (they lock the row
+                    // while they do), and after it they can commit none at the old snapshot.
+                    state::leader::publish_snapshot(&tgt, run, Some((&snap.name, snap.lsn)))
+                        .await?;
                     for (schema, table) in Chunk::partial_ctid_tables(&tgt, run).await? {
                         let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
                         tx.batch_execute(&format!("TRUNCATE {}", qualified(&schema, &table)))
@@ -214,6 +230,8 @@ pub async fn copy(
                 snapshot: data_snapshot.clone(),
                 exporter: exporter.take(),
                 counters: counters.clone(),
+                role: pipeline::Role::Leader,
+                by: process_name(),
             },
             &tgt,
             &src,
@@ -250,6 +268,190 @@ pub async fn copy(
         post_data_items: PostDataItem::count(&tgt, run).await?,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// This process as chunk and item rows name it: host (the pod's name in Kubernetes) and pid.
+pub fn process_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// How long a `--join` worker waits for the copy it joins to reach its data phase (the
+/// leader dumps and applies the schema first).
+pub const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How a `--join` worker found the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// In its data phase: chunks, then post-data items.
+    Data,
+    /// Past its data: post-data items only.
+    PostData,
+    /// Copied already: nothing to do.
+    AlreadyCopied,
+}
+
+/// What a `--join` worker did (as the state schema records it).
+#[derive(Debug, Clone)]
+pub struct JoinSummary {
+    pub run: String,
+    /// This process, as the chunk and item rows name it.
+    pub by: String,
+    pub joined: Joined,
+    pub chunks: i64,
+    pub rows: i64,
+    pub items: i64,
+    pub seconds: f64,
+}
+
+/// `copy --join`: helps the running copy of the run (its leader) with chunks and post-data
+/// items, claimed through the state schema like the leader's own workers claim them. Ends
+/// when no chunk or item is left; the leader ends the data phase, runs ANALYZE and
+/// finishes the run.
+pub async fn join(
+    plan: &Plan,
+    source: &ConnSpec,
+    target: &ConnSpec,
+    opts: &CopyOptions,
+    counters: Arc<Counters>,
+) -> Result<JoinSummary, Error> {
+    let started = Instant::now();
+    names::validate_run(&opts.run)?;
+    let run = opts.run.as_str();
+    let by = process_name();
+    let tgt = conn::connect(target).await.map_err(conn_err("target"))?;
+    let mut summary = JoinSummary {
+        run: run.into(),
+        by: by.clone(),
+        joined: Joined::AlreadyCopied,
+        chunks: 0,
+        rows: 0,
+        items: 0,
+        seconds: 0.0,
+    };
+    let deadline = Instant::now() + JOIN_WAIT;
+    let (run_row, snapshot) = loop {
+        let leading = state::leader::leader_running(&tgt, run).await?;
+        let row = if state::exists(&tgt).await? {
+            Run::get(&tgt, run).await?
+        } else {
+            None
+        };
+        match row {
+            Some(r) if matches!(r.phase, Phase::Copied | Phase::CutOver) => {
+                summary.seconds = started.elapsed().as_secs_f64();
+                return Ok(summary);
+            }
+            _ if !leading => return Err(Error::NotRunning { run: run.into() }),
+            Some(r) if r.phase == Phase::PostData => break (r, None),
+            Some(r) if r.phase == Phase::Data => {
+                if let Some((name, lsn)) = state::leader::snapshot(&tgt, run).await? {
+                    break (r, Some(Snapshot { name, lsn }));
+                }
+            }
+            // The leader is still planning (pg_dump, schema) or publishing its snapshot.
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Refused {
+                what: format!(
+                    "the copy of run {run} did not reach its data phase within {} s",
+                    JOIN_WAIT.as_secs()
+                ),
+                fix: "start the workers again once bluegreen status shows the run copying data"
+                    .into(),
+            });
+        }
+        tokio::time::sleep(LEADER_POLL).await;
+    };
+    if run_row.schemas != plan.schemas {
+        return Err(Error::Refused {
+            what: format!(
+                "run {run} copies schemas {:?}, not {:?}",
+                run_row.schemas, plan.schemas
+            ),
+            fix: "start the worker with the run's own --schema list".into(),
+        });
+    }
+    summary.joined = if snapshot.is_some() {
+        counters.set_phase("data");
+        Joined::Data
+    } else {
+        counters.set_phase("indexes and constraints");
+        Joined::PostData
+    };
+    tracing::info!(run, worker = %by, "joined the copy");
+    let chunks = Chunk::summary(&tgt, run).await?;
+    counters.chunks_total.store(
+        chunks.iter().map(|t| t.chunks as u64).sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    counters.est_bytes_total.store(
+        chunks.iter().map(|t| t.est_bytes.max(0) as u64).sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    counters.items_total.store(
+        PostDataItem::count(&tgt, run).await? as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let src = conn::connect(source).await.map_err(conn_err("source"))?;
+    let preamble = run_row
+        .post_data
+        .as_deref()
+        .map(|s| schema::split_post_data(s).preamble)
+        .unwrap_or_default();
+    let tgt_ref = &tgt;
+    // The leader ends the data phase (sequences at its snapshot); the worker waits for that
+    // while the leader runs, building the indexes of tables whose data is in meanwhile.
+    let finish = move |_seconds: f64| async move { leader_finished_data(tgt_ref, run).await };
+    pipeline::run(
+        pipeline::Inputs {
+            plan,
+            source,
+            target,
+            run,
+            jobs: opts.jobs,
+            preamble,
+            snapshot,
+            exporter: None,
+            counters: counters.clone(),
+            role: pipeline::Role::Worker,
+            by: by.clone(),
+        },
+        &tgt,
+        &src,
+        finish,
+    )
+    .await?;
+    counters.set_phase("done");
+    (summary.chunks, summary.rows) = Chunk::done_by(&tgt, run, &by).await?;
+    summary.items = PostDataItem::done_by(&tgt, run, &by).await?;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// How often a worker looks whether the leader has reached (or ended) the data phase: every
+/// moment lost here is one the worker's jobs sit idle.
+const LEADER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Waits until the run is past its data phase, as long as its leader runs (its leader lock
+/// bounds the wait: a leader that dies releases it).
+async fn leader_finished_data(tgt: &Client, run: &str) -> Result<(), Error> {
+    loop {
+        let phase = Run::get(tgt, run).await?.map(|r| r.phase);
+        if phase != Some(Phase::Data) {
+            return Ok(());
+        }
+        if !state::leader::leader_running(tgt, run).await? {
+            return Err(Error::LeaderGone { run: run.into() });
+        }
+        tokio::time::sleep(LEADER_POLL).await;
+    }
 }
 
 /// Everything that would make the copy fail or lose data, found before anything is touched.
@@ -480,6 +682,7 @@ async fn start_run(
     }
     state::created::mark_recorded(&tx, run).await?;
     Run::set_snapshot(&tx, run, snap.lsn, &post).await?;
+    state::leader::publish_snapshot(&tx, run, Some((&snap.name, snap.lsn))).await?;
     Chunk::insert_all(&tx, run, &chunks).await?;
     PostDataItem::insert_all(&tx, run, &post_data.items).await?;
     Run::set_phase(&tx, run, Phase::Data).await?;
@@ -592,6 +795,7 @@ async fn finish_data(
         .map_err(sql("target", format!("set sequence {name}")))?;
     }
     Run::set_phase(&tx, run, Phase::PostData).await?;
+    state::leader::publish_snapshot(&tx, run, None).await?;
     tx.commit().await.map_err(sql("target", "commit sequences"))
 }
 

@@ -17,7 +17,7 @@ use crate::data::{self, DataConns, Snapshot};
 use crate::error::{sql, Error};
 use crate::postdata::{self, Outcome};
 use crate::progress::Counters;
-use crate::schedule::{self, Key, Mode, Next, Sched, Step, TableState, Task};
+use crate::schedule::{self, ChunkEnd, Key, Mode, Next, Sched, Step, TableState, Task};
 
 pub struct Inputs<'a> {
     pub plan: &'a Plan,
@@ -32,6 +32,19 @@ pub struct Inputs<'a> {
     pub snapshot: Option<Snapshot>,
     pub exporter: Option<wire::ExportedSnapshot>,
     pub counters: Arc<Counters>,
+    pub role: Role,
+    /// This process, as chunk and item rows record who did them.
+    pub by: String,
+}
+
+/// Which side of a copy this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The `copy` that planned the run: it ends the data phase (sequences), runs ANALYZE and
+    /// finishes the run.
+    Leader,
+    /// A `copy --join` worker: chunks and post-data items only.
+    Worker,
 }
 
 /// What the pipeline saw, for the audit log.
@@ -90,7 +103,8 @@ where
         states.insert(
             key.clone(),
             TableState {
-                analyze_pending: true,
+                // Once per table: the leader's.
+                analyze_pending: inputs.role == Role::Leader,
                 needs_all_data: t.kind != "table",
                 expression_index: expression_tables.contains(&key),
                 analyze_cost: cost::analyze(t.bytes),
@@ -128,12 +142,41 @@ where
     };
     let workers = (0..shared.inputs.jobs.max(1)).map(|id| worker(id, &shared, &finish_data));
     // The first error ends every worker (their sessions close, the server rolls back).
-    let result = futures_util::future::try_join_all(workers).await;
+    let all = futures_util::future::try_join_all(workers);
+    let result = tokio::select! {
+        r = all => r,
+        never = refresh_progress(tgt, run, &shared.inputs.counters) => match never {},
+    };
     if let Some(exp) = shared.exporter.lock().await.take() {
         exp.into_connection().close().await;
     }
     result?;
     Ok(shared.report.into_inner().unwrap_or_default())
+}
+
+/// Keeps the progress counters at what every process of the run has done (`copy --join`
+/// workers commit chunks and items this process does not count itself).
+async fn refresh_progress(
+    tgt: &Client,
+    run: &str,
+    counters: &Counters,
+) -> std::convert::Infallible {
+    use std::sync::atomic::Ordering::Relaxed;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        // A failed read only leaves the counters a second older; the work reports errors.
+        if let Ok(Ok((chunks, bytes))) =
+            tokio::time::timeout(schedule::REFRESH_BOUND, Chunk::done(tgt, run)).await
+        {
+            counters.chunks_done.store(chunks.max(0) as u64, Relaxed);
+            counters.est_bytes_done.store(bytes.max(0) as u64, Relaxed);
+        }
+        if let Ok(Ok(items)) =
+            tokio::time::timeout(schedule::REFRESH_BOUND, PostDataItem::done(tgt, run)).await
+        {
+            counters.items_done.store(items.max(0) as u64, Relaxed);
+        }
+    }
 }
 
 /// The two steps of a plain table's primary key or unique constraint (see
@@ -306,23 +349,50 @@ where
                 Error::Worker("a chunk to copy but no snapshot to read it at".into())
             })?;
             if data_conns.is_none() {
-                *data_conns = Some(DataConns::open(inputs.source, inputs.target, snapshot).await?);
+                match DataConns::open(inputs.source, inputs.target, snapshot).await {
+                    Ok(c) => *data_conns = Some(c),
+                    // A worker imports the leader's snapshot, which lives only as long as the
+                    // leader's data phase: past it there is nothing left to copy.
+                    Err(e) if inputs.role == Role::Worker => {
+                        let (schema, name) = &table;
+                        let tgt = conn::connect(inputs.target)
+                            .await
+                            .map_err(|e| Error::Conn {
+                                side: "target",
+                                source: e,
+                            })?;
+                        if Chunk::pending_in_table(&tgt, inputs.run, schema, name).await? > 0 {
+                            tracing::warn!(error = %e, "could not import the leader's snapshot");
+                            return Err(Error::LeaderGone {
+                                run: inputs.run.into(),
+                            });
+                        }
+                        shared.sched.lock().expect("scheduler lock").chunk_ended(
+                            &table,
+                            ChunkEnd::NoneLeft,
+                            Instant::now(),
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             let conns = data_conns.as_mut().expect("opened above");
-            let copied = data::copy_chunk_of(
+            let end = data::copy_chunk_of(
                 conns,
                 &table,
                 &shared.tables,
                 inputs.run,
                 snapshot,
                 &inputs.counters,
+                &inputs.by,
             )
             .await?;
             shared
                 .sched
                 .lock()
                 .expect("scheduler lock")
-                .chunk_ended(&table, copied);
+                .chunk_ended(&table, end, Instant::now());
         }
         Task::FinishData => {
             let seconds = shared.started.elapsed().as_secs_f64();
@@ -357,6 +427,7 @@ where
                 sql_instead,
                 finish,
                 &inputs.counters,
+                &inputs.by,
             )
             .await?;
             let mut sched = shared.sched.lock().expect("scheduler lock");

@@ -32,7 +32,7 @@ pub enum Outcome {
 }
 
 /// Claims item number `item` and runs its SQL (or `sql` instead), in one transaction; with
-/// `finish` the item is marked done in that transaction too.
+/// `finish` the item is marked done (built by `by`) in that transaction too.
 pub async fn build_item(
     tgt: &mut Client,
     run: &str,
@@ -40,6 +40,7 @@ pub async fn build_item(
     sql_instead: Option<&str>,
     finish: bool,
     counters: &Counters,
+    by: &str,
 ) -> Result<Outcome, Error> {
     let tx = tgt.transaction().await.map_err(sql("target", "begin"))?;
     let Some(item) = PostDataItem::claim_one(&tx, run, item).await? else {
@@ -54,7 +55,7 @@ pub async fn build_item(
     match tx.batch_execute(sql_instead.unwrap_or(&item.sql)).await {
         Ok(()) => {
             if finish {
-                item.finish(&tx, run, started.elapsed().as_secs_f64())
+                item.finish(&tx, run, started.elapsed().as_secs_f64(), by)
                     .await?;
             }
             tx.commit()

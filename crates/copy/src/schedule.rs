@@ -102,6 +102,20 @@ pub struct TableState {
     /// It has an index on an expression: ANALYZE waits for its indexes.
     pub expression_index: bool,
     pub analyze_cost: i64,
+    /// Its pending chunks were all held by other processes: no claim before this.
+    pub retry_at: Option<Instant>,
+}
+
+/// How a chunk task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkEnd {
+    /// It committed a chunk.
+    Copied,
+    /// The table has no pending chunk left: other processes copied the rest.
+    NoneLeft,
+    /// Its pending chunks are all being copied by other processes (`copy --join` workers,
+    /// or the leader): ask again a moment later, as a process that dies loses its claims.
+    Busy,
 }
 
 #[derive(Debug)]
@@ -124,6 +138,9 @@ pub enum Next {
 
 /// How long an item that another process holds, or that lost a deadlock, sits out.
 pub const RETRY: Duration = Duration::from_millis(100);
+
+/// Bound on one read of the run's progress.
+pub const REFRESH_BOUND: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 pub struct Sched {
@@ -220,6 +237,9 @@ impl Sched {
         let mut best: Option<(i64, Pick)> = None;
         for (k, t) in &self.tables {
             let priority = t.chunk_cost + t.waiting;
+            if t.retry_at.is_some_and(|at| at > now) {
+                continue;
+            }
             if t.unclaimed > 0 && best.as_ref().is_none_or(|(c, _)| priority > *c) {
                 best = Some((priority, Pick::Chunk(k.clone())));
             }
@@ -274,20 +294,32 @@ impl Sched {
         })
     }
 
-    /// A chunk task for `table` ended: it committed a chunk, or (`copied` false) found none
-    /// left to claim (another process has them): none more is handed out for that table.
-    pub fn chunk_ended(&mut self, table: &Key, copied: bool) {
+    /// A chunk task for `table` ended (see [`ChunkEnd`]).
+    pub fn chunk_ended(&mut self, table: &Key, end: ChunkEnd, now: Instant) {
         self.running -= 1;
         self.chunks_in_flight -= 1;
-        if let Some(t) = self.tables.get_mut(table) {
-            if copied {
-                t.chunks_left = t.chunks_left.saturating_sub(1);
-            } else {
+        let Some(t) = self.tables.get_mut(table) else {
+            if end == ChunkEnd::Copied {
+                self.chunks_left = self.chunks_left.saturating_sub(1);
+            }
+            return;
+        };
+        match end {
+            ChunkEnd::Copied => {
+                if t.chunks_left > 0 {
+                    t.chunks_left -= 1;
+                    self.chunks_left = self.chunks_left.saturating_sub(1);
+                }
+            }
+            ChunkEnd::NoneLeft => {
+                self.chunks_left = self.chunks_left.saturating_sub(t.chunks_left);
+                t.chunks_left = 0;
                 t.unclaimed = 0;
             }
-        }
-        if copied {
-            self.chunks_left = self.chunks_left.saturating_sub(1);
+            ChunkEnd::Busy => {
+                t.unclaimed += 1;
+                t.retry_at = Some(now + RETRY);
+            }
         }
     }
 
@@ -650,7 +682,7 @@ mod tests {
         let mut s = Sched::new(tables, chunks, items, false);
         assert!(matches!(run(&mut s), Task::Chunk(_))); // the big chunk first
         assert!(matches!(run(&mut s), Task::Chunk(_)));
-        s.chunk_ended(&big, true);
+        s.chunk_ended(&big, ChunkEnd::Copied, Instant::now());
         // Big table copied: its largest index, ahead of the small table's last chunk.
         let Task::Item(a) = run(&mut s) else { panic!() };
         assert_eq!(a.item, 1);
@@ -664,8 +696,8 @@ mod tests {
         s.item_ended(&b);
         let Task::Item(c) = run(&mut s) else { panic!() };
         assert_eq!(c.item, 0);
-        s.chunk_ended(&small, true);
-        s.chunk_ended(&small, true);
+        s.chunk_ended(&small, ChunkEnd::Copied, Instant::now());
+        s.chunk_ended(&small, ChunkEnd::Copied, Instant::now());
         // The foreign key waits for the end of the data phase.
         assert!(matches!(run(&mut s), Task::FinishData));
         let Task::Analyze(an) = run(&mut s) else {
@@ -727,7 +759,7 @@ mod tests {
             order,
             [big.clone(), big.clone(), referenced.clone(), other.clone()]
         );
-        s.chunk_ended(&referenced, true);
+        s.chunk_ended(&referenced, ChunkEnd::Copied, Instant::now());
         // Its key carries the foreign key: ahead of everything but that key's own data.
         let Task::Item(key) = run(&mut s) else {
             panic!()
@@ -782,16 +814,16 @@ mod tests {
         for _ in 0..3 {
             assert!(matches!(run(&mut s), Task::Chunk(_)));
         }
-        s.chunk_ended(&a, true);
+        s.chunk_ended(&a, ChunkEnd::Copied, Instant::now());
         assert!(matches!(s.next(Instant::now()), Next::Wait));
-        s.chunk_ended(&b, true);
+        s.chunk_ended(&b, ChunkEnd::Copied, Instant::now());
         let Task::Item(fk) = run(&mut s) else {
             panic!()
         };
         assert_eq!(fk.item, 0); // c still copies; the unknown item waits for it
         s.item_ended(&fk);
         assert!(matches!(s.next(Instant::now()), Next::Wait));
-        s.chunk_ended(&c, true);
+        s.chunk_ended(&c, ChunkEnd::Copied, Instant::now());
         assert!(matches!(run(&mut s), Task::FinishData));
         assert!(matches!(s.next(Instant::now()), Next::Wait));
         s.finish_data_ended();
@@ -820,7 +852,7 @@ mod tests {
         let mut s = Sched::new(tables, vec![(t.clone(), 1)], items, false);
         assert!(matches!(run(&mut s), Task::Chunk(_)));
         assert!(matches!(s.next(Instant::now()), Next::Wait)); // unknown table: all data first
-        s.chunk_ended(&t, true);
+        s.chunk_ended(&t, ChunkEnd::Copied, Instant::now());
         assert!(matches!(run(&mut s), Task::FinishData));
         let Task::Item(a) = run(&mut s) else { panic!() };
         assert_eq!(a.item, 0);
@@ -846,7 +878,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_that_finds_no_chunk_ends_the_data_phase_after_the_flights_land() {
+    fn a_chunk_held_elsewhere_is_asked_for_again_until_none_is_left() {
         let t = k("s", "t");
         let tables = HashMap::from([(
             t.clone(),
@@ -858,9 +890,14 @@ mod tests {
         let mut s = Sched::new(tables, vec![(t.clone(), 1), (t.clone(), 1)], vec![], false);
         assert!(matches!(run(&mut s), Task::Chunk(_)));
         assert!(matches!(run(&mut s), Task::Chunk(_)));
-        s.chunk_ended(&t, false); // another process took the second
+        s.chunk_ended(&t, ChunkEnd::Busy, Instant::now()); // another process holds the second
         assert!(matches!(s.next(Instant::now()), Next::Wait));
-        s.chunk_ended(&t, true);
+        let Next::Run(Task::Chunk(_)) = s.next(Instant::now() + RETRY * 2) else {
+            panic!()
+        };
+        s.chunk_ended(&t, ChunkEnd::NoneLeft, Instant::now()); // and committed it
+        assert!(matches!(s.next(Instant::now()), Next::Wait));
+        s.chunk_ended(&t, ChunkEnd::Copied, Instant::now());
         assert!(matches!(run(&mut s), Task::FinishData));
         s.finish_data_ended();
         assert!(matches!(s.next(Instant::now()), Next::Done));

@@ -172,7 +172,9 @@ impl Chunk {
         .transpose()
     }
 
-    /// Marks the chunk done; call in the transaction that wrote its rows.
+    /// Marks the chunk done, copied by process `by`; call in the transaction that wrote its
+    /// rows.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish(
         &self,
         c: &impl GenericClient,
@@ -181,11 +183,12 @@ impl Chunk {
         bytes: i64,
         seconds: f64,
         snapshot_lsn: lsn::Lsn,
+        by: &str,
     ) -> Result<(), Error> {
         c.execute(
             "UPDATE bluegreen.chunks
                 SET state = 'done', rows = $5, bytes = $6, seconds = $7,
-                    snapshot_lsn = $8::text::pg_lsn, done_at = clock_timestamp()
+                    snapshot_lsn = $8::text::pg_lsn, done_at = clock_timestamp(), copied_by = $9
               WHERE run = $1 AND table_schema = $2 AND table_name = $3 AND chunk = $4",
             &[
                 &run,
@@ -196,6 +199,7 @@ impl Chunk {
                 &bytes,
                 &seconds,
                 &snapshot_lsn,
+                &by,
             ],
         )
         .await
@@ -259,6 +263,47 @@ impl Chunk {
             .iter()
             .map(|r| (r.get(0), r.get(1), r.get(2)))
             .collect())
+    }
+
+    /// Chunks of one table not yet committed done (claimed by a running transaction or not).
+    pub async fn pending_in_table(
+        c: &impl GenericClient,
+        run: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<i64, Error> {
+        c.query_one(
+            "SELECT count(*) FROM bluegreen.chunks
+              WHERE run = $1 AND table_schema = $2 AND table_name = $3 AND state = 'pending'",
+            &[&run, &schema, &table],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(q("count pending chunks"))
+    }
+
+    /// Done chunks of the run, whoever copied them: (count, estimated bytes).
+    pub async fn done(c: &impl GenericClient, run: &str) -> Result<(i64, i64), Error> {
+        c.query_one(
+            "SELECT count(*), coalesce(sum(est_bytes), 0)::bigint FROM bluegreen.chunks
+              WHERE run = $1 AND state = 'done'",
+            &[&run],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .map_err(q("count done chunks"))
+    }
+
+    /// What process `by` copied: (chunks, rows).
+    pub async fn done_by(c: &impl GenericClient, run: &str, by: &str) -> Result<(i64, i64), Error> {
+        c.query_one(
+            "SELECT count(*), coalesce(sum(rows), 0)::bigint FROM bluegreen.chunks
+              WHERE run = $1 AND state = 'done' AND copied_by = $2",
+            &[&run, &by],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .map_err(q("count chunks copied by a process"))
     }
 
     pub async fn pending(c: &impl GenericClient, run: &str) -> Result<i64, Error> {

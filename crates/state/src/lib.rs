@@ -11,6 +11,7 @@ mod chunks;
 pub mod created;
 mod fences;
 pub mod flips;
+pub mod leader;
 pub mod matviews;
 mod migrate;
 pub mod names;

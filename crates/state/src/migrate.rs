@@ -226,6 +226,17 @@ ALTER TABLE bluegreen.verify_chunks ADD CONSTRAINT verify_chunks_pass_check
     CHECK (pass IN ('check', 'recheck', 'carried'));
 ALTER TABLE bluegreen.verify_chunks ADD COLUMN carried_from bigint;
 "#,
+    // Copy across processes (`copy --join`): the snapshot the leader's data phase reads at
+    // (workers import it while the leader holds it; a new leader replaces it, so a worker of
+    // the old one can no longer commit a chunk), and which process copied each chunk and
+    // built each item.
+    r#"
+ALTER TABLE bluegreen.runs
+    ADD COLUMN copy_snapshot     text,
+    ADD COLUMN copy_snapshot_lsn pg_lsn;
+ALTER TABLE bluegreen.chunks ADD COLUMN copied_by text;
+ALTER TABLE bluegreen.post_data ADD COLUMN built_by text;
+"#,
 ];
 
 /// Version this build knows.

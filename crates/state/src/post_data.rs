@@ -140,20 +140,45 @@ impl PostDataItem {
         .map_err(q("post-data item state"))
     }
 
+    /// Marks the item built by process `by`, in the transaction that built it.
     pub async fn finish(
         &self,
         c: &impl GenericClient,
         run: &str,
         seconds: f64,
+        by: &str,
     ) -> Result<(), Error> {
         c.execute(
-            "UPDATE bluegreen.post_data SET state = 'done', seconds = $3
+            "UPDATE bluegreen.post_data SET state = 'done', seconds = $3, built_by = $4
               WHERE run = $1 AND item = $2",
-            &[&run, &self.item, &seconds],
+            &[&run, &self.item, &seconds, &by],
         )
         .await
         .map(|_| ())
         .map_err(q("finish post-data item"))
+    }
+
+    /// Items built, whoever built them.
+    pub async fn done(c: &impl GenericClient, run: &str) -> Result<i64, Error> {
+        c.query_one(
+            "SELECT count(*) FROM bluegreen.post_data WHERE run = $1 AND state = 'done'",
+            &[&run],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(q("count built post-data items"))
+    }
+
+    /// Items process `by` built.
+    pub async fn done_by(c: &impl GenericClient, run: &str, by: &str) -> Result<i64, Error> {
+        c.query_one(
+            "SELECT count(*) FROM bluegreen.post_data
+              WHERE run = $1 AND state = 'done' AND built_by = $2",
+            &[&run, &by],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(q("count items built by a process"))
     }
 
     pub async fn count(c: &impl GenericClient, run: &str) -> Result<i64, Error> {

@@ -58,6 +58,20 @@ pub async fn run(args: CopyArgs, settings: &Settings) -> Result<Outcome, Trouble
     // A bar is no log line: JSON logs get the progress lines instead.
     let bar = (std::io::stderr().is_terminal() && !crate::logging::json()).then(new_bar);
     let ticker = tokio::spawn(show_progress(counters.clone(), bar.clone()));
+    if args.join {
+        let result = copy::join(&plan, &source_spec, &target_spec, &opts, counters).await;
+        ticker.abort();
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        return match result {
+            Ok(summary) => {
+                print!("{}", render::join_summary(&summary));
+                Ok(Outcome::Clean)
+            }
+            Err(e) => Err(Trouble::copy(e)),
+        };
+    }
     let result = copy::copy(&plan, &source_spec, &target_spec, &opts, counters).await;
     ticker.abort();
     if let Some(b) = bar {
