@@ -280,6 +280,9 @@ async fn wait_held(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<(), Error> {
+    // The applier reads a request the moment the nudge reaches it and answers in
+    // milliseconds: poll fast first, then back off to the old 50 ms.
+    let mut pause = Duration::from_millis(1);
     loop {
         let s = ApplyStatus::get(sides.state, sides.run)
             .await?
@@ -309,7 +312,8 @@ async fn wait_held(
                 s.lag_bytes.map(|b| b.to_string()).unwrap_or("?".into())
             )));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
