@@ -78,7 +78,8 @@ pub async fn verify(
 ) -> Result<Report, Error> {
     let started = Instant::now();
     let run = opts.run.as_str();
-    let mut state_client = conn::connect(target).await.map_err(conn_err("target"))?;
+    let (state_client, source_client) = tokio::join!(conn::connect(target), conn::connect(source));
+    let mut state_client = state_client.map_err(conn_err("target"))?;
     if !state::exists(&state_client).await? {
         return Err(no_run(run));
     }
@@ -126,7 +127,7 @@ pub async fn verify(
             });
         }
     }
-    let source_client = conn::connect(source).await.map_err(conn_err("source"))?;
+    let source_client = source_client.map_err(conn_err("source"))?;
     let schemas: HashSet<&String> = if opts.schemas.is_empty() {
         run_row.schemas.iter().collect()
     } else {
