@@ -45,11 +45,16 @@ tgt="host=127.0.0.1 port=$TARGET_PORT user=postgres dbname=factory_telemetry ssl
 
 echo "== loading factory_telemetry at scale $scale, copying it"
 current=load
+t0=$(now)
 "$bin/bg-fixture" load --dsn "$src" --scale "$scale" >"$work/load.log" 2>&1
 $PSQL "$src" -c "ALTER TABLE factory_telemetry.sensor_raw_log REPLICA IDENTITY FULL"
+printf '   %-12s %7.2f s\n' load "$(echo "$(now) - $t0" | bc)"
 current=copy
+t0=$(now)
 "$bin/bluegreen" copy --source "$src" --target "$tgt" >"$work/copy.out" 2>"$work/copy.log"
+printf '   %-12s %7.2f s\n' copy "$(echo "$(now) - $t0" | bc)"
 db_bytes=$($pgbin/psql -XAt "$src" -c "SELECT pg_database_size(current_database())")
+echo "   database     $((db_bytes / 1048576)) MB; the source server's directory (data and WAL) $(du -sm "$(dirname "$SOURCE_LOG")" 2>/dev/null | cut -f1) MB, the target's about as much"
 
 current=sync
 "$bin/bluegreen" sync --source "$src" --target "$tgt" >"$work/sync.out" 2>"$work/sync.log" &
@@ -75,9 +80,24 @@ echo "== full verify"
 current="full verify"
 verify full --full
 echo "== plant workload: $seconds s at $rate metric_hist rows/s"
+start_lsn=$($pgbin/psql -XAt "$src" -c "SELECT pg_current_wal_lsn()")
 current=workload
 "$bin/bg-fixture" workload --dsn "$src" --seconds "$seconds" --rate "$rate" --ledger "$work/ledger" \
   >"$work/workload.log" 2>&1
+# Let sync apply the workload first: the incremental verify's time is then the verify's own
+# (its hold would otherwise wait for the catch-up), and the catch-up is reported apart.
+current="sync catch-up"
+end_lsn=$($pgbin/psql -XAt "$src" -c "SELECT pg_current_wal_lsn()")
+t0=$(now)
+caught=f
+for _ in $(seq 1 1500); do
+  caught=$($pgbin/psql -XAt "$tgt" -c "SELECT coalesce(bool_or(applied_lsn >= '$end_lsn'), false) FROM bluegreen.apply")
+  [ "$caught" = t ] && break
+  sleep 0.2
+done
+[ "$caught" = t ] || { echo "sync did not apply up to $end_lsn within 300 s" >&2; exit 1; }
+printf '   %-12s %7.2f s\n' catch-up "$(echo "$(now) - $t0" | bc)"
+changes=$($pgbin/psql -XAt "$src" -c "SELECT '$end_lsn'::pg_lsn - '$start_lsn'::pg_lsn")
 echo "== incremental verify"
 current="incremental verify"
 verify incremental
@@ -86,7 +106,7 @@ wait "$sync_pid" 2>/dev/null || true
 
 current=report
 results="$root/bench/RESULTS.md" work="$work" scale="$scale" seconds="$seconds" rate="$rate" \
-  db_bytes="$db_bytes" record="$record" bg_version="$bg_version" python3 - <<'PY'
+  db_bytes="$db_bytes" changes="$changes" record="$record" bg_version="$bg_version" python3 - <<'PY'
 import json, os
 w = os.environ["work"]
 def load(n):
@@ -97,7 +117,8 @@ assert inc.get("incremental_from") is not None, "the second verify was not incre
 ch = lambda r, k: sum(t[k] for t in r["tables"])
 lines = [
     f"## incremental verify: scale {os.environ['scale']} ({int(os.environ['db_bytes']) / 2**20:.0f} MB database), "
-    f"{os.environ['seconds']} s of the plant workload at {os.environ['rate']} rows/s between",
+    f"{os.environ['seconds']} s of the plant workload at {os.environ['rate']} rows/s between "
+    f"({int(os.environ['changes']) / 2**20:.1f} MB of source WAL, applied by sync before the second verify)",
     "",
     f"bluegreen {os.environ['bg_version']}; command: `bench/verify-incremental.sh --scale {os.environ['scale']} "
     f"--seconds {os.environ['seconds']} --rate {os.environ['rate']}`.",

@@ -33,7 +33,18 @@ pub async fn build_plan(
     target_name: String,
     opts: &PlanOptions,
 ) -> Result<Plan, Error> {
-    let all = read::schemas(source).await?;
+    // The reads go out together (pipelined on each session, both servers at work at once)
+    // rather than one round trip after another: over a WAN that is most of a plan's time.
+    let (all, src, tgt, source_id, target_id, large_objects, prepared_transactions, extensions) = tokio::try_join!(
+        read::schemas(source),
+        read::server(source, source_name),
+        read::server(target, target_name),
+        async { Ok(read::identity(source).await) },
+        async { Ok(read::identity(target).await) },
+        read::large_objects(source),
+        read::prepared_transactions(source),
+        read::extensions(source, target),
+    )?;
     let schemas = if opts.schemas.is_empty() {
         all
     } else {
@@ -42,41 +53,63 @@ pub async fn build_plan(
         }
         opts.schemas.clone()
     };
-    let src = read::server(source, source_name).await?;
-    let tgt = read::server(target, target_name).await?;
-    let mut tables = read::tables(source, &schemas).await?;
+    let same_locale = (&src.collate, &src.ctype) == (&tgt.collate, &tgt.ctype);
+    let (
+        mut tables,
+        on_target,
+        timescale,
+        target_can_apply,
+        locale_indexes,
+        sequences,
+        materialized_views,
+        foreign_tables,
+    ) = tokio::try_join!(
+        read::tables(source, &schemas),
+        read::existing_tables(target, &schemas),
+        async {
+            match src.timescaledb {
+                Some(_) => read::timescale(source).await.map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            if tgt.superuser {
+                Ok(true)
+            } else {
+                read::can_apply(target).await
+            }
+        },
+        async {
+            if same_locale {
+                Ok(Vec::new())
+            } else {
+                read::locale_dependent_indexes(source, &schemas).await
+            }
+        },
+        read::sequences(source, &schemas),
+        read::relations_of_kind(source, &schemas, "m"),
+        read::relations_of_kind(source, &schemas, "f"),
+    )?;
     // Tables of the planned schemas on the target: the planned ones block a copy (it would
     // collide with them); the others are only the target's and copy leaves them alone.
-    let (existing, target_only): (Vec<String>, Vec<String>) =
-        read::existing_tables(target, &schemas)
-            .await?
-            .into_iter()
-            .partition(|name| tables.iter().any(|t| t.display_name() == *name));
+    let (existing, target_only): (Vec<String>, Vec<String>) = on_target
+        .into_iter()
+        .partition(|name| tables.iter().any(|t| t.display_name() == *name));
     for t in &mut tables {
         t.on_target = existing.contains(&t.display_name());
     }
-    let timescale = match src.timescaledb {
-        Some(_) => Some(read::timescale(source).await?),
-        None => None,
-    };
-    let same_cluster = match (read::identity(source).await, read::identity(target).await) {
+    let same_cluster = match (source_id, target_id) {
         (Some(a), Some(b)) => a == b,
         _ => false,
     };
-    let target_can_apply = tgt.superuser || read::can_apply(target).await?;
-    let locale_indexes = if (&src.collate, &src.ctype) != (&tgt.collate, &tgt.ctype) {
-        read::locale_dependent_indexes(source, &schemas).await?
-    } else {
-        Vec::new()
-    };
     let mut plan = Plan {
         format: PLAN_FORMAT,
-        sequences: read::sequences(source, &schemas).await?,
-        materialized_views: read::relations_of_kind(source, &schemas, "m").await?,
-        foreign_tables: read::relations_of_kind(source, &schemas, "f").await?,
-        extensions: read::extensions(source, target).await?,
-        large_objects: read::large_objects(source).await?,
-        prepared_transactions: read::prepared_transactions(source).await?,
+        sequences,
+        materialized_views,
+        foreign_tables,
+        extensions,
+        large_objects,
+        prepared_transactions,
         source: src,
         target: tgt,
         compression_markers: timescale.as_ref().map(|t| t.markers),

@@ -2,6 +2,7 @@
 //! the outcome) and one row per checked chunk (range, checksums, rows, equal or not), so
 //! cutover can require a recent clean verify and `status` can show the last one.
 
+use futures_util::future::try_join_all;
 use lsn::Lsn;
 
 use crate::{q, Error, GenericClient};
@@ -143,31 +144,46 @@ pub async fn record_chunks(
         )
         .await
         .map_err(q("prepare verify chunk insert"))?;
-    for ch in chunks {
-        c.execute(
-            &stmt,
-            &[
-                &id,
-                &ch.pass,
-                &ch.table_schema,
-                &ch.table_name,
-                &ch.chunk,
-                &ch.lower,
-                &ch.upper,
-                &ch.lsn,
-                &ch.source_checksum,
-                &ch.target_checksum,
-                &ch.source_rows,
-                &ch.target_rows,
-                &ch.equal,
-                &ch.seconds,
-                &ch.carried_from,
-            ],
-        )
-        .await
-        .map_err(q("record verify chunk"))?;
+    // Pipelined (one client, many statements in flight): a round trip per batch, not per
+    // chunk; a verify of thousands of chunks records them in a few.
+    for batch in chunks.chunks(PIPELINE) {
+        try_join_all(batch.iter().map(|ch| insert_chunk(c, &stmt, id, ch))).await?;
     }
     Ok(())
+}
+
+/// Statements in flight at once when recording results.
+const PIPELINE: usize = 256;
+
+async fn insert_chunk(
+    c: &impl GenericClient,
+    stmt: &tokio_postgres::Statement,
+    id: i64,
+    ch: &ChunkResult,
+) -> Result<(), Error> {
+    c.execute(
+        stmt,
+        &[
+            &id,
+            &ch.pass,
+            &ch.table_schema,
+            &ch.table_name,
+            &ch.chunk,
+            &ch.lower,
+            &ch.upper,
+            &ch.lsn,
+            &ch.source_checksum,
+            &ch.target_checksum,
+            &ch.source_rows,
+            &ch.target_rows,
+            &ch.equal,
+            &ch.seconds,
+            &ch.carried_from,
+        ],
+    )
+    .await
+    .map(|_| ())
+    .map_err(q("record verify chunk"))
 }
 
 /// Records how a verify run ended.
@@ -257,12 +273,12 @@ pub struct TableResult {
     pub carried_from: Option<i64>,
 }
 
-pub async fn record_tables(
-    c: &impl GenericClient,
+pub async fn record_tables<'a>(
+    c: &'a impl GenericClient,
     id: i64,
-    tables: &[TableResult],
+    tables: &'a [TableResult],
 ) -> Result<(), Error> {
-    for t in tables {
+    let insert = |t: &'a TableResult| async move {
         c.execute(
             "INSERT INTO bluegreen.verify_tables (verify_id, table_schema, table_name, shape,
                     chunks, checked, carried, carried_from)
@@ -279,7 +295,11 @@ pub async fn record_tables(
             ],
         )
         .await
-        .map_err(q("record a verified table"))?;
+        .map(|_| ())
+        .map_err(q("record a verified table"))
+    };
+    for batch in tables.chunks(PIPELINE) {
+        try_join_all(batch.iter().map(insert)).await?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use catalog::Plan;
 use conn::ConnSpec;
+use futures_util::future::try_join_all;
 use state::changes::Journal;
 use state::verify::{ChunkResult, NewVerify, Outcome, TableResult, Totals};
 use state::{ApplyStatus, Phase, Run};
@@ -77,7 +78,8 @@ pub async fn verify(
 ) -> Result<Report, Error> {
     let started = Instant::now();
     let run = opts.run.as_str();
-    let mut state_client = conn::connect(target).await.map_err(conn_err("target"))?;
+    let (state_client, source_client) = tokio::join!(conn::connect(target), conn::connect(source));
+    let mut state_client = state_client.map_err(conn_err("target"))?;
     if !state::exists(&state_client).await? {
         return Err(no_run(run));
     }
@@ -125,7 +127,7 @@ pub async fn verify(
             });
         }
     }
-    let source_client = conn::connect(source).await.map_err(conn_err("source"))?;
+    let source_client = source_client.map_err(conn_err("source"))?;
     let schemas: HashSet<&String> = if opts.schemas.is_empty() {
         run_row.schemas.iter().collect()
     } else {
@@ -168,14 +170,20 @@ pub async fn verify(
 
     let schema_list: Vec<&String> = schemas.iter().copied().collect();
     let aggregates = crate::aggregates::compare(source, target, &snaps, plan, &schema_list).await;
-    let (result, aggregates) = match aggregates {
-        Ok(a) => (
-            check_and_repair(&sides, &mode, snaps, &tables, opts, prior.as_ref(), &origin).await,
-            a,
-        ),
+    let mv_schemas: Vec<String> = schemas.iter().map(|s| s.to_string()).collect();
+    let (result, aggregates, matviews) = match aggregates {
+        Ok(a) => {
+            // The views are read as they are now (each side refreshes its own), not at the
+            // snapshots: compared while the chunks are checked rather than after.
+            let (checked, matviews) = tokio::join!(
+                check_and_repair(&sides, &mode, snaps, &tables, opts, prior.as_ref(), &origin),
+                compare_matviews(&source_client, &state_client, &mv_schemas)
+            );
+            (checked, a, matviews)
+        }
         Err(e) => {
             snaps.close().await;
-            (Err(e), Vec::new())
+            (Err(e), Vec::new(), Ok(Vec::new()))
         }
     };
     let Checked {
@@ -201,7 +209,6 @@ pub async fn verify(
             return Err(e);
         }
     };
-
     let mut report = build_report(
         run,
         id,
@@ -218,9 +225,7 @@ pub async fn verify(
     );
     report.equal &= aggregates.iter().all(|a| a.equal);
     report.continuous_aggregates = aggregates;
-    let mv_schemas: Vec<String> = schemas.iter().map(|s| s.to_string()).collect();
-    report.materialized_views =
-        compare_matviews(&source_client, &state_client, &mv_schemas).await?;
+    report.materialized_views = matviews?;
     let mut results: Vec<ChunkResult> = outcomes
         .iter()
         .map(|o| {
@@ -485,8 +490,8 @@ async fn repair_and_recheck(
 }
 
 /// Plans every table's chunks (or, incrementally, takes the base's and keeps those that may
-/// have changed) and checks them with `opts.jobs` workers, each holding one reader per side
-/// at the snapshots.
+/// have changed) and checks them with up to `opts.jobs` workers (no more than there are
+/// chunks), each holding one reader per side at the snapshots.
 async fn check_all(
     sides: &Sides<'_>,
     snaps: &Snapshots,
@@ -495,27 +500,30 @@ async fn check_all(
     prior: Option<&Prior>,
     origin: &str,
 ) -> Result<(Vec<ChunkOutcome>, Vec<Carried>, Journal), Error> {
-    let jobs = opts.jobs.max(1);
-    let mut readers = Vec::with_capacity(jobs);
-    for _ in 0..jobs {
-        let (s, t) = tokio::try_join!(
-            reader(sides.source, "source", &snaps.source),
-            reader(sides.target, "target", &snaps.target)
-        )?;
-        readers.push((s, t));
-    }
-    let journal = state::changes::read_journal(&readers[0].1, origin).await?;
+    // One reader pair plans the work; the others are opened (at once, not one after
+    // another) only as far as there are chunks for them.
+    let first = reader_pair(sides, snaps).await?;
+    let journal = state::changes::read_journal(&first.1, origin).await?;
     let plans = match prior {
-        Some(p) => crate::incremental::plan(&readers[0].1, p, &journal, tables).await,
+        Some(p) => crate::incremental::plan(&first.1, p, &journal, tables).await,
         None => tables.iter().map(|_| TablePlan::Full).collect(),
     };
+    // Full tables' chunk bounds, their sampling queries pipelined on the one session.
+    let bounds = try_join_all(tables.iter().zip(&plans).map(|(t, plan)| async {
+        match plan {
+            TablePlan::Full => crate::chunks::plan(&first.0, t, opts.chunk_bytes)
+                .await
+                .map(Some),
+            TablePlan::Chunks { .. } => Ok(None),
+        }
+    }))
+    .await?;
     let mut tasks = VecDeque::new();
     let mut carried = Vec::new();
-    for (i, (t, plan)) in tables.iter().zip(plans).enumerate() {
+    for (i, (plan, ranges)) in plans.into_iter().zip(bounds).enumerate() {
         match plan {
             TablePlan::Full => {
-                let ranges = crate::chunks::plan(&readers[0].0, t, opts.chunk_bytes).await?;
-                for (c, range) in ranges.into_iter().enumerate() {
+                for (c, range) in ranges.unwrap_or_default().into_iter().enumerate() {
                     tasks.push_back(Task {
                         table: i,
                         chunk: c,
@@ -541,6 +549,9 @@ async fn check_all(
             }
         }
     }
+    let mut readers = vec![first];
+    let more = opts.jobs.max(1).min(tasks.len().max(1)) - 1;
+    readers.extend(try_join_all((0..more).map(|_| reader_pair(sides, snaps))).await?);
     let total = tasks.len();
     tracing::info!(chunks = total, "chunks planned");
     let tables = Arc::new(tables.to_vec());
@@ -586,6 +597,14 @@ async fn check_all(
     }
     all.sort_by_key(|o| (o.task.table, o.task.chunk));
     Ok((all, carried, journal))
+}
+
+/// A reader on each side at the snapshots.
+async fn reader_pair(sides: &Sides<'_>, snaps: &Snapshots) -> Result<(Client, Client), Error> {
+    tokio::try_join!(
+        reader(sides.source, "source", &snaps.source),
+        reader(sides.target, "target", &snaps.target)
+    )
 }
 
 async fn worker(
@@ -779,18 +798,22 @@ fn build_report(
 }
 
 /// Each materialized view of the source's `schemas` against the target's of the same name:
-/// row count and an order-independent digest of the rows on each side.
+/// row count and an order-independent digest of the rows on each side. Both sides' queries
+/// go out at once (pipelined on each side's session), not one view and side after another.
 async fn compare_matviews(
     source: &Client,
     target: &Client,
     schemas: &[String],
 ) -> Result<Vec<MatViewCheck>, Error> {
-    use catalog::matviews::{digest, in_refresh_order};
-    let on_target = in_refresh_order(target, schemas).await?;
-    let mut out = Vec::new();
-    for v in in_refresh_order(source, schemas).await? {
-        // Informational: a view the source role may not read is left out, not an error.
-        let readable: bool = source
+    use catalog::matviews::{digest, in_refresh_order, MatView};
+    let (on_source, on_target) = tokio::try_join!(
+        in_refresh_order(source, schemas),
+        in_refresh_order(target, schemas)
+    )?;
+    // Informational: a view the source role may not read is left out, not an error.
+    let mut readable = Vec::new();
+    for v in on_source {
+        let ok: bool = source
             .query_one(
                 "SELECT has_table_privilege(to_regclass($1), 'SELECT')",
                 &[&v.qualified()],
@@ -798,29 +821,35 @@ async fn compare_matviews(
             .await
             .map_err(sql("source", "check access to a materialized view"))?
             .get(0);
-        if !readable {
-            tracing::warn!(view = %v.qualified(), "materialized view not compared: the source role may not read it");
-            continue;
-        }
-        let s = if v.populated {
-            Some(digest(source, &v).await?)
+        if ok {
+            readable.push(v);
         } else {
-            None
-        };
-        let t = match on_target
+            tracing::warn!(view = %v.qualified(), "materialized view not compared: the source role may not read it");
+        }
+    }
+    let on_source = readable;
+    async fn side(c: &Client, v: Option<&MatView>) -> Result<Option<(i64, String)>, Error> {
+        match v.filter(|v| v.populated) {
+            Some(v) => Ok(Some(digest(c, v).await?)),
+            None => Ok(None),
+        }
+    }
+    let digests = try_join_all(on_source.iter().map(|v| {
+        let t = on_target
             .iter()
-            .find(|t| t.schema == v.schema && t.name == v.name)
-        {
-            Some(t) if t.populated => Some(digest(target, t).await?),
-            _ => None,
-        };
-        out.push(MatViewCheck {
+            .find(|t| t.schema == v.schema && t.name == v.name);
+        async move { tokio::try_join!(side(source, Some(v)), side(target, t)) }
+    }))
+    .await?;
+    Ok(on_source
+        .into_iter()
+        .zip(digests)
+        .map(|(v, (s, t))| MatViewCheck {
             equal: s == t,
-            source_rows: s.map(|(n, _)| n),
-            target_rows: t.map(|(n, _)| n),
+            source_rows: s.as_ref().map(|(n, _)| *n),
+            target_rows: t.as_ref().map(|(n, _)| *n),
             schema: v.schema,
             name: v.name,
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }

@@ -111,8 +111,10 @@ impl Snapshots {
     ) -> Result<Snapshots, Error> {
         match mode {
             Mode::Offline { origin } => {
-                let exporter = export_source(sides).await?;
-                let target_holder = target_holder(sides.target).await?;
+                // Connected side by side; the target's snapshot is still taken after the
+                // source's.
+                let (exporter, target_holder) =
+                    tokio::try_join!(export_source(sides), target_holder(sides.target))?;
                 let target = export_target(&target_holder).await?;
                 let applied = origin_progress(sides.state, origin).await;
                 Ok(Snapshots {
@@ -210,7 +212,10 @@ async fn take_held(
     nudge(sides).await;
     wait_held(sides, pause, deadline, hold_timeout).await?;
 
-    let exporter = export_source(sides).await?;
+    // The target session that takes the snapshot connects meanwhile; its snapshot waits for
+    // the hold.
+    let (exporter, target_holder) =
+        tokio::try_join!(export_source(sides), target_holder(sides.target))?;
     let x = exporter.consistent_point();
     state::request_hold(sides.state, sides.run, x).await?;
     // On an idle source nothing is written after X: the message tells the applier that
@@ -231,7 +236,6 @@ async fn take_held(
             )));
         }
     }
-    let target_holder = target_holder(sides.target).await?;
     let target = export_target(&target_holder).await?;
     let mut snaps = Snapshots {
         lsn: x,
@@ -280,6 +284,9 @@ async fn wait_held(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<(), Error> {
+    // The applier reads a request the moment the nudge reaches it and answers in
+    // milliseconds: poll fast first, then back off to the old 50 ms.
+    let mut pause = Duration::from_millis(1);
     loop {
         let s = ApplyStatus::get(sides.state, sides.run)
             .await?
@@ -309,7 +316,8 @@ async fn wait_held(
                 s.lag_bytes.map(|b| b.to_string()).unwrap_or("?".into())
             )));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

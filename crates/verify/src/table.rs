@@ -223,8 +223,10 @@ pub async fn align_with_target(
     source: &Client,
     target: &Client,
 ) -> Result<(), Error> {
-    let source_types = column_types(tables, source, "source").await?;
-    let rows = column_types(tables, target, "target").await?;
+    let (source_types, rows) = tokio::try_join!(
+        column_types(tables, source, "source"),
+        column_types(tables, target, "target")
+    )?;
     for (i, t) in tables.iter_mut().enumerate() {
         let of_table: Vec<(String, String)> = rows
             .iter()
