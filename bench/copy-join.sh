@@ -169,7 +169,7 @@ m2=$(awk -F, '$2 == "two" {print $3}' "$csv" | median)
 runs1=$(awk -F, '$2 == "one" {printf "%s%.2f", sep, $3; sep = ", "}' "$csv")
 runs2=$(awk -F, '$2 == "two" {printf "%s%.2f", sep, $3; sep = ", "}' "$csv")
 ratio=$(echo "scale=3; $m2 / $m1" | bc)
-overhead=$(echo "scale=1; ($m2 / $m1 - 1) * 100" | bc)
+overhead=$(python3 -c "print(round(($m2 / $m1 - 1) * 100, 1))")
 table="| setup | median s | runs s | × one process |
 |---|---:|---|---:|
 | 1 process, \`copy --jobs $jobs\` | $m1 | $runs1 | 1.00 |
