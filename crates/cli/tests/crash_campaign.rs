@@ -1,0 +1,335 @@
+//! Crash campaign: `bluegreen run` SIGKILLed at points drawn at random (seeded, printed)
+//! from copy's data phase, its index builds, sync's catch-up, verify while it holds the
+//! applier, and every step of the cutover, with writes on blue between the kill and the
+//! restart; then the same command again. Each point must end with the migration done and
+//! checked independently of bluegreen: ordered per-table digests through psql equal on both
+//! sides (row counts included, so nothing is doubled), no prepared transaction left on either
+//! server, no replication slot or origin but the run's own, and traffic on green only.
+//!
+//! `CRASH_POINTS` (default 5) points, `CRASH_SEED` to replay a campaign; the seed and every
+//! point's outcome are printed (`scripts/crash-campaign.sh` runs a longer one).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bluegreen, code, publishable_pair_at, stderr, stdout};
+use testkit::{Cluster, Pgbouncer};
+
+const DB: &str = "factory_telemetry";
+
+/// Where a point kills `run`.
+#[derive(Debug, Clone)]
+enum Point {
+    /// After this many chunks committed (1 MB chunks, one job).
+    CopyData(u32),
+    /// While the run is in copy's post-data phase (index builds).
+    CopyPostData,
+    /// This long after `run` restarted from `copied` with a backlog on blue.
+    CatchUp(Duration),
+    /// While verify holds the applier.
+    Verify,
+    /// Stalled right after this cutover step.
+    Cutover(&'static str),
+}
+
+/// A small seeded generator (xorshift): the campaign replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn draw(rng: &mut Rng) -> Point {
+    let steps: Vec<&'static str> = cutover::Step::ALL
+        .iter()
+        .map(|s| s.name())
+        // Rollback's and the rehearsal's own steps do not run in a cutover.
+        .filter(|s| !matches!(*s, "unfence" | "flip back" | "disarm rollback"))
+        .collect();
+    // Half the points in the cutover, whose steps are many.
+    match rng.below(8) {
+        0 => Point::CopyData(1 + rng.below(8) as u32),
+        1 => Point::CopyPostData,
+        2 => Point::CatchUp(Duration::from_millis(100 + rng.below(1500))),
+        3 => Point::Verify,
+        _ => Point::Cutover(steps[rng.below(steps.len() as u64) as usize]),
+    }
+}
+
+struct Rig {
+    blue: Cluster,
+    green: Cluster,
+    pooler: Pgbouncer,
+    args: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let (blue, green) = publishable_pair_at(0.02);
+        let pooler = Pgbouncer::builder()
+            .database(DB, "127.0.0.1", blue.port(), DB)
+            .user("postgres", blue.password())
+            .start()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let args = vec![
+            "run".into(),
+            "--source".into(),
+            blue.url(DB),
+            "--target".into(),
+            green.url(DB),
+            "--pooler".into(),
+            format!(
+                "admin={},db={DB},file={}",
+                pooler.admin_url(),
+                pooler.databases_file().display()
+            ),
+            "--report-dir".into(),
+            dir.path().join("report").display().to_string(),
+            "--max-lag".into(),
+            "2".into(),
+        ];
+        Rig {
+            blue,
+            green,
+            pooler,
+            args,
+            dir,
+        }
+    }
+
+    fn run(&self, extra: &[&str], env: &[(&str, String)], log: &str) -> std::process::Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bluegreen"));
+        cmd.args(&self.args)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join(log)).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// `query` on green (false while the state schema is not there yet).
+    fn green_says(&self, query: &str) -> bool {
+        self.green
+            .psql(DB, query)
+            .map(|s| s.trim() == "t")
+            .unwrap_or(false)
+    }
+
+    fn write_on_blue(&self, tag: &str) {
+        self.blue.sql(
+            DB,
+            &format!(
+                "INSERT INTO factory_telemetry.production_lines (line_code, name) VALUES ('{tag}', 'crash campaign');
+                 UPDATE factory_telemetry.metric_latest SET value_real = value_real + 1
+                  WHERE metric_def_id IN (SELECT metric_def_id FROM factory_telemetry.metric_latest LIMIT 50);
+                 INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real)
+                   SELECT (SELECT min(id::text)::uuid FROM factory_telemetry.metric_def), now(), g
+                     FROM generate_series(1, 20000) g"
+            ),
+        );
+    }
+}
+
+/// Waits (at most 120 s) until `reached` holds, or the child has ended.
+fn until(child: &mut std::process::Child, what: &str, mut reached: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if reached() {
+            return true;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{what} not reached"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn contents(pg: &Cluster) -> Vec<String> {
+    fixtures::TABLES
+        .iter()
+        .map(|t| pg.sql(DB, &format!("SELECT count(*) || ' ' || md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x")))
+        .collect()
+}
+
+/// One point: kill there, write on blue, run again to the end, check. The outcome in words.
+fn point(p: &Point) -> String {
+    let r = Rig::new();
+    let mut env = Vec::new();
+    let mut extra: Vec<&str> = vec!["--until", "cutover"];
+    if let Point::CatchUp(_) = p {
+        // The copy first, then a backlog for the catch-up to apply.
+        let o = bluegreen(
+            &r.args
+                .iter()
+                .map(String::as_str)
+                .chain(["--until", "copied"])
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+        r.write_on_blue("BACKLOG");
+    }
+    if let Point::CopyData(_) = p {
+        extra.extend(["--chunk-mb", "1", "--jobs", "1"]);
+    }
+    if let Point::Cutover(step) = p {
+        env.push(("BLUEGREEN_TEST_STALL_AFTER", step.to_string()));
+        env.push(("BLUEGREEN_TEST_STALL_MS", "60000".to_string()));
+    }
+    let mut child = r.run(&extra, &env, "killed.log");
+    let hit = match p {
+        Point::CopyData(n) => until(&mut child, "chunks", || {
+            r.green_says(&format!(
+                "SELECT count(*) FILTER (WHERE state = 'done') >= {n} FROM bluegreen.chunks"
+            ))
+        }),
+        Point::CopyPostData => until(&mut child, "post-data", || {
+            r.green_says("SELECT phase = 'post-data' FROM bluegreen.runs WHERE run = 'main'")
+        }),
+        Point::CatchUp(after) => {
+            std::thread::sleep(*after);
+            child.try_wait().unwrap().is_none()
+        }
+        Point::Verify => until(&mut child, "verify", || {
+            r.green_says("SELECT count(*) > 0 FROM bluegreen.verify_runs WHERE result = 'running'")
+        }),
+        Point::Cutover(step) => until(&mut child, step, || {
+            r.log("killed.log")
+                .lines()
+                .any(|l| l.contains("cutover step") && l.contains(&format!("\"{step}\"")))
+        }),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    // A killed flip's watchdog puts traffic back first; the next run refuses while it holds
+    // the flip (as documented), so wait for it.
+    let started = Instant::now();
+    while r.green_says("SELECT count(*) > 0 FROM bluegreen.flips")
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Writes while nothing runs, on blue while it takes them (a flip killed past its commit
+    // point is finished by its watchdog: traffic is on green then, and blue is fenced).
+    if r.blue.sql(DB, "SHOW default_transaction_read_only") == "off" {
+        r.write_on_blue("BETWEEN");
+    }
+
+    let mut again = r.run(&["--until", "cutover"], &[], "again.log");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = again.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "{p:?}: run again did not finish: {}",
+            r.log("again.log")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "{p:?}: run again failed: {}\nkilled run:\n{}",
+        r.log("again.log"),
+        r.log("killed.log")
+    );
+
+    // Independent checks.
+    assert_eq!(
+        contents(&r.green),
+        contents(&r.blue),
+        "{p:?}: contents differ"
+    );
+    for (side, pg) in [("blue", &r.blue), ("green", &r.green)] {
+        assert_eq!(
+            pg.sql(DB, "SELECT count(*) FROM pg_prepared_xacts"),
+            "0",
+            "{p:?}: a prepared transaction is left on {side}"
+        );
+        let stray = pg.sql(
+            DB,
+            "SELECT coalesce(string_agg(name, ', '), '') FROM (
+               SELECT slot_name::text AS name FROM pg_replication_slots
+                WHERE slot_name NOT IN ('bluegreen_main', 'bluegreen_main_reverse') OR temporary
+               UNION ALL
+               SELECT roname FROM pg_replication_origin
+                WHERE roname NOT IN ('bluegreen_main', 'bluegreen_main_reverse')) x",
+        );
+        assert_eq!(stray, "", "{p:?}: orphan slot or origin on {side}");
+    }
+    let routed = std::fs::read_to_string(r.pooler.databases_file()).unwrap();
+    assert!(
+        routed.contains(&format!("port={}", r.green.port())),
+        "{p:?}: traffic is not on green: {routed}"
+    );
+    assert_eq!(
+        r.blue.sql(
+            DB,
+            "SELECT datallowconn AND has_database_privilege('public', current_database(), 'CONNECT') FROM pg_database WHERE datname = current_database()"
+        ),
+        "f",
+        "{p:?}: blue still takes new connections from everyone"
+    );
+    format!(
+        "{} then exact",
+        if hit {
+            "killed there"
+        } else {
+            "the run ended before the point (not killed)"
+        }
+    )
+}
+
+#[test]
+fn run_killed_anywhere_ends_exact() {
+    let points: usize = std::env::var("CRASH_POINTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("crash campaign: {points} point(s), CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    for i in 1..=points {
+        let p = draw(&mut rng);
+        eprintln!("point {i:>2}: {p:?} …");
+        let started = Instant::now();
+        let outcome = point(&p);
+        eprintln!(
+            "point {i:>2}: {:<40} {outcome} ({:.0} s)",
+            format!("{p:?}"),
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
