@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 points="${1:-20}"
 seed="${2:-}"
 export CRASH_POINTS="$points"
-[ -n "$seed" ] && export CRASH_SEED="$seed"
+export CRASH_SEED="${seed:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}"
 log=$(mktemp /tmp/crash-campaign.XXXXXX)
 started=$(date +%s)
 if cargo test -q -p bluegreen --test crash_campaign -- --nocapture >"$log" 2>&1; then
