@@ -71,30 +71,7 @@ fn restarts_of_blue_and_green_mid_copy_and_mid_sync_end_exact() {
 
     // Blue restarted mid-copy: the copy fails on it; the same copy again finishes.
     let log = dir.path().join("copy.log");
-    let mut copy = spawn_bluegreen(
-        &[
-            "copy",
-            "--source",
-            &s,
-            "--target",
-            &t,
-            "--chunk-mb",
-            "1",
-            "--jobs",
-            "1",
-        ],
-        &log,
-    );
-    let started = Instant::now();
-    while green.sql(DB, "SELECT to_regclass('bluegreen.chunks') IS NOT NULL") != "t"
-        || green.sql(
-            DB,
-            "SELECT count(*) FILTER (WHERE state = 'done') FROM bluegreen.chunks",
-        ) == "0"
-    {
-        assert!(started.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut copy = common::copy_with_a_chunk_in(&blue, &green, &log);
     restart(&blue);
     let status = copy.wait().unwrap();
     if !status.success() {

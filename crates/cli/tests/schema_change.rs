@@ -73,30 +73,7 @@ fn a_table_dropped_mid_copy_is_named_and_the_copy_starts_over_cleanly() {
     let (s, t) = (blue.url(DB), green.url(DB));
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("copy.log");
-    let mut copy = spawn_bluegreen(
-        &[
-            "copy",
-            "--source",
-            &s,
-            "--target",
-            &t,
-            "--chunk-mb",
-            "1",
-            "--jobs",
-            "1",
-        ],
-        &log,
-    );
-    let started = Instant::now();
-    while green.sql(DB, "SELECT to_regclass('bluegreen.chunks') IS NOT NULL") != "t"
-        || green.sql(
-            DB,
-            "SELECT count(*) FILTER (WHERE state = 'done') FROM bluegreen.chunks",
-        ) == "0"
-    {
-        assert!(started.elapsed() < Duration::from_secs(60));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut copy = common::copy_with_a_chunk_in(&blue, &green, &log);
     let pending = "SELECT count(*) FROM bluegreen.chunks WHERE state = 'pending' AND table_name = 'sensor_raw_log'";
     assert_ne!(green.sql(DB, pending), "0", "copied already");
     blue.sql(DB, "DROP TABLE factory_telemetry.sensor_raw_log");

@@ -121,6 +121,44 @@ pub fn publishable_pair_at(scale: f64) -> (Cluster, Cluster) {
     (source, target)
 }
 
+/// `bluegreen copy` from `source` to `target` in 1 MB chunks over one job (slow enough to be
+/// interrupted), returned once it has committed its first chunk.
+pub fn copy_with_a_chunk_in(source: &Cluster, target: &Cluster, log: &std::path::Path) -> Running {
+    const DB: &str = "factory_telemetry";
+    let (s, t) = (source.url(DB), target.url(DB));
+    let copy = spawn_bluegreen(
+        &[
+            "copy",
+            "--source",
+            &s,
+            "--target",
+            &t,
+            "--chunk-mb",
+            "1",
+            "--jobs",
+            "1",
+        ],
+        log,
+    );
+    let started = std::time::Instant::now();
+    while target
+        .psql(
+            DB,
+            "SELECT count(*) FILTER (WHERE state = 'done') > 0 FROM bluegreen.chunks",
+        )
+        .map(|v| v.trim() != "t")
+        .unwrap_or(true)
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no chunk copied: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    copy
+}
+
 /// A port free a moment ago on 127.0.0.1, as host:port.
 pub fn free_addr() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
