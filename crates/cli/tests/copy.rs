@@ -65,14 +65,7 @@ fn target_artifacts(target: &Cluster) -> String {
 
 #[test]
 fn copy_is_exact_and_abort_removes_the_run() {
-    let (source, target) = fixture_pair_at(0.02);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(0.02);
     let (s, t) = (source.url(DB), target.url(DB));
 
     let o = bluegreen(&copy_args(&s, &t, &["--jobs", "2", "--chunk-mb", "1"]));
@@ -142,14 +135,7 @@ fn copy_is_exact_and_abort_removes_the_run() {
 
 #[test]
 fn sigkill_during_data_then_rerun_is_exact() {
-    let (source, target) = fixture_pair_at(0.3);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(0.3);
     let (s, t) = (source.url(DB), target.url(DB));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bluegreen"))
         .args(copy_args(&s, &t, &["--jobs", "1", "--chunk-mb", "1"]))
@@ -343,14 +329,7 @@ fn source_without_logical_wal_is_refused() {
 /// refuses the drop with nothing removed.
 #[test]
 fn drop_data_drops_only_what_the_run_created() {
-    let (source, target) = fixture_pair_at(0.002);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(0.002);
     let (s, t) = (source.url(DB), target.url(DB));
     let o = bluegreen(&copy_args(&s, &t, &[]));
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));

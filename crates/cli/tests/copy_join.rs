@@ -6,7 +6,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, stderr, stdout};
+use common::{bluegreen, code, stderr, stdout};
 use testkit::Cluster;
 
 const DB: &str = "factory_telemetry";
@@ -58,14 +58,7 @@ impl Drop for Proc {
 
 /// The fixture at `scale`, with its table without a key made replicable (else plan blocks).
 fn pair(scale: f64) -> (Cluster, Cluster) {
-    let (source, target) = fixture_pair_at(scale);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(scale);
     (source, target)
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
+use common::{bluegreen, code, spawn_bluegreen, stderr, stdout, Running};
 use testkit::{Cluster, Proxy};
 
 const DB: &str = "factory_telemetry";
@@ -30,14 +30,7 @@ impl Pair {
 }
 
 fn copied_pair(scale: f64) -> Pair {
-    let (source, target) = fixture_pair_at(scale);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(scale);
     let o = bluegreen(&[
         "copy",
         "--source",
@@ -343,14 +336,7 @@ fn verify_through_a_black_hole_fails_within_the_link_timeout() {
 /// resumes and the target is exact.
 #[test]
 fn copy_through_a_reset_link_resumes_when_run_again() {
-    let (source, target) = fixture_pair_at(0.1);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(0.1);
     let ps = Proxy::to_port(source.port()).unwrap();
     let pt = Proxy::to_port(target.port()).unwrap();
     let (s, t) = (ps.url(&source, DB), pt.url(&target, DB));

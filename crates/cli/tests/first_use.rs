@@ -5,21 +5,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout};
+use common::{bluegreen, code, spawn_bluegreen, stderr, stdout};
 use testkit::Cluster;
 
 const DB: &str = "factory_telemetry";
 
 /// The fixture copied by `bluegreen copy`.
 fn copied(scale: f64) -> (Cluster, Cluster, String, String) {
-    let (source, target) = fixture_pair_at(scale);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(scale);
     let (s, t) = (source.url(DB), target.url(DB));
     let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));

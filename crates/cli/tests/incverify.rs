@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
+use common::{bluegreen, code, spawn_bluegreen, stderr, stdout, Running};
 use serde_json::Value;
 use testkit::Cluster;
 
@@ -24,14 +24,7 @@ struct Pair {
 }
 
 fn copied_pair(scale: f64) -> Pair {
-    let (source, target) = fixture_pair_at(scale);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(scale);
     let (s, t) = (source.url(DB), target.url(DB));
     let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));

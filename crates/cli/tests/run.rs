@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
+use common::{bluegreen, code, spawn_bluegreen, stderr, stdout, Running};
 use testkit::{Cluster, Pgbouncer};
 
 const DB: &str = "factory_telemetry";
@@ -28,14 +28,7 @@ fn rig() -> Rig {
 }
 
 fn rig_at(scale: f64) -> Rig {
-    let (blue, green) = fixture_pair_at(scale);
-    blue.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (blue, green) = common::publishable_pair_at(scale);
     let pooler = Pgbouncer::builder()
         .database(DB, "127.0.0.1", blue.port(), DB)
         .user("postgres", blue.password())

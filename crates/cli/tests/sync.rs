@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
+use common::{bluegreen, code, spawn_bluegreen, stderr, stdout, Running};
 use testkit::Cluster;
 
 const DB: &str = "factory_telemetry";
@@ -21,14 +21,7 @@ struct Pair {
 }
 
 fn copied_pair(scale: f64) -> Pair {
-    let (source, target) = fixture_pair_at(scale);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(scale);
     let (s, t) = (source.url(DB), target.url(DB));
     let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
@@ -106,14 +99,7 @@ fn assert_same(p: &Pair, ledger: Option<&Path>) {
 
 #[test]
 fn copy_then_sync_under_workload_is_exact() {
-    let (source, target) = fixture_pair_at(0.02);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(0.02);
     let (s, t) = (source.url(DB), target.url(DB));
     let dir = tempfile::tempdir().unwrap();
     // The plant writes before, during and after the copy.

@@ -22,14 +22,7 @@ struct Pair {
 
 /// The fixture at `scale` on the source, `before_copy` run there, then copied.
 fn copied_pair(scale: f64, before_copy: &str) -> Pair {
-    let (source, target) = fixture_pair_at(scale);
-    source.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (source, target) = common::publishable_pair_at(scale);
     if !before_copy.is_empty() {
         source.sql(DB, before_copy);
     }
