@@ -94,6 +94,9 @@ fn rehearsal(plan: &catalog::Plan, scale: f64) -> Report {
             lag_seconds: Some(lag / (2.0 * MB)),
             lag_bytes: Some(lag as i64),
             rows_per_second: Some(rows),
+            behind_bytes: None,
+            behind_seconds: None,
+            held: false,
         });
         t += 1.0;
     }

@@ -568,6 +568,66 @@ fn lag_is_measured_to_200_ms() {
     assert!(common::stop_sync(sync).success());
 }
 
+/// Sync's apply capacity (the window estimate's catch-up rate) counts the groups that
+/// started with WAL waiting, and not the seconds sync was held: a backlog written while held
+/// is applied after the release at full speed, and that is what the figure says.
+#[test]
+fn apply_capacity_counts_groups_that_started_behind_and_not_holds() {
+    let p = copied_pair(0.002);
+    let sync = start_sync(&p, "sync.log");
+    wait_caught_up(&p);
+    let capacity = || -> (i64, f64) {
+        let row = p.target.sql(
+            DB,
+            "SELECT behind_bytes || ' ' || behind_seconds FROM bluegreen.apply",
+        );
+        let (b, s) = row.split_once(' ').unwrap();
+        (b.parse().unwrap(), s.parse().unwrap())
+    };
+    let before = capacity();
+    let at: String = p.source.sql(DB, "SELECT pg_current_wal_lsn()::text");
+    p.target
+        .sql(DB, &format!("UPDATE bluegreen.apply SET hold_lsn = '{at}'"));
+    let held = Instant::now();
+    // About 25 MB of WAL behind the hold, then held a while longer.
+    p.source.sql(
+        DB,
+        "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real)
+         SELECT (SELECT id FROM factory_telemetry.metric_def ORDER BY id LIMIT 1),
+                now() - n * interval '1 ms', n
+           FROM generate_series(1, 150000) n",
+    );
+    let written: i64 = p
+        .source
+        .sql(
+            DB,
+            &format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{at}')::bigint"),
+        )
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(held.elapsed()));
+    let released = Instant::now();
+    p.target.sql(
+        DB,
+        "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL",
+    );
+    wait_caught_up(&p);
+    let catch_up = released.elapsed().as_secs_f64();
+    // The heartbeat carries the figures once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = capacity();
+    let (bytes, seconds) = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        bytes as f64 >= 0.8 * written as f64,
+        "{bytes} of {written} bytes counted as applied behind ({seconds} s)"
+    );
+    assert!(
+        seconds > 0.0 && seconds <= catch_up,
+        "{seconds} s counted; catch-up took {catch_up:.2} s after a hold of 3 s"
+    );
+    assert!(common::stop_sync(sync).success());
+}
+
 /// energy_consumption's key is GENERATED ALWAYS AS IDENTITY: an UPDATE of other columns
 /// must not set it (the target refuses, and sync used to retry forever), and one that gives
 /// a row a new identity value (`SET id = DEFAULT`) carries that value over.

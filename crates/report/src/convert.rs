@@ -26,6 +26,9 @@ impl Sample {
             lag_seconds: a.lag_seconds,
             lag_bytes: a.lag_bytes,
             rows_per_second: a.rows_per_second,
+            behind_bytes: Some(a.behind_bytes),
+            behind_seconds: Some(a.behind_seconds),
+            held: a.held_lsn.is_some(),
         }
     }
 }

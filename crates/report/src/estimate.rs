@@ -74,6 +74,9 @@ pub struct Measured {
 
 /// Sync counts as behind (working at full speed) while more WAL than this waits.
 const BACKLOG_BYTES: i64 = 1 << 20;
+/// Sync's own capacity figures are used once they cover this much WAL and time.
+const CAPACITY_MIN_BYTES: i64 = 1 << 20;
+const CAPACITY_MIN_SECONDS: f64 = 0.1;
 /// A table's own copy rate is trusted when it took at least this long and this much;
 /// smaller ones are mostly fixed cost and use the rehearsal's overall rate.
 const TABLE_MIN_SECONDS: f64 = 0.5;
@@ -114,18 +117,36 @@ impl Measured {
     }
 }
 
-/// Apply rate from samples: LSN advance over time while sync had a backlog (capacity),
-/// else over all samples (a lower bound). Intervals where the LSN goes back are skipped.
+/// Apply rate from samples. Sync's own capacity figures (groups that started behind, see
+/// `sync::progress::Capacity`) when they cover enough; otherwise the applied position's
+/// advance over time while sync had a backlog (capacity), else over all samples (a lower
+/// bound). Intervals where sync was held or the LSN goes back are skipped.
 fn apply_rate(samples: &[crate::Sample]) -> (Option<f64>, Option<f64>, bool) {
     let mut backlog = (0.0, 0.0, 0.0, 0usize);
     let mut all = (0.0, 0.0, 0.0, 0usize);
+    let (mut behind_bytes, mut behind_seconds) = (0i64, 0f64);
     for w in samples.windows(2) {
         let (a, b) = (&w[0], &w[1]);
+        if let (Some(ab), Some(asec), Some(bb), Some(bsec)) = (
+            a.behind_bytes,
+            a.behind_seconds,
+            b.behind_bytes,
+            b.behind_seconds,
+        ) {
+            // Counters of one process; lower than before: a new process started at zero.
+            let (db, ds) = if bb >= ab && bsec >= asec {
+                (bb - ab, bsec - asec)
+            } else {
+                (bb, bsec)
+            };
+            behind_bytes += db;
+            behind_seconds += ds;
+        }
         let dt = b.t - a.t;
         let Some((la, lb)) = a.applied_lsn.map(|l| l.0).zip(b.applied_lsn.map(|l| l.0)) else {
             continue;
         };
-        if dt <= 0.0 || lb < la {
+        if dt <= 0.0 || lb < la || a.held || b.held {
             continue;
         }
         let rows = b.rows_per_second.unwrap_or(0.0);
@@ -145,10 +166,14 @@ fn apply_rate(samples: &[crate::Sample]) -> (Option<f64>, Option<f64>, bool) {
     } else {
         (all, false)
     };
+    let rows = (acc.3 > 0).then(|| acc.2 / acc.3 as f64);
+    if behind_bytes >= CAPACITY_MIN_BYTES && behind_seconds >= CAPACITY_MIN_SECONDS {
+        return (Some(behind_bytes as f64 / behind_seconds), rows, true);
+    }
     if acc.3 == 0 {
         return (None, None, false);
     }
-    (Some(acc.0 / acc.1), Some(acc.2 / acc.3 as f64), saturated)
+    (Some(acc.0 / acc.1), rows, saturated)
 }
 
 /// Predicts production's window: copy, catch-up, verify and client pause.
@@ -579,6 +604,9 @@ mod tests {
             lag_seconds: Some(0.0),
             lag_bytes: Some(lag),
             rows_per_second: Some(rows),
+            behind_bytes: None,
+            behind_seconds: None,
+            held: false,
         }
     }
 
@@ -616,6 +644,52 @@ mod tests {
         assert!(close(rows.unwrap(), (9000.0 + 11000.0 + 100.0) / 3.0));
         let idle: Vec<Sample> = samples[3..].to_vec();
         let (bytes, _, saturated) = apply_rate(&idle);
+        assert!(!saturated);
+        assert!(close(bytes.unwrap(), MB as f64));
+    }
+
+    #[test]
+    fn held_seconds_do_not_count() {
+        // Held for 2 s in the middle: the applied position stands still, the WAL waits.
+        let mut samples = vec![
+            sample(0.0, 0, 0, 100.0),
+            sample(1.0, MB as u64, 0, 100.0),
+            sample(2.0, MB as u64, 3 * MB, 0.0),
+            sample(3.0, MB as u64, 5 * MB, 0.0),
+            sample(4.0, 2 * MB as u64, 0, 100.0),
+        ];
+        samples[2].held = true;
+        samples[3].held = true;
+        let (bytes, _, saturated) = apply_rate(&samples);
+        assert!(!saturated);
+        assert!(close(bytes.unwrap(), MB as f64), "{bytes:?}");
+    }
+
+    #[test]
+    fn syncs_own_capacity_wins_and_survives_a_restart() {
+        // Caught up the whole time by the samples' 1 s view, but sync applied 6 MB in
+        // 0.4 s of groups that started behind (4 MB in 0.25 s, then a new process 2 MB in
+        // 0.15 s): 15 MB/s.
+        let mut samples = vec![
+            sample(0.0, 0, 0, 100.0),
+            sample(1.0, MB as u64, 0, 100.0),
+            sample(2.0, 2 * MB as u64, 0, 100.0),
+            sample(3.0, 3 * MB as u64, 0, 100.0),
+        ];
+        let behind = [(0, 0.0), (4 * MB, 0.25), (4 * MB, 0.25), (2 * MB, 0.15)];
+        for (s, (b, sec)) in samples.iter_mut().zip(behind) {
+            s.behind_bytes = Some(b);
+            s.behind_seconds = Some(sec);
+        }
+        let (bytes, _, saturated) = apply_rate(&samples);
+        assert!(saturated);
+        assert!(close(bytes.unwrap(), 15.0 * MB as f64), "{bytes:?}");
+        // Too little to trust: the samples' view (a lower bound).
+        for s in &mut samples {
+            s.behind_bytes = Some(1000);
+            s.behind_seconds = Some(0.001);
+        }
+        let (bytes, _, saturated) = apply_rate(&samples);
         assert!(!saturated);
         assert!(close(bytes.unwrap(), MB as f64));
     }

@@ -704,6 +704,9 @@ mod tests {
                 lag_seconds: if i == 20 { None } else { Some(40.0 - i as f64) },
                 lag_bytes: Some(1000 * (40 - i)),
                 rows_per_second: Some(500.0),
+                behind_bytes: None,
+                behind_seconds: None,
+                held: false,
             })
             .collect();
         r.verify = Some(Verify {

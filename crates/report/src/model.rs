@@ -226,6 +226,15 @@ pub struct Sample {
     /// Source WAL not yet applied.
     pub lag_bytes: Option<i64>,
     pub rows_per_second: Option<f64>,
+    /// Sync's apply capacity so far: WAL applied by groups that started behind, and their
+    /// seconds (cumulative for one sync process; a restart starts them at zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_seconds: Option<f64>,
+    /// Sync was held (by verify or cutover) at this instant.
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// Verify's result.

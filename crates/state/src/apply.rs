@@ -42,6 +42,9 @@ pub struct ApplyStatus {
     pub diverged_lsn: Option<Lsn>,
     /// A verify that started after the latest divergence found the run equal.
     pub divergence_verified: bool,
+    /// See [`Heartbeat::behind_bytes`] (0 on a state schema from before version 11).
+    pub behind_bytes: i64,
+    pub behind_seconds: f64,
 }
 
 impl ApplyStatus {
@@ -71,10 +74,13 @@ impl ApplyStatus {
                         coalesce((SELECT v.result = 'equal' AND v.started_at > d.at
                                     FROM bluegreen.verify_runs v
                                    WHERE v.run = a.run AND v.result IN ('equal', 'differ', 'repaired')
-                                   ORDER BY v.id DESC LIMIT 1), false)
+                                   ORDER BY v.id DESC LIMIT 1), false),
+                        coalesce((to_jsonb(a) ->> 'behind_bytes')::bigint, 0),
+                        coalesce((to_jsonb(a) ->> 'behind_seconds')::float8, 0)
                    FROM bluegreen.apply a,
-                        -- Through jsonb: a state schema from before version 5 lacks the
-                        -- columns until sync migrates it, and status and abort still read it.
+                        -- Through jsonb: a state schema from before version 5 (11 for
+                        -- behind_*) lacks the columns until sync migrates it, and status
+                        -- and abort still read it.
                         LATERAL (SELECT (to_jsonb(a) ->> 'diverged_rows')::bigint AS rows,
                                         (to_jsonb(a) ->> 'diverged_at')::timestamptz AS at,
                                         to_jsonb(a) ->> 'diverged_lsn' AS lsn) d
@@ -103,6 +109,8 @@ impl ApplyStatus {
             diverged_at: r.get(16),
             diverged_lsn: r.get(17),
             divergence_verified: r.get(18),
+            behind_bytes: r.get(19),
+            behind_seconds: r.get(20),
         }))
     }
 }
@@ -256,6 +264,10 @@ pub struct Heartbeat {
     pub rows_per_second: f64,
     pub retained_bytes: Option<i64>,
     pub last_error: Option<String>,
+    /// Source WAL applied by groups that started with WAL waiting, and the seconds they
+    /// took: sync's apply capacity (this process's, cumulative).
+    pub behind_bytes: i64,
+    pub behind_seconds: f64,
 }
 
 pub async fn heartbeat(c: &impl GenericClient, run: &str, h: &Heartbeat) -> Result<(), Error> {
@@ -265,7 +277,8 @@ pub async fn heartbeat(c: &impl GenericClient, run: &str, h: &Heartbeat) -> Resu
                 source_lsn = $5, lag_bytes = $6, lag_seconds = $7, rows_per_second = $8,
                 retained_bytes = $9, last_error = $10,
                 last_error_at = CASE WHEN $10::text IS NULL THEN NULL
-                                     ELSE coalesce(last_error_at, clock_timestamp()) END
+                                     ELSE coalesce(last_error_at, clock_timestamp()) END,
+                behind_bytes = $11, behind_seconds = $12
           WHERE run = $1",
         &[
             &run,
@@ -278,6 +291,8 @@ pub async fn heartbeat(c: &impl GenericClient, run: &str, h: &Heartbeat) -> Resu
             &h.rows_per_second,
             &h.retained_bytes,
             &h.last_error,
+            &h.behind_bytes,
+            &h.behind_seconds,
         ],
     )
     .await

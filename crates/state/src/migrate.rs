@@ -237,6 +237,13 @@ ALTER TABLE bluegreen.runs
 ALTER TABLE bluegreen.chunks ADD COLUMN copied_by text;
 ALTER TABLE bluegreen.post_data ADD COLUMN built_by text;
 "#,
+    // Sync's apply capacity (issue 16's window estimate): WAL applied by groups that
+    // started behind, and their seconds.
+    r#"
+ALTER TABLE bluegreen.apply
+    ADD COLUMN behind_bytes   bigint NOT NULL DEFAULT 0,
+    ADD COLUMN behind_seconds float8 NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Version this build knows.

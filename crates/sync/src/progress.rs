@@ -26,7 +26,28 @@ pub struct Progress {
     pub last_error: Mutex<Option<String>>,
     /// Target backend pid of the apply session (abort ends it).
     pub apply_pid: Mutex<Option<i32>>,
+    /// The source's newest position the status task has seen.
+    source_seen: AtomicU64,
+    /// What sync applied while it was behind (see [`Capacity`]).
+    capacity: Mutex<Capacity>,
 }
+
+/// Sync's apply capacity, measured group by group: a group that started with source WAL
+/// waiting ran at full speed (a group commits within milliseconds of the stream running
+/// dry), so its bytes over the time since the previous group's commit are what sync can
+/// apply. Groups that started caught up, and the time spent held, are left out, so the
+/// figure is the same whether the source writes much or little (the window estimate needs
+/// it: a rehearsal's sync is rarely behind for long).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Capacity {
+    /// The previous commit: when, at which position, and whether WAL was waiting then.
+    last: Option<(Instant, Lsn, bool)>,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+/// WAL waiting beyond this when a group starts means the group ran behind.
+const BEHIND_BYTES: u64 = 128 << 10;
 
 impl Progress {
     pub fn applied(&self) -> Lsn {
@@ -34,7 +55,34 @@ impl Progress {
     }
 
     pub fn set_applied(&self, lsn: Lsn) {
-        self.applied.fetch_max(lsn.0, Ordering::SeqCst);
+        let before = self.applied.fetch_max(lsn.0, Ordering::SeqCst);
+        if lsn.0 > before {
+            self.note_capacity(lsn, true);
+        }
+    }
+
+    /// A group committed up to `lsn` (counted), or the clock starts again at `lsn` after a
+    /// wait that was not applying (a hold, a new session): not counted.
+    fn note_capacity(&self, lsn: Lsn, count: bool) {
+        let now = Instant::now();
+        let behind = self.source_seen.load(Ordering::SeqCst) > lsn.0 + BEHIND_BYTES;
+        if let Ok(mut c) = self.capacity.lock() {
+            if let (true, Some((at, from, true))) = (count, c.last) {
+                c.bytes += lsn.0.saturating_sub(from.0);
+                c.seconds += now.duration_since(at).as_secs_f64();
+            }
+            c.last = Some((now, lsn, behind));
+        }
+    }
+
+    /// The applier waited for something other than WAL (held, reconnecting): the time
+    /// since the last commit is not apply time.
+    pub fn restart_capacity_clock(&self) {
+        self.note_capacity(self.applied(), false);
+    }
+
+    pub fn capacity(&self) -> Capacity {
+        self.capacity.lock().map(|c| *c).unwrap_or_default()
     }
 
     pub fn set_standby_safe(&self, lsn: Lsn) {
@@ -155,6 +203,7 @@ pub async fn status_task(
         }
         let applied = progress.applied();
         if let Some(l) = source_lsn {
+            progress.source_seen.fetch_max(l.0, Ordering::SeqCst);
             samples.push_back((l, Instant::now()));
         }
         while samples.front().is_some_and(|(l, _)| *l <= applied) {
@@ -184,6 +233,7 @@ pub async fn status_task(
         let error = progress.last_error.lock().ok().and_then(|e| e.clone());
         let pid = progress.apply_pid.lock().ok().and_then(|p| *p);
         let received = Lsn(progress.received.load(Ordering::SeqCst));
+        let capacity = progress.capacity();
         let beat = state::apply::Heartbeat {
             pid,
             applied,
@@ -194,6 +244,8 @@ pub async fn status_task(
             rows_per_second: rate,
             retained_bytes: retained,
             last_error: error,
+            behind_bytes: capacity.bytes as i64,
+            behind_seconds: capacity.seconds,
         };
         let result = crate::link::within(limit, state::apply::heartbeat(t, &run, &beat)).await;
         if !matches!(result, Some(Ok(_))) {

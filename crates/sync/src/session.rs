@@ -186,6 +186,7 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
         *p = Some(pid);
     }
     ctx.progress.set_applied(start);
+    ctx.progress.restart_capacity_clock();
     tracing::info!(slot = %ctx.slot, from = %start, sessions = applier.sessions(), "streaming");
     ctx.progress.set_error(None);
 
@@ -600,6 +601,7 @@ async fn hold(
     // released hold must not be re-entered, and a moved one (verify pauses first, then holds
     // at its snapshot) must stop the very next transaction beyond it.
     ctx.progress.set_hold(next);
+    ctx.progress.restart_capacity_clock();
     Ok(())
 }
 
