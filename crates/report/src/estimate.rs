@@ -85,18 +85,22 @@ const TABLE_MIN_BYTES: i64 = 1 << 20;
 impl Measured {
     /// Reads the rates off a rehearsal's report.
     pub fn from_report(r: &Report) -> Measured {
-        // Forward sync only: after cutover samples follow reverse sync, another server's LSNs.
-        let forward_until = r
-            .stage(StageName::Cutover)
-            .map(|s| s.started_at - r.started_at)
-            .unwrap_or(f64::INFINITY);
-        let forward: Vec<crate::Sample> = r
-            .samples
-            .iter()
-            .filter(|s| s.t < forward_until)
-            .cloned()
-            .collect();
-        let (apply_bytes, apply_rows, saturated) = apply_rate(&forward);
+        let before = |stage| {
+            r.stage(stage)
+                .map(|s| s.started_at - r.started_at)
+                .unwrap_or(f64::INFINITY)
+        };
+        let samples = |until: f64| -> Vec<crate::Sample> {
+            r.samples.iter().filter(|s| s.t < until).cloned().collect()
+        };
+        // Forward sync only: after cutover samples follow reverse sync, another server's
+        // LSNs. Sync's own capacity figures are immune to the cutover's hold and drain, so
+        // they count until reverse sync starts.
+        let (mut apply_bytes, apply_rows, mut saturated) =
+            apply_rate(&samples(before(StageName::Cutover)));
+        if let Some(c) = capacity(&samples(before(StageName::ReverseSync))) {
+            (apply_bytes, saturated) = (Some(c), true);
+        }
         let verify_seconds = r
             .verify
             .as_ref()
@@ -117,31 +121,40 @@ impl Measured {
     }
 }
 
-/// Apply rate from samples. Sync's own capacity figures (groups that started behind, see
-/// `sync::progress::Capacity`) when they cover enough; otherwise the applied position's
-/// advance over time while sync had a backlog (capacity), else over all samples (a lower
-/// bound). Intervals where sync was held or the LSN goes back are skipped.
-fn apply_rate(samples: &[crate::Sample]) -> (Option<f64>, Option<f64>, bool) {
-    let mut backlog = (0.0, 0.0, 0.0, 0usize);
-    let mut all = (0.0, 0.0, 0.0, 0usize);
-    let (mut behind_bytes, mut behind_seconds) = (0i64, 0f64);
+/// Sync's own capacity figures (groups that started behind, see `sync::progress::Capacity`)
+/// over the samples, when they cover enough WAL and time to go by.
+fn capacity(samples: &[crate::Sample]) -> Option<f64> {
+    let (mut bytes, mut seconds) = (0i64, 0f64);
     for w in samples.windows(2) {
         let (a, b) = (&w[0], &w[1]);
-        if let (Some(ab), Some(asec), Some(bb), Some(bsec)) = (
+        let (Some(ab), Some(asec), Some(bb), Some(bsec)) = (
             a.behind_bytes,
             a.behind_seconds,
             b.behind_bytes,
             b.behind_seconds,
-        ) {
-            // Counters of one process; lower than before: a new process started at zero.
-            let (db, ds) = if bb >= ab && bsec >= asec {
-                (bb - ab, bsec - asec)
-            } else {
-                (bb, bsec)
-            };
-            behind_bytes += db;
-            behind_seconds += ds;
-        }
+        ) else {
+            continue;
+        };
+        // Counters of one process; lower than before: a new process started at zero.
+        let (db, ds) = if bb >= ab && bsec >= asec {
+            (bb - ab, bsec - asec)
+        } else {
+            (bb, bsec)
+        };
+        bytes += db;
+        seconds += ds;
+    }
+    (bytes >= CAPACITY_MIN_BYTES && seconds >= CAPACITY_MIN_SECONDS).then(|| bytes as f64 / seconds)
+}
+
+/// Apply rate from samples: the applied position's advance over time while sync had a
+/// backlog (capacity), else over all samples (a lower bound). Intervals where sync was held
+/// or the LSN goes back are skipped.
+fn apply_rate(samples: &[crate::Sample]) -> (Option<f64>, Option<f64>, bool) {
+    let mut backlog = (0.0, 0.0, 0.0, 0usize);
+    let mut all = (0.0, 0.0, 0.0, 0usize);
+    for w in samples.windows(2) {
+        let (a, b) = (&w[0], &w[1]);
         let dt = b.t - a.t;
         let Some((la, lb)) = a.applied_lsn.map(|l| l.0).zip(b.applied_lsn.map(|l| l.0)) else {
             continue;
@@ -166,14 +179,10 @@ fn apply_rate(samples: &[crate::Sample]) -> (Option<f64>, Option<f64>, bool) {
     } else {
         (all, false)
     };
-    let rows = (acc.3 > 0).then(|| acc.2 / acc.3 as f64);
-    if behind_bytes >= CAPACITY_MIN_BYTES && behind_seconds >= CAPACITY_MIN_SECONDS {
-        return (Some(behind_bytes as f64 / behind_seconds), rows, true);
-    }
     if acc.3 == 0 {
         return (None, None, false);
     }
-    (Some(acc.0 / acc.1), rows, saturated)
+    (Some(acc.0 / acc.1), Some(acc.2 / acc.3 as f64), saturated)
 }
 
 /// Predicts production's window: copy, catch-up, verify and client pause.
@@ -681,16 +690,26 @@ mod tests {
             s.behind_bytes = Some(b);
             s.behind_seconds = Some(sec);
         }
-        let (bytes, _, saturated) = apply_rate(&samples);
-        assert!(saturated);
-        assert!(close(bytes.unwrap(), 15.0 * MB as f64), "{bytes:?}");
+        let c = capacity(&samples);
+        assert!(close(c.unwrap(), 15.0 * MB as f64), "{c:?}");
+        // After a cutover (held, drained) the figures still count; reverse sync's do not.
+        let mut r = Report::new("r", crate::RunKind::Run, "a", "b", 100.0);
+        r.samples = samples.clone();
+        let mut c = crate::Stage::start(StageName::Cutover, 101.5);
+        c.end(101.8, crate::StageOutcome::Done, None);
+        r.stages.push(c);
+        let m = Measured::from_report(&r);
+        assert!(m.apply_saturated);
+        assert!(close(m.apply_bytes_per_second.unwrap(), 15.0 * MB as f64));
+        r.stages
+            .push(crate::Stage::start(StageName::ReverseSync, 102.5));
+        let m = Measured::from_report(&r);
+        assert!(close(m.apply_bytes_per_second.unwrap(), 16.0 * MB as f64));
         // Too little to trust: the samples' view (a lower bound).
         for s in &mut samples {
             s.behind_bytes = Some(1000);
             s.behind_seconds = Some(0.001);
         }
-        let (bytes, _, saturated) = apply_rate(&samples);
-        assert!(!saturated);
-        assert!(close(bytes.unwrap(), MB as f64));
+        assert_eq!(capacity(&samples), None);
     }
 }
