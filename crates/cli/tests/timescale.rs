@@ -284,6 +284,19 @@ fn the_fixture_becomes_hypertables_by_the_ms5_profile() {
           WHERE conrelid = 'factory_telemetry.metric_hist'::regclass AND contype = 'p'",
     );
     assert_eq!(key, "PRIMARY KEY (id, ts)");
+    // The small tables' keys were built on the empty hypertables, before the data (adding
+    // one to thousands of chunks afterwards costs seconds).
+    let early = green.sql(
+        FT,
+        "SELECT detail -> 'keys_before_data' FROM bluegreen.audit WHERE step = 'schema'",
+    );
+    assert!(early.contains("production_kpis_pkey"), "{early}");
+    let kpis_key = green.sql(
+        FT,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+          WHERE conrelid = 'factory_telemetry.production_kpis'::regclass AND contype = 'p'",
+    );
+    assert_eq!(kpis_key, "PRIMARY KEY (id, kpi_date)");
     // Compression and retention for five tables, refresh for two aggregates: all paused.
     let jobs = green.sql(
         FT,

@@ -685,6 +685,8 @@ async fn start_run(
     state::leader::publish_snapshot(&tx, run, Some((&snap.name, snap.lsn))).await?;
     Chunk::insert_all(&tx, run, &chunks).await?;
     PostDataItem::insert_all(&tx, run, &post_data.items).await?;
+    let keys_before_data =
+        hypertables::build_early_keys(&tx, run, &post_data.items, plan, &process_name()).await?;
     Run::set_phase(&tx, run, Phase::Data).await?;
     state::audit(
         &tx,
@@ -692,7 +694,8 @@ async fn start_run(
         "schema",
         Some(t0.elapsed().as_secs_f64()),
         serde_json::json!({ "slot": slot, "publication": publication, "consistent_lsn": snap.lsn,
-                            "chunks": chunks.len(), "post_data_items": post_data.items.len() }),
+                            "chunks": chunks.len(), "post_data_items": post_data.items.len(),
+                            "keys_before_data": keys_before_data }),
     )
     .await?;
     tx.commit()
