@@ -53,7 +53,9 @@ bench_cleanup() {
 # up until the script ends, and reads their ports and password from the env file it writes.
 bench_servers() {
   mkfifo "$work/hold"
-  "$bin/bg-servers" "$work/env" "$@" "${settings[@]}" <"$work/hold" >"$work/servers.log" 2>&1 &
+  # BENCH_SERVERS_ARGS: more bg-servers flags, e.g. "--source-rtt-ms 20" (a WAN to blue).
+  # shellcheck disable=SC2086
+  "$bin/bg-servers" "$work/env" "$@" ${BENCH_SERVERS_ARGS:-} "${settings[@]}" <"$work/hold" >"$work/servers.log" 2>&1 &
   servers_pid=$!
   exec 3>"$work/hold"
   for _ in $(seq 1 600); do [ -f "$work/env" ] && break; sleep 0.1; done

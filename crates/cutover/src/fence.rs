@@ -77,19 +77,23 @@ pub async fn raise(
     run: &str,
     side: Side,
 ) -> Result<Vec<String>, Error> {
-    let me = me(server).await?;
-    let rows = server
-        .query(
-            "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END, a.is_grantable
-               FROM pg_database d,
-                    aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-               LEFT JOIN pg_roles r ON r.oid = a.grantee
-              WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
-                AND (r.rolname IS NULL OR r.rolname <> current_user)",
-            &[],
-        )
-        .await
-        .map_err(sql("database", "read CONNECT grants"))?;
+    // Both questions in one round trip (the client pipelines them): inside a cutover's
+    // pause every round trip to a far server is paid by every client.
+    let grants = async {
+        server
+            .query(
+                "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END, a.is_grantable
+                   FROM pg_database d,
+                        aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                   LEFT JOIN pg_roles r ON r.oid = a.grantee
+                  WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
+                    AND (r.rolname IS NULL OR r.rolname <> current_user)",
+                &[],
+            )
+            .await
+            .map_err(sql("database", "read CONNECT grants"))
+    };
+    let (me, rows) = tokio::try_join!(me(server), grants)?;
     let now: Vec<Grant> = rows
         .iter()
         .map(|r| Grant {
@@ -127,12 +131,17 @@ pub async fn raise(
     stmts.push(format!(
         "ALTER DATABASE {db} SET default_transaction_read_only = on"
     ));
-    // One simple query: one implicit transaction, all of it or none.
-    server
-        .batch_execute(&stmts.join("; "))
-        .await
-        .map_err(sql("database", "fence"))?;
-    residual(server).await
+    // One simple query: one implicit transaction, all of it or none. The roles left are
+    // asked for right behind it, in the same round trip; the server answers in order, so
+    // they are read with the fence up.
+    let fence = async {
+        server
+            .batch_execute(&stmts.join("; "))
+            .await
+            .map_err(sql("database", "fence"))
+    };
+    let ((), left) = tokio::try_join!(fence, residual(server))?;
+    Ok(left)
 }
 
 /// Roles other than bluegreen's that can open sessions on the server's database now.
@@ -247,17 +256,20 @@ pub(crate) async fn close(cx: &Ctx<'_>) -> Result<(Vec<String>, Vec<String>), Er
     let started = Instant::now();
     let mut ended: Vec<(i32, String)> = Vec::new();
     loop {
+        // Every session listed is ended by the same statement: one round trip ends them
+        // all (a backend exits within a moment of the signal), the next finds none.
         let rows = cx
             .old
             .query(
-                "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name, state
+                "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name,
+                        state, pg_terminate_backend(pid)
                    FROM pg_stat_activity
                   WHERE datname = current_database() AND backend_type = 'client backend'
                     AND pid <> pg_backend_pid() AND application_name NOT LIKE 'bluegreen%'",
                 &[],
             )
             .await
-            .map_err(sql("old primary", "list sessions"))?;
+            .map_err(sql("old primary", "end sessions"))?;
         if rows.is_empty() {
             return Ok((ended.into_iter().map(|(_, s)| s).collect(), unbound));
         }
@@ -275,10 +287,6 @@ pub(crate) async fn close(cx: &Ctx<'_>) -> Result<(Vec<String>, Vec<String>), Er
                     ),
                 ));
             }
-            cx.old
-                .execute("SELECT pg_terminate_backend($1)", &[&pid])
-                .await
-                .map_err(sql("old primary", "end a session"))?;
         }
         if started.elapsed() > cx.opts.pause_timeout {
             return Err(Error::Timeout(format!(

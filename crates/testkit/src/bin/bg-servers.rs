@@ -8,9 +8,14 @@
 //! (postgresql.conf settings for every server). `--subscriber` adds a second target with the
 //! same settings (SUBSCRIBER_PORT), so that a benchmark's other applying consumer has a server
 //! and a buffer pool of its own, as green would. `--timescaledb` preloads TimescaleDB.
+//! `--source-rtt-ms N` (and `--source-bandwidth BYTES_PER_S`) puts the source behind a TCP
+//! proxy adding that round trip (and cap), as a plant-floor blue seen from AKS: SOURCE_PORT,
+//! SOURCE_URL and the pooler's route lead through it; SOURCE_DIRECT_PORT reaches the source
+//! itself (for loading and checking).
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use testkit::{Cluster, Pgbouncer};
@@ -29,6 +34,12 @@ struct Args {
     /// Preload TimescaleDB on every server (it must be installed).
     #[arg(long)]
     timescaledb: bool,
+    /// Reach the source through a proxy adding this round trip, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    source_rtt_ms: Option<u64>,
+    /// Cap the proxied source link at this many bytes per second each way.
+    #[arg(long, value_name = "BYTES_PER_S")]
+    source_bandwidth: Option<u64>,
     /// postgresql.conf settings for every server, as name=value.
     #[arg(value_name = "SETTING=VALUE", value_parser = setting)]
     settings: Vec<(String, String)>,
@@ -45,6 +56,8 @@ fn main() {
         env_file,
         subscriber,
         timescaledb,
+        source_rtt_ms,
+        source_bandwidth,
         settings,
     } = Args::parse();
     if timescaledb && !testkit::timescaledb_available() {
@@ -70,11 +83,23 @@ fn main() {
     let source = start("source");
     let target = start("target");
     let second = subscriber.then(|| start("subscriber"));
+    // Kept for as long as the servers: dropping it closes the link.
+    let wan = (source_rtt_ms.is_some() || source_bandwidth.is_some()).then(|| {
+        let p = testkit::Proxy::to_port(source.port()).unwrap_or_else(|e| {
+            eprintln!("bg-servers: cannot start the proxy to the source: {e}");
+            std::process::exit(2);
+        });
+        let half = Duration::from_micros(source_rtt_ms.unwrap_or(0) * 500);
+        p.latency(half, half);
+        p.bandwidth(source_bandwidth);
+        p
+    });
+    let source_port = wan.as_ref().map_or(source.port(), |p| p.port());
     let pooler = Pgbouncer::builder()
         .database(
             "factory_telemetry",
             source.host(),
-            source.port(),
+            source_port,
             "factory_telemetry",
         )
         .user(source.superuser(), source.password())
@@ -84,9 +109,16 @@ fn main() {
             std::process::exit(2);
         });
     let mut vars = vec![
-        ("SOURCE_URL", source.url("factory_telemetry")),
+        (
+            "SOURCE_URL",
+            match &wan {
+                Some(p) => p.url(&source, "factory_telemetry"),
+                None => source.url("factory_telemetry"),
+            },
+        ),
         ("TARGET_URL", target.url("factory_telemetry")),
-        ("SOURCE_PORT", source.port().to_string()),
+        ("SOURCE_PORT", source_port.to_string()),
+        ("SOURCE_DIRECT_PORT", source.port().to_string()),
         ("TARGET_PORT", target.port().to_string()),
         ("DB_PASSWORD", source.password().to_string()),
         ("POOLER_PORT", pooler.port().to_string()),
