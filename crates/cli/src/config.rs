@@ -65,6 +65,15 @@ impl File {
 pub fn load() -> Result<(Cli, Settings), Trouble> {
     let argv: Vec<OsString> = std::env::args_os().collect();
     crate::logging::from_argv(&argv);
+    load_with(argv, |path| std::fs::read_to_string(path))
+}
+
+/// [`load`] on the words `argv` (program name first), with `read_text` giving the
+/// `--config` file's text: the fuzz target (fuzz/fuzz_targets/config.rs) feeds it any text.
+pub fn load_with(
+    argv: Vec<OsString>,
+    read_text: impl FnOnce(&Path) -> std::io::Result<String>,
+) -> Result<(Cli, Settings), Trouble> {
     let command = Cli::command();
     let usage = |e| usage(e, &command, &argv);
     let matches = command.clone().try_get_matches_from(&argv).map_err(usage)?;
@@ -74,7 +83,7 @@ pub fn load() -> Result<(Cli, Settings), Trouble> {
         return Ok((cli, settings));
     };
     let path = path.as_path();
-    let file = read(path)?;
+    let file = read(path, read_text)?;
     // The file's log format counts from here on (a flag beats it), for its own errors too.
     if cli.global.log_format.is_none() {
         if let Some(f) = file.log_format {
@@ -295,8 +304,11 @@ impl Settings {
     }
 }
 
-fn read(path: &Path) -> Result<File, Trouble> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+fn read(
+    path: &Path,
+    read_text: impl FnOnce(&Path) -> std::io::Result<String>,
+) -> Result<File, Trouble> {
+    let text = read_text(path).map_err(|e| {
         Trouble::new(
             format!("cannot read config file {}: {e}", path.display()),
             "check the --config path",

@@ -1,15 +1,11 @@
 //! `bluegreen`: moves a live PostgreSQL database to another server and flips PgBouncer.
 //! Exit codes follow diff(1) for every command: 0 clean, 1 findings, 2 trouble.
 
-mod args;
 mod cmd;
-mod config;
-mod logging;
-mod metrics;
 mod proctitle;
 mod render;
-mod trouble;
-mod units;
+
+use bluegreen::{args, config, logging, metrics, trouble};
 
 use std::process::ExitCode;
 

@@ -161,16 +161,125 @@ impl Admin {
 
     /// Where the pooler says the database points now.
     pub async fn target_of_db(&self, limit: Duration) -> Result<Option<Endpoint>, Error> {
-        let rows = self.command(&self.client, "SHOW DATABASES", limit).await?;
-        Ok(rows.iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(r) if r.get("name") == Some(self.spec.db.as_str()) => {
-                Some(Endpoint {
-                    host: r.get("host").unwrap_or_default().to_string(),
-                    port: r.get("port").and_then(|p| p.parse().ok()).unwrap_or(0),
-                    dbname: r.get("database").unwrap_or_default().to_string(),
-                })
+        let messages = self.command(&self.client, "SHOW DATABASES", limit).await?;
+        let mut columns: Vec<String> = Vec::new();
+        let mut rows: Vec<Vec<Option<&str>>> = Vec::new();
+        for m in &messages {
+            match m {
+                SimpleQueryMessage::RowDescription(d) => {
+                    columns = d.iter().map(|c| c.name().to_string()).collect();
+                }
+                SimpleQueryMessage::Row(r) => {
+                    if columns.is_empty() {
+                        columns = r.columns().iter().map(|c| c.name().to_string()).collect();
+                    }
+                    rows.push((0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect());
+                }
+                _ => {}
             }
-            _ => None,
-        }))
+        }
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        Ok(db_target(&columns, &rows, &self.spec.db))
+    }
+}
+
+/// The endpoint `SHOW DATABASES` gives for database `db`, from the reply's column names and
+/// rows as text (`None` for NULL). Free of I/O so it can be fuzzed: a reply of any shape
+/// (columns missing, rows shorter than the header, a port that is no number) gives `None`
+/// or an endpoint, never a panic. Columns are found by name (PgBouncer adds columns between
+/// versions); a port that does not parse reads as 0, which matches no server.
+pub fn db_target(columns: &[&str], rows: &[Vec<Option<&str>>], db: &str) -> Option<Endpoint> {
+    let at = |name: &str| columns.iter().position(|c| *c == name);
+    let name = at("name")?;
+    let (host, port, database) = (at("host"), at("port"), at("database"));
+    let cell = |row: &[Option<&str>], i: Option<usize>| -> Option<String> {
+        row.get(i?).copied().flatten().map(str::to_string)
+    };
+    rows.iter()
+        .find(|row| row.get(name).copied().flatten() == Some(db))
+        .map(|row| Endpoint {
+            host: cell(row, host).unwrap_or_default(),
+            port: cell(row, port).and_then(|p| p.parse().ok()).unwrap_or(0),
+            dbname: cell(row, database).unwrap_or_default(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A seed of fuzz/fuzz_targets/show_databases.rs: the database name, then the reply as
+    /// `psql -A` prints it (`\N` for NULL).
+    fn seed(text: &str) -> Option<Endpoint> {
+        let mut lines = text.split('\n');
+        let db = lines.next().unwrap_or_default();
+        let columns: Vec<&str> = lines.next().unwrap_or_default().split('|').collect();
+        let rows: Vec<Vec<Option<&str>>> = lines
+            .map(|l| {
+                l.split('|')
+                    .map(|c| if c == "\\N" { None } else { Some(c) })
+                    .collect()
+            })
+            .collect();
+        db_target(&columns, &rows, db)
+    }
+
+    fn at(host: &str, port: u16, dbname: &str) -> Option<Endpoint> {
+        Some(Endpoint {
+            host: host.into(),
+            port,
+            dbname: dbname.into(),
+        })
+    }
+
+    /// The fuzz seeds (real PgBouncer 1.18 replies and odd shapes) replayed on every test run:
+    /// the CI smoke of the show_databases fuzz target. A reply without a `host` column, or
+    /// with rows shorter than its header, made the old reader (tokio-postgres'
+    /// `SimpleQueryRow::get` by name) panic.
+    #[test]
+    fn fuzz_seeds_read_as_pgbouncer_means_them() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/seeds/show_databases"
+        );
+        let expected = [
+            (
+                "pgbouncer-1.18-factory_telemetry",
+                at("127.0.0.1", 5432, "factory_telemetry"),
+            ),
+            (
+                "pgbouncer-1.18-paused-app",
+                at("blue-pg.factory.internal", 5433, "app_prod"),
+            ),
+            (
+                "pgbouncer-1.18-admin-db-null-host",
+                at("", 16499, "pgbouncer"),
+            ),
+            ("pgbouncer-1.18-db-absent", None),
+            ("short-rows", at("blue", 5432, "")),
+            ("no-host-column-port-too-big", at("", 0, "")),
+        ];
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let got = seed(&std::fs::read_to_string(&path).unwrap());
+            if let Some((_, want)) = expected.iter().find(|(n, _)| *n == name) {
+                assert_eq!(got, *want, "{name}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, expected.len(), "seeds missing from {dir}");
+    }
+
+    #[test]
+    fn odd_replies_give_no_target() {
+        assert_eq!(db_target(&[], &[], "app"), None);
+        assert_eq!(db_target(&["host"], &[vec![Some("app")]], "app"), None);
+        assert_eq!(db_target(&["name"], &[vec![], vec![None]], "app"), None);
+        assert_eq!(
+            db_target(&["name", "port"], &[vec![Some("app"), Some("-1")]], "app"),
+            at("", 0, "")
+        );
     }
 }
