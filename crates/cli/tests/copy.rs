@@ -34,7 +34,9 @@ fn assert_same_everything(source: &Cluster, target: &Cluster) {
         "SELECT indexdef FROM pg_indexes WHERE schemaname = 'factory_telemetry'",
         "SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
            FROM pg_constraint WHERE connamespace = 'factory_telemetry'::regnamespace",
-        "SELECT tgrelid::regclass || ' ' || tgname FROM pg_trigger WHERE NOT tgisinternal",
+        // Not the state schema's own (the audit log's append-only triggers).
+        "SELECT tgrelid::regclass || ' ' || tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+          WHERE NOT tgisinternal AND c.relnamespace::regnamespace::text <> 'bluegreen'",
         "SELECT matviewname || ' ' || ispopulated FROM pg_matviews",
     ] {
         let catalog_query = format!("SELECT string_agg(x, E'\\n' ORDER BY x) FROM ({list}) s(x)");
@@ -518,6 +520,95 @@ fn run_without_a_record_is_never_guessed_from() {
     let o = bluegreen(&["abort", "--source", &s, "--target", &t]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert_eq!(source_artifacts(&source), "0 slots, 0 publications");
+    assert_eq!(
+        target.sql(
+            DB,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'bluegreen'"
+        ),
+        "0"
+    );
+}
+
+/// The audit log is append-only from bluegreen's side (issue 20): aborting a run keeps its
+/// audit entries (the schema stays while another run is left), the state schema refuses
+/// UPDATE, DELETE and TRUNCATE on them, and a new run of the same name reads only its own
+/// entries (status shows no flip of the aborted run).
+#[test]
+fn abort_keeps_the_audit_log_and_nothing_rewrites_it() {
+    let (source, target) = common::publishable_pair_at(0.02);
+    let (s, t) = (source.url(DB), target.url(DB));
+    source.sql(
+        DB,
+        "CREATE SCHEMA extra; CREATE TABLE extra.t (id int PRIMARY KEY, v text);
+         INSERT INTO extra.t SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    );
+    let o = bluegreen(&copy_args(&s, &t, &["--run", "side", "--schema", "extra"]));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let main = ["--run", "main", "--schema", "factory_telemetry"];
+    let o = bluegreen(&copy_args(&s, &t, &main));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let entries = "SELECT count(*) || ' ' || coalesce(string_agg(step, ',' ORDER BY id), '')
+                     FROM bluegreen.audit WHERE run = 'main'";
+    let before = target.sql(DB, entries);
+    assert!(!before.starts_with("0 "), "{before}");
+
+    let o = bluegreen(&[
+        "abort",
+        "--run",
+        "main",
+        "--drop-data",
+        "--source",
+        &s,
+        "--target",
+        &t,
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        target.sql(DB, "SELECT count(*) FROM bluegreen.runs WHERE run = 'main'"),
+        "0"
+    );
+    assert_eq!(
+        target.sql(DB, entries),
+        before,
+        "abort kept main's audit log"
+    );
+
+    // Nothing rewrites it, whoever asks (bluegreen's own statements included).
+    for statement in [
+        "UPDATE bluegreen.audit SET step = 'x'",
+        "DELETE FROM bluegreen.audit WHERE run = 'main'",
+        "TRUNCATE bluegreen.audit",
+    ] {
+        let e = target.psql(DB, statement).expect_err(statement).to_string();
+        assert!(
+            e.contains("bluegreen.audit is append-only"),
+            "{statement}: {e}"
+        );
+    }
+    assert_eq!(target.sql(DB, entries), before);
+
+    // The aborted run had flipped (an entry as cutover writes it): a new run of the same name
+    // does not show that flip as its own.
+    target.sql(
+        DB,
+        "INSERT INTO bluegreen.audit (run, step, seconds, detail)
+         VALUES ('main', 'cutover', 0.25, '{}')",
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let o = bluegreen(&copy_args(&s, &t, &main));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = bluegreen(&["status", "--run", "main", "--target", &t]);
+    // 1: no sync running yet.
+    assert!(code(&o) < 2, "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("copied"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("last cutover"), "{}", stdout(&o));
+
+    // Abort of the last run drops the whole state schema, audit log included (the one
+    // removal left, and deliberate: nothing of bluegreen stays on the target).
+    for run in ["main", "side"] {
+        let o = bluegreen(&["abort", "--run", run, "--source", &s, "--target", &t]);
+        assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    }
     assert_eq!(
         target.sql(
             DB,

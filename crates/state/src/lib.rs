@@ -69,7 +69,9 @@ pub(crate) fn q(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Err
     move |source| Error::Query { what, source }
 }
 
-/// The newest audit entry of one of `steps`: (step, when as text, seconds, detail).
+/// The newest audit entry of one of `steps`: (step, when as text, seconds, detail). Only
+/// the run's own: entries of an earlier run of the same name (aborted: the audit log keeps
+/// them) are older than the run's row.
 pub async fn last_audit(
     c: &impl GenericClient,
     run: &str,
@@ -79,7 +81,10 @@ pub async fn last_audit(
     let row = c
         .query_opt(
             "SELECT step, to_char(at, 'YYYY-MM-DD HH24:MI:SS TZ'), seconds, detail
-               FROM bluegreen.audit WHERE run = $1 AND step = ANY($2)
+               FROM bluegreen.audit
+              WHERE run = $1 AND step = ANY($2)
+                AND at >= coalesce((SELECT created_at FROM bluegreen.runs WHERE run = $1),
+                                   '-infinity')
               ORDER BY id DESC LIMIT 1",
             &[&run, &steps],
         )

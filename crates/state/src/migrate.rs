@@ -244,6 +244,27 @@ ALTER TABLE bluegreen.apply
     ADD COLUMN behind_bytes   bigint NOT NULL DEFAULT 0,
     ADD COLUMN behind_seconds float8 NOT NULL DEFAULT 0;
 "#,
+    // The audit log is append-only from bluegreen's side (issue 20): no statement of
+    // bluegreen updates, deletes or truncates it, and this trigger refuses any that tries, so
+    // a bug cannot rewrite history. An aborted run's entries stay; dropping the whole schema
+    // (abort of the last run) still takes them. An operator who must remove entries disables
+    // the triggers for that (ALTER TABLE bluegreen.audit DISABLE TRIGGER USER).
+    // Self-contained: kept last when migrations are renumbered.
+    r#"
+CREATE FUNCTION bluegreen.audit_append_only() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog AS $fn$
+BEGIN
+    RAISE EXCEPTION 'bluegreen.audit is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'audit entries are never changed or removed; '
+                     'DROP SCHEMA bluegreen CASCADE removes the whole state';
+END
+$fn$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON bluegreen.audit
+    FOR EACH ROW EXECUTE FUNCTION bluegreen.audit_append_only();
+CREATE TRIGGER audit_append_only_truncate BEFORE TRUNCATE ON bluegreen.audit
+    FOR EACH STATEMENT EXECUTE FUNCTION bluegreen.audit_append_only();
+"#,
 ];
 
 /// Version this build knows.

@@ -130,11 +130,11 @@ impl Run {
         .map_err(q("record snapshot"))
     }
 
-    /// Removes the run and everything recorded for it. Returns whether it existed.
+    /// Removes the run and everything recorded for it but its audit log, which bluegreen
+    /// only ever appends to (a trigger refuses UPDATE, DELETE and TRUNCATE on it; see the
+    /// migration): the entries stay, and a later run of the same name reads only its own
+    /// (those at or after its `created_at`, [`crate::last_audit`]). Returns whether it existed.
     pub async fn delete(c: &impl GenericClient, run: &str) -> Result<bool, Error> {
-        c.execute("DELETE FROM bluegreen.audit WHERE run = $1", &[&run])
-            .await
-            .map_err(q("delete audit"))?;
         // Not tied to the run row by a key (see the migration); abort has dealt with them.
         // A state schema older than these tables has none.
         let tables: &[&str] = if crate::flips::recorded(c).await? {
