@@ -28,7 +28,8 @@ impl Sample {
             rows_per_second: a.rows_per_second,
             behind_bytes: Some(a.behind_bytes),
             behind_seconds: Some(a.behind_seconds),
-            held: a.held_lsn.is_some(),
+            // Asked to hold counts too: sync stops on the way to it.
+            held: a.hold_lsn.is_some() || a.held_lsn.is_some(),
         }
     }
 }

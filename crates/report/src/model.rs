@@ -232,7 +232,7 @@ pub struct Sample {
     pub behind_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behind_seconds: Option<f64>,
-    /// Sync was held (by verify or cutover) at this instant.
+    /// Sync was held, or asked to hold, (by verify or cutover) at this instant.
     #[serde(default)]
     pub held: bool,
 }

@@ -85,6 +85,12 @@ impl Progress {
         self.capacity.lock().map(|c| *c).unwrap_or_default()
     }
 
+    /// The source's position as someone has just read it (the status task every 200 ms;
+    /// a session at its start, so its first groups know whether they start behind).
+    pub fn saw_source(&self, lsn: Lsn) {
+        self.source_seen.fetch_max(lsn.0, Ordering::SeqCst);
+    }
+
     pub fn set_standby_safe(&self, lsn: Lsn) {
         self.standby_safe.fetch_max(lsn.0, Ordering::SeqCst);
     }
@@ -203,7 +209,7 @@ pub async fn status_task(
         }
         let applied = progress.applied();
         if let Some(l) = source_lsn {
-            progress.source_seen.fetch_max(l.0, Ordering::SeqCst);
+            progress.saw_source(l);
             samples.push_back((l, Instant::now()));
         }
         while samples.front().is_some_and(|(l, _)| *l <= applied) {

@@ -186,6 +186,15 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
         *p = Some(pid);
     }
     ctx.progress.set_applied(start);
+    // Where the source is now: the catch-up's first groups start behind it.
+    if let Ok(row) = source_client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+    {
+        if let Ok(l) = row.get::<_, String>(0).parse::<Lsn>() {
+            ctx.progress.saw_source(l);
+        }
+    }
     ctx.progress.restart_capacity_clock();
     tracing::info!(slot = %ctx.slot, from = %start, sessions = applier.sessions(), "streaming");
     ctx.progress.set_error(None);
