@@ -70,6 +70,8 @@ pub struct Measured {
     pub verify_bytes: Option<i64>,
     pub verify_seconds: Option<f64>,
     pub pause_seconds: Option<f64>,
+    /// `--max-lag`: catch-up ends when lag is under it, not when the backlog is gone.
+    pub max_lag_seconds: Option<f64>,
 }
 
 /// Sync counts as behind (working at full speed) while more WAL than this waits.
@@ -117,6 +119,7 @@ impl Measured {
             verify_bytes: verify_seconds.map(|_| r.tables.iter().map(|t| t.scale_bytes()).sum()),
             verify_seconds,
             pause_seconds: r.cutover.as_ref().and_then(|c| c.pause_seconds),
+            max_lag_seconds: None,
         }
     }
 }
@@ -382,20 +385,24 @@ fn catch_up(
         };
     }
     let backlog = wal * copy;
+    // The stage ends once lag is under --max-lag: sync at position p lags by the age of the
+    // WAL at p, so what may still wait then is --max-lag's worth of production's WAL.
+    let allowed = wal * m.max_lag_seconds.unwrap_or(0.0);
     // Never shorter than the rehearsal's catch-up: sync's start is a fixed cost.
     let start = m.catch_up_seconds.unwrap_or(0.0);
-    let seconds = (backlog / (apply - wal)).max(start);
+    let seconds = ((backlog - allowed).max(0.0) / (apply - wal)).max(start);
     let measured = if m.apply_saturated {
         "with a backlog (its capacity)"
     } else {
         "while caught up only (a lower bound of its capacity, so this time is an upper bound)"
     };
     assumptions.push(format!(
-        "Catch-up: production writes {} of WAL during the copy ({} behind at its end), applied at the rehearsal's {} measured {measured} less the {} production keeps writing; never less than the rehearsal's catch-up ({}: sync's start).",
+        "Catch-up: production writes {} of WAL during the copy ({} behind at its end), applied at the rehearsal's {} measured {measured} less the {} production keeps writing, until no more than --max-lag's worth ({}) waits; never less than the rehearsal's catch-up ({}: sync's start).",
         rate(wal),
         size(backlog),
         rate(apply),
         rate(wal),
+        size(allowed),
         duration(start)
     ));
     CatchUp::Seconds {
@@ -444,6 +451,7 @@ mod tests {
             verify_bytes: Some(150 * MB),
             verify_seconds: Some(5.0),
             pause_seconds: Some(0.4),
+            max_lag_seconds: None,
         }
     }
 
@@ -568,6 +576,27 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(close(e.window_seconds.unwrap(), 40.0 + 10.0 + 20.0 + 0.4));
+    }
+
+    #[test]
+    fn catch_up_ends_once_lag_is_under_max_lag() {
+        // 80 MB behind, 2 MB/s of WAL: with --max-lag 5 s, 10 MB may still wait when the
+        // stage ends, so 70 MB at 8 MB/s gained.
+        let mut m = rehearsal();
+        m.max_lag_seconds = Some(5.0);
+        let e = estimate(
+            &m,
+            &prod(&[("a", 400 * MB), ("b", 200 * MB)], Some(2.0 * MB as f64)),
+        );
+        assert!(
+            matches!(e.catch_up, CatchUp::Seconds { seconds, .. } if close(seconds, 70.0 / 8.0)),
+            "{:?}",
+            e.catch_up
+        );
+        // A backlog under --max-lag's worth: nothing to wait for.
+        m.max_lag_seconds = Some(60.0);
+        let e = estimate(&m, &prod(&[("a", 400 * MB)], Some(2.0 * MB as f64)));
+        assert!(matches!(e.catch_up, CatchUp::Seconds { seconds, .. } if seconds == 0.0));
     }
 
     #[test]

@@ -727,7 +727,9 @@ async fn estimate(cx: &Ctx) -> Result<(), Trouble> {
         .map_err(Trouble::from_report)?;
     if let Ok(mut r) = cx.report.lock() {
         let production = report::Production::from_plan(&plan, prod.redacted(), Some(wal));
-        let e = report::estimate(&report::Measured::from_report(&r), &production);
+        let mut measured = report::Measured::from_report(&r);
+        measured.max_lag_seconds = Some(cx.args.max_lag);
+        let e = report::estimate(&measured, &production);
         r.estimate = Some(e);
     }
     Ok(())
