@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Crash campaign (issue 20 item 1): `bluegreen run` SIGKILLed at N points drawn at random
-# (copy's data phase and index builds, sync's catch-up, verify holding the applier, every
-# cutover step), writes on blue between, the same command again, then independent checks
+# (copy's data phase and index builds, sync's catch-up, sync between a group's main commit
+# and its prepared parts, verify holding the applier, every cutover step) or `bluegreen
+# rollback` after any of its steps, writes between, the same command again, then independent checks
 # (psql digests of every table on both sides, no prepared transaction, no orphan slot or
 # origin, traffic on green only). The test binary is crates/cli/tests/crash_campaign.rs
 # (CI runs 5 points of it with the other tests).

@@ -81,6 +81,11 @@ pub async fn recover(
 ) -> Result<Recovery, Error> {
     // This session holds the dead flip's lock until the recovery is over.
     let lock = connect(green, "green").await?;
+    // A rollback that died after fencing green left it read-only for new sessions, this one
+    // included: it removes the flip record at the end.
+    lock.batch_execute("SET default_transaction_read_only = off")
+        .await
+        .map_err(crate::error::sql("green", "session settings"))?;
     if !state::exists(&lock).await? || !state::flips::recorded(&lock).await? {
         return Ok(Recovery::Nothing);
     }

@@ -149,6 +149,9 @@ impl Applier {
                         .await
                         .map_err(sql("target", "commit applied changes"))?;
                 }
+                if c.in_tx && !c.prepare.is_empty() {
+                    stall_after_main_commit(c.prepare.len()).await;
+                }
                 // On the main session, whose origin marks them as applied changes too.
                 for (_, gid) in &c.prepare {
                     client
@@ -163,6 +166,24 @@ impl Applier {
             }
             Ok(done)
         }));
+    }
+}
+
+/// Test hook (crash campaign): `BLUEGREEN_TEST_STALL_AFTER=main commit` holds the group
+/// between its main commit and the COMMIT PREPARED of its further sessions' parts for
+/// `BLUEGREEN_TEST_STALL_MS` (default 10 s), logging that it does, so a test can kill the
+/// process with the parts prepared.
+async fn stall_after_main_commit(parts: usize) {
+    if std::env::var("BLUEGREEN_TEST_STALL_AFTER").is_ok_and(|s| s == "main commit") {
+        let ms = std::env::var("BLUEGREEN_TEST_STALL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000);
+        tracing::warn!(
+            parts,
+            "test hook: stalled after a group's main commit, its prepared parts pending"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
 }
 
