@@ -67,6 +67,13 @@ impl Ctx<'_> {
             w.finish().await;
         }
     }
+
+    /// Leaves the flip to its watchdog and waits for it (see `Watchdog::hand_over`).
+    pub async fn hand_over_to_watchdog(&mut self, limit: std::time::Duration) {
+        if let Some(w) = self.watchdog.take() {
+            w.hand_over(limit).await;
+        }
+    }
 }
 
 /// Connects to green (the run's state), the old and the new primary for one direction.

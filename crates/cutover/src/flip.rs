@@ -99,11 +99,25 @@ pub(crate) async fn flip(
         }
         Err((step, cause)) => {
             tracing::warn!(step = step.name(), error = %cause, "cutover step failed; putting everything back");
-            undo.unwind(&cx).await;
-            if let Err(e) = Flip::end(&cx.state, &opts.run).await {
-                tracing::error!(error = %e, "could not remove the flip record; the next cutover, rollback or abort finds it put right");
+            let clean = undo.unwind(&cx).await;
+            let ended = if clean {
+                Flip::end(&cx.state, &opts.run)
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                Err("an undo failed".to_string())
+            };
+            match ended {
+                Ok(()) => cx.dismiss_watchdog().await,
+                Err(e) => {
+                    // A link died under the flip (its sessions are gone): the watchdog
+                    // undoes everything again on fresh connections (each undo harmless
+                    // where its step had not happened), as for a dead coordinator.
+                    tracing::warn!(error = %e, "could not put everything back here; the watchdog does it again on fresh connections");
+                    let _ = Flip::release(&cx.state, &opts.run).await;
+                    cx.hand_over_to_watchdog(HAND_OVER_LIMIT).await;
+                }
             }
-            cx.dismiss_watchdog().await;
             let _ = state::audit(
                 &cx.state,
                 &opts.run,
@@ -119,6 +133,9 @@ pub(crate) async fn flip(
         }
     }
 }
+
+/// How long a coordinator that handed its failed flip to the watchdog waits for it.
+const HAND_OVER_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The steps from the guardrails to RESUME. Each pushes its undo once it has (or may have)
 /// taken effect; an error before the commit point returns the step, and the caller unwinds.

@@ -56,39 +56,49 @@ impl UndoStack {
     }
 
     /// Unwinds the stack, newest first.
-    pub async fn unwind(self, cx: &Ctx<'_>) {
+    /// Whether every undo succeeded (each failure is logged).
+    pub async fn unwind(self, cx: &Ctx<'_>) -> bool {
+        let mut clean = true;
         for u in self.0.into_iter().rev() {
-            undo(cx, u).await;
+            clean &= undo(cx, u).await;
         }
+        clean
     }
 }
 
-async fn undo(cx: &Ctx<'_>, u: Undo) {
+/// Whether the undo succeeded.
+async fn undo(cx: &Ctx<'_>, u: Undo) -> bool {
     let limit = cx.opts.pause_timeout;
+    let mut clean = true;
     match u {
         Undo::RestoreFile { pooler, text } => {
             let admin = &cx.admins[pooler];
             if let Err(e) = dbfile::write_atomically(&admin.spec.file, &text) {
                 tracing::error!(error = %e, "could not restore the databases file");
+                clean = false;
             }
             if let Err(e) = admin.reload(limit).await {
                 tracing::error!(error = %e, "RELOAD after restoring failed");
+                clean = false;
             }
         }
         Undo::FenceNew => {
             if let Err(e) = fence::raise(&cx.new, &cx.state, &cx.opts.run, cx.side(false)).await {
                 tracing::error!(error = %e, "could not fence blue again");
+                clean = false;
             }
         }
         Undo::ReleaseHold => {
             if let Err(e) = state::release(&cx.state, &cx.apply_run).await {
                 tracing::error!(error = %e, "could not release the applier's hold");
+                clean = false;
             }
         }
         Undo::LiftFence => {
             if let Err(e) = fence::lift(&cx.old, Some(&cx.state), &cx.opts.run, cx.side(true)).await
             {
                 tracing::error!(error = %e, "could not unfence the old primary");
+                clean = false;
             }
         }
         Undo::Resume(poolers) => {
@@ -96,13 +106,16 @@ async fn undo(cx: &Ctx<'_>, u: Undo) {
             for r in resumes {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "RESUME failed: resume that pooler by hand");
+                    clean = false;
                 }
             }
         }
         Undo::DisarmReverse => {
             if let Err(e) = reverse::disarm(cx).await {
                 tracing::error!(error = %e, "could not remove the reverse slot");
+                clean = false;
             }
         }
     }
+    clean
 }

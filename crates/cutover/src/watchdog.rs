@@ -123,6 +123,20 @@ impl Watchdog {
         }
     }
 
+    /// The coordinator could not put everything back: the watchdog does it on fresh
+    /// connections (its input ends without `finished`). Waits for it, `limit` at most.
+    pub(crate) async fn hand_over(mut self, limit: Duration) {
+        drop(self.stdin.take());
+        if tokio::time::timeout(limit, self.child.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "the cutover watchdog is still putting the flip right; the next cutover, rollback or abort finishes it"
+            );
+        }
+    }
+
     async fn send(&mut self, line: &str) -> Result<(), Error> {
         let stdin = self
             .stdin

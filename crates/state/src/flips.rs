@@ -79,6 +79,18 @@ impl Flip {
         .map_err(q("release the flip lock"))
     }
 
+    /// Lets go of the flip's lock but keeps its record: the flip counts as dead from here on
+    /// and its watchdog (or the next command) puts it right.
+    pub async fn release(c: &impl GenericClient, run: &str) -> Result<(), Error> {
+        c.execute(
+            &format!("SELECT pg_advisory_unlock({LOCK}, hashtext($1))"),
+            &[&run],
+        )
+        .await
+        .map(|_| ())
+        .map_err(q("release the flip lock"))
+    }
+
     /// The run's flip, if one is recorded, and whether its process is alive. A dead one's
     /// lock is taken here: the caller recovers it, then calls [`Flip::end`].
     pub async fn find(c: &impl GenericClient, run: &str) -> Result<Found, Error> {

@@ -1,0 +1,237 @@
+//! Network faults at each cutover step (issue 20 item 2): `bluegreen cutover` reaches blue,
+//! green and the pooler's admin console through TCP proxies (testkit::Proxy); the test holds
+//! it after a step (test hook), resets every connection of one link there, and checks that
+//! the flip ends either done (traffic on green) or, far more often, failed (exit 2) with
+//! nothing half-done: within bounded time traffic is on blue, blue is not fenced, the pooler
+//! is not paused, sync still runs, no flip record or reverse slot is left.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
+use testkit::{Cluster, Pgbouncer, Proxy};
+
+const DB: &str = "factory_telemetry";
+
+struct Rig {
+    blue: Cluster,
+    green: Cluster,
+    pooler: Pgbouncer,
+    proxies: [Proxy; 3],
+    dir: tempfile::TempDir,
+    _sync: Running,
+}
+
+const LINKS: [&str; 3] = ["blue", "green", "pooler"];
+
+fn rig() -> Rig {
+    let (blue, green) = fixture_pair_at(0.005);
+    blue.sql(
+        DB,
+        &format!(
+            "ALTER TABLE {} REPLICA IDENTITY FULL",
+            fixtures::NO_PK_TABLE
+        ),
+    );
+    let pooler = Pgbouncer::builder()
+        .database(DB, "127.0.0.1", blue.port(), DB)
+        .user("postgres", blue.password())
+        .start()
+        .unwrap();
+    let (s, t) = (blue.url(DB), green.url(DB));
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    // Sync itself on direct links: the faults are the cutover's.
+    let sync = spawn_bluegreen(
+        &["sync", "--source", &s, "--target", &t],
+        &dir.path().join("sync.log"),
+    );
+    let proxies = [
+        Proxy::to_port(blue.port()).unwrap(),
+        Proxy::to_port(green.port()).unwrap(),
+        Proxy::to_port(pooler.port()).unwrap(),
+    ];
+    let r = Rig {
+        blue,
+        green,
+        pooler,
+        proxies,
+        dir,
+        _sync: sync,
+    };
+    let started = Instant::now();
+    while !r.sync_running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "sync did not start"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    r
+}
+
+impl Rig {
+    fn sync_running(&self) -> bool {
+        self.green.sql(
+            DB,
+            "SELECT coalesce(bool_or(heartbeat > clock_timestamp() - interval '5 s'), false)
+               FROM bluegreen.apply WHERE run = 'main'",
+        ) == "t"
+    }
+
+    /// A cutover through the proxies, held 2 s after `step`.
+    fn cutover(&self, step: &str, log: &str) -> std::process::Child {
+        let [b, g, p] = &self.proxies;
+        let admin = self.pooler.admin_url().replace(
+            &format!(":{}/", self.pooler.port()),
+            &format!(":{}/", p.port()),
+        );
+        let pooler = format!(
+            "admin={admin},db={DB},file={},blue=127.0.0.1:{}/{DB},green=127.0.0.1:{}/{DB}",
+            self.pooler.databases_file().display(),
+            self.blue.port(),
+            self.green.port()
+        );
+        Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+            .args([
+                "cutover",
+                "--source",
+                &b.url(&self.blue, DB),
+                "--target",
+                &g.url(&self.green, DB),
+                "--pooler",
+                &pooler,
+                "--no-verify-check",
+                "--pause-timeout",
+                "5",
+            ])
+            .env("BLUEGREEN_TEST_STALL_AFTER", step)
+            .env("BLUEGREEN_TEST_STALL_MS", "2000")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    fn pooled_port(&self) -> Option<u16> {
+        let out = Command::new(testkit::pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-c", "SELECT inet_server_port()"])
+            .arg(self.pooler.url(DB, "postgres", self.blue.password()))
+            .env("PGCONNECT_TIMEOUT", "3")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    /// Traffic on blue (through an unpaused pooler), blue unfenced, sync running, the run
+    /// `copied`, no flip record or reverse slot: what a failed cutover leaves.
+    fn on_blue(&self) -> Result<(), String> {
+        if self.pooled_port() != Some(self.blue.port()) {
+            return Err(format!("pooler answers from {:?}", self.pooled_port()));
+        }
+        let fenced = self.blue.sql(DB, "SELECT coalesce(array_to_string(setconfig, ','), '') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()");
+        if !fenced.is_empty() {
+            return Err(format!("blue is fenced: {fenced}"));
+        }
+        let left = self.green.sql(
+            DB,
+            "SELECT (SELECT phase FROM bluegreen.runs WHERE run = 'main') || ' '
+                 || (SELECT count(*) FROM bluegreen.flips) || ' '
+                 || (SELECT count(*) FROM pg_replication_slots)",
+        );
+        if left != "copied 0 0" {
+            return Err(format!("phase, flip records, slots on green: {left}"));
+        }
+        if !self.sync_running() {
+            return Err("sync is not running".into());
+        }
+        Ok(())
+    }
+}
+
+/// Every step before the commit point, a reset of each link right after it.
+#[test]
+fn a_reset_link_at_any_cutover_step_leaves_traffic_on_blue() {
+    let steps = [
+        "guardrails",
+        "unwatch",
+        "unfence green",
+        "arm rollback",
+        "pre-sync sequences",
+        "refresh materialized views",
+        "pre-drain",
+        "pause",
+        "fence",
+        "drain",
+        "final sequence sync",
+        "flip",
+    ];
+    let mut r = rig();
+    let mut outcomes = Vec::new();
+    for step in steps {
+        for (i, link) in LINKS.iter().enumerate() {
+            let log = format!("cutover-{step}-{link}.log").replace(' ', "_");
+            let mut child = r.cutover(step, &log);
+            let started = Instant::now();
+            let mut reset = false;
+            let status = loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break s;
+                }
+                if !reset
+                    && r.log(&log)
+                        .lines()
+                        .any(|l| l.contains("cutover step") && l.contains(&format!("\"{step}\"")))
+                {
+                    r.proxies[i].reset();
+                    reset = true;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{step}/{link}: cutover did not end within 60 s: {}",
+                    r.log(&log)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let took = started.elapsed();
+            assert!(reset, "{step}/{link}: step not reached: {}", r.log(&log));
+            let exit = status.code().unwrap_or(-1);
+            if exit == 0 {
+                // The flip did not need that link again: done, traffic on green. A fresh
+                // rig for the rest.
+                assert_eq!(r.pooled_port(), Some(r.green.port()), "{step}/{link}");
+                outcomes.push(format!("{step}/{link}: done (exit 0) in {took:?}"));
+                drop(r);
+                r = rig();
+                continue;
+            }
+            assert_eq!(exit, 2, "{step}/{link}: {}", r.log(&log));
+            // Put right by the coordinator, or by its watchdog within seconds.
+            let settled = Instant::now();
+            loop {
+                match r.on_blue() {
+                    Ok(()) => break,
+                    Err(e) if settled.elapsed() > Duration::from_secs(20) => panic!(
+                        "{step}/{link}: not back on blue 20 s after the exit: {e}\n{}",
+                        r.log(&log)
+                    ),
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+            outcomes.push(format!(
+                "{step}/{link}: exit 2 in {took:?}, on blue {:?} later",
+                settled.elapsed()
+            ));
+        }
+    }
+    for o in &outcomes {
+        eprintln!("{o}");
+    }
+}
