@@ -159,23 +159,43 @@ impl Rig {
 /// Every step before the commit point, a reset of each link right after it.
 #[test]
 fn a_reset_link_at_any_cutover_step_leaves_traffic_on_blue() {
-    let steps = [
-        "guardrails",
-        "unwatch",
-        "unfence green",
-        "arm rollback",
-        "pre-sync sequences",
-        "refresh materialized views",
-        "pre-drain",
-        "pause",
-        "fence",
-        "drain",
-        "final sequence sync",
-        "flip",
-    ];
+    faults_at_each_step(&ALL_STEPS, false);
+}
+
+/// The link goes silent instead (a black hole healing after 5 s for new connections: packets
+/// of the open flows dropped, no reset) at the steps that hold clients.
+///
+/// KNOWN GAP (ignored until fixed): a black hole on blue's link right after `pause` leaves the
+/// cutover waiting on the dead socket for over 240 s with the pooler paused (no timeout on
+/// the flip's statements to blue; TCP timeouts never fire through the loopback proxy). Run
+/// with `--ignored` (`FAULT_STEPS=pause` for one step) to see it.
+#[test]
+#[ignore = "known gap: no timeout on the flip's statements through a black-holed link"]
+fn a_black_hole_while_clients_are_paused_leaves_traffic_on_blue() {
+    let only = std::env::var("FAULT_STEPS").unwrap_or_else(|_| "pause,fence,drain".into());
+    let steps: Vec<&str> = only.split(',').collect();
+    faults_at_each_step(&steps, true);
+}
+
+const ALL_STEPS: [&str; 12] = [
+    "guardrails",
+    "unwatch",
+    "unfence green",
+    "arm rollback",
+    "pre-sync sequences",
+    "refresh materialized views",
+    "pre-drain",
+    "pause",
+    "fence",
+    "drain",
+    "final sequence sync",
+    "flip",
+];
+
+fn faults_at_each_step(steps: &[&str], black_hole: bool) {
     let mut r = rig();
     let mut outcomes = Vec::new();
-    for step in steps {
+    for &step in steps {
         for (i, link) in LINKS.iter().enumerate() {
             let log = format!("cutover-{step}-{link}.log").replace(' ', "_");
             let mut child = r.cutover(step, &log);
@@ -190,11 +210,15 @@ fn a_reset_link_at_any_cutover_step_leaves_traffic_on_blue() {
                         .lines()
                         .any(|l| l.contains("cutover step") && l.contains(&format!("\"{step}\"")))
                 {
-                    r.proxies[i].reset();
+                    if black_hole {
+                        r.proxies[i].black_hole(Some(Duration::from_secs(5)));
+                    } else {
+                        r.proxies[i].reset();
+                    }
                     reset = true;
                 }
                 assert!(
-                    started.elapsed() < Duration::from_secs(60),
+                    started.elapsed() < Duration::from_secs(if black_hole { 240 } else { 60 }),
                     "{step}/{link}: cutover did not end within 60 s: {}",
                     r.log(&log)
                 );
