@@ -10,7 +10,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bluegreen, code, fixture_pair_at, spawn_bluegreen, stderr, stdout, Running};
+use common::{bluegreen, code, spawn_bluegreen, stderr, stdout, Running};
 use testkit::{Cluster, Pgbouncer, Proxy};
 
 const DB: &str = "factory_telemetry";
@@ -27,14 +27,7 @@ struct Rig {
 const LINKS: [&str; 3] = ["blue", "green", "pooler"];
 
 fn rig() -> Rig {
-    let (blue, green) = fixture_pair_at(0.005);
-    blue.sql(
-        DB,
-        &format!(
-            "ALTER TABLE {} REPLICA IDENTITY FULL",
-            fixtures::NO_PK_TABLE
-        ),
-    );
+    let (blue, green) = common::publishable_pair_at(0.005);
     let pooler = Pgbouncer::builder()
         .database(DB, "127.0.0.1", blue.port(), DB)
         .user("postgres", blue.password())

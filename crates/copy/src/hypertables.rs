@@ -94,6 +94,14 @@ pub fn adjust_post_data(items: &mut [NewItem], plan: &Plan) {
 /// per chunk. (A source hypertable's own size is not in the plan, so its keys stay after.)
 const EARLY_KEY_BYTES: i64 = 64 << 20;
 
+/// A table the profile converts and that is small enough for [`EARLY_KEY_BYTES`].
+fn small_conversion(plan: &Plan, schema: &str, name: &str) -> bool {
+    plan.conversion(schema, name).is_some()
+        && plan
+            .table(schema, name)
+            .is_some_and(|t| t.bytes <= EARLY_KEY_BYTES)
+}
+
 /// How many chunks each small converted table (see [`EARLY_KEY_BYTES`]) will have on the
 /// target, from its time column's range on the source: making a chunk costs milliseconds
 /// of catalog work whatever it holds, so a small table spread over thousands of chunks
@@ -106,10 +114,7 @@ pub async fn expected_chunks(
 ) -> Result<HashMap<(String, String), i64>, Error> {
     let mut out = HashMap::new();
     for c in &plan.profile.hypertables {
-        if plan
-            .table(&c.schema, &c.name)
-            .is_none_or(|t| t.bytes > EARLY_KEY_BYTES)
-        {
+        if !small_conversion(plan, &c.schema, &c.name) {
             continue;
         }
         let col = quote_ident(&c.time_column);
@@ -145,12 +150,7 @@ pub fn early_keys(items: &[NewItem], plan: &Plan) -> Vec<usize> {
         .enumerate()
         .filter(|(_, it)| it.kind == "CONSTRAINT" && it.sql.contains(" PRIMARY KEY ("))
         .filter(|(_, it)| match tables_named(&it.sql).as_slice() {
-            [(schema, name)] => {
-                plan.conversion(schema, name).is_some()
-                    && plan
-                        .table(schema, name)
-                        .is_some_and(|t| t.bytes <= EARLY_KEY_BYTES)
-            }
+            [(schema, name)] => small_conversion(plan, schema, name),
             _ => false,
         })
         .map(|(i, _)| i)

@@ -70,13 +70,7 @@ impl Flip {
         c.execute("DELETE FROM bluegreen.flips WHERE run = $1", &[&run])
             .await
             .map_err(q("remove the flip record"))?;
-        c.execute(
-            &format!("SELECT pg_advisory_unlock({LOCK}, hashtext($1))"),
-            &[&run],
-        )
-        .await
-        .map(|_| ())
-        .map_err(q("release the flip lock"))
+        Self::release(c, run).await
     }
 
     /// Lets go of the flip's lock but keeps its record: the flip counts as dead from here on
