@@ -16,6 +16,26 @@ use crate::{names, q, Error, GenericClient};
 use conn::{qualified, quote_ident};
 use lsn::Lsn;
 
+/// The column a table without a usable key is cut into verify chunks by, and whose values
+/// sync records for it instead of keys: a NOT NULL column leading a valid, whole-table
+/// B-tree index (unique indexes first, then the narrowest, then the first column). Sync asks
+/// the target and verify the source; where the two answers differ, verify sees another
+/// column in the record and checks the table in full. `{rel}` is the table's regclass.
+pub const CHUNK_COLUMN_SQL: &str = "(SELECT a.attname::text
+   FROM pg_index i
+   JOIN pg_class ic ON ic.oid = i.indexrelid
+   JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
+   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+  WHERE i.indrelid = {rel} AND i.indisvalid AND i.indpred IS NULL
+    AND a.attnotnull AND NOT a.attisdropped
+  ORDER BY i.indisunique DESC, i.indnatts, a.attnum
+  LIMIT 1)";
+
+/// [`CHUNK_COLUMN_SQL`] for the relation expression `rel`.
+pub fn chunk_column_sql(rel: &str) -> String {
+    CHUNK_COLUMN_SQL.replace("{rel}", rel)
+}
+
 /// One group's touched keys, as sync records them.
 pub async fn record_touched(
     c: &impl GenericClient,
@@ -37,7 +57,8 @@ pub async fn record_touched(
 pub struct TouchedTable {
     pub schema: String,
     pub name: String,
-    /// The replica identity's column names the keys are in (not necessarily verify's key).
+    /// The columns the keys are in: the replica identity's (not necessarily verify's key),
+    /// or, for a table without a usable one, its [`CHUNK_COLUMN_SQL`] column.
     pub columns: Vec<String>,
     /// Text forms of the keys written, in `columns` order.
     pub keys: Vec<Vec<String>>,

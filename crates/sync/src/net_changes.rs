@@ -210,6 +210,7 @@ mod tests {
             copy_binary: None,
             batchable: true,
             insert_order: None,
+            chunk_column: None,
         })
     }
 

@@ -51,6 +51,10 @@ pub struct TargetRel {
     /// repeated across rows that arrive interleaved). None where no such index exists or a
     /// trigger fires for applied rows (it would see them in another order).
     pub insert_order: Option<usize>,
+    /// For a table without a usable key (none, or REPLICA IDENTITY FULL): the column
+    /// (source position, name) verify cuts it into chunks by
+    /// (`state::changes::CHUNK_COLUMN_SQL`), whose values sync records as the rows it wrote.
+    pub chunk_column: Option<(usize, String)>,
 }
 
 /// The rows of a hypertable that a chunk dropped on the source held.
@@ -387,7 +391,8 @@ impl RelMap {
         // applied rows (it would see them in another order).
         let indexes = target
             .query_one(
-                "SELECT (SELECT count(*) FROM pg_index
+                &format!(
+                    "SELECT (SELECT count(*) FROM pg_index
                           WHERE indrelid = r AND (indisunique OR indisexclusion)) <= 1,
                         NOT EXISTS (SELECT 1 FROM pg_trigger
                                      WHERE tgrelid = r AND NOT tgisinternal
@@ -400,8 +405,11 @@ impl RelMap {
                           WHERE i.indrelid = r AND NOT i.indisunique
                           GROUP BY a.attname
                           ORDER BY count(*) DESC, a.attname
-                          LIMIT 1)
+                          LIMIT 1),
+                        {chunk_column}
                    FROM to_regclass($1) AS r",
+                    chunk_column = state::changes::chunk_column_sql("r")
+                ),
                 &[&qualified],
             )
             .await
@@ -432,6 +440,9 @@ impl RelMap {
             .iter()
             .map(|t| Conv::for_type(t).filter(|c| self.iso_dates || !c.needs_iso()))
             .collect();
+        let chunk_column = indexes
+            .get::<_, Option<String>>(3)
+            .and_then(|name| Some((rel.columns.iter().position(|c| c.name == name)?, name)));
         let key_names = key.iter().map(|&i| rel.columns[i].name.clone()).collect();
         let new = TargetRel {
             qualified,
@@ -448,6 +459,7 @@ impl RelMap {
             applies_from,
             batchable,
             insert_order,
+            chunk_column,
         };
         // The chunks of one hypertable share its description, so the applier sees one table
         // (a key's pending change is found whichever chunk the next change names).

@@ -68,7 +68,7 @@ pub async fn locate(
     budget: &AtomicI64,
 ) -> Result<Located, Error> {
     if t.key.is_none() {
-        return locate_multiset(pair, t, source, target, budget).await;
+        return locate_multiset(pair, t, range, source, target, budget).await;
     }
     let mut out = Located::default();
     let mut stack = vec![(range, source, target, 0usize)];
@@ -160,13 +160,14 @@ async fn cut_points(
 async fn locate_multiset(
     pair: &Pair<'_>,
     t: &VerifyTable,
+    range: KeyRange,
     source: Digest,
     target: Digest,
     budget: &AtomicI64,
 ) -> Result<Located, Error> {
     let (hs, ht) = tokio::try_join!(
-        row_hashes(pair.source, "source", t),
-        row_hashes(pair.target, "target", t)
+        row_hashes(pair.source, "source", t, &range),
+        row_hashes(pair.target, "target", t, &range)
     )?;
     let mut count: HashMap<u128, i64> = HashMap::with_capacity(hs.len());
     for h in hs {
@@ -180,12 +181,12 @@ async fn locate_multiset(
     let limit = budget.load(Ordering::Relaxed).max(0) as usize;
     let total: i64 = differing.iter().map(|(_, n)| n.abs()).sum();
     let mut out = Located {
-        ranges: vec![KeyRange::all()],
+        ranges: vec![range.clone()],
         ..Located::default()
     };
     if differing.len() > limit {
         out.unlocated.push(Unlocated {
-            range: KeyRange::all(),
+            range: range.clone(),
             source,
             target,
             reason: format!(
@@ -197,16 +198,15 @@ async fn locate_multiset(
     }
     let wanted: HashSet<u128> = differing.iter().map(|(h, _)| *h).collect();
     let keep = |h: u128| wanted.contains(&h);
-    let all = KeyRange::all();
     let (src_rows, tgt_rows) = tokio::try_join!(
-        fetch(pair.source, "source", t, &all, Some(&keep)),
-        fetch(pair.target, "target", t, &all, Some(&keep))
+        fetch(pair.source, "source", t, &range, Some(&keep)),
+        fetch(pair.target, "target", t, &range, Some(&keep))
     )?;
     out.diffs = compare(t, &src_rows, &tgt_rows);
     budget.fetch_sub(out.diffs.len() as i64, Ordering::Relaxed);
     if out.diffs.is_empty() && !source.matches(&target) {
         out.unlocated.push(Unlocated {
-            range: KeyRange::all(),
+            range,
             source,
             target,
             reason: "checksums differ but the rows compare equal".into(),

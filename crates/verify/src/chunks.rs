@@ -1,5 +1,6 @@
 //! Cuts each table into key ranges of about `chunk_bytes`, from a sample of the source's
-//! keys under the source snapshot. Tables without a key are one chunk (a multiset).
+//! keys under the source snapshot. A table without a key is cut by its chunk column, each
+//! chunk a multiset; without one either, it is one chunk.
 
 use tokio_postgres::Client;
 
@@ -26,7 +27,7 @@ pub async fn plan(
     chunk_bytes: i64,
 ) -> Result<Vec<KeyRange>, Error> {
     let n = chunk_count(t.bytes, chunk_bytes);
-    if n <= 1 || t.key.is_none() {
+    if n <= 1 || t.range_key().is_none() {
         return Ok(vec![KeyRange::all()]);
     }
     let want = n as f64 * SAMPLES_PER_CHUNK;
@@ -46,7 +47,7 @@ async fn sample_keys(
     t: &VerifyTable,
     percent: Option<f64>,
 ) -> Result<Vec<Vec<String>>, Error> {
-    let key = t.key.as_deref().unwrap_or_default();
+    let key = t.range_key().unwrap_or_default();
     // Aliased: ORDER BY must sort by the key itself, not by its text form.
     let cols: Vec<String> = key
         .iter()
@@ -60,7 +61,7 @@ async fn sample_keys(
         "SELECT {} FROM {}{sample} ORDER BY {}",
         cols.join(", "),
         t.relation(),
-        t.key_order()
+        t.range_order()
     );
     let rows = source
         .query(&q, &[])

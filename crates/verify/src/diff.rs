@@ -159,6 +159,7 @@ mod tests {
             bytes: 0,
             estimated_rows: None,
             journaled: true,
+            chunk_column: None,
         }
     }
 

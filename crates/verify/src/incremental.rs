@@ -39,8 +39,14 @@ pub fn shape(t: &VerifyTable) -> String {
         .flatten()
         .map(|k| format!("{}:{}", k.name, k.collatable))
         .collect();
+    // Appended only where there is one: older records of keyed tables stay comparable.
+    let chunk_column = t
+        .chunk_column
+        .as_ref()
+        .map(|k| format!(" chunk_column={}:{}", k.name, k.collatable))
+        .unwrap_or_default();
     format!(
-        "only={} format={} columns=[{}] key=[{}]",
+        "only={} format={} columns=[{}] key=[{}]{chunk_column}",
         t.only,
         t.format.sql(),
         cols.join(","),
@@ -130,7 +136,12 @@ pub async fn plan(
             out.push(TablePlan::Full);
             continue;
         }
-        let key_names: Vec<String> = t.key.iter().flatten().map(|k| k.name.clone()).collect();
+        let key_names: Vec<String> = t
+            .range_key()
+            .unwrap_or_default()
+            .iter()
+            .map(|k| k.name.clone())
+            .collect();
         let mut keys: Vec<&Vec<String>> = Vec::new();
         let mut whole = false;
         for e in journal
@@ -177,7 +188,7 @@ async fn chunks_of_keys(
     keys: &[&Vec<String>],
     base: &[ChunkResult],
 ) -> Result<Vec<usize>, tokio_postgres::Error> {
-    let key = t.key.as_deref().unwrap_or_default();
+    let key = t.range_key().unwrap_or_default();
     let casts: Vec<String> = key
         .iter()
         .enumerate()
@@ -199,7 +210,7 @@ async fn chunks_of_keys(
                    UNION ALL
                    SELECT 1, {casts} FROM jsonb_array_elements($2) k) u) w
           WHERE tag = 0",
-        order = t.key_order()
+        order = t.range_order()
     );
     let bounds: Vec<&Vec<String>> = base.iter().filter_map(|c| c.upper.as_ref()).collect();
     let keys = serde_json::to_value(keys).unwrap_or_default();

@@ -26,9 +26,11 @@ impl KeyRange {
         self.lower.is_none() && self.upper.is_none()
     }
 
-    /// `WHERE …` for this range (empty for the whole table).
+    /// `WHERE …` for this range (empty for the whole table). A chunk column is NOT NULL on
+    /// the source, but the target's may hold NULLs: the first range takes them, so every row
+    /// falls in exactly one range.
     pub fn where_clause(&self, t: &VerifyTable) -> String {
-        let Some(key) = &t.key else {
+        let Some(key) = t.range_key() else {
             return String::new();
         };
         let lhs = tuple(key.iter().map(|k| k.expr()));
@@ -37,7 +39,11 @@ impl KeyRange {
             parts.push(format!("{lhs} > {}", literals(lo)));
         }
         if let Some(hi) = &self.upper {
-            parts.push(format!("{lhs} <= {}", literals(hi)));
+            if t.key.is_none() && self.lower.is_none() {
+                parts.push(format!("({lhs} <= {} OR {lhs} IS NULL)", literals(hi)));
+            } else {
+                parts.push(format!("{lhs} <= {}", literals(hi)));
+            }
         }
         if parts.is_empty() {
             String::new()
@@ -151,6 +157,7 @@ mod tests {
             bytes: 0,
             estimated_rows: None,
             journaled: true,
+            chunk_column: None,
         }
     }
 
@@ -186,6 +193,30 @@ mod tests {
             copy_out_sql(&only, &KeyRange::all()),
             "COPY (SELECT \"v\" FROM ONLY \"s\".\"t\") TO STDOUT (FORMAT binary)"
         );
+    }
+
+    #[test]
+    fn a_keyless_tables_first_range_takes_its_nulls() {
+        let t = VerifyTable {
+            key: None,
+            chunk_column: Some(KeyColumn {
+                name: "n".into(),
+                ident: "\"n\"".into(),
+                collatable: false,
+            }),
+            ..table(&[])
+        };
+        let parts = KeyRange::all().split_at(&[vec!["5".into()]]);
+        assert_eq!(
+            parts[0].where_clause(&t),
+            " WHERE (\"n\" <= '5' OR \"n\" IS NULL)"
+        );
+        assert_eq!(parts[1].where_clause(&t), " WHERE \"n\" > '5'");
+        let none = VerifyTable {
+            chunk_column: None,
+            ..t
+        };
+        assert_eq!(parts[0].where_clause(&none), "");
     }
 
     #[test]

@@ -132,8 +132,9 @@ pub async fn row_hashes(
     client: &Client,
     side: &'static str,
     t: &VerifyTable,
+    range: &KeyRange,
 ) -> Result<Vec<u128>, Error> {
-    let what = || format!("hash rows of {}", t.display());
+    let what = || format!("hash rows of {} {}", t.display(), range.describe());
     let raw: Vec<String> = t
         .columns
         .iter()
@@ -145,7 +146,12 @@ pub async fn row_hashes(
             }
         })
         .collect();
-    let q = format!("SELECT {} FROM {}", raw.join(", "), t.relation());
+    let q = format!(
+        "SELECT {} FROM {}{}",
+        raw.join(", "),
+        t.relation(),
+        range.where_clause(t)
+    );
     let stream = client
         .query_raw(&q, std::iter::empty::<&str>())
         .await

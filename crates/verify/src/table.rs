@@ -72,8 +72,11 @@ pub struct VerifyTable {
     /// hypertable on one side only) are compared too.
     pub only: bool,
     pub columns: Vec<Column>,
-    /// Primary key columns; None: the table is compared as one multiset.
+    /// Primary key columns; None: the table is compared as a multiset of rows.
     pub key: Option<Vec<KeyColumn>>,
+    /// Without a key: the column its chunks are cut by (`state::changes::CHUNK_COLUMN_SQL`),
+    /// its rows compared as one multiset per chunk. None: the whole table is one chunk.
+    pub chunk_column: Option<KeyColumn>,
     pub format: Format,
     /// Total relation size on the source (heap, TOAST, indexes).
     pub bytes: i64,
@@ -118,6 +121,23 @@ impl VerifyTable {
             .join(", ")
     }
 
+    /// The columns chunks are cut by: the key, or else the chunk column.
+    pub fn range_key(&self) -> Option<&[KeyColumn]> {
+        self.key
+            .as_deref()
+            .or(self.chunk_column.as_ref().map(std::slice::from_ref))
+    }
+
+    /// ORDER BY list of [`VerifyTable::range_key`].
+    pub fn range_order(&self) -> String {
+        self.range_key()
+            .unwrap_or_default()
+            .iter()
+            .map(KeyColumn::expr)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// ORDER BY list of the key (empty without a key).
     pub fn key_order(&self) -> String {
         self.key
@@ -155,6 +175,26 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
         rows.iter()
             .any(|r| r.get::<_, u32>(0) == oid && r.get::<_, &str>(1) == name)
     };
+    // Tables without a key: the column to cut them by, where they have one.
+    let keyless: Vec<u32> = plan
+        .tables
+        .iter()
+        .filter(|t| t.primary_key.is_none())
+        .map(|t| t.oid)
+        .collect();
+    let chunk_columns = source
+        .query(
+            &format!(
+                "SELECT r, {} FROM unnest($1::oid[]) AS r",
+                state::changes::chunk_column_sql("r")
+            ),
+            &[&keyless],
+        )
+        .await
+        .map_err(sql(
+            "source",
+            "look up the chunk columns of tables without a key",
+        ))?;
     let mut out = Vec::new();
     for t in plan
         .tables
@@ -190,6 +230,16 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
                         .collect()
                 })
         });
+        let chunk_column = chunk_columns
+            .iter()
+            .find(|r| r.get::<_, u32>(0) == t.oid && key.is_none())
+            .and_then(|r| r.get::<_, Option<String>>(1))
+            .filter(|c| columns.iter().any(|col| &col.name == c))
+            .map(|c| KeyColumn {
+                ident: quote_ident(&c),
+                collatable: collatable(t.oid, &c),
+                name: c,
+            });
         out.push(VerifyTable {
             schema: t.schema.clone(),
             name: t.name.clone(),
@@ -202,6 +252,7 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
             },
             columns,
             key,
+            chunk_column,
             bytes: t.bytes,
             estimated_rows: t.estimated_rows,
             journaled: t.partition_of.is_none()

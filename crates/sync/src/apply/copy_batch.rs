@@ -172,6 +172,7 @@ mod tests {
             copy_binary: None,
             batchable: false,
             insert_order: Some(0),
+            chunk_column: None,
         });
         let mut batch = CopyBatch {
             rel,

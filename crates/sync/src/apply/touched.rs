@@ -1,7 +1,9 @@
 //! The keys a group wrote, per table, kept in memory while the group runs and recorded in
 //! its own transaction at commit (`state::changes`), so the next verify checks only the
-//! chunks they fall in. Where keys cannot say which rows changed (a TRUNCATE, REPLICA
-//! IDENTITY FULL, a key that is not plain text, more keys than `MAX_KEYS`), the table is
+//! chunks they fall in. A table without a usable key (none, or REPLICA IDENTITY FULL) has
+//! its chunk column's values recorded instead: an insert's new row and a FULL identity's
+//! old row carry every column. Where neither can say which rows changed (a TRUNCATE, no
+//! chunk column, a value that is not plain text, more than `MAX_KEYS`), the table is
 //! recorded as touched whole.
 
 use super::*;
@@ -20,6 +22,8 @@ struct Entry {
     schema: String,
     name: String,
     columns: Vec<String>,
+    /// Where in a tuple `columns` are.
+    positions: Vec<usize>,
     keys: HashSet<Vec<Bytes>>,
     whole: bool,
 }
@@ -27,14 +31,24 @@ struct Entry {
 impl Touched {
     fn entry(&mut self, rel: &TargetRel) -> &mut Entry {
         if !self.tables.contains_key(&rel.qualified) {
+            let (columns, positions) = if !rel.full_identity && !rel.key.is_empty() {
+                (rel.key_names.clone(), rel.key.clone())
+            } else {
+                rel.chunk_column
+                    .iter()
+                    .cloned()
+                    .map(|(i, n)| (n, i))
+                    .unzip()
+            };
             self.tables.insert(
                 rel.qualified.clone(),
                 Entry {
                     schema: rel.schema.clone(),
                     name: rel.name.clone(),
-                    columns: rel.key_names.clone(),
+                    whole: positions.is_empty(),
+                    columns,
+                    positions,
                     keys: HashSet::new(),
-                    whole: rel.full_identity || rel.key.is_empty(),
                 },
             );
         }
@@ -42,13 +56,21 @@ impl Touched {
         self.tables.get_mut(&rel.qualified).expect("entry present")
     }
 
-    /// A row of `rel` with this tuple's key was written.
+    /// A row of `rel` with this tuple's key (or chunk column value) was written.
     pub(super) fn row(&mut self, rel: &TargetRel, tuple: &Tuple) {
         let e = self.entry(rel);
         if e.whole {
             return;
         }
-        match net::key_of(rel, tuple) {
+        let key: Option<Vec<Bytes>> = e
+            .positions
+            .iter()
+            .map(|&i| match tuple.get(i) {
+                Some(Value::Text(b)) => Some(b.clone()),
+                _ => None,
+            })
+            .collect();
+        match key {
             Some(k) if e.keys.len() < MAX_KEYS => {
                 e.keys.insert(k);
             }
@@ -125,6 +147,7 @@ mod tests {
             copy_binary: None,
             batchable: true,
             insert_order: None,
+            chunk_column: None,
         }
     }
 
@@ -163,13 +186,40 @@ mod tests {
         t.row(&r, &vec![Value::UnchangedToast, Value::Null]);
         let e = entries(&t);
         assert!(e[0].whole && e[0].keys.is_empty());
-        // TRUNCATE, and REPLICA IDENTITY FULL: whole.
+        // TRUNCATE, and REPLICA IDENTITY FULL without a chunk column: whole.
         let mut t = Touched::default();
         t.whole(&r);
         assert!(entries(&t)[0].whole);
         let mut t = Touched::default();
         t.row(&rel(true), &row("1"));
         assert!(entries(&t)[0].whole);
+        // No key (or FULL) with a chunk column: its values, under its name; a NULL there
+        // cannot say which chunk: whole.
+        for keyless in [
+            TargetRel {
+                key: vec![],
+                key_names: vec![],
+                chunk_column: Some((1, "v".into())),
+                ..rel(false)
+            },
+            TargetRel {
+                chunk_column: Some((1, "v".into())),
+                ..rel(true)
+            },
+        ] {
+            let mut t = Touched::default();
+            t.row(&keyless, &row("1"));
+            t.row(&keyless, &row("2"));
+            let e = entries(&t);
+            assert!(!e[0].whole);
+            assert_eq!(e[0].columns, vec!["v".to_string()]);
+            assert_eq!(e[0].keys, vec![vec!["x".to_string()]]);
+            t.row(
+                &keyless,
+                &vec![Value::Text(Bytes::from_static(b"3")), Value::Null],
+            );
+            assert!(entries(&t)[0].whole);
+        }
         // Past MAX_KEYS distinct keys: whole; a repeated key below it is no new key.
         let mut t = Touched::default();
         for i in 0..MAX_KEYS {
