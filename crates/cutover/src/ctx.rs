@@ -1,7 +1,8 @@
 //! What one flip works with: its three sessions (green's state, the old and the new
-//! primary), the poolers, and the steps' timing.
+//! primary), the poolers, and the steps' timing; and, after a failed step, those sessions
+//! checked and the silent ones replaced ([`Ctx::revive`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use conn::ConnSpec;
 use state::{Run, Side};
@@ -10,6 +11,7 @@ use tokio_postgres::Client;
 use crate::error::sql;
 use crate::pooler::Admin;
 use crate::step::{inject, Step, StepResult};
+use crate::undo::undo_limit;
 use crate::{connect, reverse_run, watchdog, Direction, Error, Options};
 
 pub(crate) struct Ctx<'a> {
@@ -20,6 +22,11 @@ pub(crate) struct Ctx<'a> {
     pub old: Client,
     pub new: Client,
     pub new_spec: &'a ConnSpec,
+    old_spec: &'a ConnSpec,
+    state_spec: &'a ConnSpec,
+    /// Which backend serves each session (state, old, new): one that stops answering is
+    /// ended from a fresh session, so nothing it was sent runs late.
+    backends: [Backend; 3],
     pub admins: Vec<Admin>,
     /// The applier that must catch up: forward sync for cutover, reverse for rollback.
     pub apply_run: String,
@@ -88,6 +95,7 @@ pub(crate) async fn open<'a>(
         Direction::Rollback => (green, blue),
     };
     let state = connect(green, "green").await?;
+    let state_backend = session(&state).await?;
     let run = Run::get(&state, &opts.run)
         .await?
         .ok_or_else(|| Error::Guardrail(format!("no run {} on green", opts.run)))?;
@@ -97,12 +105,7 @@ pub(crate) async fn open<'a>(
     };
     let old = connect(old_spec, "old primary").await?;
     let new = connect(new_spec, "new primary").await?;
-    // Our own sessions write (sequences, marks) even on a database fenced read-only.
-    for c in [&old, &new, &state] {
-        c.batch_execute("SET default_transaction_read_only = off")
-            .await
-            .map_err(sql("database", "session settings"))?;
-    }
+    let backends = [state_backend, session(&old).await?, session(&new).await?];
     let cx = Ctx {
         dir,
         opts,
@@ -110,6 +113,9 @@ pub(crate) async fn open<'a>(
         old,
         new,
         new_spec,
+        old_spec,
+        state_spec: green,
+        backends,
         admins: Vec::new(),
         apply_run,
         schemas: run.schemas.clone(),
@@ -118,4 +124,174 @@ pub(crate) async fn open<'a>(
         watchdog: None,
     };
     Ok((cx, run))
+}
+
+/// A session's backend: its pid and start time (the pair names it even after the pid is
+/// reused).
+#[derive(Debug, Clone, Default)]
+struct Backend {
+    pid: i32,
+    started: String,
+}
+
+/// Readies one of the flip's sessions and says which backend serves it. Our own sessions
+/// write (sequences, marks) even on a database fenced read-only.
+async fn session(c: &Client) -> Result<Backend, Error> {
+    let rows = c
+        .simple_query(
+            "SET default_transaction_read_only = off;
+             SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+        )
+        .await
+        .map_err(sql("database", "session settings"))?;
+    let row = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    });
+    Ok(Backend {
+        pid: row
+            .and_then(|r| r.get(0))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_default(),
+        started: row
+            .and_then(|r| r.get(1))
+            .map(str::to_string)
+            .unwrap_or_default(),
+    })
+}
+
+impl Ctx<'_> {
+    /// After a failed step, before its undo: every session of the flip answers within
+    /// --pause-timeout (clients are still paused; 1 s at least), or it is given up (a link that went silent leaves its session waiting
+    /// for good: TCP notices nothing while something on the path still acknowledges) and
+    /// replaced by a fresh one (each attempt bounded the same way), tried until
+    /// [`REVIVE_LIMIT`]; the silent session's backend is
+    /// then ended from the fresh one, so nothing it was sent can still run after the undo,
+    /// and the flip's lock on green, which that backend held, is taken again. Says whether
+    /// every session answers now.
+    pub async fn revive(&mut self) -> bool {
+        let limit = self
+            .opts
+            .pause_timeout
+            .clamp(Duration::from_secs(1), undo_limit(self.opts));
+        let (state_ok, old_ok, new_ok) = tokio::join!(
+            answers(&self.state, limit),
+            answers(&self.old, limit),
+            answers(&self.new, limit)
+        );
+        let sides: [(bool, &ConnSpec, &'static str); 3] = [
+            (state_ok, self.state_spec, "green"),
+            (old_ok, self.old_spec, "old primary"),
+            (new_ok, self.new_spec, "new primary"),
+        ];
+        let fresh =
+            futures_util::future::join_all(sides.iter().map(|&(ok, spec, side)| async move {
+                if ok {
+                    return None;
+                }
+                tracing::warn!(
+                    side,
+                    "a session of the flip gives no answer; putting things back on a fresh one"
+                );
+                Some(reconnect(spec, side, limit).await)
+            }))
+            .await;
+        let mut all = true;
+        for (i, f) in fresh.into_iter().enumerate() {
+            let Some(f) = f else { continue };
+            let Some((client, backend)) = f else {
+                all = false;
+                continue;
+            };
+            let stale = std::mem::replace(&mut self.backends[i], backend);
+            end_backend(&client, &stale, limit).await;
+            match i {
+                0 => {
+                    self.state = client;
+                    if !relock(&self.state, &self.opts.run, limit).await {
+                        tracing::warn!("could not take the flip's lock again on the fresh session");
+                    }
+                }
+                1 => self.old = client,
+                _ => self.new = client,
+            }
+        }
+        all
+    }
+}
+
+/// Whether a session is open and answers a `SELECT 1` within `limit`.
+async fn answers(c: &Client, limit: Duration) -> bool {
+    !c.is_closed()
+        && matches!(
+            tokio::time::timeout(limit, c.simple_query("SELECT 1")).await,
+            Ok(Ok(_))
+        )
+}
+
+/// How long [`Ctx::revive`] tries to open a fresh session to a server that went silent.
+pub(crate) const REVIVE_LIMIT: Duration = Duration::from_secs(30);
+
+/// A fresh session to `spec`, each attempt bounded by `limit` (a connection accepted and
+/// never answered waits otherwise), tried until [`REVIVE_LIMIT`].
+async fn reconnect(
+    spec: &ConnSpec,
+    side: &'static str,
+    limit: Duration,
+) -> Option<(Client, Backend)> {
+    let started = Instant::now();
+    loop {
+        let attempt = async {
+            let c = connect(spec, side).await?;
+            let b = session(&c).await?;
+            Ok::<_, Error>((c, b))
+        };
+        match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(fresh)) => return Some(fresh),
+            Ok(Err(e)) => tracing::debug!(side, error = %e, "fresh session failed"),
+            Err(_) => tracing::debug!(side, "fresh session got no answer"),
+        }
+        if started.elapsed() > REVIVE_LIMIT {
+            tracing::error!(side, "no fresh session within {REVIVE_LIMIT:?}");
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Ends the backend of a session given up, if it is still there (same pid, same start).
+async fn end_backend(c: &Client, b: &Backend, limit: Duration) {
+    if b.pid == 0 {
+        return;
+    }
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&b.pid, &b.started];
+    let end = c.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE pid = $1 AND backend_start::text = $2",
+        &params,
+    );
+    match tokio::time::timeout(limit, end).await {
+        Ok(Ok(n)) if n > 0 => tracing::info!(pid = b.pid, "the silent session's backend ended"),
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(pid = b.pid, error = %e, "could not end the silent session's backend")
+        }
+        Err(_) => tracing::warn!(
+            pid = b.pid,
+            "could not end the silent session's backend in time"
+        ),
+    }
+}
+
+/// Takes the flip's lock on a fresh state session once the silent one's backend let it go.
+async fn relock(c: &Client, run: &str, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        match tokio::time::timeout(limit, state::flips::take_lock(c, run)).await {
+            Ok(Ok(true)) => return true,
+            Ok(Ok(false)) => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => return false,
+        }
+    }
+    false
 }

@@ -11,7 +11,7 @@ use crate::ctx::{open, Ctx};
 use crate::dbfile::{self, Endpoint};
 use crate::pooler::Admin;
 use crate::step::{at, Step, StepResult};
-use crate::undo::{Undo, UndoStack};
+use crate::undo::{undo_limit, Undo, UndoStack};
 use crate::{
     drain, fence, guardrails, recover, reverse, unreplicated, watchdog, Direction, Error, Options,
     Recovery, Report,
@@ -99,11 +99,24 @@ pub(crate) async fn flip(
         }
         Err((step, cause)) => {
             tracing::warn!(step = step.name(), error = %cause, "cutover step failed; putting everything back");
-            let clean = undo.unwind(&cx).await;
-            let ended = if clean {
-                Flip::end(&cx.state, &opts.run)
+            let limit = undo_limit(cx.opts);
+            // A session that went silent is given up and replaced first: the undo runs on
+            // sessions that answer.
+            let revived = cx.revive().await;
+            // A commit mark that got no answer may have been written: marked undone again
+            // (the silent session's backend is gone by now), or the flip is left to the
+            // watchdog, which finishes or undoes it by what the record says.
+            let record_sure = step != Step::CommitPoint
+                || bound(limit, Flip::uncommit(&cx.state, &opts.run))
                     .await
-                    .map_err(|e| e.to_string())
+                    .is_ok();
+            let clean = if record_sure {
+                undo.unwind(&cx).await
+            } else {
+                false
+            };
+            let ended = if clean && revived {
+                bound(limit, Flip::end(&cx.state, &opts.run)).await
             } else {
                 Err("an undo failed".to_string())
             };
@@ -114,16 +127,19 @@ pub(crate) async fn flip(
                     // undoes everything again on fresh connections (each undo harmless
                     // where its step had not happened), as for a dead coordinator.
                     tracing::warn!(error = %e, "could not put everything back here; the watchdog does it again on fresh connections");
-                    let _ = Flip::release(&cx.state, &opts.run).await;
+                    let _ = bound(limit, Flip::release(&cx.state, &opts.run)).await;
                     cx.hand_over_to_watchdog(HAND_OVER_LIMIT).await;
                 }
             }
-            let _ = state::audit(
-                &cx.state,
-                &opts.run,
-                "cutover-aborted",
-                None,
-                serde_json::json!({ "step": step.name(), "error": cause.to_string() }),
+            let _ = bound(
+                limit,
+                state::audit(
+                    &cx.state,
+                    &opts.run,
+                    "cutover-aborted",
+                    None,
+                    serde_json::json!({ "step": step.name(), "error": cause.to_string() }),
+                ),
             )
             .await;
             Err(Error::Aborted {
@@ -131,6 +147,37 @@ pub(crate) async fn flip(
                 cause: Box::new(cause),
             })
         }
+    }
+}
+
+/// `fut` within `limit`, its error as text.
+async fn bound<T, E: std::fmt::Display>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {limit:?}")),
+    }
+}
+
+/// A step inside the pause, bounded by `limit`: every statement it sends may meet a link
+/// that went silent (packets dropped, no reset), where TCP notices nothing for minutes or,
+/// when something on the path still acknowledges, never. The flip then fails at that step
+/// and is put back on fresh sessions.
+pub(crate) async fn within<T>(
+    step: Step,
+    limit: Duration,
+    fut: impl std::future::Future<Output = Result<T, Error>>,
+) -> StepResult<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => at(step, r),
+        Err(_) => Err((
+            step,
+            Error::Timeout(format!(
+                "{step} got no answer within {limit:?} (a server or pooler stopped answering while clients were paused)"
+            )),
+        )),
     }
 }
 
@@ -172,30 +219,40 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
     prepare(cx, undo).await?;
     let paused_at = pause(cx, undo).await?;
 
+    // From the PAUSE to the commit point every step is bounded (see `within`): the fence
+    // by twice --pause-timeout (its raising, then its own wait for other sessions to end),
+    // the drain by --drain-timeout plus --pause-timeout, the others by --pause-timeout (the
+    // flip's pooler commands each have it already).
+    let pt = cx.opts.pause_timeout;
     cx.enter(Step::Fence)?;
     undo.push(Undo::LiftFence);
-    let (others, unbound_roles) = at(Step::Fence, fence::close(cx).await)?;
+    let (others, unbound_roles) = within(Step::Fence, pt * 2, fence::close(cx)).await?;
     cx.leave(Step::Fence)?;
 
     cx.enter(Step::Drain)?;
-    let drained_at = at(Step::Drain, drain::drain(cx, undo).await)?;
+    let drain_limit = cx.opts.drain_timeout + pt;
+    let drained_at = within(Step::Drain, drain_limit, drain::drain(cx, undo)).await?;
     cx.leave(Step::Drain)?;
 
     cx.enter(Step::FinalSequenceSync)?;
-    at(
+    within(
         Step::FinalSequenceSync,
-        unreplicated::sync_sequences(cx).await,
-    )?;
+        pt,
+        unreplicated::sync_sequences(cx),
+    )
+    .await?;
     cx.leave(Step::FinalSequenceSync)?;
 
     if cx.dir == Direction::Rollback {
         // Blue was fenced read-only at cutover; it takes writes again from RESUME on.
         cx.enter(Step::Unfence)?;
         undo.push(Undo::FenceNew);
-        at(
+        within(
             Step::Unfence,
-            fence::lift(&cx.new, Some(&cx.state), &cx.opts.run, Side::Blue).await,
-        )?;
+            pt,
+            fence::lift(&cx.new, Some(&cx.state), &cx.opts.run, Side::Blue),
+        )
+        .await?;
         cx.leave(Step::Unfence)?;
     }
 
@@ -204,12 +261,12 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
     // The commit point: should this process die from here on, the flip is finished, not
     // undone (clients may already write on the new primary). Nothing after it is undone.
     cx.enter(Step::CommitPoint)?;
-    at(
-        Step::CommitPoint,
+    within(Step::CommitPoint, pt, async {
         Flip::commit(&cx.state, &cx.opts.run)
             .await
-            .map_err(Error::from),
-    )?;
+            .map_err(Error::from)
+    })
+    .await?;
     cx.timed(Step::CommitPoint);
 
     let results = join_all(cx.admins.iter().map(|a| a.resume(cx.opts.pause_timeout))).await;

@@ -114,8 +114,16 @@ pub async fn rollback(blue: &ConnSpec, green: &ConnSpec, opts: &Options) -> Resu
         })
 }
 
+/// A session to `side`, bounded as a whole by [`conn::DEFAULT_LINK_TIMEOUT`]: a server (or
+/// something in front of it) that accepts the connection and never answers would hold the
+/// startup for good, and tokio-postgres' connect timeout bounds only the TCP connect.
 async fn connect(spec: &ConnSpec, side: &'static str) -> Result<Client, Error> {
-    conn::connect(spec)
-        .await
-        .map_err(|source| Error::Conn { side, source })
+    let limit = conn::DEFAULT_LINK_TIMEOUT;
+    match tokio::time::timeout(limit, conn::connect(spec)).await {
+        Ok(r) => r.map_err(|source| Error::Conn { side, source }),
+        Err(_) => Err(Error::Timeout(format!(
+            "{side}: {} gave no answer to the connection within {limit:?}",
+            spec.target()
+        ))),
+    }
 }

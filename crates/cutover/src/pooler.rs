@@ -102,10 +102,18 @@ impl Admin {
         })
     }
 
+    /// A connection to the admin console, bounded as a whole by the spec's connect timeout
+    /// (tokio-postgres bounds only the TCP connect: a console that accepts and never answers
+    /// would hold the startup for good).
     async fn open(conn: &ConnSpec) -> Result<Client, Error> {
-        conn::connect_plain(conn)
-            .await
-            .map_err(|e| Error::Pooler(format!("pooler {}: {e}", conn.target())))
+        let limit = conn.connect_timeout.unwrap_or(conn::DEFAULT_LINK_TIMEOUT);
+        match tokio::time::timeout(limit, conn::connect_plain(conn)).await {
+            Ok(r) => r.map_err(|e| Error::Pooler(format!("pooler {}: {e}", conn.target()))),
+            Err(_) => Err(Error::Timeout(format!(
+                "pooler {}: no answer to the connection within {limit:?}",
+                conn.target()
+            ))),
+        }
     }
 
     pub fn name(&self) -> String {
@@ -151,6 +159,13 @@ impl Admin {
             Err(Error::Pooler(m)) if m.contains("not paused") => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+
+    /// RELOAD on a fresh admin connection (for an undo: the flip's own may be the one that
+    /// went silent).
+    pub async fn reload_fresh(&self, limit: Duration) -> Result<(), Error> {
+        let client = Self::open(&self.conn).await?;
+        self.command(&client, "RELOAD", limit).await.map(|_| ())
     }
 
     pub async fn reload(&self, limit: Duration) -> Result<(), Error> {

@@ -1,12 +1,22 @@
 //! What a flip has done that a failure must put back, as a stack: each step pushes its undo
 //! once it has (or may have) taken effect, and a failure unwinds it newest first. Best
 //! effort: every undo is tried even if an earlier one fails, and failures are logged for the
-//! operator.
+//! operator. Bounded: each undo gets [`undo_limit`], so a session that went silent fails
+//! its undo instead of holding it (and the paused clients) for good.
+
+use std::time::Duration;
 
 use futures_util::future::join_all;
 
 use crate::ctx::Ctx;
-use crate::{dbfile, fence, reverse, Direction};
+use crate::{dbfile, fence, reverse, Direction, Options};
+
+/// How long one undo may take (and one probe of a session before the undo): twice
+/// --pause-timeout, 10 s at least (an undo opens a fresh connection and makes a few round
+/// trips).
+pub(crate) fn undo_limit(opts: &Options) -> Duration {
+    opts.pause_timeout.max(Duration::from_secs(5)) * 2
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Undo {
@@ -66,8 +76,20 @@ impl UndoStack {
     }
 }
 
-/// Whether the undo succeeded.
+/// Whether the undo succeeded within [`undo_limit`].
 async fn undo(cx: &Ctx<'_>, u: Undo) -> bool {
+    let limit = undo_limit(cx.opts);
+    let what = format!("{u:?}");
+    match tokio::time::timeout(limit, undo_one(cx, u)).await {
+        Ok(clean) => clean,
+        Err(_) => {
+            tracing::error!(undo = what, "undo got no answer within {limit:?}");
+            false
+        }
+    }
+}
+
+async fn undo_one(cx: &Ctx<'_>, u: Undo) -> bool {
     let limit = cx.opts.pause_timeout;
     let mut clean = true;
     match u {
@@ -77,7 +99,8 @@ async fn undo(cx: &Ctx<'_>, u: Undo) -> bool {
                 tracing::error!(error = %e, "could not restore the databases file");
                 clean = false;
             }
-            if let Err(e) = admin.reload(limit).await {
+            // On a fresh connection: the flip's own may be the one that went silent.
+            if let Err(e) = admin.reload_fresh(limit).await {
                 tracing::error!(error = %e, "RELOAD after restoring failed");
                 clean = false;
             }

@@ -65,6 +65,18 @@ impl Flip {
         .map_err(q("mark the flip committed"))
     }
 
+    /// Back before the commit point: for a flip whose commit mark got no answer (it may or
+    /// may not have been written) and that is undone, so that a recovery undoes it too.
+    pub async fn uncommit(c: &impl GenericClient, run: &str) -> Result<(), Error> {
+        c.execute(
+            "UPDATE bluegreen.flips SET committed = false WHERE run = $1",
+            &[&run],
+        )
+        .await
+        .map(|_| ())
+        .map_err(q("mark the flip not committed"))
+    }
+
     /// The flip is over (done, undone or recovered): record removed, lock released.
     pub async fn end(c: &impl GenericClient, run: &str) -> Result<(), Error> {
         c.execute("DELETE FROM bluegreen.flips WHERE run = $1", &[&run])
@@ -119,6 +131,12 @@ pub async fn recorded(c: &impl GenericClient) -> Result<bool, Error> {
         .await
         .map(|r| r.get(0))
         .map_err(q("look up the flip records"))
+}
+
+/// Takes the run's flip lock on `c`'s session again (a flip whose session on green went
+/// silent, after ending that session's backend). False: another session holds it.
+pub async fn take_lock(c: &impl GenericClient, run: &str) -> Result<bool, Error> {
+    try_lock(c, run).await
 }
 
 async fn try_lock(c: &impl GenericClient, run: &str) -> Result<bool, Error> {
