@@ -474,7 +474,8 @@ pub struct FlipArgs {
     pub max_xact_age: f64,
 
     /// Give up (and put everything back) when a pooler's PAUSE takes longer than this
-    /// (seconds, or with a unit: 500ms).
+    /// (seconds, or with a unit: 500ms). Also each step's bound while clients are paused
+    /// (the fence gets twice this, the drain --drain-timeout plus this).
     #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = units::seconds)]
     pub pause_timeout: f64,
 
@@ -559,7 +560,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::seconds)]
     pub max_xact_age: f64,
 
-    /// Cutover gives up (and puts everything back) when PAUSE takes longer than this.
+    /// Cutover gives up (and puts everything back) when PAUSE takes longer than this; also
+    /// each step's bound while clients are paused (the fence gets twice this, the drain
+    /// --drain-timeout plus this).
     #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = units::seconds)]
     pub pause_timeout: f64,
 
