@@ -11,6 +11,9 @@
 //! direction's sync stops. Each step pushes its undo; a failure before the commit point
 //! unwinds them newest first (traffic stays on the old primary, its sync keeps running), and
 //! a flip whose process dies is undone or finished by its watchdog or the next command.
+//! Nothing in the pause waits without a bound: each step from PAUSE to the commit point has
+//! a deadline (`flip::within`), a failed flip's silent sessions are replaced by fresh ones
+//! before its undo (`Ctx::revive`), and each undo is bounded (`undo::undo_limit`).
 //!
 //! Layout: `flip` runs the steps, `guardrails` checks before anything is touched, `undo`
 //! holds the undo stack, `fence` closes the old primary, `drain` holds the applier,
