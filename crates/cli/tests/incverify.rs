@@ -164,6 +164,8 @@ fn incremental_verify_checks_what_changed_and_finds_writes_behind_the_applier() 
     let h = table(&inc, "metric_hist");
     assert_eq!(h["chunks"], hist_chunks, "{h:#}");
     assert_eq!(h["checked"], 1, "{h:#}");
+    // By that row alone: the rest of its chunk is as the base found it.
+    assert_eq!(h["checked_by_keys"], 1, "{h:#}");
     assert_eq!(h["carried"], hist_chunks - 1, "{h:#}");
     assert_eq!(h["carried_from"], serde_json::json!([base]), "{h:#}");
     // No other table was written: all of them carried from the base.
@@ -380,8 +382,45 @@ fn a_table_without_a_key_is_checked_only_where_sync_wrote() {
     assert_eq!(c, 0, "{inc:#}");
     let r = table(&inc, "sensor_raw_log");
     assert_eq!(r["checked"], 1, "{r:#}");
+    assert_eq!(r["checked_by_keys"], 1, "{r:#}");
     assert_eq!(r["carried"], raw_chunks - 1, "{r:#}");
     assert_eq!(total(&inc, "checked"), 1, "{inc:#}");
+
+    // A row sync wrote, then changed on green as only the applier could (under
+    // session_replication_role = replica, which the watch trigger does not see): checked
+    // by that row, it differs, so its chunk is hashed whole and the difference located.
+    let one = mid + 1;
+    p.source.sql(
+        DB,
+        &format!("UPDATE {RAW} SET note = 'synced' WHERE reading_id = {one}"),
+    );
+    wait_target(
+        &p,
+        &format!("SELECT note FROM {RAW} WHERE reading_id = {one}"),
+        "synced",
+    );
+    let behind = |note: &str| {
+        p.target.sql(
+            DB,
+            &format!(
+                "BEGIN; SET LOCAL session_replication_role = replica;
+                 UPDATE {RAW} SET note = '{note}' WHERE reading_id = {one}; COMMIT"
+            ),
+        )
+    };
+    behind("not what blue has");
+    let (c, bad, _) = verify_json(&p, &[]);
+    assert_eq!(c, 1, "{bad:#}");
+    let r = table(&bad, "sensor_raw_log");
+    assert_eq!(
+        (&r["checked"], &r["checked_by_keys"]),
+        (&1.into(), &0.into()),
+        "{r:#}"
+    );
+    assert_eq!(r["differences"].as_array().unwrap().len(), 2, "{r:#}");
+    behind("synced");
+    let (c, fixed, _) = verify_json(&p, &[]);
+    assert_eq!(c, 0, "{fixed:#}");
 
     // A row moved from the first chunk past the last: both ends checked, and still equal.
     p.source.sql(

@@ -11,7 +11,7 @@
 //! Keys are mapped onto the base's chunks by the target, by type: chunks cover every key
 //! (the first and last are open), so no key falls outside them.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 
 use state::changes::Journal;
 use state::verify::{Base, ChunkResult};
@@ -111,9 +111,30 @@ pub enum TablePlan {
     Full,
     /// Check these of the base's chunks, carry the rest.
     Chunks {
-        check: Vec<usize>,
+        check: Vec<Recheck>,
         base: Vec<ChunkResult>,
     },
+}
+
+/// A base chunk sync wrote since, and how to check it again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recheck {
+    pub chunk: usize,
+    /// The keys written, when few enough to check their rows alone (see [`by_keys`]);
+    /// None: hash the whole chunk.
+    pub keys: Option<Vec<Vec<String>>>,
+}
+
+/// Keys past which a chunk is hashed whole rather than checked by its written rows.
+const MAX_KEYS_PER_CHUNK: usize = 1_000;
+
+/// Whether a chunk whose rows were `rows` at its last check and that sync wrote `keys` in
+/// may be checked by those keys' rows alone. It may whenever nothing but the applier wrote
+/// it (the table would be checked in full otherwise): every other row is as it was when
+/// the chunk was found equal, on both sides. Past a tenth of the chunk, or
+/// [`MAX_KEYS_PER_CHUNK`], reading it whole is cheaper than looking keys up.
+pub fn by_keys(keys: usize, rows: i64) -> bool {
+    keys <= MAX_KEYS_PER_CHUNK && (keys as i64) * 10 <= rows
 }
 
 /// Per table, from what the target snapshot's journal shows changed since the base.
@@ -162,7 +183,7 @@ pub async fn plan(
         let check = if keys.is_empty() {
             Vec::new()
         } else {
-            match chunks_of_keys(reader, t, &keys, base).await {
+            match rechecks(reader, t, &keys, base).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(table = %t.display(), error = %e, "could not map changed keys onto chunks: checked in full");
@@ -179,56 +200,54 @@ pub async fn plan(
     out
 }
 
-/// The positions of the chunks `keys` fall in, compared by the key columns' types on the
+/// The chunks `keys` fall in, with their keys, mapped by the key columns' types on the
 /// target: keys and the chunks' upper bounds sorted together, each key's chunk being the
 /// number of bounds below it (a bound is the inclusive end of its chunk).
-async fn chunks_of_keys(
+async fn rechecks(
     reader: &Client,
     t: &VerifyTable,
     keys: &[&Vec<String>],
     base: &[ChunkResult],
-) -> Result<Vec<usize>, tokio_postgres::Error> {
-    let key = t.range_key().unwrap_or_default();
-    let casts: Vec<String> = key
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            let ty = t
-                .columns
-                .iter()
-                .find(|c| c.name == k.name)
-                .map(|c| c.source_type.as_str())
-                .unwrap_or("text");
-            format!("(k ->> {i})::{ty} AS {}", k.ident)
-        })
-        .collect();
-    let casts = casts.join(", ");
+) -> Result<Vec<Recheck>, tokio_postgres::Error> {
+    let casts = t.range_key_from_json("k");
     let q = format!(
-        "SELECT DISTINCT c FROM (
-           SELECT tag, sum(tag) OVER (ORDER BY {order}, tag ROWS UNBOUNDED PRECEDING) AS c
-             FROM (SELECT 0 AS tag, {casts} FROM jsonb_array_elements($1) k
+        "SELECT c, n FROM (
+           SELECT tag, n, sum(tag) OVER (ORDER BY {order}, tag ROWS UNBOUNDED PRECEDING) AS c
+             FROM (SELECT 0 AS tag, n, {casts} FROM jsonb_array_elements($1) WITH ORDINALITY e(k, n)
                    UNION ALL
-                   SELECT 1, {casts} FROM jsonb_array_elements($2) k) u) w
+                   SELECT 1, 0, {casts} FROM jsonb_array_elements($2) k) u) w
           WHERE tag = 0",
         order = t.range_order()
     );
     let bounds: Vec<&Vec<String>> = base.iter().filter_map(|c| c.upper.as_ref()).collect();
-    let keys = serde_json::to_value(keys).unwrap_or_default();
+    let keys_json = serde_json::to_value(keys).unwrap_or_default();
     let bounds = serde_json::to_value(bounds).unwrap_or_default();
     // A key that does not read as its type aborts the query, not the snapshot's transaction.
     reader.batch_execute("SAVEPOINT bluegreen_keys").await?;
-    match reader.query(&q, &[&keys, &bounds]).await {
+    match reader.query(&q, &[&keys_json, &bounds]).await {
         Ok(rows) => {
             reader
                 .batch_execute("RELEASE SAVEPOINT bluegreen_keys")
                 .await?;
-            let mut set: HashSet<usize> = HashSet::new();
+            let mut per_chunk: BTreeMap<usize, Vec<Vec<String>>> = BTreeMap::new();
             for r in rows {
-                set.insert(r.get::<_, i64>(0) as usize);
+                let (c, n) = (r.get::<_, i64>(0) as usize, r.get::<_, i64>(1) as usize);
+                if let (true, Some(k)) = (c < base.len(), keys.get(n - 1)) {
+                    per_chunk.entry(c).or_default().push((*k).clone());
+                }
             }
-            let mut v: Vec<usize> = set.into_iter().filter(|&c| c < base.len()).collect();
-            v.sort_unstable();
-            Ok(v)
+            Ok(per_chunk
+                .into_iter()
+                .map(|(chunk, mut keys)| Recheck {
+                    chunk,
+                    // Sorted and deduplicated first: groups may write a key again.
+                    keys: {
+                        keys.sort_unstable();
+                        keys.dedup();
+                        by_keys(keys.len(), base[chunk].source_rows).then_some(keys)
+                    },
+                })
+                .collect())
         }
         Err(e) => {
             reader

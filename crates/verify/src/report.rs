@@ -71,6 +71,9 @@ pub struct TableReport {
     /// Chunks in all: checked now, and carried forward unchanged.
     pub chunks: usize,
     pub checked: usize,
+    /// Of those checked, the chunks checked by the rows sync wrote in them alone (the rest
+    /// of each unchanged since it was last found equal), not hashed whole.
+    pub checked_by_keys: usize,
     pub carried: usize,
     /// The verifies that checked the carried chunks.
     pub carried_from: Vec<i64>,
@@ -207,9 +210,14 @@ impl Report {
                     let ids: Vec<String> = t.carried_from.iter().map(i64::to_string).collect();
                     format!(" from verify {}", ids.join(", "))
                 };
+                let by_keys = if t.checked_by_keys > 0 {
+                    format!(" ({} by the rows written in them)", t.checked_by_keys)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     o,
-                    "    {}: {} of {} chunk(s) checked, {} carried forward{from}",
+                    "    {}: {} of {} chunk(s) checked{by_keys}, {} carried forward{from}",
                     t.display(),
                     t.checked,
                     t.chunks,

@@ -134,7 +134,62 @@ pub async fn row_hashes(
     t: &VerifyTable,
     range: &KeyRange,
 ) -> Result<Vec<u128>, Error> {
-    let what = || format!("hash rows of {} {}", t.display(), range.describe());
+    let what = format!("hash rows of {} {}", t.display(), range.describe());
+    hashes(client, side, t, &range.where_clause(t), None, what).await
+}
+
+/// The row hashes of the rows whose [`VerifyTable::range_key`] is one of `keys` (text
+/// forms), in no order.
+pub async fn row_hashes_of_keys(
+    client: &Client,
+    side: &'static str,
+    t: &VerifyTable,
+    keys: &[Vec<String>],
+) -> Result<Vec<u128>, Error> {
+    let lhs: Vec<String> = t
+        .range_key()
+        .unwrap_or_default()
+        .iter()
+        .map(|k| k.ident.clone())
+        .collect();
+    let filter = format!(
+        " WHERE ({}) IN (SELECT {} FROM jsonb_array_elements($1) k)",
+        lhs.join(", "),
+        t.range_key_from_json("k")
+    );
+    let keys = serde_json::to_value(keys).unwrap_or_default();
+    let what = format!("hash the rows of {} at {} key(s)", t.display(), lhs.len());
+    hashes(client, side, t, &filter, Some(&keys), what).await
+}
+
+/// Rows in `range` on one side.
+pub async fn count_rows(
+    client: &Client,
+    side: &'static str,
+    t: &VerifyTable,
+    range: &KeyRange,
+) -> Result<u64, Error> {
+    let q = format!(
+        "SELECT count(*) FROM {}{}",
+        t.relation(),
+        range.where_clause(t)
+    );
+    let row = client.query_one(&q, &[]).await.map_err(sql(
+        side,
+        format!("count rows of {} {}", t.display(), range.describe()),
+    ))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+async fn hashes(
+    client: &Client,
+    side: &'static str,
+    t: &VerifyTable,
+    filter: &str,
+    param: Option<&serde_json::Value>,
+    what: String,
+) -> Result<Vec<u128>, Error> {
+    let what = || what.clone();
     let raw: Vec<String> = t
         .columns
         .iter()
@@ -146,14 +201,9 @@ pub async fn row_hashes(
             }
         })
         .collect();
-    let q = format!(
-        "SELECT {} FROM {}{}",
-        raw.join(", "),
-        t.relation(),
-        range.where_clause(t)
-    );
+    let q = format!("SELECT {} FROM {}{filter}", raw.join(", "), t.relation());
     let stream = client
-        .query_raw(&q, std::iter::empty::<&str>())
+        .query_raw(&q, param)
         .await
         .map_err(sql(side, what()))?;
     pin_mut!(stream);

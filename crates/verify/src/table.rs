@@ -138,6 +138,26 @@ impl VerifyTable {
             .join(", ")
     }
 
+    /// `(e ->> 0)::type AS k0, …`: [`VerifyTable::range_key`]'s values out of `elem`, a JSON
+    /// array of their text forms, each read as its column's type (as the source has it).
+    pub fn range_key_from_json(&self, elem: &str) -> String {
+        self.range_key()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let ty = self
+                    .columns
+                    .iter()
+                    .find(|c| c.name == k.name)
+                    .map(|c| c.source_type.as_str())
+                    .unwrap_or("text");
+                format!("({elem} ->> {i})::{ty} AS {}", k.ident)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// ORDER BY list of the key (empty without a key).
     pub fn key_order(&self) -> String {
         self.key
