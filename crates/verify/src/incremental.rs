@@ -131,10 +131,10 @@ const MAX_KEYS_PER_CHUNK: usize = 1_000;
 /// Whether a chunk whose rows were `rows` at its last check and that sync wrote `keys` in
 /// may be checked by those keys' rows alone. It may whenever nothing but the applier wrote
 /// it (the table would be checked in full otherwise): every other row is as it was when
-/// the chunk was found equal, on both sides. Past a tenth of the chunk, or
-/// [`MAX_KEYS_PER_CHUNK`], reading it whole is cheaper than looking keys up.
+/// the chunk was found equal, on both sides. Past half of the chunk's rows, or
+/// [`MAX_KEYS_PER_CHUNK`], reading it whole is about as cheap as looking keys up.
 pub fn by_keys(keys: usize, rows: i64) -> bool {
-    keys <= MAX_KEYS_PER_CHUNK && (keys as i64) * 10 <= rows
+    keys <= MAX_KEYS_PER_CHUNK && (keys as i64) * 2 <= rows
 }
 
 /// Per table, from what the target snapshot's journal shows changed since the base.
