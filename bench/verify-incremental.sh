@@ -130,6 +130,15 @@ lines = [
     "",
     f"Incremental ÷ full: {100 * is_ / fs:.1f}% of the time (goal ≤ 5%), "
     f"{100 * inc['bytes'] / max(full['bytes'], 1):.1f}% of the bytes hashed.",
+    "",
+    "Checked again, per table: chunks checked of all (of them by the rows written alone), MB hashed "
+    "now of the full verify's: "
+    + "; ".join(
+        f"{t['name']} {t['checked']}/{t['chunks']} ({t.get('checked_by_keys', 0)}), "
+        f"{t.get('bytes', 0) / 1e6:.1f} of {next((f.get('bytes', 0) for f in full['tables'] if f['name'] == t['name']), 0) / 1e6:.1f}"
+        for t in inc["tables"] if t["checked"]
+    )
+    + ".",
 ]
 text = "\n".join(lines)
 print("\n" + text)

@@ -79,6 +79,8 @@ pub struct TableReport {
     pub carried_from: Vec<i64>,
     pub source_rows: u64,
     pub target_rows: u64,
+    /// Bytes hashed for this table, both sides (what its checked chunks cost).
+    pub bytes: u64,
     pub mismatched_chunks: Vec<ChunkMismatch>,
     pub differences: Vec<RowDiff>,
     /// Differing ranges not narrowed down to rows.

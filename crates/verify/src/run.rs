@@ -782,6 +782,7 @@ fn build_report(
             carried_from: Vec::new(),
             source_rows: 0,
             target_rows: 0,
+            bytes: 0,
             mismatched_chunks: Vec::new(),
             differences: Vec::new(),
             unlocated: Vec::new(),
@@ -808,6 +809,7 @@ fn build_report(
         r.source_rows += o.source.rows;
         r.target_rows += o.target.rows;
         bytes += o.source.bytes + o.target.bytes;
+        r.bytes += o.source.bytes + o.target.bytes;
         if o.source.matches(&o.target) {
             continue;
         }
