@@ -135,17 +135,19 @@ pub async fn row_hashes(
     range: &KeyRange,
 ) -> Result<Vec<u128>, Error> {
     let what = format!("hash rows of {} {}", t.display(), range.describe());
-    hashes(client, side, t, &range.where_clause(t), None, what).await
+    Ok(hashes(client, side, t, &range.where_clause(t), None, what)
+        .await?
+        .0)
 }
 
 /// The row hashes of the rows whose [`VerifyTable::range_key`] is one of `keys` (text
-/// forms), in no order.
+/// forms), in no order, and the bytes hashed.
 pub async fn row_hashes_of_keys(
     client: &Client,
     side: &'static str,
     t: &VerifyTable,
     keys: &[Vec<String>],
-) -> Result<Vec<u128>, Error> {
+) -> Result<(Vec<u128>, u64), Error> {
     let lhs: Vec<String> = t
         .range_key()
         .unwrap_or_default()
@@ -188,7 +190,7 @@ async fn hashes(
     filter: &str,
     param: Option<&serde_json::Value>,
     what: String,
-) -> Result<Vec<u128>, Error> {
+) -> Result<(Vec<u128>, u64), Error> {
     let what = || what.clone();
     let raw: Vec<String> = t
         .columns
@@ -208,11 +210,14 @@ async fn hashes(
         .map_err(sql(side, what()))?;
     pin_mut!(stream);
     let all: Vec<usize> = (0..t.columns.len()).collect();
-    let mut out = Vec::new();
+    let (mut out, mut bytes) = (Vec::new(), 0);
     while let Some(row) = stream.try_next().await.map_err(|e| sql(side, what())(e))? {
+        for &i in &all {
+            bytes += raw_at(&row, i)?.map_or(0, |v| v.len() as u64);
+        }
         out.push(row_hash(&row, &all)?);
     }
-    Ok(out)
+    Ok((out, bytes))
 }
 
 fn raw_at(row: &Row, i: usize) -> Result<Option<&[u8]>, Error> {

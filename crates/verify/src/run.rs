@@ -679,7 +679,7 @@ async fn check_keys(
     last: &Digest,
 ) -> Result<Option<(Digest, Digest)>, Error> {
     use crate::rows::{count_rows, row_hashes_of_keys};
-    let (mut hs, mut ht, ns, nt) = tokio::try_join!(
+    let ((mut hs, bs), (mut ht, bt), ns, nt) = tokio::try_join!(
         row_hashes_of_keys(pair.source, "source", t, keys),
         row_hashes_of_keys(pair.target, "target", t, keys),
         count_rows(pair.source, "source", t, range),
@@ -691,12 +691,12 @@ async fn check_keys(
         tracing::info!(table = %t.display(), range = %range.describe(), "rows written since the last check differ: hashing the chunk whole");
         return Ok(None);
     }
-    let digest = |rows| Digest {
+    let digest = |rows, bytes| Digest {
         sum: last.sum,
         rows,
-        bytes: 0,
+        bytes,
     };
-    Ok(Some((digest(ns), digest(nt))))
+    Ok(Some((digest(ns, bs), digest(nt, bt))))
 }
 
 #[allow(clippy::too_many_arguments)]
