@@ -99,6 +99,8 @@ SQL
   $PSQL "$tgt_admin" -c "DROP DATABASE IF EXISTS factory_telemetry WITH (FORCE)" \
                      -c "CREATE DATABASE factory_telemetry" -c "CHECKPOINT"
   $PSQL "$src" -c "CHECKPOINT"
+  # The last run's logs stay beside it (with --keep, for reading where time went).
+  [ -d "$work/run" ] && [ -n "${last:-}" ] && mv "$work/run" "$work/$last"
   rm -rf "$work/run"
   mkdir -p "$work/run"
   sleep 1
@@ -149,6 +151,7 @@ for r in $(seq 1 "$rounds"); do
     "run_$setup"
     t1=$(now)
     current=""
+    last="round$r-$setup"
     secs=$(echo "$t1 - $t0" | bc)
     $pgbin/psql -XAt "$tgt" -c "$counts_sql" >"$work/run/target.counts"
     if ! diff -u "$work/source.counts" "$work/run/target.counts" >"$work/run/counts.diff"; then
