@@ -114,6 +114,9 @@ pub struct Table {
     /// From pg_class.reltuples; None when the table was never analyzed.
     pub estimated_rows: Option<i64>,
     pub primary_key: Option<Vec<String>>,
+    /// Without a primary key: the column verify cuts it into chunks by and sync records
+    /// written values of (`state::changes::CHUNK_COLUMN_SQL`).
+    pub chunk_column: Option<String>,
     /// `default`, `full`, `index` or `nothing`.
     pub replica_identity: String,
     /// The same as `replica_identity_columns`, under the name plan --json format 1 first

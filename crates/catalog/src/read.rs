@@ -104,7 +104,8 @@ pub async fn schemas(client: &Client) -> Result<Vec<String>, Error> {
 pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, Error> {
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text, c.oid, c.relkind::text,
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, c.oid, c.relkind::text,
                     c.relpersistence = 'u',
                     pg_total_relation_size(c.oid),
                     CASE WHEN c.reltuples < 0 THEN NULL ELSE c.reltuples::bigint END,
@@ -123,10 +124,13 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
                       WHERE h.inhrelid = c.oid AND c.relispartition),
                     pg_get_userbyid(c.relowner)::text,
                     has_table_privilege(c.oid, 'SELECT'),
-                    pg_has_role(c.relowner, 'USAGE')
+                    pg_has_role(c.relowner, 'USAGE'),
+                    {chunk_column}
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)
               ORDER BY pg_total_relation_size(c.oid) DESC, 1, 2",
+                chunk_column = state::changes::chunk_column_sql("c.oid")
+            ),
             &[&schemas],
         )
         .await
@@ -144,6 +148,11 @@ pub async fn tables(client: &Client, schemas: &[String]) -> Result<Vec<Table>, E
                 bytes: r.get(5),
                 estimated_rows: r.get(6),
                 primary_key: r.get(8),
+                chunk_column: r
+                    .get::<_, Option<Vec<String>>>(8)
+                    .is_none()
+                    .then(|| r.get(14))
+                    .flatten(),
                 replica_identity: match r.get::<_, String>(7).as_str() {
                     "f" => "full",
                     "i" => "index",

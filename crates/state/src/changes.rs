@@ -20,7 +20,8 @@ use lsn::Lsn;
 /// sync records for it instead of keys: a NOT NULL column leading a valid, whole-table
 /// B-tree index (unique indexes first, then the narrowest, then the first column). Sync asks
 /// the target and verify the source; where the two answers differ, verify sees another
-/// column in the record and checks the table in full. `{rel}` is the table's regclass.
+/// column in the record and checks the table in full (the plan carries the source's answer:
+/// `catalog::Table::chunk_column`). `{rel}` is the table's regclass.
 pub const CHUNK_COLUMN_SQL: &str = "(SELECT a.attname::text
    FROM pg_index i
    JOIN pg_class ic ON ic.oid = i.indexrelid

@@ -37,7 +37,7 @@ pub enum Found {
 impl Flip {
     /// Records the flip and takes its lock on `c`'s session. False: another process holds it.
     pub async fn begin(&self, c: &impl GenericClient, run: &str) -> Result<bool, Error> {
-        if !try_lock(c, run).await? {
+        if !take_lock(c, run).await? {
             return Ok(false);
         }
         let (paths, texts): (Vec<String>, Vec<String>) = self.files.iter().cloned().unzip();
@@ -111,7 +111,7 @@ impl Flip {
             return Ok(Found::None);
         };
         let rollback: bool = row.get(0);
-        if !try_lock(c, run).await? {
+        if !take_lock(c, run).await? {
             return Ok(Found::Live { rollback });
         }
         let paths: Vec<String> = row.get(1);
@@ -133,13 +133,9 @@ pub async fn recorded(c: &impl GenericClient) -> Result<bool, Error> {
         .map_err(q("look up the flip records"))
 }
 
-/// Takes the run's flip lock on `c`'s session again (a flip whose session on green went
-/// silent, after ending that session's backend). False: another session holds it.
+/// Takes the run's flip lock on `c`'s session (also again, for a flip whose session on
+/// green went silent, after ending that session's backend). False: another session holds it.
 pub async fn take_lock(c: &impl GenericClient, run: &str) -> Result<bool, Error> {
-    try_lock(c, run).await
-}
-
-async fn try_lock(c: &impl GenericClient, run: &str) -> Result<bool, Error> {
     c.query_one(
         &format!("SELECT pg_try_advisory_lock({LOCK}, hashtext($1))"),
         &[&run],

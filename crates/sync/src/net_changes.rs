@@ -46,7 +46,12 @@ fn id(rel: &Arc<TargetRel>) -> usize {
 
 /// The key columns' values, when every one is a plain value.
 pub fn key_of(rel: &TargetRel, tuple: &Tuple) -> Option<Vec<Bytes>> {
-    rel.key
+    values_at(&rel.key, tuple)
+}
+
+/// The values at `positions`, when every one is a plain value.
+pub fn values_at(positions: &[usize], tuple: &Tuple) -> Option<Vec<Bytes>> {
+    positions
         .iter()
         .map(|&i| match tuple.get(i) {
             Some(Value::Text(b)) => Some(b.clone()),

@@ -232,7 +232,9 @@ async fn rechecks(
             let mut per_chunk: BTreeMap<usize, Vec<Vec<String>>> = BTreeMap::new();
             for r in rows {
                 let (c, n) = (r.get::<_, i64>(0) as usize, r.get::<_, i64>(1) as usize);
-                if let (true, Some(k)) = (c < base.len(), keys.get(n - 1)) {
+                if let (true, Some(k)) =
+                    (c < base.len(), n.checked_sub(1).and_then(|i| keys.get(i)))
+                {
                     per_chunk.entry(c).or_default().push((*k).clone());
                 }
             }

@@ -159,9 +159,9 @@ pub async fn row_hashes_of_keys(
         lhs.join(", "),
         t.range_key_from_json("k")
     );
-    let keys = serde_json::to_value(keys).unwrap_or_default();
-    let what = format!("hash the rows of {} at {} key(s)", t.display(), lhs.len());
-    hashes(client, side, t, &filter, Some(&keys), what).await
+    let json = serde_json::to_value(keys).unwrap_or_default();
+    let what = format!("hash the rows of {} at {} key(s)", t.display(), keys.len());
+    hashes(client, side, t, &filter, Some(&json), what).await
 }
 
 /// Rows in `range` on one side.
@@ -209,13 +209,13 @@ async fn hashes(
         .await
         .map_err(sql(side, what()))?;
     pin_mut!(stream);
-    let all: Vec<usize> = (0..t.columns.len()).collect();
     let (mut out, mut bytes) = (Vec::new(), 0);
     while let Some(row) = stream.try_next().await.map_err(|e| sql(side, what())(e))? {
-        for &i in &all {
-            bytes += raw_at(&row, i)?.map_or(0, |v| v.len() as u64);
-        }
-        out.push(row_hash(&row, &all)?);
+        let vals = (0..t.columns.len())
+            .map(|i| raw_at(&row, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        bytes += vals.iter().flatten().map(|v| v.len() as u64).sum::<u64>();
+        out.push(values_hash(vals));
     }
     Ok((out, bytes))
 }

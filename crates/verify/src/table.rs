@@ -195,26 +195,6 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
         rows.iter()
             .any(|r| r.get::<_, u32>(0) == oid && r.get::<_, &str>(1) == name)
     };
-    // Tables without a key: the column to cut them by, where they have one.
-    let keyless: Vec<u32> = plan
-        .tables
-        .iter()
-        .filter(|t| t.primary_key.is_none())
-        .map(|t| t.oid)
-        .collect();
-    let chunk_columns = source
-        .query(
-            &format!(
-                "SELECT r, {} FROM unnest($1::oid[]) AS r",
-                state::changes::chunk_column_sql("r")
-            ),
-            &[&keyless],
-        )
-        .await
-        .map_err(sql(
-            "source",
-            "look up the chunk columns of tables without a key",
-        ))?;
     let mut out = Vec::new();
     for t in plan
         .tables
@@ -250,15 +230,14 @@ pub async fn from_plan(plan: &Plan, source: &Client) -> Result<Vec<VerifyTable>,
                         .collect()
                 })
         });
-        let chunk_column = chunk_columns
-            .iter()
-            .find(|r| r.get::<_, u32>(0) == t.oid && key.is_none())
-            .and_then(|r| r.get::<_, Option<String>>(1))
-            .filter(|c| columns.iter().any(|col| &col.name == c))
+        let chunk_column = t
+            .chunk_column
+            .as_ref()
+            .filter(|c| key.is_none() && columns.iter().any(|col| &col.name == *c))
             .map(|c| KeyColumn {
-                ident: quote_ident(&c),
-                collatable: collatable(t.oid, &c),
-                name: c,
+                name: c.clone(),
+                ident: quote_ident(c),
+                collatable: collatable(t.oid, c),
             });
         out.push(VerifyTable {
             schema: t.schema.clone(),

@@ -62,15 +62,7 @@ impl Touched {
         if e.whole {
             return;
         }
-        let key: Option<Vec<Bytes>> = e
-            .positions
-            .iter()
-            .map(|&i| match tuple.get(i) {
-                Some(Value::Text(b)) => Some(b.clone()),
-                _ => None,
-            })
-            .collect();
-        match key {
+        match net::values_at(&e.positions, tuple) {
             Some(k) if e.keys.len() < MAX_KEYS => {
                 e.keys.insert(k);
             }
