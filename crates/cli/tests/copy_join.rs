@@ -122,6 +122,26 @@ fn assert_exact(source: &Cluster, target: &Cluster) {
         ),
         "0"
     );
+    // Each table analyzed once, by whichever process claimed its item.
+    assert_eq!(
+        query(
+            target,
+            "SELECT (SELECT count(*) FROM bluegreen.post_data
+                      WHERE kind = 'ANALYZE' AND state = 'done')
+                  = (SELECT count(*) FROM pg_tables WHERE schemaname = 'factory_telemetry')"
+        ),
+        "t"
+    );
+    assert_eq!(
+        query(
+            target,
+            "SELECT coalesce(string_agg(relname, ' '), '') FROM pg_stat_user_tables
+              WHERE schemaname = 'factory_telemetry' AND last_analyze IS NULL
+                AND relname IN (SELECT tablename FROM pg_tables
+                                 WHERE schemaname = 'factory_telemetry')"
+        ),
+        ""
+    );
     for table in fixtures::TABLES {
         let sql = format!("SELECT t::text FROM {table} t ORDER BY 1");
         let (s, t) = (source.sql(DB, &sql), target.sql(DB, &sql));

@@ -311,7 +311,7 @@ pub struct JoinSummary {
 
 /// `copy --join`: helps the running copy of the run (its leader) with chunks and post-data
 /// items, claimed through the state schema like the leader's own workers claim them. Ends
-/// when no chunk or item is left; the leader ends the data phase, runs ANALYZE and
+/// when no chunk or item (ANALYZE among them) is left; the leader ends the data phase and
 /// finishes the run.
 pub async fn join(
     plan: &Plan,
@@ -648,6 +648,15 @@ async fn start_run(
             .retain(|i| i.kind == "MATERIALIZED VIEW DATA");
     }
     hypertables::adjust_post_data(&mut post_data.items, plan);
+    post_data.items.extend(plan.tables.iter().map(|t| {
+        let name = qualified(&t.schema, &t.name);
+        state::NewItem {
+            stage: 2,
+            kind: state::ANALYZE_KIND.into(),
+            sql: format!("ANALYZE {name};\n"),
+            name,
+        }
+    }));
     let pre = timescale::without_aggregate_views(&pre, plan);
 
     let snap_client = conn::connect(source).await.map_err(conn_err("source"))?;

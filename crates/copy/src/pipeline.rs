@@ -40,10 +40,10 @@ pub struct Inputs<'a> {
 /// Which side of a copy this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The `copy` that planned the run: it ends the data phase (sequences), runs ANALYZE and
-    /// finishes the run.
+    /// The `copy` that planned the run: it ends the data phase (sequences) and finishes the
+    /// run.
     Leader,
-    /// A `copy --join` worker: chunks and post-data items only.
+    /// A `copy --join` worker: chunks and post-data items (ANALYZE among them) only.
     Worker,
 }
 
@@ -62,6 +62,9 @@ struct Shared<'a> {
     tables: HashMap<Key, Table>,
     /// Keys built in two steps: (index statement, attach statement) by item number.
     split_keys: HashMap<i32, (String, String)>,
+    /// Each table's pending ANALYZE item (none in a run planned before they were items: the
+    /// leader analyzes every table then, as it did).
+    analyze_items: HashMap<Key, i32>,
     sched: Mutex<Sched>,
     notify: Notify,
     exporter: tokio::sync::Mutex<Option<wire::ExportedSnapshot>>,
@@ -98,15 +101,29 @@ where
         }
     }
     let (index_bytes, expression_tables) = index_facts(src, &plan.schemas).await?;
+    let (pending_analyze, pending): (Vec<_>, Vec<_>) = PostDataItem::pending(tgt, run)
+        .await?
+        .into_iter()
+        .partition(|it| it.kind == state::ANALYZE_KIND);
+    let analyze_by_name: HashMap<String, i32> = pending_analyze
+        .into_iter()
+        .map(|it| (it.name, it.item))
+        .collect();
+    let legacy_analyze = inputs.role == Role::Leader
+        && PostDataItem::count_of_kind(tgt, run, state::ANALYZE_KIND).await? == 0;
+    let mut analyze_items = HashMap::new();
     let mut tables = HashMap::new();
     let mut states = HashMap::new();
     for t in &plan.tables {
         let key = (t.schema.clone(), t.name.clone());
+        if let Some(item) = analyze_by_name.get(&qualified(&t.schema, &t.name)) {
+            analyze_items.insert(key.clone(), *item);
+        }
         states.insert(
             key.clone(),
             TableState {
-                // Once per table: the leader's.
-                analyze_pending: inputs.role == Role::Leader,
+                // Once per table, by whichever process claims its item.
+                analyze_pending: legacy_analyze || analyze_items.contains_key(&key),
                 needs_all_data: t.kind != "table",
                 expression_index: expression_tables.contains(&key),
                 analyze_cost: cost::analyze(t.bytes),
@@ -116,8 +133,7 @@ where
         tables.insert(key, t.clone());
     }
     let mut split_keys = HashMap::new();
-    let items = PostDataItem::pending(tgt, run)
-        .await?
+    let items = pending
         .into_iter()
         .map(|it| {
             let item = item_for(&it, &tables, &index_bytes, &hypertable_chunks);
@@ -136,6 +152,7 @@ where
         inputs,
         tables,
         split_keys,
+        analyze_items,
         sched: Mutex::new(sched),
         notify: Notify::new(),
         exporter: tokio::sync::Mutex::new(exporter),
@@ -462,17 +479,38 @@ where
             let tgt = post.as_mut().expect("opened above");
             let started = Instant::now();
             let name = qualified(&key.0, &key.1);
-            tgt.batch_execute(&format!("ANALYZE {name}"))
-                .await
-                .map_err(sql("target", format!("analyze {name}")))?;
+            let outcome = match shared.analyze_items.get(&key) {
+                Some(item) => {
+                    postdata::build_item(
+                        tgt,
+                        inputs.run,
+                        *item,
+                        None,
+                        true,
+                        &inputs.counters,
+                        &inputs.by,
+                    )
+                    .await?
+                }
+                None => {
+                    tgt.batch_execute(&format!("ANALYZE {name}"))
+                        .await
+                        .map_err(sql("target", format!("analyze {name}")))?;
+                    Outcome::Done
+                }
+            };
             let seconds = started.elapsed().as_secs_f64();
-            tracing::debug!(worker = id, table = %name, seconds, "analyzed");
-            shared.report.lock().expect("report lock").analyze_seconds += seconds;
-            shared
-                .sched
-                .lock()
-                .expect("scheduler lock")
-                .analyze_ended(&key);
+            let mut sched = shared.sched.lock().expect("scheduler lock");
+            match outcome {
+                Outcome::Done => {
+                    tracing::debug!(worker = id, table = %name, seconds, "analyzed");
+                    shared.report.lock().expect("report lock").analyze_seconds += seconds;
+                    sched.analyze_ended(&key);
+                }
+                Outcome::AlreadyDone => sched.analyze_ended(&key),
+                // Another process is analyzing it: the run is done only once that commits.
+                Outcome::Retry => sched.analyze_retry(&key, Instant::now()),
+            }
         }
     }
     Ok(())

@@ -104,6 +104,8 @@ pub struct TableState {
     pub analyze_cost: i64,
     /// Its pending chunks were all held by other processes: no claim before this.
     pub retry_at: Option<Instant>,
+    /// Its ANALYZE was held by another process: not before this.
+    pub analyze_retry_at: Option<Instant>,
 }
 
 /// How a chunk task ended.
@@ -253,7 +255,10 @@ impl Sched {
             }
         }
         for (k, t) in &self.tables {
-            if !t.analyze_pending || best.as_ref().is_some_and(|(c, _)| *c >= t.analyze_cost) {
+            if !t.analyze_pending
+                || t.analyze_retry_at.is_some_and(|at| at > now)
+                || best.as_ref().is_some_and(|(c, _)| *c >= t.analyze_cost)
+            {
                 continue;
             }
             if self.analyze_ready(t) && self.lock_ok(std::slice::from_ref(k), Mode::Exclusive) {
@@ -386,6 +391,15 @@ impl Sched {
     pub fn analyze_ended(&mut self, k: &Key) {
         self.running -= 1;
         self.unlock(std::slice::from_ref(k), Mode::Exclusive);
+    }
+
+    /// The table's ANALYZE was not run here (another process holds it): it sits out a moment.
+    pub fn analyze_retry(&mut self, k: &Key, now: Instant) {
+        self.analyze_ended(k);
+        if let Some(t) = self.tables.get_mut(k) {
+            t.analyze_pending = true;
+            t.analyze_retry_at = Some(now + RETRY);
+        }
     }
 
     pub fn fail(&mut self) {
@@ -659,6 +673,24 @@ mod tests {
             Next::Run(t) => t,
             other => panic!("expected a task, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_analyze_another_process_holds_is_asked_again_and_the_run_waits_for_it() {
+        let t = k("s", "t");
+        let mut s = Sched::new(HashMap::from([(t.clone(), table(0))]), vec![], vec![], true);
+        let Task::Analyze(an) = run(&mut s) else {
+            panic!()
+        };
+        let held_at = Instant::now();
+        s.analyze_retry(&an, held_at);
+        // Not done while the other process may still fail it, and not asked again at once.
+        assert!(matches!(s.next(held_at), Next::Wait));
+        let Next::Run(Task::Analyze(again)) = s.next(held_at + RETRY) else {
+            panic!("asked again after RETRY")
+        };
+        s.analyze_ended(&again);
+        assert!(matches!(s.next(held_at + RETRY), Next::Done));
     }
 
     #[test]

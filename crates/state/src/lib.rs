@@ -30,7 +30,7 @@ pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};
 pub use fences::{FenceRecord, Grant, Side};
 pub use flips::{Flip, Found};
 pub use migrate::{drop_schema, exists, known_version, migrate, SCHEMA};
-pub use post_data::{NewItem, PostDataItem};
+pub use post_data::{NewItem, PostDataItem, ANALYZE_KIND};
 pub use runs::{NewRun, Phase, Run};
 
 use thiserror::Error;

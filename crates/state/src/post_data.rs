@@ -4,6 +4,10 @@
 
 use crate::{q, Error, GenericClient};
 
+/// The kind of the items that ANALYZE one table each (one per plan table, appended after
+/// pg_dump's items): claimed like any other item, so `copy --join` workers take a share.
+pub const ANALYZE_KIND: &str = "ANALYZE";
+
 #[derive(Debug, Clone)]
 pub struct NewItem {
     pub stage: i32,
@@ -179,6 +183,21 @@ impl PostDataItem {
         .await
         .map(|r| r.get(0))
         .map_err(q("count items built by a process"))
+    }
+
+    /// Items of `kind`, built or not.
+    pub async fn count_of_kind(
+        c: &impl GenericClient,
+        run: &str,
+        kind: &str,
+    ) -> Result<i64, Error> {
+        c.query_one(
+            "SELECT count(*) FROM bluegreen.post_data WHERE run = $1 AND kind = $2",
+            &[&run, &kind],
+        )
+        .await
+        .map(|r| r.get(0))
+        .map_err(q("count post-data items of a kind"))
     }
 
     pub async fn count(c: &impl GenericClient, run: &str) -> Result<i64, Error> {
