@@ -164,6 +164,10 @@ for r in $(seq 1 "$rounds"); do
     last="round$r-$setup"
     secs=$(echo "$t1 - $t0" | bc)
     $pgbin/psql -XAt "$tgt" -c "$counts_sql" >"$work/run/target.counts"
+    # Where each process spent its time, for reading with --keep.
+    $pgbin/psql -XA -F, "$tgt" -c "SELECT item, kind, name, built_by, round(seconds::numeric, 3) AS seconds
+        FROM bluegreen.post_data ORDER BY item" >"$work/run/items.csv"
+    $pgbin/psql -XAt "$tgt" -c "SELECT at, step, seconds, detail FROM bluegreen.audit ORDER BY at" >"$work/run/audit.txt"
     if ! diff -u "$work/source.counts" "$work/run/target.counts" >"$work/run/counts.diff"; then
       echo "round $r: $setup copied something else than the source holds:" >&2
       cat "$work/run/counts.diff" >&2
