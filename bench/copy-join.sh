@@ -167,6 +167,8 @@ for r in $(seq 1 "$rounds"); do
     # Where each process spent its time, for reading with --keep.
     $pgbin/psql -XA -F, "$tgt" -c "SELECT item, kind, name, built_by, round(seconds::numeric, 3) AS seconds
         FROM bluegreen.post_data ORDER BY item" >"$work/run/items.csv"
+    $pgbin/psql -XA -F, "$tgt" -c "SELECT table_name, chunk, copied_by, est_bytes, round(seconds::numeric, 3) AS seconds,
+        extract(epoch FROM done_at) AS done_at FROM bluegreen.chunks ORDER BY done_at" >"$work/run/chunks.csv"
     $pgbin/psql -XAt "$tgt" -c "SELECT at, step, seconds, detail FROM bluegreen.audit ORDER BY at" >"$work/run/audit.txt"
     if ! diff -u "$work/source.counts" "$work/run/target.counts" >"$work/run/counts.diff"; then
       echo "round $r: $setup copied something else than the source holds:" >&2
