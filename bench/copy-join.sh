@@ -203,7 +203,7 @@ if [ "$record" = 1 ]; then
     echo
     echo "### $(date -u +%Y-%m-%dT%H:%MZ) — copy --join: scale $scale ($((src_bytes / 1024 / 1024)) MB source database), $rounds rounds"
     echo
-    echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1024/1024}' /proc/meminfo) memory; load average $load_start at the start, $load_end at the end"
+    echo "- machine: $(bench_machine); load average $load_start at the start, $load_end at the end"
     echo "- bluegreen $bg_version; --chunk-mb $chunk_mb; server settings as bench/copy.sh"
     echo "- command: \`bench/copy-join.sh --scale $scale --rounds $rounds --jobs $jobs --chunk-mb $chunk_mb\`"
     echo

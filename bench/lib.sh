@@ -6,6 +6,8 @@
 pgbin=/usr/lib/postgresql/15/bin
 PSQL="$pgbin/psql -X -q -v ON_ERROR_STOP=1"
 now() { date +%s.%N; }
+# The machine, as the results name it.
+bench_machine() { echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1024/1024}' /proc/meminfo) memory"; }
 
 # Sets `built`: BENCH_BIN (a directory with prebuilt bluegreen, bg-fixture, bg-servers), or a
 # fresh release build.

@@ -114,7 +114,7 @@ wait "$sync_pid" || true
 current=report
 results="$root/bench/RESULTS.md" samples="$work/samples.csv" minutes="$minutes" rate="$rate" scale="$scale" \
   record="$record" bg_version="$bg_version" load_start="$load_start" load_end="$load_end" verify_line="$verify_line" \
-  machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1024/1024}' /proc/meminfo) memory" python3 - <<'PY'
+  machine="$(bench_machine)" python3 - <<'PY'
 import csv, datetime, os, statistics
 e = os.environ
 rows = list(csv.DictReader(open(e["samples"])))

@@ -117,7 +117,7 @@ load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 current=report
 results="$root/bench/RESULTS.md" csv="$csv" rtt="$rtt" rounds="$rounds" transactions="$transactions" \
   rows="$rows" record="$record" bg_version="$bg_version" load_start="$load_start" load_end="$load_end" \
-  machine="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1024/1024}' /proc/meminfo) memory" python3 - <<'PY'
+  machine="$(bench_machine)" python3 - <<'PY'
 import csv, os, statistics, datetime
 e = os.environ
 runs = list(csv.DictReader(open(e["csv"])))
