@@ -176,10 +176,10 @@ fn a_reset_link_at_any_cutover_step_leaves_traffic_on_blue() {
 /// The link goes silent instead (a black hole healing after 5 s for new connections: packets
 /// of the open flows dropped, no reset) at the steps that hold clients. TCP notices nothing
 /// through the loopback proxy (its kernel acknowledges everything), so only the flip's own
-/// bounds end the wait: the step fails within its bound (fence 2x --pause-timeout, drain
-/// --drain-timeout + --pause-timeout, the rest --pause-timeout), the silent session is given
-/// up for a fresh one (its backend ended, the flip lock taken again) and everything is put
-/// back. Before those bounds the flip waited on blue's dead socket for over 240 s with the
+/// bounds end the wait: the step fails within its bound (raising the fence and closing blue
+/// each --pause-timeout, drain --drain-timeout + --pause-timeout, the rest --pause-timeout),
+/// the silent session is given up for a fresh one (its backend ended, the flip lock taken
+/// again) and everything is put back. Before those bounds the flip waited on blue's dead socket for over 240 s with the
 /// pooler paused (in `fence::raise`, its first statement to blue after PAUSE).
 /// `FAULT_STEPS=pause` (comma-separated) runs only those steps.
 #[test]

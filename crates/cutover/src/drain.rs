@@ -7,9 +7,8 @@ use lsn::Lsn;
 use state::ApplyStatus;
 
 use crate::ctx::Ctx;
-use crate::error::sql;
 use crate::undo::{Undo, UndoStack};
-use crate::Error;
+use crate::{far, Error};
 
 /// A pre-drain round that took less than this leaves little for the drain in the pause.
 const PRE_DRAIN_CLOSE: Duration = Duration::from_millis(100);
@@ -80,32 +79,47 @@ pub(crate) fn held_by_another(cx: &Ctx<'_>) -> Error {
 /// transaction that committed before the fence may not be written yet, and the write
 /// position (`pg_current_wal_lsn`) could fall short of its commit record.
 pub(crate) async fn drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<Lsn, Error> {
-    let lsn: Lsn = cx
-        .old
-        .query_one("SELECT pg_current_wal_insert_lsn()", &[])
-        .await
-        .map_err(sql("old primary", "current WAL position"))?
-        .get(0);
+    let lsn: Lsn = far::row(
+        &cx.old,
+        "old primary",
+        "current WAL position",
+        "SELECT pg_current_wal_insert_lsn()",
+        &[],
+    )
+    .await?
+    .get(0);
+    hold_at(cx, undo, lsn).await
+}
+
+/// Holds the applier at `lsn`, a position already taken on the old primary, and waits until
+/// it is there.
+pub(crate) async fn hold_at(cx: &Ctx<'_>, undo: &mut UndoStack, lsn: Lsn) -> Result<Lsn, Error> {
     if !state::take_hold(&cx.state, &cx.apply_run, lsn).await? {
         return Err(held_by_another(cx));
     }
     undo.push(Undo::ReleaseHold);
-    // A message after the position tells the applier the stream has passed it.
-    state::emit_hold_message(&cx.old).await?;
-    let started = Instant::now();
-    loop {
-        let held = ApplyStatus::get(&cx.state, &cx.apply_run)
-            .await?
-            .and_then(|a| a.held_lsn);
-        if held == Some(lsn) {
-            return Ok(lsn);
+    // A message after the position tells the applier the stream has passed it. The wait
+    // starts as it is sent: the applier sees it once the old primary has flushed it, about
+    // when its answer comes back, so waiting for the answer first costs a round trip.
+    let emit = async { Ok(state::emit_hold_message(&cx.old).await?) };
+    let wait = async {
+        let started = Instant::now();
+        loop {
+            let held = ApplyStatus::get(&cx.state, &cx.apply_run)
+                .await?
+                .and_then(|a| a.held_lsn);
+            if held == Some(lsn) {
+                return Ok(());
+            }
+            if started.elapsed() > cx.opts.drain_timeout {
+                return Err(Error::Timeout(format!(
+                    "the applier did not reach {lsn} within --drain-timeout {:?}",
+                    cx.opts.drain_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if started.elapsed() > cx.opts.drain_timeout {
-            return Err(Error::Timeout(format!(
-                "the applier did not reach {lsn} within --drain-timeout {:?}",
-                cx.opts.drain_timeout
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    };
+    futures_util::future::try_join(emit, wait).await?;
+    Ok(lsn)
 }

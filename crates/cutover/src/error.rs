@@ -20,6 +20,10 @@ pub enum Error {
     #[error("{0}")]
     Timeout(String),
 
+    /// A server answered what PostgreSQL would not (no row where one is always returned).
+    #[error("{0}")]
+    Unexpected(String),
+
     #[error("{side}: {source}")]
     Conn {
         side: &'static str,

@@ -14,12 +14,13 @@
 use std::time::{Duration, Instant};
 
 use conn::quote_ident;
+use lsn::Lsn;
 use state::{FenceRecord, Grant, Side};
 use tokio_postgres::Client;
 
 use crate::ctx::Ctx;
 use crate::error::sql;
-use crate::Error;
+use crate::{far, unreplicated, Error};
 
 /// The role and database a fence is raised or lifted with.
 struct Me {
@@ -30,18 +31,19 @@ struct Me {
 }
 
 async fn me(server: &Client) -> Result<Me, Error> {
-    let r = server
-        .query_one(
-            "SELECT current_database()::text,
-                    (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
-                    EXISTS (SELECT 1 FROM pg_database d,
-                                   aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-                             WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
-                               AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = current_user))",
-            &[],
-        )
-        .await
-        .map_err(sql("database", "who am I"))?;
+    let r = far::row(
+        server,
+        "database",
+        "who am I",
+        "SELECT current_database()::text,
+                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+                EXISTS (SELECT 1 FROM pg_database d,
+                               aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+                         WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
+                           AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = current_user))",
+        &[],
+    )
+    .await?;
     Ok(Me {
         database: r.get(0),
         superuser: r.get(1),
@@ -77,23 +79,20 @@ pub async fn raise(
     run: &str,
     side: Side,
 ) -> Result<Vec<String>, Error> {
-    // Both questions in one round trip (the client pipelines them): inside a cutover's
-    // pause every round trip to a far server is paid by every client.
-    let grants = async {
-        server
-            .query(
-                "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END, a.is_grantable
-                   FROM pg_database d,
-                        aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-                   LEFT JOIN pg_roles r ON r.oid = a.grantee
-                  WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
-                    AND (r.rolname IS NULL OR r.rolname <> current_user)",
-                &[],
-            )
-            .await
-            .map_err(sql("database", "read CONNECT grants"))
-    };
-    let (me, rows) = tokio::try_join!(me(server), grants)?;
+    // Both questions in one round trip (see `far`).
+    let grants = far::rows(
+        server,
+        "database",
+        "read CONNECT grants",
+        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END, a.is_grantable
+           FROM pg_database d,
+                aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
+           LEFT JOIN pg_roles r ON r.oid = a.grantee
+          WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
+            AND (r.rolname IS NULL OR r.rolname <> current_user)",
+        &[],
+    );
+    let (me, rows) = futures_util::future::try_join(me(server), grants).await?;
     let now: Vec<Grant> = rows
         .iter()
         .map(|r| Grant {
@@ -140,23 +139,24 @@ pub async fn raise(
             .await
             .map_err(sql("database", "fence"))
     };
-    let ((), left) = tokio::try_join!(fence, residual(server))?;
+    let ((), left) = futures_util::future::try_join(fence, residual(server)).await?;
     Ok(left)
 }
 
 /// Roles other than bluegreen's that can open sessions on the server's database now.
 async fn residual(server: &Client) -> Result<Vec<String>, Error> {
-    let rows = server
-        .query(
-            "SELECT rolname::text || CASE WHEN rolsuper THEN ' (superuser)' ELSE '' END
-               FROM pg_roles
-              WHERE rolcanlogin AND rolname <> current_user
-                AND (rolsuper OR has_database_privilege(oid, current_database(), 'CONNECT'))
-              ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(sql("database", "list roles that can connect"))?;
+    let rows = far::rows(
+        server,
+        "database",
+        "list roles that can connect",
+        "SELECT rolname::text || CASE WHEN rolsuper THEN ' (superuser)' ELSE '' END
+           FROM pg_roles
+          WHERE rolcanlogin AND rolname <> current_user
+            AND (rolsuper OR has_database_privilege(oid, current_database(), 'CONNECT'))
+          ORDER BY 1",
+        &[],
+    )
+    .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
@@ -244,35 +244,51 @@ pub async fn lift(
     Ok(true)
 }
 
-/// Fences the old primary (read-only, CONNECT revoked from every role but bluegreen's: see
-/// [`raise`]), then ends every session on it that is not bluegreen's and waits until each is
-/// gone: an idle session, or one inside a transaction, could otherwise commit there after
+/// The old primary closed: only bluegreen's sessions left on it.
+pub(crate) struct Closed {
+    /// The sessions ended, described.
+    pub ended: Vec<String>,
+    /// WAL's insert position once they were gone: the drain's target.
+    pub lsn: Lsn,
+    /// Its sequences' values then (final: no session is left to advance them).
+    pub sequences: Vec<(String, i64)>,
+}
+
+/// Ends every session on the fenced old primary that is not bluegreen's and makes sure each
+/// is gone: an idle session, or one inside a transaction, could otherwise commit there after
 /// the drain position is taken, a write the new primary would never see (and a key the new
 /// primary would hand out again). New sessions that come in meanwhile (roles the fence
-/// cannot bind) are ended too; the drain position is taken only after. Returns the sessions
-/// ended and the roles the fence cannot keep out.
-pub(crate) async fn close(cx: &Ctx<'_>) -> Result<(Vec<String>, Vec<String>), Error> {
-    let unbound = raise(&cx.old, &cx.state, &cx.opts.run, cx.side(true)).await?;
+/// cannot bind) are ended too. The position and the sequences are read in the same round
+/// trip, behind the statement that found no session left. [`raise`] comes first (a cutover
+/// raises it while PAUSE waits for the clients' transactions).
+pub(crate) async fn close(cx: &Ctx<'_>) -> Result<Closed, Error> {
+    let end_others = format!(
+        "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name,
+                state, pg_terminate_backend(pid, 1000)
+           FROM pg_stat_activity WHERE {OTHERS}"
+    );
+    let count_others = format!(
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE {OTHERS}), pg_current_wal_insert_lsn()"
+    );
     let started = Instant::now();
     let mut ended: Vec<(i32, String)> = Vec::new();
     loop {
-        // Every session listed is ended by the same statement: one round trip ends them
-        // all (a backend exits within a moment of the signal), the next finds none.
-        let rows = cx
-            .old
-            .query(
-                "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name,
-                        state, pg_terminate_backend(pid)
-                   FROM pg_stat_activity
-                  WHERE datname = current_database() AND backend_type = 'client backend'
-                    AND pid <> pg_backend_pid() AND application_name NOT LIKE 'bluegreen%'",
-                &[],
-            )
-            .await
-            .map_err(sql("old primary", "end sessions"))?;
-        if rows.is_empty() {
-            return Ok((ended.into_iter().map(|(_, s)| s).collect(), unbound));
-        }
+        // Three statements in one round trip (see `far`), answered in order: end every other
+        // session and wait up to a second for each to exit (PostgreSQL 14's
+        // pg_terminate_backend timeout; the source is 14 or newer, as pgoutput's messages
+        // are); then, in a transaction of its own that sees them gone, count those left and
+        // take the position; then the sequences.
+        let terminate = far::rows(&cx.old, "old primary", "end sessions", &end_others, &[]);
+        let left = far::row(
+            &cx.old,
+            "old primary",
+            "count sessions left and take the WAL position",
+            &count_others,
+            &[],
+        );
+        let sequences = unreplicated::read_sequences(&cx.old, &cx.schemas);
+        let (rows, left, sequences) =
+            futures_util::future::try_join3(terminate, left, sequences).await?;
         for r in &rows {
             let pid: i32 = r.get(0);
             if !ended.iter().any(|(p, _)| *p == pid) {
@@ -288,13 +304,24 @@ pub(crate) async fn close(cx: &Ctx<'_>) -> Result<(Vec<String>, Vec<String>), Er
                 ));
             }
         }
+        let remaining: i64 = left.get(0);
+        if remaining == 0 {
+            return Ok(Closed {
+                ended: ended.into_iter().map(|(_, s)| s).collect(),
+                lsn: left.get(1),
+                sequences,
+            });
+        }
         if started.elapsed() > cx.opts.pause_timeout {
             return Err(Error::Timeout(format!(
-                "{} session(s) on the old primary did not end within --pause-timeout {:?}",
-                rows.len(),
+                "{remaining} session(s) on the old primary did not end within --pause-timeout {:?}",
                 cx.opts.pause_timeout
             )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+/// The sessions on the old primary that are not bluegreen's.
+const OTHERS: &str = "datname = current_database() AND backend_type = 'client backend'
+    AND pid <> pg_backend_pid() AND application_name NOT LIKE 'bluegreen%'";

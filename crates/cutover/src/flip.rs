@@ -217,28 +217,52 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
         cx.leave(Step::UnfenceGreen)?;
     }
     prepare(cx, undo).await?;
-    let paused_at = pause(cx, undo).await?;
 
-    // From the PAUSE to the commit point every step is bounded (see `within`): the fence
-    // by twice --pause-timeout (its raising, then its own wait for other sessions to end),
-    // the drain by --drain-timeout plus --pause-timeout, the others by --pause-timeout (the
-    // flip's pooler commands each have it already).
+    // From the PAUSE to the commit point every step is bounded (see `within`): raising the
+    // fence and closing the old primary each by --pause-timeout (closing waits for other
+    // sessions to end), the drain by --drain-timeout plus --pause-timeout, the others by
+    // --pause-timeout (the flip's pooler commands each have it already).
     let pt = cx.opts.pause_timeout;
-    cx.enter(Step::Fence)?;
+    // The fence goes up while PAUSE waits for the clients' transactions to end: it binds
+    // only sessions that start later (and none start: the poolers hold their clients), so
+    // the transactions under way finish as they would have, and its round trips to a far
+    // old primary are not paid by paused clients.
+    cx.enter(Step::Pause)?;
+    let paused_at = Instant::now();
+    undo.push(Undo::Resume((0..cx.admins.len()).collect()));
     undo.push(Undo::LiftFence);
-    let (others, unbound_roles) = within(Step::Fence, pt * 2, fence::close(cx)).await?;
+    let (paused, raised) = tokio::join!(
+        pause_all(cx),
+        within(
+            Step::Fence,
+            pt,
+            fence::raise(&cx.old, &cx.state, &cx.opts.run, cx.side(true))
+        )
+    );
+    paused?;
+    let unbound_roles = raised?;
+    cx.leave(Step::Pause)?;
+
+    cx.enter(Step::Fence)?;
+    let closed = within(Step::Fence, pt, fence::close(cx)).await?;
     cx.leave(Step::Fence)?;
 
     cx.enter(Step::Drain)?;
     let drain_limit = cx.opts.drain_timeout + pt;
-    let drained_at = within(Step::Drain, drain_limit, drain::drain(cx, undo)).await?;
+    let drained_at = within(
+        Step::Drain,
+        drain_limit,
+        drain::hold_at(cx, undo, closed.lsn),
+    )
+    .await?;
     cx.leave(Step::Drain)?;
 
+    // The values were read as the old primary closed (no session left to move them).
     cx.enter(Step::FinalSequenceSync)?;
     within(
         Step::FinalSequenceSync,
         pt,
-        unreplicated::sync_sequences(cx),
+        unreplicated::set_sequences(&cx.new, &closed.sequences),
     )
     .await?;
     cx.leave(Step::FinalSequenceSync)?;
@@ -283,7 +307,7 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
         paused,
         steps: cx.steps.clone(),
         drained_at,
-        other_sessions: others,
+        other_sessions: closed.ended,
         unbound_roles,
     })
 }
@@ -326,12 +350,18 @@ pub(crate) async fn pause(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<
     cx.enter(Step::Pause)?;
     let paused_at = Instant::now();
     undo.push(Undo::Resume((0..cx.admins.len()).collect()));
+    pause_all(cx).await?;
+    cx.leave(Step::Pause)?;
+    Ok(paused_at)
+}
+
+/// PAUSE on every pooler at once, each within --pause-timeout.
+async fn pause_all(cx: &Ctx<'_>) -> StepResult<()> {
     let results = join_all(cx.admins.iter().map(|a| a.pause(cx.opts.pause_timeout))).await;
     for r in results {
         at(Step::Pause, r)?;
     }
-    cx.leave(Step::Pause)?;
-    Ok(paused_at)
+    Ok(())
 }
 
 /// Points every pooler's databases file at the new primary and RELOADs it (checked); returns

@@ -5,8 +5,9 @@
 //! rollback left on green lifted, then the reverse slot and publication armed, so rollback
 //! works before green takes a write) → sequences pre-synced → materialized views refreshed
 //! on the new primary → pre-drain (the applier catches up with the old primary while clients
-//! still write) → PAUSE on every pooler → old primary fenced → the applier holds exactly at
-//! the old primary's WAL insert position → final sequence sync → (rollback: blue unfenced) →
+//! still write) → PAUSE on every pooler, the old primary fenced meanwhile → its other
+//! sessions ended, its WAL insert position and sequences read in one round trip → the
+//! applier holds exactly at that position → final sequence sync → (rollback: blue unfenced) →
 //! databases files rewritten, RELOAD, each pooler checked → commit point → RESUME → the old
 //! direction's sync stops. Each step pushes its undo; a failure before the commit point
 //! unwinds them newest first (traffic stays on the old primary, its sync keeps running), and
@@ -25,6 +26,7 @@ mod ctx;
 pub mod dbfile;
 mod drain;
 mod error;
+mod far;
 mod fence;
 mod flip;
 mod guardrails;

@@ -22,9 +22,14 @@ pub enum Step {
     RefreshMaterializedViews,
     /// The applier catches up while clients still write.
     PreDrain,
+    /// PAUSE on every pooler; a cutover raises the old primary's fence meanwhile (a failure
+    /// there is the fence's).
     Pause,
+    /// The old primary's other sessions ended; its WAL position and sequences read.
     Fence,
+    /// The applier held at that position.
     Drain,
+    /// The new primary's sequences set to the values read at the fence.
     FinalSequenceSync,
     /// Rollback: blue takes writes again.
     Unfence,

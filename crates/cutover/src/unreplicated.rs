@@ -4,10 +4,12 @@
 use std::time::Instant;
 
 use conn::qualified;
+use tokio_postgres::types::Type;
+use tokio_postgres::Client;
 
 use crate::ctx::Ctx;
 use crate::error::sql;
-use crate::Error;
+use crate::{far, Error};
 
 /// How long a refresh may wait for its view's lock before the cutover gives up (nothing is
 /// paused yet).
@@ -51,25 +53,45 @@ pub(crate) async fn refresh_matviews(cx: &mut Ctx<'_>) -> Result<(), Error> {
 
 /// Every sequence of the run's schemas on the new primary set to the old primary's value.
 pub(crate) async fn sync_sequences(cx: &Ctx<'_>) -> Result<(), Error> {
-    let rows = cx
-        .old
-        .query(
-            "SELECT schemaname::text, sequencename::text, last_value FROM pg_sequences
-              WHERE schemaname = ANY($1) AND last_value IS NOT NULL",
-            &[&cx.schemas],
-        )
-        .await
-        .map_err(sql("old primary", "read sequences"))?;
-    for r in rows {
-        let name = qualified(r.get(0), r.get(1));
-        let value: i64 = r.get(2);
-        cx.new
-            .execute(
-                "SELECT setval($1::text::regclass, $2, true)",
-                &[&name, &value],
-            )
-            .await
-            .map_err(sql("new primary", format!("set sequence {name}")))?;
+    let values = read_sequences(&cx.old, &cx.schemas).await?;
+    set_sequences(&cx.new, &values).await
+}
+
+/// The run's sequences on a server that handed out a value, each with its last value.
+pub(crate) async fn read_sequences(
+    server: &Client,
+    schemas: &[String],
+) -> Result<Vec<(String, i64)>, Error> {
+    let schemas = schemas.to_vec();
+    let rows = far::rows(
+        server,
+        "old primary",
+        "read sequences",
+        "SELECT schemaname::text, sequencename::text, last_value FROM pg_sequences
+          WHERE schemaname = ANY($1) AND last_value IS NOT NULL",
+        &[(&schemas, Type::TEXT_ARRAY)],
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (qualified(r.get(0), r.get(1)), r.get(2)))
+        .collect())
+}
+
+/// Sets each sequence named (schema-qualified, quoted) to its value, in one statement.
+pub(crate) async fn set_sequences(server: &Client, values: &[(String, i64)]) -> Result<(), Error> {
+    if values.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let (names, values): (Vec<String>, Vec<i64>) = values.iter().cloned().unzip();
+    far::rows(
+        server,
+        "new primary",
+        "set sequences",
+        "SELECT setval(s.name::regclass, s.value, true)
+           FROM unnest($1::text[], $2::int8[]) AS s(name, value)",
+        &[(&names, Type::TEXT_ARRAY), (&values, Type::INT8_ARRAY)],
+    )
+    .await
+    .map(|_| ())
 }
