@@ -731,3 +731,79 @@ fn schema_changes_are_named_whole_and_type_changes_stop_apply() {
     assert!(common::stop_sync(sync).success());
     assert_same(&p, None);
 }
+
+/// The hold a cutover takes before it closes blue (`hold_lsn = FFFFFFFF/FFFFFFFF`: at the
+/// next drain message, wherever it lands): a plain hold message (a pre-drain round's, still
+/// on its way) does not take it, the first drain message does, and a hold moved from there
+/// to a later drain message stops the applier at that one, with the row between applied.
+#[test]
+fn a_hold_at_the_next_drain_message_stops_there_and_moves_on_request() {
+    let p = copied_pair(0.002);
+    let sync = start_sync(&p, "sync.log");
+    wait_caught_up(&p);
+    let emit = |content: &str| -> String {
+        p.source
+            .sql(
+                DB,
+                &format!(
+                    "BEGIN; SET LOCAL synchronous_commit = on;
+                 SELECT pg_logical_emit_message(false, 'bluegreen', '{content}')::text;
+                 SELECT txid_current(); COMMIT;"
+                ),
+            )
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let held = || {
+        p.target.sql(DB, "SELECT coalesce(hold_lsn::text, '-') || ' ' || coalesce(held_lsn::text, '-') FROM bluegreen.apply")
+    };
+    let wait_held = |lsn: &str| {
+        let started = Instant::now();
+        while held() != format!("{lsn} {lsn}") {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "not held at {lsn}: {}",
+                held()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    p.target.sql(
+        DB,
+        "UPDATE bluegreen.apply SET hold_lsn = 'FFFFFFFF/FFFFFFFF', held_lsn = NULL",
+    );
+    emit("hold");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        held(),
+        "FFFFFFFF/FFFFFFFF -",
+        "a plain hold message took the drain's hold"
+    );
+    let first = emit("drain");
+    wait_held(&first);
+    p.source.sql(
+        DB,
+        "INSERT INTO factory_telemetry.metric_hist (metric_def_id, ts, value_real, value_text)
+         SELECT id, now(), 1, 'between drains' FROM factory_telemetry.metric_def ORDER BY id LIMIT 1",
+    );
+    let second = emit("drain");
+    p.target.sql(
+        DB,
+        &format!("UPDATE bluegreen.apply SET hold_lsn = '{second}', held_lsn = NULL"),
+    );
+    wait_held(&second);
+    assert_eq!(
+        p.target.sql(
+            DB,
+            "SELECT count(*) FROM factory_telemetry.metric_hist WHERE value_text = 'between drains'"
+        ),
+        "1"
+    );
+    p.target.sql(
+        DB,
+        "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL",
+    );
+    assert!(common::stop_sync(sync).success());
+}

@@ -93,7 +93,7 @@ pub(crate) async fn drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<Lsn,
 
 /// Holds the applier at `lsn`, a position already taken on the old primary, and waits until
 /// it is there.
-pub(crate) async fn hold_at(cx: &Ctx<'_>, undo: &mut UndoStack, lsn: Lsn) -> Result<Lsn, Error> {
+async fn hold_at(cx: &Ctx<'_>, undo: &mut UndoStack, lsn: Lsn) -> Result<Lsn, Error> {
     if !state::take_hold(&cx.state, &cx.apply_run, lsn).await? {
         return Err(held_by_another(cx));
     }
@@ -102,24 +102,66 @@ pub(crate) async fn hold_at(cx: &Ctx<'_>, undo: &mut UndoStack, lsn: Lsn) -> Res
     // starts as it is sent: the applier sees it once the old primary has flushed it, about
     // when its answer comes back, so waiting for the answer first costs a round trip.
     let emit = async { Ok(state::emit_hold_message(&cx.old).await?) };
-    let wait = async {
-        let started = Instant::now();
-        loop {
-            let held = ApplyStatus::get(&cx.state, &cx.apply_run)
-                .await?
-                .and_then(|a| a.held_lsn);
-            if held == Some(lsn) {
-                return Ok(());
-            }
-            if started.elapsed() > cx.opts.drain_timeout {
-                return Err(Error::Timeout(format!(
-                    "the applier did not reach {lsn} within --drain-timeout {:?}",
-                    cx.opts.drain_timeout
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    futures_util::future::try_join(emit, wait).await?;
+    futures_util::future::try_join(emit, wait_held(cx, lsn)).await?;
     Ok(lsn)
+}
+
+/// Inside the pause: holds the applier at the next drain message, which `fence::close` sends
+/// in its own round trip, so the drain costs none of its own.
+pub(crate) async fn hold_next_message(cx: &Ctx<'_>, undo: &mut UndoStack) -> Result<(), Error> {
+    if !state::take_hold(&cx.state, &cx.apply_run, state::apply::AT_NEXT_MESSAGE).await? {
+        return Err(held_by_another(cx));
+    }
+    undo.push(Undo::ReleaseHold);
+    Ok(())
+}
+
+/// Waits until the applier holds at `mark`, the drain message `fence::close` sent last, within
+/// --drain-timeout. Held anywhere else (at a drain message sent before it, while sessions
+/// were still being ended, or left from an earlier attempt), the hold is moved to `mark`.
+pub(crate) async fn held_at_mark(cx: &Ctx<'_>, mark: Lsn) -> Result<Lsn, Error> {
+    let started = Instant::now();
+    let mut moved_from = None;
+    loop {
+        let held = ApplyStatus::get(&cx.state, &cx.apply_run)
+            .await?
+            .and_then(|a| a.held_lsn);
+        match held {
+            Some(h) if h == mark => return Ok(mark),
+            Some(h) if moved_from != Some(h) => {
+                tracing::debug!(held = %h, %mark, "applier held at an earlier drain message; moving it");
+                state::request_hold(&cx.state, &cx.apply_run, mark).await?;
+                moved_from = Some(h);
+            }
+            _ => {}
+        }
+        if started.elapsed() > cx.opts.drain_timeout {
+            return Err(drain_timeout(cx, mark));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn drain_timeout(cx: &Ctx<'_>, lsn: Lsn) -> Error {
+    Error::Timeout(format!(
+        "the applier did not reach {lsn} within --drain-timeout {:?}",
+        cx.opts.drain_timeout
+    ))
+}
+
+/// Until the applier reports itself held at `lsn`, --drain-timeout at most.
+async fn wait_held(cx: &Ctx<'_>, lsn: Lsn) -> Result<(), Error> {
+    let started = Instant::now();
+    loop {
+        let held = ApplyStatus::get(&cx.state, &cx.apply_run)
+            .await?
+            .and_then(|a| a.held_lsn);
+        if held == Some(lsn) {
+            return Ok(());
+        }
+        if started.elapsed() > cx.opts.drain_timeout {
+            return Err(drain_timeout(cx, lsn));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

@@ -248,8 +248,8 @@ pub async fn lift(
 pub(crate) struct Closed {
     /// The sessions ended, described.
     pub ended: Vec<String>,
-    /// WAL's insert position once they were gone: the drain's target.
-    pub lsn: Lsn,
+    /// The position of the drain message sent once they were gone: the drain's target.
+    pub mark: Lsn,
     /// Its sequences' values then (final: no session is left to advance them).
     pub sequences: Vec<(String, i64)>,
 }
@@ -258,37 +258,42 @@ pub(crate) struct Closed {
 /// is gone: an idle session, or one inside a transaction, could otherwise commit there after
 /// the drain position is taken, a write the new primary would never see (and a key the new
 /// primary would hand out again). New sessions that come in meanwhile (roles the fence
-/// cannot bind) are ended too. The position and the sequences are read in the same round
-/// trip, behind the statement that found no session left. [`raise`] comes first (a cutover
-/// raises it while PAUSE waits for the clients' transactions).
+/// cannot bind) are ended too. The sequences are read and the drain message is sent (see
+/// `drain::hold_next_message`) in the same round trip, behind the statement that found no
+/// session left. [`raise`] comes first (a cutover raises it while PAUSE waits for the
+/// clients' transactions).
 pub(crate) async fn close(cx: &Ctx<'_>) -> Result<Closed, Error> {
     let end_others = format!(
         "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name,
                 state, pg_terminate_backend(pid, 1000)
            FROM pg_stat_activity WHERE {OTHERS}"
     );
-    let count_others = format!(
-        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE {OTHERS}), pg_current_wal_insert_lsn()"
-    );
+    let count_others = format!("SELECT count(*) FROM pg_stat_activity WHERE {OTHERS}");
     let started = Instant::now();
     let mut ended: Vec<(i32, String)> = Vec::new();
     loop {
-        // Three statements in one round trip (see `far`), answered in order: end every other
+        // Four statements in one round trip (see `far`), answered in order: end every other
         // session and wait up to a second for each to exit (PostgreSQL 14's
         // pg_terminate_backend timeout; the source is 14 or newer, as pgoutput's messages
-        // are); then, in a transaction of its own that sees them gone, count those left and
-        // take the position; then the sequences.
+        // are); then, in a transaction of its own that sees them gone, count those left; the
+        // sequences; the drain message. A message sent while a session was left is not the
+        // drain's: the next round sends another.
         let terminate = far::rows(&cx.old, "old primary", "end sessions", &end_others, &[]);
         let left = far::row(
             &cx.old,
             "old primary",
-            "count sessions left and take the WAL position",
+            "count sessions left",
             &count_others,
             &[],
         );
         let sequences = unreplicated::read_sequences(&cx.old, &cx.schemas);
-        let (rows, left, sequences) =
-            futures_util::future::try_join3(terminate, left, sequences).await?;
+        let mark = async {
+            state::emit_drain_message(&cx.old).await?.ok_or_else(|| {
+                Error::Unexpected("old primary: no position for the drain message".into())
+            })
+        };
+        let (rows, left, sequences, mark) =
+            futures_util::future::try_join4(terminate, left, sequences, mark).await?;
         for r in &rows {
             let pid: i32 = r.get(0);
             if !ended.iter().any(|(p, _)| *p == pid) {
@@ -308,7 +313,7 @@ pub(crate) async fn close(cx: &Ctx<'_>) -> Result<Closed, Error> {
         if remaining == 0 {
             return Ok(Closed {
                 ended: ended.into_iter().map(|(_, s)| s).collect(),
-                lsn: left.get(1),
+                mark,
                 sequences,
             });
         }

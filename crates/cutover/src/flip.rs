@@ -243,7 +243,10 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
     let unbound_roles = raised?;
     cx.leave(Step::Pause)?;
 
+    // The applier is asked first to hold at the next drain message: closing the old primary
+    // sends it in the same round trip, once no other session is left there.
     cx.enter(Step::Fence)?;
+    within(Step::Fence, pt, drain::hold_next_message(cx, undo)).await?;
     let closed = within(Step::Fence, pt, fence::close(cx)).await?;
     cx.leave(Step::Fence)?;
 
@@ -252,7 +255,7 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
     let drained_at = within(
         Step::Drain,
         drain_limit,
-        drain::hold_at(cx, undo, closed.lsn),
+        drain::held_at_mark(cx, closed.mark),
     )
     .await?;
     cx.leave(Step::Drain)?;

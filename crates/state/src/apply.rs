@@ -7,6 +7,8 @@
 //! and the applier goes on. The applier knows the stream has passed X when it sees a
 //! transaction that commits at or after X, or a logical message at or after X: a requester
 //! on an idle source should emit one after taking its snapshot ([`emit_hold_message`]).
+//! A requester may also ask for a hold at its next message, wherever that lands
+//! ([`AT_NEXT_MESSAGE`]).
 
 use std::time::Duration;
 
@@ -119,15 +121,52 @@ impl ApplyStatus {
 /// sends flushed WAL, and a message outside a transaction is not flushed by itself): a
 /// committed transaction with synchronous_commit on flushes everything before its commit.
 pub async fn emit_hold_message(source: &tokio_postgres::Client) -> Result<(), Error> {
-    source
-        .batch_execute(&format!(
+    emit(source, "hold").await.map(|_| ())
+}
+
+/// The content of the hold message that a hold at [`AT_NEXT_MESSAGE`] waits for: other hold
+/// messages (a pre-drain round's, still on its way) must not take it.
+pub const DRAIN_MESSAGE: &[u8] = b"drain";
+
+/// Emits a drain message (see [`emit_hold_message`]); returns its position (None only from a
+/// server that does not answer as PostgreSQL does).
+pub async fn emit_drain_message(source: &tokio_postgres::Client) -> Result<Option<Lsn>, Error> {
+    emit(source, "drain").await
+}
+
+async fn emit(source: &tokio_postgres::Client, content: &str) -> Result<Option<Lsn>, Error> {
+    let replies = source
+        .simple_query(&format!(
             "BEGIN; SET LOCAL synchronous_commit = on;
-                 SELECT pg_logical_emit_message(false, {}, 'hold');
+                 SELECT pg_logical_emit_message(false, {}, {});
                  SELECT txid_current(); COMMIT;",
-            conn::quote_literal(crate::names::HOLD_MESSAGE)
+            conn::quote_literal(crate::names::HOLD_MESSAGE),
+            conn::quote_literal(content)
         ))
         .await
-        .map_err(q("mark the source position"))
+        .map_err(q("mark the source position"))?;
+    Ok(replies.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+        _ => None,
+    }))
+}
+
+/// A hold at the next drain message, whatever its position: a requester that must end other
+/// sessions on the source before its position counts (cutover) takes the hold first and
+/// sends the message ([`emit_drain_message`]) in the same round trip as the rest, and the
+/// applier moves the hold to the message's position when it sees it ([`hold_at_message`]).
+pub const AT_NEXT_MESSAGE: Lsn = Lsn(u64::MAX);
+
+/// The applier, at a drain message at `lsn`: a hold standing at [`AT_NEXT_MESSAGE`] moves
+/// there. False: no such hold stands (none, or one at a known position).
+pub async fn hold_at_message(c: &impl GenericClient, run: &str, lsn: Lsn) -> Result<bool, Error> {
+    c.execute(
+        "UPDATE bluegreen.apply SET hold_lsn = $2 WHERE run = $1 AND hold_lsn = $3",
+        &[&run, &lsn, &AT_NEXT_MESSAGE],
+    )
+    .await
+    .map(|n| n == 1)
+    .map_err(q("hold at the message"))
 }
 
 /// Asks the applier to hold at `lsn` unless another process holds it already; false then.

@@ -23,8 +23,8 @@ pub mod teardown;
 pub mod verify;
 
 pub use apply::{
-    emit_hold_message, prepared_parts, record_divergence, release, request_hold, request_stop,
-    rollback_prepared, take_hold, ApplyStatus,
+    emit_drain_message, emit_hold_message, hold_at_message, prepared_parts, record_divergence,
+    release, request_hold, request_stop, rollback_prepared, take_hold, ApplyStatus,
 };
 pub use chunks::{Chunk, ChunkKind, NewChunk, TableSummary};
 pub use fences::{FenceRecord, Grant, Side};

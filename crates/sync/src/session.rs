@@ -349,10 +349,21 @@ async fn stream_and_apply(ctx: &Context, stop: &mut watch::Receiver<bool>) -> Re
                     commit(&mut applier, &stream, ctx, requested || st.stopping).await?;
                 }
                 // A requester's own message: read its request now rather than at the status
-                // task's next poll, so a cutover's hold takes milliseconds.
+                // task's next poll, so a cutover's hold takes milliseconds. A hold asked for
+                // at the next drain message is due right here.
                 if requested {
-                    ctx.progress
-                        .set_hold(current_hold(&state_client, &ctx.run).await?);
+                    let mut h = current_hold(&state_client, &ctx.run).await?;
+                    if h == Some(state::apply::AT_NEXT_MESSAGE)
+                        && m.content.as_ref() == state::apply::DRAIN_MESSAGE
+                    {
+                        // Unless its requester moved it meanwhile: then read it again.
+                        h = if state::hold_at_message(&state_client, &ctx.run, m.lsn).await? {
+                            Some(m.lsn)
+                        } else {
+                            current_hold(&state_client, &ctx.run).await?
+                        };
+                    }
+                    ctx.progress.set_hold(h);
                 }
                 hold_if_due(&mut applier, &stream, ctx, &state_client, m.lsn).await?;
             }
