@@ -272,3 +272,60 @@ fn faults_at_each_step(steps: &[&str], black_hole: bool) {
         eprintln!("{o}");
     }
 }
+
+/// Green goes silent right after the drain and stays out of reach past the coordinator's
+/// own attempts to reopen it (30 s): the coordinator hands the flip to its watchdog and
+/// exits 2. Green's backend of the coordinator's dead session lives on and holds the flip's
+/// lock; the watchdog, which knows that backend, ends it once green answers again and
+/// undoes the flip: the flip record gone and the applier's hold released (before, the
+/// watchdog gave up after 15 s, leaving the record, and sync held for 10 minutes).
+#[test]
+fn a_green_silent_past_the_coordinators_retries_is_put_right_by_the_watchdog() {
+    let r = rig();
+    r.wait_caught_up();
+    let log = "cutover-green-silent.log";
+    let mut child = r.cutover("drain", log);
+    let started = Instant::now();
+    while !r
+        .log(log)
+        .lines()
+        .any(|l| l.contains("cutover step") && l.contains("\"drain\""))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "drain not reached: {}",
+            r.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.proxies[1].black_hole(Some(Duration::from_secs(40)));
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the cutover did not end: {}",
+            r.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(2), "{}", r.log(log));
+    let settled = Instant::now();
+    loop {
+        match r.on_blue() {
+            Ok(()) => break,
+            Err(e) if settled.elapsed() > Duration::from_secs(90) => {
+                panic!("not back on blue 90 s after the exit: {e}\n{}", r.log(log))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    assert_eq!(
+        r.green.sql(
+            DB,
+            "SELECT coalesce(hold_lsn::text, 'released') FROM bluegreen.apply WHERE run = 'main'"
+        ),
+        "released"
+    );
+}

@@ -37,6 +37,12 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The backend of the session that holds the flip's lock (the watchdog ends it should
+    /// the coordinator leave it behind).
+    pub fn lock_holder(&self) -> &Backend {
+        &self.backends[0]
+    }
+
     /// A step begins (a test may fail the flip here).
     pub fn enter(&self, step: Step) -> StepResult<()> {
         inject::fail(inject::Point::Before, step)
@@ -128,8 +134,8 @@ pub(crate) async fn open<'a>(
 
 /// A session's backend: its pid and start time (the pair names it even after the pid is
 /// reused).
-#[derive(Debug, Clone, Default)]
-struct Backend {
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Backend {
     pid: i32,
     started: String,
 }
@@ -211,6 +217,9 @@ impl Ctx<'_> {
                     if !relock(&self.state, &self.opts.run, limit).await {
                         tracing::warn!("could not take the flip's lock again on the fresh session");
                     }
+                    if let Some(w) = self.watchdog.as_mut() {
+                        w.holder(&self.backends[0]).await;
+                    }
                 }
                 1 => self.old = client,
                 _ => self.new = client,
@@ -260,7 +269,7 @@ async fn reconnect(
 }
 
 /// Ends the backend of a session given up, if it is still there (same pid, same start).
-async fn end_backend(c: &Client, b: &Backend, limit: Duration) {
+pub(crate) async fn end_backend(c: &Client, b: &Backend, limit: Duration) {
     if b.pid == 0 {
         return;
     }

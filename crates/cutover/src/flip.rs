@@ -77,7 +77,7 @@ pub(crate) async fn flip(
             opts.run
         )));
     }
-    cx.watchdog = Some(watchdog::Watchdog::start(blue, green, opts).await?);
+    cx.watchdog = Some(watchdog::Watchdog::start(blue, green, opts, cx.lock_holder()).await?);
 
     let mut undo = UndoStack::default();
     let steps = match cx.leave(Step::Guardrails) {

@@ -8,17 +8,25 @@
 //! on green ([`crate::recover`]: undone before the commit point, finished after it) and the
 //! audit log says so.
 //!
+//! The flip's lock on green is held by the coordinator's session. A coordinator that died,
+//! or gave up on a green that stopped answering, can leave that session's backend behind
+//! (nothing told green the connection is gone), and with it the lock: the watchdog knows
+//! that backend (the coordinator tells it which, and again when it replaces the session)
+//! and ends it, then recovers; while green cannot be reached it tries again, for
+//! [`RECOVER_LIMIT`] at most.
+//!
 //! Passwords travel only through the pipe, never on a command line or in the environment.
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conn::ConnSpec;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
-use crate::{Error, Options, PoolerSpec};
+use crate::ctx::{end_backend, Backend};
+use crate::{connect, Error, Options, PoolerSpec};
 
 /// The hidden subcommand that runs [`serve`].
 pub const SUBCOMMAND: &str = "cutover-watchdog";
@@ -32,6 +40,9 @@ struct Orders {
     /// `--pooler` specs as given.
     poolers: Vec<String>,
     pause_timeout_ms: u64,
+    /// The backend of the coordinator's session that holds the flip's lock.
+    #[serde(default)]
+    holder: Option<Backend>,
 }
 
 /// A connection as a password-free libpq string plus its password.
@@ -62,8 +73,15 @@ impl Conn {
 /// The line after the orders: the flip is over, nothing left to guard.
 const FINISHED: &str = "finished";
 
+/// A line after the orders: the flip's lock is held by this backend now (JSON follows).
+const HOLDER: &str = "holder ";
+
 /// How long the watchdog waits for a dead coordinator's session on green to end.
 const HOLDER_GRACE: Duration = Duration::from_secs(15);
+
+/// How long the watchdog keeps trying to reach green to recover the flip: the poolers stay
+/// paused meanwhile, and only green's record says whether the flip passed its commit point.
+pub const RECOVER_LIMIT: Duration = Duration::from_secs(600);
 
 /// The coordinator's end of the pipe.
 pub(crate) struct Watchdog {
@@ -77,6 +95,7 @@ impl Watchdog {
         blue: &ConnSpec,
         green: &ConnSpec,
         opts: &Options,
+        holder: &Backend,
     ) -> Result<Watchdog, Error> {
         let exe = std::env::current_exe().map_err(|e| {
             Error::Pooler(format!(
@@ -99,6 +118,7 @@ impl Watchdog {
             run: opts.run.clone(),
             poolers: opts.poolers.iter().map(|p| p.text.clone()).collect(),
             pause_timeout_ms: opts.pause_timeout.as_millis() as u64,
+            holder: Some(holder.clone()),
         };
         let mut w = Watchdog {
             stdin: child.stdin.take(),
@@ -107,6 +127,14 @@ impl Watchdog {
         w.send(&serde_json::to_string(&orders).unwrap_or_default())
             .await?;
         Ok(w)
+    }
+
+    /// The flip's lock is held by another backend now (the coordinator replaced its session).
+    pub(crate) async fn holder(&mut self, b: &Backend) {
+        let line = format!("{HOLDER}{}", serde_json::to_string(b).unwrap_or_default());
+        if let Err(e) = self.send(&line).await {
+            tracing::warn!(error = %e, "could not tell the cutover watchdog the lock's new session");
+        }
     }
 
     /// Nothing left to guard: the watchdog exits without touching anything.
@@ -162,12 +190,15 @@ pub async fn serve() -> Result<(), Error> {
     let Some(first) = lines.next_line().await.ok().flatten() else {
         return Ok(());
     };
-    let orders: Orders = serde_json::from_str(&first)
+    let mut orders: Orders = serde_json::from_str(&first)
         .map_err(|e| Error::Usage(format!("cutover-watchdog: unreadable orders: {e}")))?;
     // Until the end of input (or a broken pipe): the coordinator is gone.
     while let Ok(Some(line)) = lines.next_line().await {
         if line == FINISHED {
             return Ok(());
+        }
+        if let Some(json) = line.strip_prefix(HOLDER) {
+            orders.holder = serde_json::from_str(json).ok().or(orders.holder);
         }
     }
     tracing::error!("the cutover coordinator died mid-flip; the watchdog puts things right");
@@ -183,7 +214,25 @@ pub async fn serve() -> Result<(), Error> {
         ..Options::default()
     };
     let (blue, green) = (orders.blue.spec()?, orders.green.spec()?);
-    let r = crate::recover(&blue, &green, &opts, "watchdog", HOLDER_GRACE).await?;
-    tracing::warn!("{r}");
-    Ok(())
+    let started = Instant::now();
+    loop {
+        // The coordinator's session may outlive it on green (see the module comment).
+        if let Some(holder) = &orders.holder {
+            if let Ok(c) = connect(&green, "green").await {
+                end_backend(&c, holder, opts.pause_timeout.max(Duration::from_secs(1))).await;
+            }
+        }
+        match crate::recover(&blue, &green, &opts, "watchdog", HOLDER_GRACE).await {
+            Err(e) if started.elapsed() < RECOVER_LIMIT => {
+                tracing::warn!(error = %e, "cannot recover the flip yet; trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+            // Recovered, or taken over by another process (`Live`: the next command).
+            Ok(r) => {
+                tracing::warn!("{r}");
+                return Ok(());
+            }
+        }
+    }
 }
