@@ -271,20 +271,27 @@ pub(crate) struct Closed {
 pub(crate) async fn close(cx: &Ctx<'_>) -> Result<Closed, Error> {
     let end_others = format!(
         "SELECT pid, usename::text, coalesce(client_addr::text, 'local'), application_name,
-                state, pg_terminate_backend(pid, 1000)
+                state, pg_terminate_backend(pid)
            FROM pg_stat_activity WHERE {OTHERS}"
+    );
+    // A backend signalled leaves pg_stat_activity within a moment (its transaction already
+    // aborted): 5 ms more only while one is still listed. (pg_terminate_backend's own wait
+    // polls in 100 ms steps, and for the process, which outlives its listing.)
+    let settle_sql = format!(
+        "SELECT pg_sleep(0.005) FROM (SELECT 1 FROM pg_stat_activity WHERE {OTHERS} LIMIT 1) s"
     );
     let count_others = format!("SELECT count(*) FROM pg_stat_activity WHERE {OTHERS}");
     let started = Instant::now();
     let mut ended: Vec<(i32, String)> = Vec::new();
+    let mut rounds = 0;
     loop {
-        // Four statements in one round trip (see `far`), answered in order: end every other
-        // session and wait up to a second for each to exit (PostgreSQL 14's
-        // pg_terminate_backend timeout; the source is 14 or newer, as pgoutput's messages
-        // are); then, in a transaction of its own that sees them gone, count those left; the
-        // sequences; the drain message. A message sent while a session was left is not the
-        // drain's: the next round sends another.
+        // Five statements in one round trip (see `far`), answered in order, each in a
+        // transaction of its own (pg_stat_activity is read once per transaction): end every
+        // other session; give them a moment to go; count those left; the sequences; the
+        // drain message. A message sent while a session was left is not the drain's: the
+        // next round sends another.
         let terminate = far::rows(&cx.old, "old primary", "end sessions", &end_others, &[]);
+        let settle = far::rows(&cx.old, "old primary", "let sessions go", &settle_sql, &[]);
         let left = far::row(
             &cx.old,
             "old primary",
@@ -298,8 +305,8 @@ pub(crate) async fn close(cx: &Ctx<'_>) -> Result<Closed, Error> {
                 Error::Unexpected("old primary: no position for the drain message".into())
             })
         };
-        let (rows, left, sequences, mark) =
-            futures_util::future::try_join4(terminate, left, sequences, mark).await?;
+        let (rows, _, left, sequences, mark) =
+            futures_util::future::try_join5(terminate, settle, left, sequences, mark).await?;
         for r in &rows {
             let pid: i32 = r.get(0);
             if !ended.iter().any(|(p, _)| *p == pid) {
@@ -316,6 +323,16 @@ pub(crate) async fn close(cx: &Ctx<'_>) -> Result<Closed, Error> {
             }
         }
         let remaining: i64 = left.get(0);
+        rounds += 1;
+        if rounds > 1 || remaining > 0 {
+            // Each round is a round trip paid by paused clients: say why there was another.
+            tracing::info!(
+                round = rounds,
+                remaining,
+                ended = rows.len(),
+                "closing the old primary: sessions still there after ending them"
+            );
+        }
         if remaining == 0 {
             return Ok(Closed {
                 ended: ended.into_iter().map(|(_, s)| s).collect(),
