@@ -116,32 +116,6 @@ pub(crate) async fn hold_next_message(cx: &Ctx<'_>, undo: &mut UndoStack) -> Res
     Ok(())
 }
 
-/// Waits until the applier holds at `mark`, the drain message `fence::close` sent last, within
-/// --drain-timeout. Held anywhere else (at a drain message sent before it, while sessions
-/// were still being ended, or left from an earlier attempt), the hold is moved to `mark`.
-pub(crate) async fn held_at_mark(cx: &Ctx<'_>, mark: Lsn) -> Result<Lsn, Error> {
-    let started = Instant::now();
-    let mut moved_from = None;
-    loop {
-        let held = ApplyStatus::get(&cx.state, &cx.apply_run)
-            .await?
-            .and_then(|a| a.held_lsn);
-        match held {
-            Some(h) if h == mark => return Ok(mark),
-            Some(h) if moved_from != Some(h) => {
-                tracing::debug!(held = %h, %mark, "applier held at an earlier drain message; moving it");
-                state::request_hold(&cx.state, &cx.apply_run, mark).await?;
-                moved_from = Some(h);
-            }
-            _ => {}
-        }
-        if started.elapsed() > cx.opts.drain_timeout {
-            return Err(drain_timeout(cx, mark));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn drain_timeout(cx: &Ctx<'_>, lsn: Lsn) -> Error {
     Error::Timeout(format!(
         "the applier did not reach {lsn} within --drain-timeout {:?}",
@@ -149,15 +123,24 @@ fn drain_timeout(cx: &Ctx<'_>, lsn: Lsn) -> Error {
     ))
 }
 
-/// Until the applier reports itself held at `lsn`, --drain-timeout at most.
-async fn wait_held(cx: &Ctx<'_>, lsn: Lsn) -> Result<(), Error> {
+/// Until the applier reports itself held at `lsn`, --drain-timeout at most. Held anywhere
+/// else (at a drain message `fence::close` sent before its last one, while sessions were
+/// still being ended, or one left from an earlier attempt), the hold is moved to `lsn`.
+pub(crate) async fn wait_held(cx: &Ctx<'_>, lsn: Lsn) -> Result<(), Error> {
     let started = Instant::now();
+    let mut moved_from = None;
     loop {
         let held = ApplyStatus::get(&cx.state, &cx.apply_run)
             .await?
             .and_then(|a| a.held_lsn);
-        if held == Some(lsn) {
-            return Ok(());
+        match held {
+            Some(h) if h == lsn => return Ok(()),
+            Some(h) if moved_from != Some(h) => {
+                tracing::debug!(held = %h, %lsn, "applier held at an earlier drain message; moving it");
+                state::request_hold(&cx.state, &cx.apply_run, lsn).await?;
+                moved_from = Some(h);
+            }
+            _ => {}
         }
         if started.elapsed() > cx.opts.drain_timeout {
             return Err(drain_timeout(cx, lsn));

@@ -252,12 +252,8 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
 
     cx.enter(Step::Drain)?;
     let drain_limit = cx.opts.drain_timeout + pt;
-    let drained_at = within(
-        Step::Drain,
-        drain_limit,
-        drain::held_at_mark(cx, closed.mark),
-    )
-    .await?;
+    within(Step::Drain, drain_limit, drain::wait_held(cx, closed.mark)).await?;
+    let drained_at = closed.mark;
     cx.leave(Step::Drain)?;
 
     // The values were read as the old primary closed (no session left to move them).

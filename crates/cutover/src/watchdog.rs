@@ -81,7 +81,7 @@ const HOLDER_GRACE: Duration = Duration::from_secs(15);
 
 /// How long the watchdog keeps trying to reach green to recover the flip: the poolers stay
 /// paused meanwhile, and only green's record says whether the flip passed its commit point.
-pub const RECOVER_LIMIT: Duration = Duration::from_secs(600);
+const RECOVER_LIMIT: Duration = Duration::from_secs(600);
 
 /// The coordinator's end of the pipe.
 pub(crate) struct Watchdog {
