@@ -484,6 +484,11 @@ pub struct FlipArgs {
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::seconds)]
     pub drain_timeout: f64,
 
+    /// Before the PAUSE and after the commit point, a server that answers no probe this
+    /// long fails the step at hand (seconds, or with a unit): the link looks dead.
+    #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::duration)]
+    pub link_timeout: std::time::Duration,
+
     /// Kept for old scripts: every session on the old primary not from bluegreen is ended
     /// after the fence, with or without it.
     #[arg(long, hide = true)]

@@ -118,6 +118,8 @@ impl Rig {
                 "--no-verify-check",
                 "--pause-timeout",
                 "5",
+                "--link-timeout",
+                "5",
             ])
             .env("BLUEGREEN_TEST_STALL_AFTER", step)
             .env("BLUEGREEN_TEST_STALL_MS", "2000")
@@ -187,6 +189,79 @@ fn a_black_hole_while_clients_are_paused_leaves_traffic_on_blue() {
     let only = std::env::var("FAULT_STEPS").unwrap_or_else(|_| "pause,fence,drain".into());
     let steps: Vec<&str> = only.split(',').collect();
     faults_at_each_step(&steps, true);
+}
+
+/// The link goes silent before the PAUSE, where steps have no deadline of their own (a
+/// large materialized view may take minutes to refresh): the probe of each server's link
+/// (`--link-timeout 5`) fails the step at hand, and everything is put back. Before, the
+/// next step waited on the dead socket for good (the loopback proxy's kernel acknowledges
+/// everything, so TCP's own timeouts never fire).
+#[test]
+fn a_black_hole_before_the_pause_fails_the_step_within_the_link_timeout() {
+    faults_at_each_step(
+        &["unwatch", "arm rollback", "refresh materialized views"],
+        true,
+    );
+}
+
+/// Green goes silent right after RESUME, while the coordinator finishes the flip there: its
+/// probe of green fails the finishing within `--link-timeout` (exit 2, traffic already on
+/// green), and the watchdog finishes the flip from its record once green answers again.
+#[test]
+fn a_black_hole_after_the_commit_point_is_finished_by_the_watchdog() {
+    let r = rig();
+    r.wait_caught_up();
+    let log = "cutover-after-resume.log";
+    let mut child = r.cutover("resume", log);
+    let started = Instant::now();
+    while !r
+        .log(log)
+        .lines()
+        .any(|l| l.contains("cutover step") && l.contains("\"resume\""))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "resume not reached: {}",
+            r.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.proxies[1].black_hole(Some(Duration::from_secs(5)));
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the cutover did not end: {}",
+            r.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(2), "{}", r.log(log));
+    assert!(
+        r.log(log).contains("(--link-timeout)"),
+        "not the probe: {}",
+        r.log(log)
+    );
+    let settled = Instant::now();
+    loop {
+        let done = r.green.sql(
+            DB,
+            "SELECT (SELECT phase FROM bluegreen.runs WHERE run = 'main') || ' '
+                 || (SELECT count(*) FROM bluegreen.flips)",
+        );
+        if done == "cut-over 0" && r.pooled_port() == Some(r.green.port()) {
+            break;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(60),
+            "not finished 60 s after the exit ({done}, pooler at {:?}): {}",
+            r.pooled_port(),
+            r.log(log)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 const ALL_STEPS: [&str; 12] = [

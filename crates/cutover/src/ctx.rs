@@ -9,6 +9,7 @@ use state::{Run, Side};
 use tokio_postgres::Client;
 
 use crate::error::sql;
+use crate::links::Links;
 use crate::pooler::Admin;
 use crate::step::{inject, Step, StepResult};
 use crate::undo::undo_limit;
@@ -34,6 +35,8 @@ pub(crate) struct Ctx<'a> {
     pub steps: Vec<(String, f64)>,
     clock: Instant,
     pub watchdog: Option<watchdog::Watchdog>,
+    /// Probes of both servers for the steps without a deadline of their own.
+    pub links: Links,
 }
 
 impl Ctx<'_> {
@@ -128,6 +131,7 @@ pub(crate) async fn open<'a>(
         steps: Vec::new(),
         clock: Instant::now(),
         watchdog: None,
+        links: Links::watch(blue, green, opts.link_timeout),
     };
     Ok((cx, run))
 }
@@ -268,10 +272,11 @@ async fn reconnect(
     }
 }
 
-/// Ends the backend of a session given up, if it is still there (same pid, same start).
-pub(crate) async fn end_backend(c: &Client, b: &Backend, limit: Duration) {
+/// Ends the backend of a session given up, if it is still there (same pid, same start);
+/// says whether it is gone (ended now, or not there).
+pub(crate) async fn end_backend(c: &Client, b: &Backend, limit: Duration) -> bool {
     if b.pid == 0 {
-        return;
+        return true;
     }
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&b.pid, &b.started];
     let end = c.execute(
@@ -280,15 +285,23 @@ pub(crate) async fn end_backend(c: &Client, b: &Backend, limit: Duration) {
         &params,
     );
     match tokio::time::timeout(limit, end).await {
-        Ok(Ok(n)) if n > 0 => tracing::info!(pid = b.pid, "the silent session's backend ended"),
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(pid = b.pid, error = %e, "could not end the silent session's backend")
+        Ok(Ok(n)) => {
+            if n > 0 {
+                tracing::info!(pid = b.pid, "the silent session's backend ended");
+            }
+            true
         }
-        Err(_) => tracing::warn!(
-            pid = b.pid,
-            "could not end the silent session's backend in time"
-        ),
+        Ok(Err(e)) => {
+            tracing::warn!(pid = b.pid, error = %e, "could not end the silent session's backend");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(
+                pid = b.pid,
+                "could not end the silent session's backend in time"
+            );
+            false
+        }
     }
 }
 

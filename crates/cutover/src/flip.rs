@@ -54,8 +54,14 @@ pub(crate) async fn flip(
             want.as_str()
         )));
     }
+    // Until the PAUSE and after the commit point the steps have no deadline of their own:
+    // a probe of each link fails the step at hand when a server stops answering.
+    let links = cx.links.clone();
     cx.enter(Step::Guardrails).map_err(|(_, e)| e)?;
-    guardrails::check(&mut cx).await?;
+    links
+        .guard(Step::Guardrails, guardrails::check(&mut cx))
+        .await
+        .map_err(|(_, e)| e)?;
     // From here on a dead coordinator would strand what it did: the flip is recorded (with
     // each databases file as it is now) under a lock this session holds, and a watchdog
     // finishes or undoes it should this process die.
@@ -71,7 +77,16 @@ pub(crate) async fn flip(
         files,
         committed: false,
     };
-    if !record.begin(&cx.state, &opts.run).await? {
+    let begun = links
+        .guard(Step::Guardrails, async {
+            record
+                .begin(&cx.state, &opts.run)
+                .await
+                .map_err(Error::from)
+        })
+        .await
+        .map_err(|(_, e)| e)?;
+    if !begun {
         return Err(Error::Guardrail(format!(
             "another cutover or rollback of run {} is under way",
             opts.run
@@ -88,12 +103,17 @@ pub(crate) async fn flip(
         Ok(report) => {
             // Should this fail or this process die, the watchdog (or the next command) finishes
             // it from the record: the flip is past its commit point.
-            finish(&cx, &report)
+            let after_resume = |(_, e): (Step, Error)| Error::AfterResume(e.to_string());
+            links
+                .guard_green(Step::Resume, finish(&cx, &report))
                 .await
-                .map_err(|e| Error::AfterResume(e.to_string()))?;
-            Flip::end(&cx.state, &opts.run)
+                .map_err(after_resume)?;
+            links
+                .guard_green(Step::Resume, async {
+                    Flip::end(&cx.state, &opts.run).await.map_err(Error::from)
+                })
                 .await
-                .map_err(|e| Error::AfterResume(e.to_string()))?;
+                .map_err(after_resume)?;
             cx.dismiss_watchdog().await;
             Ok(report)
         }
@@ -189,13 +209,15 @@ const HAND_OVER_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> {
     // Verify's watch trigger writes a row per statement: not on a primary. Not undone: a
     // verify after an unwound flip puts it back, and checks the tables in full meanwhile.
+    let links = cx.links.clone();
     cx.enter(Step::Unwatch)?;
-    let removed = at(
-        Step::Unwatch,
-        state::changes::unwatch(&cx.new, &[])
-            .await
-            .map_err(Error::from),
-    )?;
+    let removed = links
+        .guard(Step::Unwatch, async {
+            state::changes::unwatch(&cx.new, &[])
+                .await
+                .map_err(Error::from)
+        })
+        .await?;
     if removed > 0 {
         tracing::info!(
             tables = removed,
@@ -207,10 +229,12 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
         // Green takes the writes from RESUME on: a fence an earlier rollback left on it (or an
         // interrupted one) would turn every client write into an error.
         cx.enter(Step::UnfenceGreen)?;
-        let lifted = at(
-            Step::UnfenceGreen,
-            fence::lift(&cx.new, Some(&cx.state), &cx.opts.run, Side::Green).await,
-        )?;
+        let lifted = links
+            .guard(
+                Step::UnfenceGreen,
+                fence::lift(&cx.new, Some(&cx.state), &cx.opts.run, Side::Green),
+            )
+            .await?;
         if lifted {
             tracing::warn!("green was fenced read-only (left by a rollback); lifted");
         }
@@ -314,32 +338,36 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
 /// What comes before the pause (a rehearsal's too): rollback armed (a cutover's), sequences
 /// and materialized views brought to the new primary, the pre-drain rounds.
 pub(crate) async fn prepare(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<()> {
+    let links = cx.links.clone();
     if cx.dir == Direction::Cutover {
         cx.enter(Step::ArmRollback)?;
         undo.push(Undo::DisarmReverse);
-        at(Step::ArmRollback, reverse::arm(cx).await)?;
+        links.guard(Step::ArmRollback, reverse::arm(cx)).await?;
         cx.leave(Step::ArmRollback)?;
     }
     cx.enter(Step::PreSyncSequences)?;
-    at(
-        Step::PreSyncSequences,
-        unreplicated::sync_sequences(cx).await,
-    )?;
+    links
+        .guard(Step::PreSyncSequences, unreplicated::sync_sequences(cx))
+        .await?;
     cx.leave(Step::PreSyncSequences)?;
 
     // Materialized views are not replicated: the new primary's would show what they held
     // when copied (or at the last flip) from the first second clients read them there.
     cx.enter(Step::RefreshMaterializedViews)?;
-    at(
-        Step::RefreshMaterializedViews,
-        unreplicated::refresh_matviews(cx).await,
-    )?;
+    links
+        .guard(
+            Step::RefreshMaterializedViews,
+            unreplicated::refresh_matviews(cx),
+        )
+        .await?;
     cx.leave(Step::RefreshMaterializedViews)?;
 
     // The applier catches up while clients still write, so the drain inside the pause has
     // only the last moments to apply (not however far behind the applier happens to be).
     cx.enter(Step::PreDrain)?;
-    at(Step::PreDrain, drain::pre_drain(cx, undo).await)?;
+    links
+        .guard(Step::PreDrain, drain::pre_drain(cx, undo))
+        .await?;
     cx.leave(Step::PreDrain)
 }
 

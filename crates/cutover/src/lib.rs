@@ -14,9 +14,12 @@
 //! a flip whose process dies is undone or finished by its watchdog or the next command.
 //! Nothing in the pause waits without a bound: each step from PAUSE to the commit point has
 //! a deadline (`flip::within`), a failed flip's silent sessions are replaced by fresh ones
-//! before its undo (`Ctx::revive`), and each undo is bounded (`undo::undo_limit`).
+//! before its undo (`Ctx::revive`), and each undo is bounded (`undo::undo_limit`). The steps
+//! before the PAUSE and after the commit point fail when a probe finds a link dead
+//! (`links`).
 //!
-//! Layout: `flip` runs the steps, `guardrails` checks before anything is touched, `undo`
+//! Layout: `flip` runs the steps, `guardrails` checks before anything is touched, `links`
+//! probes both servers, `undo`
 //! holds the undo stack, `fence` closes the old primary, `drain` holds the applier,
 //! `unreplicated` carries sequences and materialized views, `reverse` arms and removes the
 //! reverse stream, `recover` and `watchdog` deal with a dead flip, `pooler` and `dbfile`
@@ -30,6 +33,7 @@ mod far;
 mod fence;
 mod flip;
 mod guardrails;
+mod links;
 pub mod pooler;
 mod recover;
 mod rehearse;
@@ -67,6 +71,9 @@ pub struct Options {
     pub pause_timeout: Duration,
     /// Limit on waiting for the applier to reach the old primary's position.
     pub drain_timeout: Duration,
+    /// A server that answers no probe this long fails the step at hand where the step has
+    /// no bound of its own (before the PAUSE, after the commit point); zero: the default.
+    pub link_timeout: Duration,
 }
 
 /// What a flip reports.

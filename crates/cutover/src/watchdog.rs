@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
 use crate::ctx::{end_backend, Backend};
-use crate::{connect, Error, Options, PoolerSpec};
+use crate::{connect, Error, Options, PoolerSpec, Recovery};
 
 /// The hidden subcommand that runs [`serve`].
 pub const SUBCOMMAND: &str = "cutover-watchdog";
@@ -217,15 +217,27 @@ pub async fn serve() -> Result<(), Error> {
     let started = Instant::now();
     loop {
         // The coordinator's session may outlive it on green (see the module comment).
-        if let Some(holder) = &orders.holder {
-            if let Ok(c) = connect(&green, "green").await {
-                end_backend(&c, holder, opts.pause_timeout.max(Duration::from_secs(1))).await;
-            }
-        }
+        let holder_gone = match &orders.holder {
+            None => true,
+            Some(holder) => match connect(&green, "green").await {
+                Ok(c) => {
+                    end_backend(&c, holder, opts.pause_timeout.max(Duration::from_secs(1))).await
+                }
+                Err(_) => false,
+            },
+        };
+        let again = started.elapsed() < RECOVER_LIMIT;
         match crate::recover(&blue, &green, &opts, "watchdog", HOLDER_GRACE).await {
-            Err(e) if started.elapsed() < RECOVER_LIMIT => {
+            Err(e) if again => {
                 tracing::warn!(error = %e, "cannot recover the flip yet; trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // The lock may still be the dead coordinator's own session, not another
+            // process's: not ended yet (green was out of reach a moment ago).
+            Ok(Recovery::Live { .. }) if again && !holder_gone => {
+                tracing::warn!(
+                    "the coordinator's session on green still holds the flip; ending it again"
+                );
             }
             Err(e) => return Err(e),
             // Recovered, or taken over by another process (`Live`: the next command).

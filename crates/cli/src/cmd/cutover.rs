@@ -33,6 +33,7 @@ pub async fn run(args: FlipArgs, settings: &Settings, back: bool) -> Result<Outc
         max_xact_age: secs(args.max_xact_age, "max-xact-age")?,
         pause_timeout: secs(args.pause_timeout, "pause-timeout")?,
         drain_timeout: secs(args.drain_timeout, "drain-timeout")?,
+        link_timeout: args.link_timeout,
     };
     let report = if back {
         cutover::rollback(&blue, &green, &opts).await

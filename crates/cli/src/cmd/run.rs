@@ -570,6 +570,7 @@ async fn flip(cx: &Ctx, poolers: Vec<cutover::PoolerSpec>, rehearsed: bool) -> R
         max_xact_age: Duration::from_secs_f64(cx.args.max_xact_age.max(0.0)),
         pause_timeout: Duration::from_secs_f64(cx.args.pause_timeout.max(0.0)),
         drain_timeout: Duration::from_secs_f64(cx.args.drain_timeout.max(0.0)),
+        link_timeout: cx.args.link_timeout,
     };
     let result = if rehearsed {
         cutover::rehearse(&cx.source, &cx.target, &opts).await
