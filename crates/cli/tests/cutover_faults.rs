@@ -95,6 +95,11 @@ impl Rig {
 
     /// A cutover through the proxies, held 2 s after `step`.
     fn cutover(&self, step: &str, log: &str) -> std::process::Child {
+        self.flip("cutover", step, log)
+    }
+
+    /// `bluegreen <command>` (cutover or rollback) through the proxies, held 2 s after `step`.
+    fn flip(&self, command: &str, step: &str, log: &str) -> std::process::Child {
         let [b, g, p] = &self.proxies;
         let admin = self.pooler.admin_url().replace(
             &format!(":{}/", self.pooler.port()),
@@ -108,7 +113,7 @@ impl Rig {
         );
         Command::new(env!("CARGO_BIN_EXE_bluegreen"))
             .args([
-                "cutover",
+                command,
                 "--source",
                 &b.url(&self.blue, DB),
                 "--target",
@@ -143,6 +148,46 @@ impl Rig {
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     }
 
+    /// Reverse sync's lag below a second (see `wait_caught_up`).
+    fn wait_reverse_caught_up(&self) {
+        let started = Instant::now();
+        while self.green.sql(
+            DB,
+            "SELECT coalesce(bool_and(lag_seconds < 1 AND heartbeat > clock_timestamp() - interval '5 s'), false)
+               FROM bluegreen.apply WHERE run = 'main_reverse'",
+        ) != "t"
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "reverse sync did not catch up"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// What a failed rollback leaves: traffic on green (through an unpaused pooler), green
+    /// unfenced, reverse sync running, the run `cut-over`, no flip record.
+    fn on_green(&self) -> Result<(), String> {
+        if self.pooled_port() != Some(self.green.port()) {
+            return Err(format!("pooler answers from {:?}", self.pooled_port()));
+        }
+        let fenced = self.green.sql(DB, "SELECT coalesce(array_to_string(setconfig, ','), '') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()");
+        if !fenced.is_empty() {
+            return Err(format!("green is fenced: {fenced}"));
+        }
+        let left = self.green.sql(
+            DB,
+            "SELECT (SELECT phase FROM bluegreen.runs WHERE run = 'main') || ' '
+                 || (SELECT count(*) FROM bluegreen.flips) || ' '
+                 || (SELECT coalesce(bool_or(heartbeat > clock_timestamp() - interval '5 s'), false)
+                       FROM bluegreen.apply WHERE run = 'main_reverse')",
+        );
+        if left != "cut-over 0 true" {
+            return Err(format!("phase, flip records, reverse sync running: {left}"));
+        }
+        Ok(())
+    }
+
     /// Traffic on blue (through an unpaused pooler), blue unfenced, sync running, the run
     /// `copied`, no flip record or reverse slot: what a failed cutover leaves.
     fn on_blue(&self) -> Result<(), String> {
@@ -166,6 +211,77 @@ impl Rig {
             return Err("sync is not running".into());
         }
         Ok(())
+    }
+}
+
+/// A rollback's pause has the same bounds: blue's, green's or the pooler's link silent right
+/// after `pause` or `drain` ends the rollback in exit 2 with traffic still on green, green
+/// unfenced, the pooler resumed, reverse sync running and the run still `cut-over`.
+#[test]
+fn a_black_hole_while_a_rollback_holds_clients_leaves_traffic_on_green() {
+    let mut r = rig();
+    r.wait_caught_up();
+    let mut first = r.cutover("none", "cutover.log");
+    assert_eq!(
+        first.wait().unwrap().code(),
+        Some(0),
+        "{}",
+        r.log("cutover.log")
+    );
+    let (s, t) = (r.blue.url(DB), r.green.url(DB));
+    // The forward sync ends by itself after a cutover; the reverse one follows green.
+    r._sync = spawn_bluegreen(
+        &["sync", "--reverse", "--source", &s, "--target", &t],
+        &r.dir.path().join("reverse.log"),
+    );
+    for step in ["pause", "drain"] {
+        for (i, link) in LINKS.iter().enumerate() {
+            let log = format!("rollback-{step}-{link}.log");
+            r.wait_reverse_caught_up();
+            let mut child = r.flip("rollback", step, &log);
+            let started = Instant::now();
+            while !r
+                .log(&log)
+                .lines()
+                .any(|l| l.contains("cutover step") && l.contains(&format!("\"{step}\"")))
+            {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{step}/{link}: step not reached: {}",
+                    r.log(&log)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r.proxies[i].black_hole(Some(Duration::from_secs(5)));
+            let status = loop {
+                if let Some(s) = child.try_wait().unwrap() {
+                    break s;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "{step}/{link}: the rollback did not end within 60 s: {}",
+                    r.log(&log)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert_eq!(status.code(), Some(2), "{step}/{link}: {}", r.log(&log));
+            let settled = Instant::now();
+            loop {
+                match r.on_green() {
+                    Ok(()) => break,
+                    Err(e) if settled.elapsed() > Duration::from_secs(20) => panic!(
+                        "{step}/{link}: not back on green 20 s after the exit: {e}\n{}",
+                        r.log(&log)
+                    ),
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+            eprintln!(
+                "{step}/{link}: exit 2 in {:?}, on green {:?} later",
+                started.elapsed() - settled.elapsed(),
+                settled.elapsed()
+            );
+        }
     }
 }
 
