@@ -138,13 +138,16 @@ impl Pgbouncer {
                 "[databases]\n%include {dir}/databases.ini\n\n[pgbouncer]\n\
                  listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {dir}\n\
                  auth_type = md5\nauth_file = {dir}/userlist.txt\nadmin_users = {ADMIN_USER}\n\
-                 pool_mode = {mode}\nmax_client_conn = 2000\ndefault_pool_size = 20\n\
+                 pool_mode = {mode}\nmax_client_conn = 2000\n\
                  ignore_startup_parameters = extra_float_digits,options\n\
                  logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
                 dir = d.display(),
                 port = pb.port,
                 mode = b.pool_mode,
             );
+            if !b.extra.iter().any(|(k, _)| k == "default_pool_size") {
+                ini.push_str("default_pool_size = 20\n");
+            }
             for (k, v) in &b.extra {
                 ini.push_str(&format!("{k} = {v}\n"));
             }

@@ -11,7 +11,8 @@
 //! `--source-rtt-ms N` (and `--source-bandwidth BYTES_PER_S`) puts the source behind a TCP
 //! proxy adding that round trip (and cap), as a plant-floor blue seen from AKS: SOURCE_PORT,
 //! SOURCE_URL and the pooler's route lead through it; SOURCE_DIRECT_PORT reaches the source
-//! itself (for loading and checking).
+//! itself (for loading and checking). `--pool-size N` sets the pooler's server connections
+//! per database and user (default 20).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ struct Args {
     /// Cap the proxied source link at this many bytes per second each way.
     #[arg(long, value_name = "BYTES_PER_S")]
     source_bandwidth: Option<u64>,
+    /// Server connections the pooler keeps per database and user (default 20): a client
+    /// load over a far source needs as many as transactions it has on the wire at once.
+    #[arg(long, value_name = "N")]
+    pool_size: Option<u32>,
     /// postgresql.conf settings for every server, as name=value.
     #[arg(value_name = "SETTING=VALUE", value_parser = setting)]
     settings: Vec<(String, String)>,
@@ -58,6 +63,7 @@ fn main() {
         timescaledb,
         source_rtt_ms,
         source_bandwidth,
+        pool_size,
         settings,
     } = Args::parse();
     if timescaledb && !testkit::timescaledb_available() {
@@ -95,7 +101,11 @@ fn main() {
         p
     });
     let source_port = wan.as_ref().map_or(source.port(), |p| p.port());
-    let pooler = Pgbouncer::builder()
+    let mut pooler = Pgbouncer::builder();
+    if let Some(n) = pool_size {
+        pooler = pooler.setting("default_pool_size", &n.to_string());
+    }
+    let pooler = pooler
         .database(
             "factory_telemetry",
             source.host(),
