@@ -520,3 +520,89 @@ fn a_green_silent_past_the_coordinators_retries_is_put_right_by_the_watchdog() {
         "released"
     );
 }
+
+/// PgBouncer's PAUSE closes a server connection that is still logging in, and counts that
+/// as a failed login: after RESUME its pool would open no connection for
+/// `server_login_retry` (15 s by default) while every client waits. The pooler here reaches
+/// blue through 200 ms of round trip (each login ~0.4 s) and twelve clients make it open
+/// twelve, one after another, when the cutover PAUSEs; after it a client reaches green
+/// within seconds (about 13 s later before the cutover lifted the retry wait for its RESUME).
+#[test]
+fn a_pause_during_a_pooler_login_does_not_hold_clients_for_the_login_retry() {
+    let (blue, green) = common::publishable_pair_at(0.005);
+    let far = Proxy::to_port(blue.port()).unwrap();
+    far.latency(Duration::from_millis(100), Duration::from_millis(100));
+    let pooler = Pgbouncer::builder()
+        .database(DB, "127.0.0.1", far.port(), DB)
+        .user("postgres", blue.password())
+        .start()
+        .unwrap();
+    let (s, t) = (blue.url(DB), green.url(DB));
+    let o = bluegreen(&["copy", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let _sync = spawn_bluegreen(
+        &["sync", "--source", &s, "--target", &t],
+        &dir.path().join("sync.log"),
+    );
+    let started = Instant::now();
+    while green.sql(
+        DB,
+        "SELECT coalesce(bool_and(lag_seconds < 1 AND heartbeat > clock_timestamp() - interval '5 s'), false)
+           FROM bluegreen.apply WHERE run = 'main'",
+    ) != "t"
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "sync did not catch up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let through_pooler = |sql: &str| {
+        Command::new(testkit::pg_bin("psql"))
+            .args(["-X", "-A", "-t", "-c", sql])
+            .arg(pooler.url(DB, "postgres", blue.password()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let clients: Vec<_> = (0..12)
+        .map(|_| through_pooler("SELECT pg_sleep(2)"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pooler_spec = format!(
+        "admin={},db={DB},file={},blue=127.0.0.1:{}/{DB},green=127.0.0.1:{}/{DB}",
+        pooler.admin_url(),
+        pooler.databases_file().display(),
+        far.port(),
+        green.port()
+    );
+    let o = bluegreen(&[
+        "cutover",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--pooler",
+        &pooler_spec,
+        "--no-verify-check",
+        "--pause-timeout",
+        "30",
+    ]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let resumed = Instant::now();
+    let probe = through_pooler("SELECT inet_server_port()")
+        .wait_with_output()
+        .unwrap();
+    let waited = resumed.elapsed();
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout).trim(),
+        green.port().to_string()
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "a client waited {waited:?} for green after RESUME (PgBouncer's login retry wait)"
+    );
+    for c in clients {
+        let _ = c.wait_with_output();
+    }
+    eprintln!("a client reached green {waited:?} after the cutover");
+}

@@ -177,25 +177,84 @@ impl Admin {
     /// Where the pooler says the database points now.
     pub async fn target_of_db(&self, limit: Duration) -> Result<Option<Endpoint>, Error> {
         let messages = self.command(&self.client, "SHOW DATABASES", limit).await?;
-        let mut columns: Vec<String> = Vec::new();
-        let mut rows: Vec<Vec<Option<&str>>> = Vec::new();
-        for m in &messages {
-            match m {
-                SimpleQueryMessage::RowDescription(d) => {
-                    columns = d.iter().map(|c| c.name().to_string()).collect();
-                }
-                SimpleQueryMessage::Row(r) => {
-                    if columns.is_empty() {
-                        columns = r.columns().iter().map(|c| c.name().to_string()).collect();
-                    }
-                    rows.push((0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect());
-                }
-                _ => {}
-            }
-        }
+        let (columns, rows) = table(&messages);
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
         Ok(db_target(&columns, &rows, &self.spec.db))
     }
+
+    /// A setting's value as `SHOW CONFIG` gives it.
+    pub async fn setting(&self, key: &str, limit: Duration) -> Result<Option<String>, Error> {
+        let messages = self.command(&self.client, "SHOW CONFIG", limit).await?;
+        let (columns, rows) = table(&messages);
+        let at = |name: &str| columns.iter().position(|c| c == name);
+        let (Some(k), Some(v)) = (at("key"), at("value")) else {
+            return Ok(None);
+        };
+        Ok(rows
+            .iter()
+            .find(|r| r.get(k).copied().flatten() == Some(key))
+            .and_then(|r| r.get(v).copied().flatten())
+            .map(str::to_string))
+    }
+
+    /// `SET key = 'value'` on the admin console: in force until the next RELOAD.
+    pub async fn set(&self, key: &str, value: &str, limit: Duration) -> Result<(), Error> {
+        let sql = format!("SET {key} = {}", conn::quote_literal(value));
+        self.command(&self.client, &sql, limit).await.map(|_| ())
+    }
+
+    /// Whether the database's pool has a server connection past its login (`SHOW POOLS`).
+    pub async fn pool_connected(&self, limit: Duration) -> Result<bool, Error> {
+        let messages = self.command(&self.client, "SHOW POOLS", limit).await?;
+        let (columns, rows) = table(&messages);
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        Ok(pool_connected(&columns, &rows, &self.spec.db))
+    }
+}
+
+/// An admin console reply as column names and rows of text (`None` for NULL).
+fn table(messages: &[SimpleQueryMessage]) -> (Vec<String>, Vec<Vec<Option<&str>>>) {
+    let mut columns: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<Option<&str>>> = Vec::new();
+    for m in messages {
+        match m {
+            SimpleQueryMessage::RowDescription(d) => {
+                columns = d.iter().map(|c| c.name().to_string()).collect();
+            }
+            SimpleQueryMessage::Row(r) => {
+                if columns.is_empty() {
+                    columns = r.columns().iter().map(|c| c.name().to_string()).collect();
+                }
+                rows.push((0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect());
+            }
+            _ => {}
+        }
+    }
+    (columns, rows)
+}
+
+/// Whether `SHOW POOLS` lists a server connection of database `db` that is logged in
+/// (active, idle, used or tested), from the reply's columns and rows as text.
+pub fn pool_connected(columns: &[&str], rows: &[Vec<Option<&str>>], db: &str) -> bool {
+    let at = |name: &str| columns.iter().position(|c| *c == name);
+    let Some(database) = at("database") else {
+        return false;
+    };
+    let counts: Vec<usize> = ["sv_active", "sv_idle", "sv_used", "sv_tested"]
+        .iter()
+        .filter_map(|c| at(c))
+        .collect();
+    rows.iter()
+        .filter(|r| r.get(database).copied().flatten() == Some(db))
+        .any(|r| {
+            counts.iter().any(|&i| {
+                r.get(i)
+                    .copied()
+                    .flatten()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
+        })
 }
 
 /// The endpoint `SHOW DATABASES` gives for database `db`, from the reply's column names and
@@ -296,5 +355,44 @@ mod tests {
             db_target(&["name", "port"], &[vec![Some("app"), Some("-1")]], "app"),
             at("", 0, "")
         );
+    }
+
+    /// `SHOW POOLS` as PgBouncer 1.18 answers it: a pool counts as connected by a server
+    /// past its login, not by one still logging in (sv_login) or by another database's.
+    #[test]
+    fn a_pool_is_connected_by_a_logged_in_server_of_its_database() {
+        let cols = [
+            "database",
+            "user",
+            "cl_active",
+            "cl_waiting",
+            "sv_active",
+            "sv_idle",
+            "sv_used",
+            "sv_tested",
+            "sv_login",
+            "maxwait",
+        ];
+        let row = |db, counts: [&'static str; 5]| {
+            let mut r = vec![Some(db), Some("postgres"), Some("0"), Some("12")];
+            r.extend(counts.map(Some));
+            r.push(Some("3"));
+            r
+        };
+        let logging_in = row("app", ["0", "0", "0", "0", "1"]);
+        assert!(!pool_connected(
+            &cols,
+            std::slice::from_ref(&logging_in),
+            "app"
+        ));
+        let other = row("other", ["1", "2", "0", "0", "0"]);
+        assert!(!pool_connected(&cols, &[logging_in, other], "app"));
+        assert!(pool_connected(
+            &cols,
+            &[row("app", ["0", "1", "0", "0", "1"])],
+            "app"
+        ));
+        assert!(!pool_connected(&["user"], &[vec![Some("app")]], "app"));
+        assert!(!pool_connected(&cols, &[vec![Some("app"), None]], "app"));
     }
 }
