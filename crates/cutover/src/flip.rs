@@ -241,7 +241,6 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
         cx.leave(Step::UnfenceGreen)?;
     }
     prepare(cx, undo).await?;
-    let login_retry = login_retries(cx).await;
 
     // From the PAUSE to the commit point every step is bounded (see `within`): raising the
     // fence and closing the old primary each by --pause-timeout (closing waits for other
@@ -317,18 +316,19 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
     .await?;
     cx.timed(Step::CommitPoint);
 
-    let retry_lifted = lift_login_retry(cx, &login_retry).await;
     let results = join_all(cx.admins.iter().map(|a| a.resume(cx.opts.pause_timeout))).await;
     let paused = paused_at.elapsed();
+    let mut resumed = Vec::new();
     for r in results {
         // Traffic already points at the new primary: a pooler that will not resume is an
         // operator's emergency, not a reason to flip back.
-        if let Err(e) = r {
-            tracing::error!(error = %e, "RESUME failed; resume that pooler by hand");
+        match r {
+            Ok(r) => resumed.push(r),
+            Err(e) => tracing::error!(error = %e, "RESUME failed; resume that pooler by hand"),
         }
     }
     cx.timed(Step::Resume);
-    restore_login_retry(cx, &retry_lifted).await;
+    join_all(resumed.into_iter().map(|r| r.restore(cx.opts.pause_timeout))).await;
     Ok(Report {
         paused,
         steps: cx.steps.clone(),
@@ -384,63 +384,6 @@ pub(crate) async fn pause(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<
     cx.leave(Step::Pause)?;
     Ok(paused_at)
 }
-
-/// The PgBouncer setting that holds a pool's connection attempts after one failed.
-const LOGIN_RETRY: &str = "server_login_retry";
-
-/// Each pooler's `server_login_retry` (None where it cannot be read: left alone then).
-async fn login_retries(cx: &Ctx<'_>) -> Vec<Option<String>> {
-    join_all(cx.admins.iter().map(|a| async {
-        a.setting(LOGIN_RETRY, cx.opts.pause_timeout)
-            .await
-            .inspect_err(
-                |e| tracing::warn!(pooler = a.name(), error = %e, "cannot read {LOGIN_RETRY}"),
-            )
-            .ok()
-            .flatten()
-    }))
-    .await
-}
-
-/// PAUSE closes every server connection of the database, also one still logging in, and
-/// PgBouncer counts that as a failed login: after RESUME the pool then opens no connection
-/// for `server_login_retry` (15 s by default) while every client waits (seen with blue
-/// behind 20 ms, where each login takes 50 ms and a growing pool is nearly always in one).
-/// So the retry wait is lifted for the RESUME (after the RELOAD, which would reset it) and
-/// put back once the pool has a connection. Returns the values to put back, by pooler.
-async fn lift_login_retry(cx: &Ctx<'_>, was: &[Option<String>]) -> Vec<Option<String>> {
-    join_all(cx.admins.iter().zip(was).map(|(a, was)| async move {
-        let was = was.as_ref().filter(|v| v.parse::<f64>().map_or(true, |s| s > 0.0))?;
-        match a.set(LOGIN_RETRY, "0", cx.opts.pause_timeout).await {
-            Ok(()) => Some(was.clone()),
-            Err(e) => {
-                tracing::warn!(pooler = a.name(), error = %e, "cannot lift {LOGIN_RETRY} for the RESUME");
-                None
-            }
-        }
-    }))
-    .await
-}
-
-/// Puts back what [`lift_login_retry`] lifted, once each pool has a server connection (a
-/// second at most).
-async fn restore_login_retry(cx: &Ctx<'_>, lifted: &[Option<String>]) {
-    let pt = cx.opts.pause_timeout;
-    join_all(cx.admins.iter().zip(lifted).map(|(a, was)| async move {
-        let Some(was) = was else { return };
-        let started = Instant::now();
-        while started.elapsed() < LOGIN_RETRY_HOLD && !a.pool_connected(pt).await.unwrap_or(true) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if let Err(e) = a.set(LOGIN_RETRY, was, pt).await {
-            tracing::error!(pooler = a.name(), error = %e, "{LOGIN_RETRY} is 0 until the pooler's next RELOAD: RELOAD it");
-        }
-    }))
-    .await;
-}
-
-/// How long after RESUME a pooler may open connections without its retry wait.
-const LOGIN_RETRY_HOLD: Duration = Duration::from_secs(1);
 
 /// PAUSE on every pooler at once, each within --pause-timeout.
 async fn pause_all(cx: &Ctx<'_>) -> StepResult<()> {

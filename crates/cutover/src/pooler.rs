@@ -126,18 +126,7 @@ impl Admin {
         sql: &str,
         limit: Duration,
     ) -> Result<Vec<SimpleQueryMessage>, Error> {
-        match tokio::time::timeout(limit, client.simple_query(sql)).await {
-            Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => Err(Error::Pooler(format!(
-                "pooler {}: {sql}: {}",
-                self.name(),
-                conn::pg_message(&e)
-            ))),
-            Err(_) => Err(Error::Timeout(format!(
-                "pooler {}: {sql} did not finish within {limit:?}",
-                self.name()
-            ))),
-        }
+        command(client, &self.name(), sql, limit).await
     }
 
     /// PAUSE waits for every server connection of the database to be released (in
@@ -149,16 +138,48 @@ impl Admin {
         self.command(&self.client, &sql, limit).await.map(|_| ())
     }
 
-    /// RESUME on a fresh admin connection; "not paused" counts as done.
-    pub async fn resume(&self, limit: Duration) -> Result<(), Error> {
+    /// RESUME on a fresh admin connection ("not paused" counts as done), with
+    /// `server_login_retry` lifted for it: PgBouncer's PAUSE closes a server connection that
+    /// is still logging in and counts that as a failed login, after which the pool opens no
+    /// connection for `server_login_retry` (15 s by default) while every client waits. The
+    /// value read here (the file's, after a RELOAD) goes back with [`Resumed::restore`].
+    pub async fn resume(&self, limit: Duration) -> Result<Resumed, Error> {
         let client = Self::open(&self.conn).await?;
+        let lifted = self.lift_login_retry(&client, limit).await;
+        let resumed = Resumed {
+            name: self.name(),
+            db: self.spec.db.clone(),
+            client,
+            lifted,
+        };
         match self
-            .command(&client, &format!("RESUME {}", self.spec.db), limit)
+            .command(&resumed.client, &format!("RESUME {}", self.spec.db), limit)
             .await
         {
-            Err(Error::Pooler(m)) if m.contains("not paused") => Ok(()),
-            other => other.map(|_| ()),
+            Err(Error::Pooler(m)) if m.contains("not paused") => Ok(resumed),
+            Ok(_) => Ok(resumed),
+            Err(e) => {
+                resumed.put_back(limit).await;
+                Err(e)
+            }
         }
+    }
+
+    /// Sets `server_login_retry` to 0 on `client`; returns the value it had, if it was more.
+    async fn lift_login_retry(&self, client: &Client, limit: Duration) -> Option<String> {
+        let name = self.name();
+        let lift = async {
+            let was = setting(client, &name, LOGIN_RETRY, limit).await?;
+            let Some(was) = was.filter(|v| v.parse::<f64>().map_or(true, |s| s > 0.0)) else {
+                return Ok(None);
+            };
+            set(client, &name, LOGIN_RETRY, "0", limit).await?;
+            Ok::<_, Error>(Some(was))
+        };
+        lift.await
+            .inspect_err(|e| tracing::warn!(pooler = self.name(), error = %e, "cannot lift {LOGIN_RETRY} for the RESUME"))
+            .ok()
+            .flatten()
     }
 
     /// RELOAD on a fresh admin connection (for an undo: the flip's own may be the one that
@@ -181,34 +202,105 @@ impl Admin {
         let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
         Ok(db_target(&columns, &rows, &self.spec.db))
     }
+}
 
-    /// A setting's value as `SHOW CONFIG` gives it.
-    pub async fn setting(&self, key: &str, limit: Duration) -> Result<Option<String>, Error> {
-        let messages = self.command(&self.client, "SHOW CONFIG", limit).await?;
-        let (columns, rows) = table(&messages);
-        let at = |name: &str| columns.iter().position(|c| c == name);
-        let (Some(k), Some(v)) = (at("key"), at("value")) else {
-            return Ok(None);
-        };
-        Ok(rows
-            .iter()
-            .find(|r| r.get(k).copied().flatten() == Some(key))
-            .and_then(|r| r.get(v).copied().flatten())
-            .map(str::to_string))
+/// `sql` on an admin console session, within `limit`.
+async fn command(
+    client: &Client,
+    name: &str,
+    sql: &str,
+    limit: Duration,
+) -> Result<Vec<SimpleQueryMessage>, Error> {
+    match tokio::time::timeout(limit, client.simple_query(sql)).await {
+        Ok(Ok(rows)) => Ok(rows),
+        Ok(Err(e)) => Err(Error::Pooler(format!(
+            "pooler {name}: {sql}: {}",
+            conn::pg_message(&e)
+        ))),
+        Err(_) => Err(Error::Timeout(format!(
+            "pooler {name}: {sql} did not finish within {limit:?}"
+        ))),
+    }
+}
+
+/// A setting's value as `SHOW CONFIG` gives it.
+async fn setting(
+    client: &Client,
+    name: &str,
+    key: &str,
+    limit: Duration,
+) -> Result<Option<String>, Error> {
+    let messages = command(client, name, "SHOW CONFIG", limit).await?;
+    let (columns, rows) = table(&messages);
+    let at = |c: &str| columns.iter().position(|x| x == c);
+    let (Some(k), Some(v)) = (at("key"), at("value")) else {
+        return Ok(None);
+    };
+    Ok(rows
+        .iter()
+        .find(|r| r.get(k).copied().flatten() == Some(key))
+        .and_then(|r| r.get(v).copied().flatten())
+        .map(str::to_string))
+}
+
+/// `SET key = 'value'` on the admin console: in force until the next RELOAD.
+async fn set(
+    client: &Client,
+    name: &str,
+    key: &str,
+    value: &str,
+    limit: Duration,
+) -> Result<(), Error> {
+    let sql = format!("SET {key} = {}", conn::quote_literal(value));
+    command(client, name, &sql, limit).await.map(|_| ())
+}
+
+/// The PgBouncer setting that holds a pool's connection attempts after one failed.
+const LOGIN_RETRY: &str = "server_login_retry";
+
+/// How long after RESUME a pooler may open connections without its retry wait.
+const LOGIN_RETRY_HOLD: Duration = Duration::from_secs(1);
+
+/// A pooler resumed with `server_login_retry` lifted (see [`Admin::resume`]).
+pub struct Resumed {
+    name: String,
+    db: String,
+    client: Client,
+    lifted: Option<String>,
+}
+
+impl Resumed {
+    /// Puts `server_login_retry` back once the pool has a server connection (a second at
+    /// most): until then a login the PAUSE cut short cannot hold the pool's clients.
+    pub async fn restore(self, limit: Duration) {
+        if self.lifted.is_none() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        while started.elapsed() < LOGIN_RETRY_HOLD && !self.pool_connected(limit).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.put_back(limit).await;
     }
 
-    /// `SET key = 'value'` on the admin console: in force until the next RELOAD.
-    pub async fn set(&self, key: &str, value: &str, limit: Duration) -> Result<(), Error> {
-        let sql = format!("SET {key} = {}", conn::quote_literal(value));
-        self.command(&self.client, &sql, limit).await.map(|_| ())
+    /// Whether the pool has a server connection past its login (`SHOW POOLS`); an
+    /// unreadable answer counts as yes.
+    async fn pool_connected(&self, limit: Duration) -> bool {
+        match command(&self.client, &self.name, "SHOW POOLS", limit).await {
+            Ok(messages) => {
+                let (columns, rows) = table(&messages);
+                let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+                pool_connected(&columns, &rows, &self.db)
+            }
+            Err(_) => true,
+        }
     }
 
-    /// Whether the database's pool has a server connection past its login (`SHOW POOLS`).
-    pub async fn pool_connected(&self, limit: Duration) -> Result<bool, Error> {
-        let messages = self.command(&self.client, "SHOW POOLS", limit).await?;
-        let (columns, rows) = table(&messages);
-        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
-        Ok(pool_connected(&columns, &rows, &self.spec.db))
+    async fn put_back(&self, limit: Duration) {
+        let Some(was) = &self.lifted else { return };
+        if let Err(e) = set(&self.client, &self.name, LOGIN_RETRY, was, limit).await {
+            tracing::error!(pooler = self.name, error = %e, "{LOGIN_RETRY} is 0 until the pooler's next RELOAD: RELOAD it");
+        }
     }
 }
 

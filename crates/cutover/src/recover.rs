@@ -122,8 +122,9 @@ pub async fn recover(
     }
     let outcome = if flip.committed {
         for admin in &cx.admins {
-            if let Err(e) = admin.resume(opts.pause_timeout).await {
-                tracing::error!(error = %e, "RESUME failed: resume that pooler by hand");
+            match admin.resume(opts.pause_timeout).await {
+                Ok(r) => r.restore(opts.pause_timeout).await,
+                Err(e) => tracing::error!(error = %e, "RESUME failed: resume that pooler by hand"),
             }
         }
         let report = Report {

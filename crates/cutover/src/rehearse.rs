@@ -61,10 +61,12 @@ async fn steps(cx: &mut crate::ctx::Ctx<'_>, undo: &mut UndoStack) -> StepResult
         let paused_at = pause(cx, undo).await?;
         let originals = point_poolers_at_new(cx, undo).await?;
         cx.enter(Step::Resume)?;
+        let mut resumed = Vec::new();
         for r in join_all(cx.admins.iter().map(|a| a.resume(limit))).await {
-            at(Step::Resume, r)?;
+            resumed.push(at(Step::Resume, r)?);
         }
         paused = paused_at.elapsed();
+        join_all(resumed.into_iter().map(|r| r.restore(limit))).await;
         cx.leave(Step::Resume)?;
 
         // And back, the same way (the staging clients pause once more).
@@ -80,9 +82,11 @@ async fn steps(cx: &mut crate::ctx::Ctx<'_>, undo: &mut UndoStack) -> StepResult
             )?;
             at(Step::FlipBack, admin.reload(limit).await)?;
         }
+        let mut resumed = Vec::new();
         for r in join_all(cx.admins.iter().map(|a| a.resume(limit))).await {
-            at(Step::FlipBack, r)?;
+            resumed.push(at(Step::FlipBack, r)?);
         }
+        join_all(resumed.into_iter().map(|r| r.restore(limit))).await;
         cx.leave(Step::FlipBack)?;
     }
 

@@ -125,7 +125,12 @@ async fn undo_one(cx: &Ctx<'_>, u: Undo) -> bool {
             }
         }
         Undo::Resume(poolers) => {
-            let resumes = join_all(poolers.iter().map(|&i| cx.admins[i].resume(limit))).await;
+            let resumes = join_all(poolers.iter().map(|&i| async move {
+                let r = cx.admins[i].resume(limit).await?;
+                r.restore(limit).await;
+                Ok::<_, crate::Error>(())
+            }))
+            .await;
             for r in resumes {
                 if let Err(e) = r {
                     tracing::error!(error = %e, "RESUME failed: resume that pooler by hand");
