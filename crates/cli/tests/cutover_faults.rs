@@ -138,6 +138,40 @@ impl Rig {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
 
+    /// Waits until the flip logging to `log` has finished `step` (60 s at most).
+    fn wait_step(&self, log: &str, step: &str) {
+        let started = Instant::now();
+        let done = format!("\"{step}\"");
+        while !self
+            .log(log)
+            .lines()
+            .any(|l| l.contains("cutover step") && l.contains(&done))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{step} not reached: {}",
+                self.log(log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The flip's exit status, within `limit`.
+    fn wait_exit(&self, child: &mut std::process::Child, log: &str, limit: Duration) -> i32 {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the flip did not end within {limit:?}: {}",
+                self.log(log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn pooled_port(&self) -> Option<u16> {
         let out = Command::new(testkit::pg_bin("psql"))
             .args(["-X", "-A", "-t", "-c", "SELECT inet_server_port()"])
@@ -240,31 +274,10 @@ fn a_black_hole_while_a_rollback_holds_clients_leaves_traffic_on_green() {
             r.wait_reverse_caught_up();
             let mut child = r.flip("rollback", step, &log);
             let started = Instant::now();
-            while !r
-                .log(&log)
-                .lines()
-                .any(|l| l.contains("cutover step") && l.contains(&format!("\"{step}\"")))
-            {
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "{step}/{link}: step not reached: {}",
-                    r.log(&log)
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            r.wait_step(&log, step);
             r.proxies[i].black_hole(Some(Duration::from_secs(5)));
-            let status = loop {
-                if let Some(s) = child.try_wait().unwrap() {
-                    break s;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(60),
-                    "{step}/{link}: the rollback did not end within 60 s: {}",
-                    r.log(&log)
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            };
-            assert_eq!(status.code(), Some(2), "{step}/{link}: {}", r.log(&log));
+            let exit = r.wait_exit(&mut child, &log, Duration::from_secs(60));
+            assert_eq!(exit, 2, "{step}/{link}: {}", r.log(&log));
             let settled = Instant::now();
             loop {
                 match r.on_green() {
@@ -329,32 +342,10 @@ fn a_black_hole_after_the_commit_point_is_finished_by_the_watchdog() {
     r.wait_caught_up();
     let log = "cutover-after-resume.log";
     let mut child = r.cutover("resume", log);
-    let started = Instant::now();
-    while !r
-        .log(log)
-        .lines()
-        .any(|l| l.contains("cutover step") && l.contains("\"resume\""))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "resume not reached: {}",
-            r.log(log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    r.wait_step(log, "resume");
     r.proxies[1].black_hole(Some(Duration::from_secs(5)));
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the cutover did not end: {}",
-            r.log(log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(status.code(), Some(2), "{}", r.log(log));
+    let exit = r.wait_exit(&mut child, log, Duration::from_secs(60));
+    assert_eq!(exit, 2, "{}", r.log(log));
     assert!(
         r.log(log).contains("(--link-timeout)"),
         "not the probe: {}",
@@ -476,32 +467,10 @@ fn a_green_silent_past_the_coordinators_retries_is_put_right_by_the_watchdog() {
     r.wait_caught_up();
     let log = "cutover-green-silent.log";
     let mut child = r.cutover("drain", log);
-    let started = Instant::now();
-    while !r
-        .log(log)
-        .lines()
-        .any(|l| l.contains("cutover step") && l.contains("\"drain\""))
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "drain not reached: {}",
-            r.log(log)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    r.wait_step(log, "drain");
     r.proxies[1].black_hole(Some(Duration::from_secs(40)));
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "the cutover did not end: {}",
-            r.log(log)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(status.code(), Some(2), "{}", r.log(log));
+    let exit = r.wait_exit(&mut child, log, Duration::from_secs(180));
+    assert_eq!(exit, 2, "{}", r.log(log));
     let settled = Instant::now();
     loop {
         match r.on_blue() {

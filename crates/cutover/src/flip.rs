@@ -328,7 +328,12 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
         }
     }
     cx.timed(Step::Resume);
-    join_all(resumed.into_iter().map(|r| r.restore(cx.opts.pause_timeout))).await;
+    join_all(
+        resumed
+            .into_iter()
+            .map(|r| r.restore(cx.opts.pause_timeout)),
+    )
+    .await;
     Ok(Report {
         paused,
         steps: cx.steps.clone(),
