@@ -573,5 +573,13 @@ fn a_pause_during_a_pooler_login_does_not_hold_clients_for_the_login_retry() {
     for c in clients {
         let _ = c.wait_with_output();
     }
+    // The lift lasted only until the pool had a connection: the default is back.
+    let config = pooler.admin("SHOW CONFIG").unwrap();
+    assert!(
+        config
+            .lines()
+            .any(|l| l.starts_with("server_login_retry|15|")),
+        "server_login_retry not put back: {config}"
+    );
     eprintln!("a client reached green {waited:?} after the cutover");
 }
