@@ -75,22 +75,9 @@ impl Rig {
         ) == "t"
     }
 
-    /// Sync's lag below a second: a case that held the applier for seconds (a silent link
-    /// after the drain) leaves a lag the next cutover's guardrail would refuse until sync
-    /// has caught up again.
+    /// Forward sync caught up (see the free [`wait_caught_up`]).
     fn wait_caught_up(&self) {
-        let started = Instant::now();
-        while self.green.sql(
-            DB,
-            "SELECT coalesce(bool_and(lag_seconds < 1), false) FROM bluegreen.apply WHERE run = 'main'",
-        ) != "t"
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "sync did not catch up"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_caught_up(&self.green, "main");
     }
 
     /// A cutover through the proxies, held 2 s after `step`.
@@ -182,33 +169,22 @@ impl Rig {
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     }
 
-    /// Reverse sync's lag below a second (see `wait_caught_up`).
-    fn wait_reverse_caught_up(&self) {
-        let started = Instant::now();
-        while self.green.sql(
-            DB,
-            "SELECT coalesce(bool_and(lag_seconds < 1 AND heartbeat > clock_timestamp() - interval '5 s'), false)
-               FROM bluegreen.apply WHERE run = 'main_reverse'",
-        ) != "t"
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "reverse sync did not catch up"
-            );
-            std::thread::sleep(Duration::from_millis(200));
+    /// Traffic reaches `side` (named `name`) through an unpaused pooler, and it is not fenced.
+    fn served_by(&self, side: &Cluster, name: &str) -> Result<(), String> {
+        if self.pooled_port() != Some(side.port()) {
+            return Err(format!("pooler answers from {:?}", self.pooled_port()));
         }
+        let fenced = side.sql(DB, "SELECT coalesce(array_to_string(setconfig, ','), '') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()");
+        if !fenced.is_empty() {
+            return Err(format!("{name} is fenced: {fenced}"));
+        }
+        Ok(())
     }
 
     /// What a failed rollback leaves: traffic on green (through an unpaused pooler), green
     /// unfenced, reverse sync running, the run `cut-over`, no flip record.
     fn on_green(&self) -> Result<(), String> {
-        if self.pooled_port() != Some(self.green.port()) {
-            return Err(format!("pooler answers from {:?}", self.pooled_port()));
-        }
-        let fenced = self.green.sql(DB, "SELECT coalesce(array_to_string(setconfig, ','), '') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()");
-        if !fenced.is_empty() {
-            return Err(format!("green is fenced: {fenced}"));
-        }
+        self.served_by(&self.green, "green")?;
         let left = self.green.sql(
             DB,
             "SELECT (SELECT phase FROM bluegreen.runs WHERE run = 'main') || ' '
@@ -225,13 +201,7 @@ impl Rig {
     /// Traffic on blue (through an unpaused pooler), blue unfenced, sync running, the run
     /// `copied`, no flip record or reverse slot: what a failed cutover leaves.
     fn on_blue(&self) -> Result<(), String> {
-        if self.pooled_port() != Some(self.blue.port()) {
-            return Err(format!("pooler answers from {:?}", self.pooled_port()));
-        }
-        let fenced = self.blue.sql(DB, "SELECT coalesce(array_to_string(setconfig, ','), '') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = current_database()");
-        if !fenced.is_empty() {
-            return Err(format!("blue is fenced: {fenced}"));
-        }
+        self.served_by(&self.blue, "blue")?;
         let left = self.green.sql(
             DB,
             "SELECT (SELECT phase FROM bluegreen.runs WHERE run = 'main') || ' '
@@ -271,7 +241,7 @@ fn a_black_hole_while_a_rollback_holds_clients_leaves_traffic_on_green() {
     for step in ["pause", "drain"] {
         for (i, link) in LINKS.iter().enumerate() {
             let log = format!("rollback-{step}-{link}.log");
-            r.wait_reverse_caught_up();
+            wait_caught_up(&r.green, "main_reverse");
             let mut child = r.flip("rollback", step, &log);
             let started = Instant::now();
             r.wait_step(&log, step);
@@ -295,6 +265,27 @@ fn a_black_hole_while_a_rollback_holds_clients_leaves_traffic_on_green() {
                 settled.elapsed()
             );
         }
+    }
+}
+
+/// The applier of `run` alive and less than a second behind: a case that held it for
+/// seconds (a silent link after the drain) leaves a lag the next flip's guardrail would
+/// refuse until it has caught up again.
+fn wait_caught_up(green: &Cluster, run: &str) {
+    let started = Instant::now();
+    while green.sql(
+        DB,
+        &format!(
+            "SELECT coalesce(bool_and(lag_seconds < 1 AND heartbeat > clock_timestamp() - interval '5 s'), false)
+               FROM bluegreen.apply WHERE run = '{run}'"
+        ),
+    ) != "t"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{run}: sync did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -514,16 +505,7 @@ fn a_pause_during_a_pooler_login_does_not_hold_clients_for_the_login_retry() {
         &["sync", "--source", &s, "--target", &t],
         &dir.path().join("sync.log"),
     );
-    let started = Instant::now();
-    while green.sql(
-        DB,
-        "SELECT coalesce(bool_and(lag_seconds < 1 AND heartbeat > clock_timestamp() - interval '5 s'), false)
-           FROM bluegreen.apply WHERE run = 'main'",
-    ) != "t"
-    {
-        assert!(started.elapsed() < Duration::from_secs(30), "sync did not catch up");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_caught_up(&green, "main");
     let through_pooler = |sql: &str| {
         Command::new(testkit::pg_bin("psql"))
             .args(["-X", "-A", "-t", "-c", sql])
