@@ -170,13 +170,25 @@ pub fn classify(spec: &ConnSpec, e: tokio_postgres::Error) -> Error {
 /// The server's own message (with its detail) for a failed statement; for anything else the
 /// error's text with passwords removed. Better for operators than tokio-postgres' "db error".
 pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
+    let text = match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(d) => format!("{} ({d})", db.message()),
             None => db.message().to_string(),
         },
-        None => crate::redact(&e.to_string()),
+        None => return crate::redact(&e.to_string()),
+    };
+    if out_of_disk(e) {
+        format!("out of disk space: {text}")
+    } else {
+        text
     }
+}
+
+/// The server ran out of disk (SQLSTATE 53100). Said in words by [`pg_message`] because
+/// PostgreSQL's own text varies with how the write failed ("No space left on device", or
+/// "wrote only 4096 of 8192 bytes" after a short write).
+pub fn out_of_disk(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::DISK_FULL)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ mod spec;
 mod tls;
 
 pub use connect::{
-    connect, connect_plain, pg_config, pg_message, startup_options, OUTPUT_SETTINGS,
+    connect, connect_plain, out_of_disk, pg_config, pg_message, startup_options, OUTPUT_SETTINGS,
 };
 pub use error::Error;
 pub use ident::{display_ident, display_qualified, qualified, quote_ident, quote_literal};

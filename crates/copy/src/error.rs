@@ -60,6 +60,7 @@ impl Error {
             Error::Conn { source, .. } => source.hint().into(),
             Error::Wire(_) => "check that the source role has REPLICATION and that max_wal_senders/max_replication_slots have room; then run copy again to resume".into(),
             Error::State(e) if e.hint().is_some() => e.hint().unwrap_or_default().into(),
+            Error::Sql { side, source, .. } if conn::out_of_disk(source) => format!("free space on the {side} (grow its volume, or move what fills it), then run the same copy again: committed chunks are kept, the rest is redone"),
             Error::State(_) | Error::Sql { .. } => "fix the cause above and run the same copy again: committed chunks are kept, the rest is redone".into(),
             Error::PgDump(_) => "check that pg_dump of the source's major version is installed (BLUEGREEN_PG_BIN points at its directory)".into(),
             Error::Worker(_) => "run the same copy again to resume".into(),

@@ -104,6 +104,7 @@ impl Error {
             Error::LinkDead { .. } => "check the network path to that server (firewall, NAT or load balancer timeouts); sync reconnects with backoff and resumes from the target's replication origin".into(),
             Error::Abandoned { .. } => "run bluegreen sync again: it resumes exactly where the last commit left off".into(),
             Error::Unsupported { fix, .. } => fix.clone(),
+            Error::Sql { side, source, .. } if conn::out_of_disk(source) => format!("free space on the {side} (grow its volume, or move what fills it): sync retries with backoff and goes on by itself, from the target's replication origin"),
             _ => "sync reconnects and resumes from the target's replication origin; see bluegreen status".into(),
         }
     }

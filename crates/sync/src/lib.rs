@@ -191,6 +191,9 @@ pub async fn sync(
                 }
                 let text = match &e {
                     Error::SchemaMismatch { .. } => format!("{e}; waiting: {}", e.hint()),
+                    Error::Sql { source, .. } if conn::out_of_disk(source) => {
+                        format!("{e}; waiting: {}", e.hint())
+                    }
                     _ => e.to_string(),
                 };
                 tracing::warn!(error = %text, retry_in = ?backoff, "sync interrupted; resuming from the origin");
