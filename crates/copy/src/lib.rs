@@ -217,7 +217,10 @@ pub async fn copy(
         let t0 = Instant::now();
         let finish = |seconds: f64| {
             let snap = data_snapshot.clone();
-            async move { finish_data(plan, source, target, run, snap, seconds).await }
+            async move {
+                finish_data(plan, source, target, run, snap, seconds).await?;
+                Ok(true)
+            }
         };
         let report = pipeline::run(
             pipeline::Inputs {
@@ -406,8 +409,8 @@ pub async fn join(
         .map(|s| schema::split_post_data(s).preamble)
         .unwrap_or_default();
     let tgt_ref = &tgt;
-    // The leader ends the data phase (sequences at its snapshot); the worker waits for that
-    // while the leader runs, building the indexes of tables whose data is in meanwhile.
+    // The leader ends the data phase (sequences at its snapshot); the worker looks whether it
+    // has, and builds the indexes of tables whose data is in meanwhile.
     let finish = move |_seconds: f64| async move { leader_finished_data(tgt_ref, run).await };
     pipeline::run(
         pipeline::Inputs {
@@ -435,23 +438,21 @@ pub async fn join(
     Ok(summary)
 }
 
-/// How often a worker looks whether the leader has reached (or ended) the data phase: every
-/// moment lost here is one the worker's jobs sit idle.
+/// How often a worker looks whether the leader has reached its data phase: every moment
+/// lost here is one the worker's jobs sit idle.
 const LEADER_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Waits until the run is past its data phase, as long as its leader runs (its leader lock
-/// bounds the wait: a leader that dies releases it).
-async fn leader_finished_data(tgt: &Client, run: &str) -> Result<(), Error> {
-    loop {
-        let phase = Run::get(tgt, run).await?.map(|r| r.phase);
-        if phase != Some(Phase::Data) {
-            return Ok(());
-        }
-        if !state::leader::leader_running(tgt, run).await? {
-            return Err(Error::LeaderGone { run: run.into() });
-        }
-        tokio::time::sleep(LEADER_POLL).await;
+/// Whether the run is past its data phase; an error once its leader is gone (a leader that
+/// dies releases its lock), which bounds a worker's asking.
+async fn leader_finished_data(tgt: &Client, run: &str) -> Result<bool, Error> {
+    let phase = Run::get(tgt, run).await?.map(|r| r.phase);
+    if phase != Some(Phase::Data) {
+        return Ok(true);
     }
+    if !state::leader::leader_running(tgt, run).await? {
+        return Err(Error::LeaderGone { run: run.into() });
+    }
+    Ok(false)
 }
 
 /// Everything that would make the copy fail or lose data, found before anything is touched.

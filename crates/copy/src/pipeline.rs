@@ -73,7 +73,9 @@ struct Shared<'a> {
 }
 
 /// Runs every chunk, item and ANALYZE still to do. The caller has moved the run into its
-/// data phase (or found it past it); `finish_data` is called once every chunk is in.
+/// data phase (or found it past it); `finish_data` is called once every chunk is in, and
+/// says whether the data phase is over: the leader ends it, a `--join` worker looks whether
+/// its leader has (and is asked again a moment later when not).
 pub async fn run<F, Fut>(
     mut inputs: Inputs<'_>,
     tgt: &Client,
@@ -82,7 +84,7 @@ pub async fn run<F, Fut>(
 ) -> Result<Report, Error>
 where
     F: Fn(f64) -> Fut,
-    Fut: std::future::Future<Output = Result<(), Error>>,
+    Fut: std::future::Future<Output = Result<bool, Error>>,
 {
     let run = inputs.run;
     let plan = inputs.plan;
@@ -325,7 +327,7 @@ mod cost {
 async fn worker<F, Fut>(id: usize, shared: &Shared<'_>, finish_data: &F) -> Result<(), Error>
 where
     F: Fn(f64) -> Fut,
-    Fut: std::future::Future<Output = Result<(), Error>>,
+    Fut: std::future::Future<Output = Result<bool, Error>>,
 {
     let mut data_conns: Option<DataConns> = None;
     let mut post: Option<Client> = None;
@@ -370,7 +372,7 @@ async fn run_task<F, Fut>(
 ) -> Result<(), Error>
 where
     F: Fn(f64) -> Fut,
-    Fut: std::future::Future<Output = Result<(), Error>>,
+    Fut: std::future::Future<Output = Result<bool, Error>>,
 {
     let inputs = &shared.inputs;
     match task {
@@ -426,7 +428,14 @@ where
         }
         Task::FinishData => {
             let seconds = shared.started.elapsed().as_secs_f64();
-            finish_data(seconds).await?;
+            if !finish_data(seconds).await? {
+                shared
+                    .sched
+                    .lock()
+                    .expect("scheduler lock")
+                    .finish_data_later(Instant::now());
+                return Ok(());
+            }
             if let Some(exp) = shared.exporter.lock().await.take() {
                 exp.into_connection().close().await;
             }

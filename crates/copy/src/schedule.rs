@@ -151,6 +151,8 @@ pub struct Sched {
     chunks_in_flight: usize,
     data_finished: bool,
     finishing: bool,
+    /// A worker found the leader still in its data phase: not asked again before this.
+    finish_retry_at: Option<Instant>,
     items: Vec<Item>,
     stage_left: HashMap<i32, usize>,
     locks: HashMap<Key, (usize, bool)>,
@@ -226,6 +228,7 @@ impl Sched {
             && !self.finishing
             && self.chunks_in_flight == 0
             && !self.chunks_remain()
+            && self.finish_retry_at.is_none_or(|at| at <= now)
         {
             self.finishing = true;
             self.running += 1;
@@ -336,6 +339,15 @@ impl Sched {
         for t in self.tables.values_mut() {
             t.chunks_left = 0;
         }
+    }
+
+    /// A `--join` worker's chunks are in but its leader has not ended the data phase: the
+    /// job goes on with whatever else may start and asks again after `RETRY` (it must not
+    /// sit waiting while indexes of the tables already copied could be built).
+    pub fn finish_data_later(&mut self, now: Instant) {
+        self.running -= 1;
+        self.finishing = false;
+        self.finish_retry_at = Some(now + RETRY);
     }
 
     /// The item is built (by this process or another).
@@ -906,6 +918,39 @@ mod tests {
         s.item_ended(&c);
         let Task::Item(d) = run(&mut s) else { panic!() };
         s.item_ended(&d);
+        assert!(matches!(s.next(Instant::now()), Next::Done));
+    }
+
+    #[test]
+    fn a_worker_builds_ready_indexes_while_its_leader_ends_the_data_phase() {
+        let (a, b) = (k("s", "a"), k("s", "b"));
+        let tables = HashMap::from([(a.clone(), table(0)), (b.clone(), table(0))]);
+        let items = vec![
+            Item::new(0, 1, Mode::Shared, vec![a.clone()], true, 5),
+            Item::new(1, 2, Mode::Exclusive, vec![], false, 5),
+        ];
+        let mut s = Sched::new(tables, vec![(a.clone(), 1)], items, false);
+        assert!(matches!(run(&mut s), Task::Chunk(_)));
+        s.chunk_ended(&a, ChunkEnd::Copied, Instant::now());
+        let at = Instant::now();
+        assert!(matches!(s.next(at), Next::Run(Task::FinishData)));
+        s.finish_data_later(at); // the leader still copies
+        let Next::Run(Task::Item(index)) = s.next(at) else {
+            panic!("the ready index, not another look at the leader")
+        };
+        assert_eq!(index.item, 0);
+        s.item_ended(&index);
+        // The analyzes may run too; then only the leader's end is left, asked after RETRY.
+        while let Next::Run(Task::Analyze(t)) = s.next(at) {
+            s.analyze_ended(&t);
+        }
+        assert!(matches!(s.next(at), Next::Wait));
+        assert!(matches!(s.next(at + RETRY), Next::Run(Task::FinishData)));
+        s.finish_data_ended();
+        let Task::Item(rest) = run(&mut s) else {
+            panic!()
+        };
+        s.item_ended(&rest);
         assert!(matches!(s.next(Instant::now()), Next::Done));
     }
 
