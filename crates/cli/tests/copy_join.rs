@@ -388,3 +388,56 @@ fn a_chunk_held_elsewhere_keeps_the_data_phase_open_and_is_copied_once_released(
     );
     assert_exact(&source, &target);
 }
+
+/// A post-data item whose table lock is held elsewhere (another process's index build, here
+/// an operator's session) sits out and is asked again, while the job builds what else may
+/// start: waiting on the server would hold the job idle. One job, so a wait would stop all.
+#[test]
+fn an_item_whose_lock_another_session_holds_sits_out_while_the_job_builds_the_rest() {
+    let (source, target) = pair(0.02);
+    common::create_fixture_schema(&target);
+    let (s, t) = (source.url(DB), target.url(DB));
+    // ANALYZE takes SHARE UPDATE EXCLUSIVE; the copy's inserts (ROW EXCLUSIVE) pass.
+    let mut holder = target.psql_command(DB);
+    holder.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut holder = holder.spawn().unwrap();
+    let mut script = holder.stdin.take().unwrap();
+    use std::io::Write;
+    script
+        .write_all(
+            b"BEGIN;\nLOCK TABLE factory_telemetry.metric_hist IN SHARE UPDATE EXCLUSIVE MODE;\n",
+        )
+        .unwrap();
+    wait_for(
+        &target,
+        "SELECT EXISTS (SELECT FROM pg_locks WHERE granted AND mode = 'ShareUpdateExclusiveLock'
+                          AND relation = 'factory_telemetry.metric_hist'::regclass)",
+        "the operator's lock",
+    );
+    let copy = Proc::spawn(&copy_args(
+        &s,
+        &t,
+        &["--jobs", "1", "--target-schema", "existing"],
+    ));
+    wait_for(
+        &target,
+        r#"SELECT count(*) FILTER (WHERE state <> 'done') = 1
+                AND bool_or(state <> 'done' AND name = '"factory_telemetry"."metric_hist"')
+             FROM bluegreen.post_data WHERE kind = 'ANALYZE'"#,
+        "every other table's ANALYZE while metric_hist's is held",
+    );
+    script.write_all(b"COMMIT;\n").unwrap();
+    drop(script);
+    assert!(holder.wait().unwrap().success());
+    let o = copy.finish();
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        query(
+            &target,
+            "SELECT count(*) FILTER (WHERE state <> 'done') FROM bluegreen.post_data"
+        ),
+        "0"
+    );
+    let o = bluegreen(&["verify", "--source", &s, "--target", &t]);
+    assert_eq!(code(&o), 0, "verify: {}{}", stdout(&o), stderr(&o));
+}

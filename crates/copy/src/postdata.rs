@@ -1,10 +1,11 @@
 //! Post-data items (keys, indexes, foreign keys, triggers, materialized view data): each is
 //! built and marked done in one target transaction. The pipeline decides which and when.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use conn::ConnSpec;
 use state::PostDataItem;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use crate::error::{sql, Error};
@@ -21,6 +22,12 @@ pub async fn open(target: &ConnSpec, preamble: &str) -> Result<Client, Error> {
         .map_err(sql("target", "post-data session settings"))?;
     Ok(tgt)
 }
+
+/// How long an item waits on the server for a lock before it sits out (`Outcome::Retry`) and
+/// its job takes other work. One process's scheduler never starts two items whose locks
+/// conflict, but it cannot see a `copy --join` worker's: a key's ACCESS EXCLUSIVE attach
+/// waiting behind another process's index build held its job idle for seconds.
+const LOCK_WAIT: Duration = Duration::from_millis(50);
 
 /// What became of one item.
 pub enum Outcome {
@@ -52,7 +59,12 @@ pub async fn build_item(
         });
     };
     let started = Instant::now();
-    match tx.batch_execute(sql_instead.unwrap_or(&item.sql)).await {
+    let statements = format!(
+        "SET LOCAL lock_timeout = '{}ms';\n{}",
+        LOCK_WAIT.as_millis(),
+        sql_instead.unwrap_or(&item.sql)
+    );
+    match tx.batch_execute(&statements).await {
         Ok(()) => {
             if finish {
                 item.finish(&tx, run, started.elapsed().as_secs_f64(), by)
@@ -67,8 +79,13 @@ pub async fn build_item(
             tracing::debug!(kind = %item.kind, name = %item.name, finish, seconds = started.elapsed().as_secs_f64(), "built");
             Ok(Outcome::Done)
         }
-        // Two foreign keys between the same tables can deadlock; the loser retries.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) => {
+        // Two foreign keys between the same tables can deadlock; the loser retries. A lock
+        // held elsewhere is waited for by sitting out, not on the server (see LOCK_WAIT).
+        Err(e)
+            if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+                || e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) =>
+        {
+            tracing::debug!(kind = %item.kind, name = %item.name, error = %conn::pg_message(&e), "retrying later");
             Ok(Outcome::Retry)
         }
         Err(e) => Err(sql("target", format!("build {} {}", item.kind, item.name))(
