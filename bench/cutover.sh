@@ -4,7 +4,7 @@
 # write is lost, over repeated flips blue → green → blue under a steady write load.
 #
 # Usage: bench/cutover.sh [--tps LIST] [--flips N] [--clients C] [--cycle-seconds S]
-#                         [--scale S] [--no-verify] [--no-record] [--keep]
+#                         [--scale S] [--script FILE] [--no-verify] [--no-record] [--keep]
 #   --tps LIST         client rates, one measurement each (default 200,1000)
 #   --flips N          cutovers per rate, each followed by a rollback (default 10: 20 flips)
 #   --clients C        pgbench clients (default 8, over 2 threads)
@@ -12,11 +12,15 @@
 #                      (default 30); flips stop when the load ends (pgbench cannot be stopped
 #                      early without losing its log), and the load runs on after the last one
 #   --scale S          fixture scale (default 0.05)
+#   --script FILE      pgbench script of one client transaction (default bench/cutover/txn.sql:
+#                      four round trips; bench/cutover/txn-one-trip.sql writes the same rows
+#                      in one statement, one round trip)
 #   --no-capacity      skip the applier capacity measurement
 #   --no-verify        skip the closing `bluegreen verify`
 #   --no-record        print only; do not append to bench/RESULTS.md
 #   --keep             leave the work directory (pgbench logs, flip outputs, sync logs) behind
 # Environment: BENCH_SETTINGS (extra setting=value words for both servers; recorded),
+#              BENCH_SERVERS_ARGS (extra bg-servers flags, e.g. "--source-rtt-ms 20"; recorded),
 #              BENCH_FLIP_ARGS (extra cutover/rollback flags; recorded),
 #              BENCH_BIN (directory with prebuilt bluegreen, bg-fixture, bg-servers: skips the
 #              build) and BENCH_VERSION (what to call that build in the results).
@@ -66,6 +70,7 @@ flips=10
 clients=8
 cycle=30
 scale=0.05
+script=bench/cutover/txn.sql
 do_verify=1
 do_capacity=1
 record=1
@@ -77,6 +82,7 @@ while [ $# -gt 0 ]; do
     --clients) clients=$2; shift 2 ;;
     --cycle-seconds) cycle=$2; shift 2 ;;
     --scale) scale=$2; shift 2 ;;
+    --script) script=$2; shift 2 ;;
     --no-verify) do_verify=0; shift ;;
     --no-capacity) do_capacity=0; shift ;;
     --no-record) record=0; shift ;;
@@ -232,7 +238,7 @@ if [ "$do_capacity" = 1 ]; then
   echo "== applier capacity: pgbench on blue without a rate limit for 15 s, forward sync running"
   t0=$(now)
   $pgbin/pgbench -n -h 127.0.0.1 -p "$SOURCE_PORT" -U postgres -c "$clients" -j 2 -T 15 \
-    -f bench/cutover/txn.sql -D ndefs="$ndefs" -D tps=0 factory_telemetry >"$work/capacity.out" 2>&1 \
+    -f "$script" -D ndefs="$ndefs" -D tps=0 factory_telemetry >"$work/capacity.out" 2>&1 \
     || { cat "$work/capacity.out" >&2; exit 1; }
   t1=$(now)
   # A marker row after the last of them: applied means everything before it is.
@@ -262,7 +268,7 @@ for tps in "${rates[@]}"; do
   echo "== $tps tps through PgBouncer ($clients clients, up to $secs s): $flips cutovers and $flips rollbacks"
   set +e
   $pgbin/pgbench -n -h 127.0.0.1 -p "$POOLER_PORT" -U postgres -R "$tps" -c "$clients" -j 2 \
-    -T "$secs" -l --log-prefix="$work/pgbench/$tps" -f bench/cutover/txn.sql \
+    -T "$secs" -l --log-prefix="$work/pgbench/$tps" -f "$script" \
     -D ndefs="$ndefs" -D tps="$tps" factory_telemetry >"$work/pgbench/$tps.out" 2>"$work/pgbench/$tps.err" &
   pgbench_pid=$!
   set -e
@@ -333,6 +339,8 @@ pgbouncer=$(pgbouncer --version 2>/dev/null | head -1)
 pgbench=$($pgbin/pgbench --version)
 bluegreen=$bg_version
 flip_args=--no-verify-check ${BENCH_FLIP_ARGS:-}
+script=$script
+servers_args=${BENCH_SERVERS_ARGS:-}
 settings=$server_settings
 load_start=$load_start
 load_end=$load_end

@@ -299,9 +299,9 @@ def main():
             f"builds and benchmarks: load average {m['load_start']} at the start, {m['load_end']} at the end",
             f"- versions: {m['postgresql']}, {m['pgbouncer']} (transaction pooling), {m['pgbench']}, bluegreen {m['bluegreen']}",
             f"- servers (both): {m['settings']}",
-            f"- load: `pgbench -n -R <tps> -c {m['clients']} -j 2 -l -f bench/cutover/txn.sql` through PgBouncer "
+            f"- load: `pgbench -n -R <tps> -c {m['clients']} -j 2 -l -f {m.get('script', 'bench/cutover/txn.sql')}` through PgBouncer "
             "(metric_hist insert + metric_latest upsert per transaction); fixture scale "
-            f"{m['scale']}; flips `{m['flip_args']}`",
+            f"{m['scale']}; flips `{m['flip_args']}`; bg-servers `{m.get('servers_args') or '(defaults)'}`",
             f"- applier capacity on this transaction mix (sync alone against unthrottled pgbench on blue): {m.get('capacity')}",
             "- client pause = the longest a pgbench transaction took from being sent to being done, "
             "among those on the wire during the coordinator's pause (first PAUSE sent to last RESUME "
