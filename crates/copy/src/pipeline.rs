@@ -69,6 +69,9 @@ struct Shared<'a> {
     notify: Notify,
     exporter: tokio::sync::Mutex<Option<wire::ExportedSnapshot>>,
     report: Mutex<Report>,
+    /// Items whose table lock another session holds: since when (or the last warning), and
+    /// the last time it was refused.
+    lock_waits: Mutex<HashMap<String, (Instant, Instant)>>,
     started: Instant,
 }
 
@@ -159,6 +162,7 @@ where
         notify: Notify::new(),
         exporter: tokio::sync::Mutex::new(exporter),
         report: Mutex::new(Report::default()),
+        lock_waits: Mutex::new(HashMap::new()),
         started: Instant::now(),
     };
     let workers = (0..shared.inputs.jobs.max(1)).map(|id| worker(id, &shared, &finish_data));
@@ -173,6 +177,34 @@ where
     }
     result?;
     Ok(shared.report.into_inner().unwrap_or_default())
+}
+
+/// How long an item may go without its table lock before the log says so (and again each
+/// time as long again): a session on the target holding a lock for good would otherwise
+/// stall the copy with nothing said.
+const LOCK_WARN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Shared<'_> {
+    /// An item did not get its table lock (see `postdata::LOCK_WAIT`).
+    fn lock_wait(&self, what: String) {
+        let now = Instant::now();
+        let mut waits = self.lock_waits.lock().expect("lock waits");
+        let (since, last) = waits.entry(what.clone()).or_insert((now, now));
+        // Refused a while ago, then built or left: a new wait starts now.
+        if now.duration_since(*last) > LOCK_WARN_AFTER / 2 {
+            *since = now;
+        }
+        *last = now;
+        if now.duration_since(*since) >= LOCK_WARN_AFTER {
+            tracing::warn!(
+                item = %what,
+                "a table lock it needs has been held by another session for over {} s; asking again every {} ms (on the target, pg_locks and pg_blocking_pids() show the holder)",
+                LOCK_WARN_AFTER.as_secs(),
+                (schedule::RETRY + crate::postdata::LOCK_WAIT).as_millis()
+            );
+            *since = now;
+        }
+    }
 }
 
 /// Keeps the progress counters at what every process of the run has done (`copy --join`
@@ -479,6 +511,10 @@ where
                     sched.item_ended(&it);
                 }
                 Outcome::Retry => sched.item_retry(it, Instant::now()),
+                Outcome::Locked { what } => {
+                    shared.lock_wait(what);
+                    sched.item_retry(it, Instant::now())
+                }
             }
         }
         Task::Analyze(key) => {
@@ -519,6 +555,10 @@ where
                 Outcome::AlreadyDone => sched.analyze_ended(&key),
                 // Another process is analyzing it: the run is done only once that commits.
                 Outcome::Retry => sched.analyze_retry(&key, Instant::now()),
+                Outcome::Locked { what } => {
+                    shared.lock_wait(what);
+                    sched.analyze_retry(&key, Instant::now())
+                }
             }
         }
     }

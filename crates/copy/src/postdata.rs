@@ -23,11 +23,11 @@ pub async fn open(target: &ConnSpec, preamble: &str) -> Result<Client, Error> {
     Ok(tgt)
 }
 
-/// How long an item waits on the server for a lock before it sits out (`Outcome::Retry`) and
+/// How long an item waits on the server for a lock before it sits out (`Outcome::Locked`) and
 /// its job takes other work. One process's scheduler never starts two items whose locks
 /// conflict, but it cannot see a `copy --join` worker's: a key's ACCESS EXCLUSIVE attach
 /// waiting behind another process's index build held its job idle for seconds.
-const LOCK_WAIT: Duration = Duration::from_millis(50);
+pub(crate) const LOCK_WAIT: Duration = Duration::from_millis(50);
 
 /// What became of one item.
 pub enum Outcome {
@@ -36,6 +36,11 @@ pub enum Outcome {
     AlreadyDone,
     /// Another process holds it, or a deadlock rolled it back: try again later.
     Retry,
+    /// A table lock it needs was not granted within `LOCK_WAIT` (`what`: its kind and
+    /// name): try again later, like `Retry`.
+    Locked {
+        what: String,
+    },
 }
 
 /// Claims item number `item` and runs its SQL (or `sql` instead), in one transaction; with
@@ -79,15 +84,12 @@ pub async fn build_item(
             tracing::debug!(kind = %item.kind, name = %item.name, finish, seconds = started.elapsed().as_secs_f64(), "built");
             Ok(Outcome::Done)
         }
-        // Two foreign keys between the same tables can deadlock; the loser retries. A lock
-        // held elsewhere is waited for by sitting out, not on the server (see LOCK_WAIT).
-        Err(e)
-            if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
-                || e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) =>
-        {
-            tracing::debug!(kind = %item.kind, name = %item.name, error = %conn::pg_message(&e), "retrying later");
-            Ok(Outcome::Retry)
-        }
+        // Two foreign keys between the same tables can deadlock; the loser retries.
+        Err(e) if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) => Ok(Outcome::Retry),
+        // A lock held elsewhere is waited for by sitting out, not on the server (LOCK_WAIT).
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => Ok(Outcome::Locked {
+            what: format!("{} {}", item.kind, item.name),
+        }),
         Err(e) => Err(sql("target", format!("build {} {}", item.kind, item.name))(
             e,
         )),
