@@ -198,7 +198,7 @@ impl Shared<'_> {
         if now.duration_since(*since) >= LOCK_WARN_AFTER {
             tracing::warn!(
                 item = %what,
-                "a table lock it needs has been held by another session for over {} s; asking again every {} ms (on the target, pg_locks and pg_blocking_pids() show the holder)",
+                "a table lock it needs has been held by another session for over {} s (another copy --join process building an index on that table, or someone else's session: pg_locks and pg_blocking_pids() on the target show which); asking again every {} ms",
                 LOCK_WARN_AFTER.as_secs(),
                 (schedule::RETRY + crate::postdata::LOCK_WAIT).as_millis()
             );
