@@ -340,6 +340,11 @@ pub struct SyncArgs {
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = units::duration)]
     pub stop_grace: std::time::Duration,
 
+    /// A hold on the applier that its requester (a verify, a cutover) neither releases nor
+    /// completes this long is dropped: the requester is gone (seconds, or with a unit).
+    #[arg(long, default_value = "10min", value_name = "SECONDS", value_parser = units::duration)]
+    pub hold_expiry: std::time::Duration,
+
     /// `/readyz` (with --metrics-addr) fails when sync lags more than this (seconds, or
     /// with a unit: 2min).
     #[arg(long, default_value = "30", value_name = "SECONDS", value_parser = units::seconds)]

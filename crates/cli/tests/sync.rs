@@ -732,6 +732,71 @@ fn schema_changes_are_named_whole_and_type_changes_stop_apply() {
     assert_same(&p, None);
 }
 
+/// Holds whose requester is gone: a cutover's hold at the next drain message that never
+/// came (its coordinator and watchdog died before sending it) and a hold reached but never
+/// released are both dropped after `--hold-expiry`, so verify and cutover work again.
+#[test]
+fn a_hold_its_requester_abandoned_is_dropped_after_the_expiry() {
+    let p = copied_pair(0.002);
+    let sync = spawn_bluegreen(
+        &[
+            "sync",
+            "--source",
+            &p.s,
+            "--target",
+            &p.t,
+            "--log-format",
+            "json",
+            "--hold-expiry",
+            "2s",
+        ],
+        &p.dir.path().join("sync.log"),
+    );
+    wait_caught_up(&p);
+    let hold = || {
+        p.target.sql(
+            DB,
+            "SELECT coalesce(hold_lsn::text, '-') || ' ' || coalesce(held_lsn::text, '-') FROM bluegreen.apply",
+        )
+    };
+    let wait_for = |want: &dyn Fn(&str) -> bool, what: &str| -> Duration {
+        let started = Instant::now();
+        loop {
+            let h = hold();
+            if want(&h) {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "{what}: {h}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    p.target.sql(
+        DB,
+        "UPDATE bluegreen.apply SET hold_lsn = 'FFFFFFFF/FFFFFFFF', held_lsn = NULL",
+    );
+    let took = wait_for(&|h| h == "- -", "the unmet hold was not dropped");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "dropped before the expiry: {took:?}"
+    );
+    let at = p.source.sql(DB, "SELECT pg_current_wal_insert_lsn()");
+    p.target.sql(
+        DB,
+        &format!("UPDATE bluegreen.apply SET hold_lsn = '{at}', held_lsn = NULL"),
+    );
+    wait_for(&|h| h == format!("{at} {at}"), "not held at the position");
+    wait_for(&|h| h == "- -", "the reached hold was not dropped");
+    let log = std::fs::read_to_string(p.dir.path().join("sync.log")).unwrap();
+    assert!(log.contains("drain message never came"), "{log}");
+    assert!(
+        log.contains("hold not released within --hold-expiry"),
+        "{log}"
+    );
+    let o = bluegreen(&["verify", "--source", &p.s, "--target", &p.t]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(common::stop_sync(sync).success());
+}
+
 /// The hold a cutover takes before it closes blue (`hold_lsn = FFFFFFFF/FFFFFFFF`: at the
 /// next drain message, wherever it lands): a plain hold message (a pre-drain round's, still
 /// on its way) does not take it, the first drain message does, and a hold moved from there

@@ -67,8 +67,8 @@ pub(crate) async fn pre_drain(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> Result<
 pub(crate) fn held_by_another(cx: &Ctx<'_>) -> Error {
     Error::Guardrail(format!(
         "the applier of run {} is held by another process (a verify?): cut over when it \
-         is released (bluegreen status shows the hold; the applier drops a hold nobody \
-         releases after 10 minutes)",
+         is released (bluegreen status shows the hold; the applier drops a hold its \
+         requester abandoned after sync's --hold-expiry, 10 minutes by default)",
         cx.apply_run
     ))
 }

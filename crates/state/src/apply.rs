@@ -169,6 +169,19 @@ pub async fn hold_at_message(c: &impl GenericClient, run: &str, lsn: Lsn) -> Res
     .map_err(q("hold at the message"))
 }
 
+/// Drops a hold still waiting for its next drain message (see [`AT_NEXT_MESSAGE`]): its
+/// requester (a cutover and its watchdog) is gone before sending it. False: it moved or went.
+pub async fn drop_unmet_hold(c: &impl GenericClient, run: &str) -> Result<bool, Error> {
+    c.execute(
+        "UPDATE bluegreen.apply SET hold_lsn = NULL, held_lsn = NULL
+          WHERE run = $1 AND hold_lsn = $2 AND held_lsn IS NULL",
+        &[&run, &AT_NEXT_MESSAGE],
+    )
+    .await
+    .map(|n| n == 1)
+    .map_err(q("drop an abandoned hold"))
+}
+
 /// Asks the applier to hold at `lsn` unless another process holds it already; false then.
 /// A hold is one process's at a time: verify and cutover each take it this way, so neither
 /// moves or releases the other's.

@@ -44,6 +44,9 @@ pub struct SyncOptions {
     /// After a stop request, how long to wait for the transaction at hand before giving it
     /// up (it is sent again at the next start).
     pub stop_grace: Duration,
+    /// A hold nobody releases (or, asked for at the next drain message, nobody sends) is
+    /// dropped after this long: its requester is gone.
+    pub hold_expiry: Duration,
 }
 
 /// The servers a sync touches: it streams from `source`, applies to `target`, and keeps its
@@ -140,6 +143,7 @@ pub async fn sync(
         ends.state.clone(),
         progress.clone(),
         limit,
+        opts.hold_expiry,
     ));
     let guard = tokio::spawn(standbys::guard_task(
         ends.target.clone(),
@@ -163,6 +167,7 @@ pub async fn sync(
         sessions: opts.sessions.clamp(1, apply::MAX_SESSIONS),
         serial_until: Default::default(),
         link_timeout: limit,
+        hold_expiry: opts.hold_expiry,
         backends: Default::default(),
         walsender: Default::default(),
     };

@@ -135,6 +135,7 @@ pub async fn status_task(
     target: ConnSpec,
     progress: std::sync::Arc<Progress>,
     limit: Duration,
+    hold_expiry: Duration,
 ) {
     // Every wait is bounded: a query stuck on a dead link would stop status for good.
     let mut src: Option<tokio_postgres::Client> = None;
@@ -143,6 +144,8 @@ pub async fn status_task(
     let mut samples: VecDeque<(Lsn, Instant)> = VecDeque::new();
     let (mut last_rows, mut last_tick, mut rate) = (0u64, Instant::now(), 0f64);
     let mut tick = 0u64;
+    // Since when a hold has stood at the next drain message with none arriving.
+    let mut unmet_since: Option<Instant> = None;
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         tick += 1;
@@ -157,6 +160,22 @@ pub async fn status_task(
             Some(Ok(Some((hold, stop)))) => {
                 if let Ok(mut h) = progress.hold.lock() {
                     *h = hold;
+                }
+                unmet_since = match hold {
+                    Some(state::apply::AT_NEXT_MESSAGE) => unmet_since.or(Some(Instant::now())),
+                    _ => None,
+                };
+                if unmet_since.is_some_and(|t| t.elapsed() > hold_expiry) {
+                    // A cutover takes this hold inside its pause and sends the message
+                    // within --drain-timeout; one standing this long lost its coordinator
+                    // and watchdog, and would refuse every verify and cutover meanwhile.
+                    if let Some(Ok(true)) =
+                        crate::link::within(limit, state::apply::drop_unmet_hold(t, &run)).await
+                    {
+                        tracing::warn!(expiry = ?hold_expiry, "dropped a cutover's hold whose drain message never came within --hold-expiry (its coordinator and watchdog are gone)");
+                        progress.set_hold(None);
+                    }
+                    unmet_since = None;
                 }
                 progress.stop_requested.store(stop, Ordering::SeqCst);
             }

@@ -71,6 +71,8 @@ pub struct Context {
     pub serial_until: AtomicU64,
     /// How long a silent server counts as alive (see [`crate::link`]).
     pub link_timeout: Duration,
+    /// See [`crate::SyncOptions::hold_expiry`].
+    pub hold_expiry: Duration,
     /// This run's target backends and walsender of the session that ran last: a session cut
     /// off by a dead link leaves them behind (holding the origin, row locks, the slot), and
     /// the next one ends them.
@@ -609,8 +611,8 @@ async fn hold(
         if now != Some(h) {
             break now;
         }
-        if started.elapsed() > Duration::from_secs(600) {
-            tracing::warn!(lsn = %h, "hold not released after 10 minutes; going on");
+        if started.elapsed() > ctx.hold_expiry {
+            tracing::warn!(lsn = %h, expiry = ?ctx.hold_expiry, "hold not released within --hold-expiry; going on");
             state::release(client, &ctx.run).await?;
             break None;
         }

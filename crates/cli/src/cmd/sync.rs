@@ -52,6 +52,7 @@ pub async fn run(args: SyncArgs, settings: &Settings) -> Result<Outcome, Trouble
             sessions: usize::from(args.apply_sessions),
             link_timeout: args.link_timeout,
             stop_grace: args.stop_grace,
+            hold_expiry: args.hold_expiry,
         },
     );
     let report = sync::sync(&ends, &opts, stop_rx, force_rx)
@@ -76,6 +77,7 @@ pub struct Tuning {
     pub sessions: usize,
     pub link_timeout: Duration,
     pub stop_grace: Duration,
+    pub hold_expiry: Duration,
 }
 
 impl Default for Tuning {
@@ -87,6 +89,7 @@ impl Default for Tuning {
             sessions: 2,
             link_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
+            hold_expiry: Duration::from_secs(600),
         }
     }
 }
@@ -123,6 +126,7 @@ pub fn options(
         sessions: t.sessions,
         link_timeout: t.link_timeout,
         stop_grace: t.stop_grace,
+        hold_expiry: t.hold_expiry,
         // Each direction skips what the other wrote: forward sync after a rollback must not
         // send green's writes (which reverse sync already put on blue) back to green.
         skip_origin: Some(if reverse {
