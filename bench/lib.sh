@@ -47,6 +47,10 @@ bench_cleanup() {
   [ "$code" != 0 ] && [ -n "$current" ] && echo "$bench_name.sh: $current failed (exit $code)" >&2
   jobs -p | xargs -r kill 2>/dev/null || true
   sleep 0.5
+  # Kept work keeps the pooler's log too (it lives in the servers' directory, gone with them).
+  if { [ "$keep" = 1 ] || [ "$code" != 0 ]; } && [ -n "${POOLER_DATABASES_FILE:-}" ]; then
+    cp "$(dirname "$POOLER_DATABASES_FILE")/pgbouncer.log" "$work/" 2>/dev/null || true
+  fi
   [ -n "$servers_pid" ] && kill "$servers_pid" 2>/dev/null || true
   if [ "$keep" = 1 ] || [ "$code" != 0 ]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
 }

@@ -656,6 +656,7 @@ failure_at! {
     failure_after_pre_sync_sequences_is_undone => "after:pre-sync sequences",
     failure_after_refresh_materialized_views_is_undone => "after:refresh materialized views",
     failure_after_pre_drain_is_undone => "after:pre-drain",
+    failure_after_prepare_fence_is_undone => "after:prepare fence",
     failure_before_pause_is_undone => "before:pause",
     failure_after_pause_is_undone => "after:pause",
     failure_after_fence_is_undone => "after:fence",
@@ -663,6 +664,70 @@ failure_at! {
     failure_after_final_sequence_sync_is_undone => "after:final sequence sync",
     failure_after_flip_is_undone => "after:flip",
     failure_before_commit_point_is_undone => "before:commit point",
+}
+
+/// The fence's grants are read before the PAUSE (step `prepare fence`), so that raising it
+/// in the pause takes one round trip. A CONNECT granted between that read and the fence is
+/// caught by the fence's check of the ACL, read again and revoked too; rollback gives it back.
+#[test]
+fn a_grant_made_after_the_fence_was_prepared_is_fenced_too() {
+    let r = rig();
+    r.blue
+        .sql(DB, "CREATE ROLE late LOGIN PASSWORD 'late-secret'");
+    let fwd = r.sync(false, "forward.log");
+    r.wait_sync_running("main");
+    let log = std::fs::File::create(r.dir.path().join("cutover.log")).unwrap();
+    let flip = Command::new(env!("CARGO_BIN_EXE_bluegreen"))
+        .args([
+            "cutover",
+            "--source",
+            &r.s,
+            "--target",
+            &r.t,
+            "--pooler",
+            &r.pooler_arg,
+            "--no-verify-check",
+        ])
+        .env("BLUEGREEN_TEST_STALL_AFTER", "prepare fence")
+        .env("BLUEGREEN_TEST_STALL_MS", "3000")
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while r.green.sql(
+        DB,
+        "SELECT count(*) FROM bluegreen.fences WHERE run = 'main'",
+    ) != "1"
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no fence record"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.blue
+        .sql(DB, &format!("GRANT CONNECT ON DATABASE {DB} TO late"));
+    let o = flip.wait_with_output().unwrap();
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let can_connect = || {
+        r.blue.sql(
+            DB,
+            &format!("SELECT has_database_privilege('late', '{DB}', 'CONNECT')"),
+        )
+    };
+    assert_eq!(can_connect(), "f", "the late grant is not fenced");
+    let rev = r.sync(true, "reverse.log");
+    r.wait_sync_running("main_reverse");
+    let o = r.flip("rollback", &[]);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        can_connect(),
+        "t",
+        "rollback did not give the late grant back"
+    );
+    common::stop_sync(rev);
+    common::stop_sync(fwd);
 }
 
 #[test]

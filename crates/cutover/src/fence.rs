@@ -80,25 +80,68 @@ pub async fn raise(
     run: &str,
     side: Side,
 ) -> Result<Vec<String>, Error> {
-    // Both questions in one round trip (see `far`).
+    // Grants changing under the fence are an operator's doing, and rare: a few tries.
+    for _ in 0..3 {
+        let fence = prepare(server, state, run, side).await?;
+        if let Some(left) = fence.raise(server).await? {
+            return Ok(left);
+        }
+    }
+    Err(Error::Guardrail(
+        "the CONNECT grants of the database kept changing while the fence went up: stop \
+         granting or revoking CONNECT there and cut over again"
+            .into(),
+    ))
+}
+
+/// A fence read and recorded, not yet raised (see [`prepare`]).
+pub struct Prepared {
+    /// The statements that raise it, behind a check that the CONNECT grants are still
+    /// the ones recorded.
+    batch: String,
+}
+
+/// The message of the check's error (see [`Prepared::raise`]).
+const GRANTS_CHANGED: &str = "bluegreen: the CONNECT grants changed";
+
+/// What raising the fence needs of `server` (who bluegreen's role is, the CONNECT grants),
+/// in one round trip, and the record of what it will revoke, written on `state`: a flip does
+/// this before the PAUSE, so that raising the fence inside it takes one round trip. A
+/// record without a fence is harmless (lifting it grants what is granted already).
+pub async fn prepare(
+    server: &Client,
+    state: &Client,
+    run: &str,
+    side: Side,
+) -> Result<Prepared, Error> {
+    // Both questions in one round trip (see `far`). The grants come with the ACL they were
+    // read from (one row per grant, or one with no grant), which the fence checks.
     let grants = far::rows(
         server,
         "database",
         "read CONNECT grants",
-        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END, a.is_grantable
-           FROM pg_database d,
-                aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a
-           LEFT JOIN pg_roles r ON r.oid = a.grantee
-          WHERE d.datname = current_database() AND a.privilege_type = 'CONNECT'
-            AND (r.rolname IS NULL OR r.rolname <> current_user)",
+        "SELECT d.acl, g.role, g.grantable
+           FROM (SELECT coalesce(datacl::text, '') AS acl,
+                        coalesce(datacl, acldefault('d', datdba)) AS items
+                   FROM pg_database WHERE datname = current_database()) d
+           LEFT JOIN LATERAL (
+                 SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE r.rolname::text END AS role,
+                        a.is_grantable AS grantable
+                   FROM aclexplode(d.items) a
+                   LEFT JOIN pg_roles r ON r.oid = a.grantee
+                  WHERE a.privilege_type = 'CONNECT'
+                    AND (r.rolname IS NULL OR r.rolname <> current_user)) g ON true",
         &[],
     );
     let (me, rows) = futures_util::future::try_join(me(server), grants).await?;
+    let acl: String = rows.first().map(|r| r.get(0)).unwrap_or_default();
     let now: Vec<Grant> = rows
         .iter()
-        .map(|r| Grant {
-            role: r.get(0),
-            grant_option: r.get(1),
+        .filter_map(|r| {
+            r.get::<_, Option<bool>>(2).map(|grant_option| Grant {
+                role: r.get(1),
+                grant_option,
+            })
         })
         .collect();
     let mut record = FenceRecord::get(state, run, side)
@@ -117,7 +160,15 @@ pub async fn raise(
     record.put(state, run, side).await?;
 
     let db = quote_ident(&me.database);
-    let mut stmts = Vec::new();
+    // First, in the same implicit transaction: the ACL is still the one read here, or the
+    // cast fails and nothing of the fence is done (a simple query is one transaction).
+    let mut stmts = vec![format!(
+        "SELECT (CASE WHEN (SELECT coalesce(datacl::text, '') FROM pg_database
+                             WHERE datname = current_database()) = {}
+                      THEN '0' ELSE {} END)::int",
+        conn::quote_literal(&acl),
+        conn::quote_literal(GRANTS_CHANGED)
+    )];
     if grant_self {
         stmts.push(format!("GRANT CONNECT ON DATABASE {db} TO CURRENT_USER"));
     }
@@ -131,17 +182,34 @@ pub async fn raise(
     stmts.push(format!(
         "ALTER DATABASE {db} SET default_transaction_read_only = on"
     ));
-    // One simple query: one implicit transaction, all of it or none. The roles left are
-    // asked for right behind it, in the same round trip; the server answers in order, so
-    // they are read with the fence up.
-    let fence = async {
-        server
-            .batch_execute(&stmts.join("; "))
-            .await
-            .map_err(sql("database", "fence"))
-    };
-    let ((), left) = futures_util::future::try_join(fence, residual(server)).await?;
-    Ok(left)
+    Ok(Prepared {
+        batch: stmts.join("; "),
+    })
+}
+
+impl Prepared {
+    /// Raises the fence in one round trip: the roles other than bluegreen's that can still
+    /// open sessions there, or None when the CONNECT grants changed since [`prepare`]
+    /// (nothing was done: prepare again).
+    pub async fn raise(&self, server: &Client) -> Result<Option<Vec<String>>, Error> {
+        // One simple query: one implicit transaction, all of it or none. The roles left are
+        // asked for right behind it, in the same round trip; the server answers in order, so
+        // they are read with the fence up.
+        let fence = async {
+            match server.batch_execute(&self.batch).await {
+                Ok(()) => Ok(true),
+                Err(e)
+                    if e.as_db_error()
+                        .is_some_and(|d| d.message().contains(GRANTS_CHANGED)) =>
+                {
+                    Ok(false)
+                }
+                Err(e) => Err(sql("database", "fence")(e)),
+            }
+        };
+        let (raised, left) = futures_util::future::try_join(fence, residual(server)).await?;
+        Ok(raised.then_some(left))
+    }
 }
 
 /// Roles other than bluegreen's that can open sessions on the server's database now.

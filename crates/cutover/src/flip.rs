@@ -242,6 +242,18 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
     }
     prepare(cx, undo).await?;
 
+    // What the fence needs to ask the old primary is asked now, before the PAUSE: raising
+    // it in the pause then costs clients one round trip to a far old primary, not two.
+    cx.enter(Step::PrepareFence)?;
+    undo.push(Undo::LiftFence);
+    let fence_plan = links
+        .guard(
+            Step::PrepareFence,
+            fence::prepare(&cx.old, &cx.state, &cx.opts.run, cx.side(true)),
+        )
+        .await?;
+    cx.leave(Step::PrepareFence)?;
+
     // From the PAUSE to the commit point every step is bounded (see `within`): raising the
     // fence and closing the old primary each by --pause-timeout (closing waits for other
     // sessions to end), the drain by --drain-timeout plus --pause-timeout, the others by
@@ -253,16 +265,18 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
     // old primary are not paid by paused clients.
     cx.enter(Step::Pause)?;
     let paused_at = Instant::now();
+    // Lifted before clients resume, should the flip be undone.
+    undo.forget(&Undo::LiftFence);
     undo.push(Undo::Resume((0..cx.admins.len()).collect()));
     undo.push(Undo::LiftFence);
-    let (paused, raised) = tokio::join!(
-        pause_all(cx),
-        within(
-            Step::Fence,
-            pt,
-            fence::raise(&cx.old, &cx.state, &cx.opts.run, cx.side(true))
-        )
-    );
+    let raise = async {
+        match fence_plan.raise(&cx.old).await? {
+            Some(left) => Ok(left),
+            // The grants changed since they were read: read them again.
+            None => fence::raise(&cx.old, &cx.state, &cx.opts.run, cx.side(true)).await,
+        }
+    };
+    let (paused, raised) = tokio::join!(pause_all(cx), within(Step::Fence, pt, raise));
     paused?;
     let unbound_roles = raised?;
     cx.leave(Step::Pause)?;

@@ -22,6 +22,9 @@ pub enum Step {
     RefreshMaterializedViews,
     /// The applier catches up while clients still write.
     PreDrain,
+    /// The old primary's CONNECT grants read and the fence's record written on green, so
+    /// that raising the fence inside the pause takes one round trip.
+    PrepareFence,
     /// PAUSE on every pooler; a cutover raises the old primary's fence meanwhile (a failure
     /// there is the fence's).
     Pause,
@@ -45,7 +48,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 17] = [
+    pub const ALL: [Step; 18] = [
         Step::Guardrails,
         Step::Unwatch,
         Step::UnfenceGreen,
@@ -53,6 +56,7 @@ impl Step {
         Step::PreSyncSequences,
         Step::RefreshMaterializedViews,
         Step::PreDrain,
+        Step::PrepareFence,
         Step::Pause,
         Step::Fence,
         Step::Drain,
@@ -74,6 +78,7 @@ impl Step {
             Step::PreSyncSequences => "pre-sync sequences",
             Step::RefreshMaterializedViews => "refresh materialized views",
             Step::PreDrain => "pre-drain",
+            Step::PrepareFence => "prepare fence",
             Step::Pause => "pause",
             Step::Fence => "fence",
             Step::Drain => "drain",
