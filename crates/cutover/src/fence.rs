@@ -343,10 +343,20 @@ pub(crate) async fn close(cx: &Ctx<'_>) -> Result<Closed, Error> {
            FROM pg_stat_activity WHERE {OTHERS}"
     );
     // A backend signalled leaves pg_stat_activity within a moment (its transaction already
-    // aborted): 5 ms more only while one is still listed. (pg_terminate_backend's own wait
-    // polls in 100 ms steps, and for the process, which outlives its listing.)
+    // aborted): wait on the server, 1 ms at a time and 100 ms at most, while one is still
+    // listed, rather than pay another round trip to a far old primary (the poolers' server
+    // connections that PAUSE just closed are still there while their Terminate travels).
+    // pg_terminate_backend's own wait polls in 100 ms steps, and for the process, which
+    // outlives its listing; the listing is read afresh each time (it is cached per
+    // transaction otherwise).
     let settle_sql = format!(
-        "SELECT pg_sleep(0.005) FROM (SELECT 1 FROM pg_stat_activity WHERE {OTHERS} LIMIT 1) s"
+        "DO $settle$ BEGIN
+           FOR i IN 1..100 LOOP
+             PERFORM pg_stat_clear_snapshot();
+             EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE {OTHERS});
+             PERFORM pg_sleep(0.001);
+           END LOOP;
+         END $settle$"
     );
     let count_others = format!("SELECT count(*) FROM pg_stat_activity WHERE {OTHERS}");
     let started = Instant::now();
