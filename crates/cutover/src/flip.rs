@@ -290,7 +290,12 @@ async fn sequence(cx: &mut Ctx<'_>, undo: &mut UndoStack) -> StepResult<Report> 
 
     cx.enter(Step::Drain)?;
     let drain_limit = cx.opts.drain_timeout + pt;
-    within(Step::Drain, drain_limit, drain::wait_held(cx, closed.mark)).await?;
+    within(
+        Step::Drain,
+        drain_limit,
+        drain::wait_held(cx, closed.mark, drain::IN_PAUSE),
+    )
+    .await?;
     let drained_at = closed.mark;
     cx.leave(Step::Drain)?;
 
