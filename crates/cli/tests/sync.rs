@@ -35,18 +35,21 @@ fn copied_pair(scale: f64) -> Pair {
 }
 
 fn start_sync(p: &Pair, log: &str) -> Running {
-    spawn_bluegreen(
-        &[
-            "sync",
-            "--source",
-            &p.s,
-            "--target",
-            &p.t,
-            "--log-format",
-            "json",
-        ],
-        &p.dir.path().join(log),
-    )
+    start_sync_with(p, log, &[])
+}
+
+fn start_sync_with(p: &Pair, log: &str, extra: &[&str]) -> Running {
+    let mut args = vec![
+        "sync",
+        "--source",
+        &p.s,
+        "--target",
+        &p.t,
+        "--log-format",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    spawn_bluegreen(&args, &p.dir.path().join(log))
 }
 
 /// Runs the plant workload against `dsn` in a background thread; joins to its ledger path.
@@ -738,20 +741,7 @@ fn schema_changes_are_named_whole_and_type_changes_stop_apply() {
 #[test]
 fn a_hold_its_requester_abandoned_is_dropped_after_the_expiry() {
     let p = copied_pair(0.002);
-    let sync = spawn_bluegreen(
-        &[
-            "sync",
-            "--source",
-            &p.s,
-            "--target",
-            &p.t,
-            "--log-format",
-            "json",
-            "--hold-expiry",
-            "2s",
-        ],
-        &p.dir.path().join("sync.log"),
-    );
+    let sync = start_sync_with(&p, "sync.log", &["--hold-expiry", "2s"]);
     wait_caught_up(&p);
     let hold = || {
         p.target.sql(
