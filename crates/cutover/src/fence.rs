@@ -89,7 +89,7 @@ pub async fn raise(
     }
     Err(Error::Guardrail(
         "the CONNECT grants of the database kept changing while the fence went up: stop \
-         granting or revoking CONNECT there and cut over again"
+         granting or revoking CONNECT there, then run the flip again"
             .into(),
     ))
 }
