@@ -414,6 +414,11 @@ fn an_item_whose_lock_another_session_holds_sits_out_while_the_job_builds_the_re
                           AND relation = 'factory_telemetry.metric_hist'::regclass)",
         "the operator's lock",
     );
+    let holder_pid = query(
+        &target,
+        "SELECT pid FROM pg_locks WHERE granted AND mode = 'ShareUpdateExclusiveLock'
+            AND relation = 'factory_telemetry.metric_hist'::regclass",
+    );
     let copy = Proc::spawn(&copy_args(
         &s,
         &t,
@@ -427,7 +432,7 @@ fn an_item_whose_lock_another_session_holds_sits_out_while_the_job_builds_the_re
         "every other table's ANALYZE while metric_hist's is held",
     );
     // Held past the warning's 10 s (metric_hist's ANALYZE, first by size, is refused from
-    // before the others ran): the log names the item and how to find the holder.
+    // before the others ran): the log names the item and the holder's session.
     std::thread::sleep(Duration::from_secs(12));
     script.write_all(b"COMMIT;\n").unwrap();
     drop(script);
@@ -436,14 +441,16 @@ fn an_item_whose_lock_another_session_holds_sits_out_while_the_job_builds_the_re
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     let warned = stderr(&o)
         .lines()
-        .filter(|l| l.contains("held by another session for over 10 s"))
+        .filter(|l| l.contains("refused for over 10 s"))
         .map(String::from)
         .collect::<Vec<_>>();
     assert!(
         !warned.is_empty()
-            && warned
-                .iter()
-                .all(|l| l.contains(r#"ANALYZE "factory_telemetry"."metric_hist""#)),
+            && warned.iter().all(
+                |l| l.contains(r#"ANALYZE "factory_telemetry"."metric_hist""#)
+                    && l.contains(&format!("pid {holder_pid} ("))
+                    && l.contains("idle in transaction")
+            ),
         "{}",
         stderr(&o)
     );

@@ -185,25 +185,47 @@ where
 const LOCK_WARN_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Shared<'_> {
-    /// An item did not get its table lock (see `postdata::LOCK_WAIT`).
-    fn lock_wait(&self, what: String) {
+    /// An item did not get its table lock (see `postdata::LOCK_WAIT`); true when it has
+    /// been refused for [`LOCK_WARN_AFTER`] again, and the log should say so.
+    fn lock_wait(&self, what: &str) -> bool {
         let now = Instant::now();
         let mut waits = self.lock_waits.lock().expect("lock waits");
-        let (since, last) = waits.entry(what.clone()).or_insert((now, now));
+        let (since, last) = waits.entry(what.to_string()).or_insert((now, now));
         // Refused a while ago, then built or left: a new wait starts now.
         if now.duration_since(*last) > LOCK_WARN_AFTER / 2 {
             *since = now;
         }
         *last = now;
-        if now.duration_since(*since) >= LOCK_WARN_AFTER {
-            tracing::warn!(
-                item = %what,
-                "a table lock it needs has been held by another session for over {} s (another copy --join process building an index on that table, or someone else's session: pg_locks and pg_blocking_pids() on the target show which); asking again every {} ms",
-                LOCK_WARN_AFTER.as_secs(),
-                (schedule::RETRY + crate::postdata::LOCK_WAIT).as_millis()
-            );
+        let due = now.duration_since(*since) >= LOCK_WARN_AFTER;
+        if due {
             *since = now;
         }
+        due
+    }
+}
+
+/// Says who may hold the lock item `what` has been refused for [`LOCK_WARN_AFTER`]: the
+/// target's sessions that are not bluegreen's and have had a transaction open that long. None:
+/// the holder is the run's own (a `copy --join` process building an index on that table,
+/// normal on large tables), said only at info level.
+async fn say_lock_wait(tgt: &Client, what: &str) {
+    let every = (schedule::RETRY + crate::postdata::LOCK_WAIT).as_millis();
+    let secs = LOCK_WARN_AFTER.as_secs();
+    match crate::postdata::long_transactions(tgt, LOCK_WARN_AFTER).await {
+        Ok(others) if others.is_empty() => tracing::info!(
+            item = %what,
+            "a table lock it needs has been held for over {secs} s by bluegreen's own sessions (another copy --join process building an index on that table); asking again every {every} ms"
+        ),
+        Ok(others) => tracing::warn!(
+            item = %what,
+            "a table lock it needs has been refused for over {secs} s; sessions on the target that are not bluegreen's, with a transaction open that long: {} (end them or let them finish; pg_blocking_pids() on the target shows the holder); asking again every {every} ms",
+            others.join("; ")
+        ),
+        Err(e) => tracing::warn!(
+            item = %what,
+            error = %e,
+            "a table lock it needs has been refused for over {secs} s (pg_locks and pg_blocking_pids() on the target show which session holds it); asking again every {every} ms"
+        ),
     }
 }
 
@@ -501,6 +523,11 @@ where
                 &inputs.by,
             )
             .await?;
+            if let Outcome::Locked { what } = &built {
+                if shared.lock_wait(what) {
+                    say_lock_wait(tgt, what).await;
+                }
+            }
             let mut sched = shared.sched.lock().expect("scheduler lock");
             match built {
                 Outcome::Done if !finish => sched.index_built(it),
@@ -510,11 +537,7 @@ where
                     }
                     sched.item_ended(&it);
                 }
-                Outcome::Retry => sched.item_retry(it, Instant::now()),
-                Outcome::Locked { what } => {
-                    shared.lock_wait(what);
-                    sched.item_retry(it, Instant::now())
-                }
+                Outcome::Retry | Outcome::Locked { .. } => sched.item_retry(it, Instant::now()),
             }
         }
         Task::Analyze(key) => {
@@ -545,6 +568,11 @@ where
                 }
             };
             let seconds = started.elapsed().as_secs_f64();
+            if let Outcome::Locked { what } = &outcome {
+                if shared.lock_wait(what) {
+                    say_lock_wait(tgt, what).await;
+                }
+            }
             let mut sched = shared.sched.lock().expect("scheduler lock");
             match outcome {
                 Outcome::Done => {
@@ -554,9 +582,7 @@ where
                 }
                 Outcome::AlreadyDone => sched.analyze_ended(&key),
                 // Another process is analyzing it: the run is done only once that commits.
-                Outcome::Retry => sched.analyze_retry(&key, Instant::now()),
-                Outcome::Locked { what } => {
-                    shared.lock_wait(what);
+                Outcome::Retry | Outcome::Locked { .. } => {
                     sched.analyze_retry(&key, Instant::now())
                 }
             }

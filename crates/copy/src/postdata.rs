@@ -29,6 +29,41 @@ pub async fn open(target: &ConnSpec, preamble: &str) -> Result<Client, Error> {
 /// waiting behind another process's index build held its job idle for seconds.
 pub(crate) const LOCK_WAIT: Duration = Duration::from_millis(50);
 
+/// The target's sessions that are not bluegreen's and have had a transaction open for at
+/// least `over` (each as "pid N (application, state, S s)"): who may hold a lock an item
+/// keeps being refused. Bounded: a diagnosis must not hold the copy.
+pub(crate) async fn long_transactions(tgt: &Client, over: Duration) -> Result<Vec<String>, String> {
+    let secs = over.as_secs_f64();
+    let rows = tokio::time::timeout(
+        Duration::from_secs(5),
+        tgt.query(
+            "SELECT pid, coalesce(nullif(application_name, ''), 'no application name'),
+                    coalesce(state, '-'), extract(epoch FROM now() - xact_start)::int
+               FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND xact_start < now() - make_interval(secs => $1)
+                AND application_name NOT LIKE 'bluegreen%'
+              ORDER BY xact_start",
+            &[&secs],
+        ),
+    )
+    .await
+    .map_err(|_| "the target did not list its sessions within 5 s".to_string())?
+    .map_err(|e| conn::pg_message(&e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            format!(
+                "pid {} ({}, {}, {} s)",
+                r.get::<_, i32>(0),
+                r.get::<_, String>(1),
+                r.get::<_, String>(2),
+                r.get::<_, i32>(3)
+            )
+        })
+        .collect())
+}
+
 /// What became of one item.
 pub enum Outcome {
     Done,
