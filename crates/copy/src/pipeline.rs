@@ -206,7 +206,7 @@ impl Shared<'_> {
 
 /// Says who may hold the lock item `what` has been refused for [`LOCK_WARN_AFTER`]: the
 /// target's sessions that are not bluegreen's and have had a transaction open that long. None:
-/// the holder is the run's own (a `copy --join` process building an index on that table,
+/// most likely the run's own (a `copy --join` process building an index on that table,
 /// normal on large tables), said only at info level.
 async fn say_lock_wait(tgt: &Client, what: &str) {
     let every = (schedule::RETRY + crate::postdata::LOCK_WAIT).as_millis();
@@ -214,11 +214,11 @@ async fn say_lock_wait(tgt: &Client, what: &str) {
     match crate::postdata::long_transactions(tgt, LOCK_WARN_AFTER).await {
         Ok(others) if others.is_empty() => tracing::info!(
             item = %what,
-            "a table lock it needs has been held for over {secs} s by bluegreen's own sessions (another copy --join process building an index on that table); asking again every {every} ms"
+            "a table lock it needs has been refused for over {secs} s, and no session but bluegreen's has had a transaction open that long: most likely another copy --join process building an index on that table; asking again every {every} ms"
         ),
         Ok(others) => tracing::warn!(
             item = %what,
-            "a table lock it needs has been refused for over {secs} s; sessions on the target that are not bluegreen's, with a transaction open that long: {} (end them or let them finish; pg_blocking_pids() on the target shows the holder); asking again every {every} ms",
+            "a table lock it needs has been refused for over {secs} s; sessions on the target that are not bluegreen's, with a transaction open that long: {} (end them or let them finish; pg_locks on the target shows which holds the table); asking again every {every} ms",
             others.join("; ")
         ),
         Err(e) => tracing::warn!(
